@@ -1,0 +1,138 @@
+//! Dequantization of ggml block formats into f32 (and f16/bf16 on request).
+//!
+//! Each format is a `#[repr(C)]` block struct implementing [`Block`], with a compile-time size
+//! check, and a `dequantize` that mirrors ggml's `dequantize_row_*` (ggml-quants.c) operation for
+//! operation, so results are bit-identical to ggml's reference path. All block structs have
+//! alignment 1 (f16 fields are [`F16`] byte pairs), so they can be viewed straight from a memory
+//! map at any offset.
+//!
+//! Work is split across threads with rayon in chunks of whole blocks.
+
+mod float;
+mod kquants;
+mod legacy;
+
+pub use float::{Bf16, F16, F32Le};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
+pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+
+use bytemuck::Pod;
+use rayon::prelude::*;
+
+use crate::error::{GgufError, Result};
+use crate::tensor::TensorInfo;
+use crate::types::GgmlType;
+
+/// One block of a ggml format: `SIZE` elements stored in `size_of::<Self>()` bytes.
+pub trait Block: Pod + Send + Sync {
+    /// The ggml type this block belongs to.
+    const TYPE: GgmlType;
+    /// Elements per block.
+    const SIZE: usize;
+    /// Writes the block's `SIZE` elements into `out[..SIZE]`.
+    fn dequantize(&self, out: &mut [f32]);
+}
+
+/// A target element type for dequantization.
+pub trait Element: Copy + Send + Sync + Default {
+    fn from_f32(x: f32) -> Self;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl Element for half::f16 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+}
+
+impl Element for half::bf16 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+}
+
+/// Blocks handed to one rayon task: big enough to amortize scheduling, small enough to balance.
+const BLOCKS_PER_TASK: usize = 1024;
+
+fn run<B: Block, T: Element>(data: &[u8], out: &mut [T]) {
+    let bytes = std::mem::size_of::<B>();
+    out.par_chunks_mut(BLOCKS_PER_TASK * B::SIZE)
+        .zip(data.par_chunks(BLOCKS_PER_TASK * bytes))
+        .for_each(|(out, data)| {
+            let blocks: &[B] = bytemuck::cast_slice(data);
+            let mut tmp = [0f32; 256];
+            for (block, out) in blocks.iter().zip(out.chunks_exact_mut(B::SIZE)) {
+                block.dequantize(&mut tmp[..B::SIZE]);
+                for (o, &x) in out.iter_mut().zip(&tmp[..B::SIZE]) {
+                    *o = T::from_f32(x);
+                }
+            }
+        });
+}
+
+/// Dequantizes `data` (blocks of type `ty`, as stored in the file) into `out`.
+///
+/// `name` is used in errors only. `out.len()` must be the element count of `data`.
+pub fn dequantize_into<T: Element>(name: &str, ty: GgmlType, data: &[u8], out: &mut [T]) -> Result<()> {
+    let expected = ty.bytes_for(out.len() as u64);
+    if expected != Some(data.len() as u64) {
+        return Err(GgufError::SizeMismatch {
+            tensor: name.to_string(),
+            what: format!(
+                "{} bytes of {ty} data do not hold {} elements (expected {expected:?} bytes)",
+                data.len(),
+                out.len()
+            ),
+        });
+    }
+    match ty {
+        GgmlType::F32 => run::<F32Le, T>(data, out),
+        GgmlType::F16 => run::<F16, T>(data, out),
+        GgmlType::BF16 => run::<Bf16, T>(data, out),
+        GgmlType::Q4_0 => run::<BlockQ4_0, T>(data, out),
+        GgmlType::Q4_1 => run::<BlockQ4_1, T>(data, out),
+        GgmlType::Q5_0 => run::<BlockQ5_0, T>(data, out),
+        GgmlType::Q5_1 => run::<BlockQ5_1, T>(data, out),
+        GgmlType::Q8_0 => run::<BlockQ8_0, T>(data, out),
+        GgmlType::Q2_K => run::<BlockQ2K, T>(data, out),
+        GgmlType::Q3_K => run::<BlockQ3K, T>(data, out),
+        GgmlType::Q4_K => run::<BlockQ4K, T>(data, out),
+        GgmlType::Q5_K => run::<BlockQ5K, T>(data, out),
+        GgmlType::Q6_K => run::<BlockQ6K, T>(data, out),
+        other => {
+            return Err(GgufError::UnsupportedType {
+                tensor: name.to_string(),
+                type_name: other.name(),
+                type_id: other.id(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Dequantizes a tensor's data into a new vector of `T`, row-major.
+pub fn dequantize_as<T: Element>(info: &TensorInfo, data: &[u8]) -> Result<Vec<T>> {
+    if !info.ty.is_supported() {
+        return Err(GgufError::UnsupportedType {
+            tensor: info.name.clone(),
+            type_name: info.ty.name(),
+            type_id: info.ty.id(),
+        });
+    }
+    let mut out = vec![T::default(); info.n_elements as usize];
+    dequantize_into(&info.name, info.ty, data, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantizes a tensor's data to f32, row-major.
+pub fn dequantize(info: &TensorInfo, data: &[u8]) -> Result<Vec<f32>> {
+    dequantize_as::<f32>(info, data)
+}
