@@ -31,31 +31,51 @@ pub trait Block: Pod + Send + Sync {
     const SIZE: usize;
     /// Writes the block's `SIZE` elements into `out[..SIZE]`.
     fn dequantize(&self, out: &mut [f32]);
+
+    /// Dequantizes consecutive blocks into `out` (`blocks.len() * SIZE` elements). Formats with a
+    /// faster slice conversion (the plain float types) override it.
+    fn dequantize_blocks(blocks: &[Self], out: &mut [f32]) {
+        for (block, out) in blocks.iter().zip(out.chunks_exact_mut(Self::SIZE)) {
+            block.dequantize(out);
+        }
+    }
 }
 
 /// A target element type for dequantization.
 pub trait Element: Copy + Send + Sync + Default {
-    fn from_f32(x: f32) -> Self;
+    /// Dequantizes `blocks` into `out` (`blocks.len() * B::SIZE` elements).
+    fn dequantize_blocks<B: Block>(blocks: &[B], out: &mut [Self]);
 }
 
 impl Element for f32 {
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        x
+    fn dequantize_blocks<B: Block>(blocks: &[B], out: &mut [f32]) {
+        B::dequantize_blocks(blocks, out);
+    }
+}
+
+/// Dequantizes to f32 in stack-sized pieces, then converts with `convert`.
+fn via_f32<B: Block, T>(blocks: &[B], out: &mut [T], convert: impl Fn(&[f32], &mut [T])) {
+    const PIECE: usize = 4096;
+    let mut tmp = [0f32; PIECE];
+    let per_piece = (PIECE / B::SIZE).max(1);
+    for (blocks, out) in blocks.chunks(per_piece).zip(out.chunks_mut(per_piece * B::SIZE)) {
+        let tmp = &mut tmp[..out.len()];
+        B::dequantize_blocks(blocks, tmp);
+        convert(tmp, out);
     }
 }
 
 impl Element for half::f16 {
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        half::f16::from_f32(x)
+    fn dequantize_blocks<B: Block>(blocks: &[B], out: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        via_f32(blocks, out, |src, dst| dst.convert_from_f32_slice(src));
     }
 }
 
 impl Element for half::bf16 {
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        half::bf16::from_f32(x)
+    fn dequantize_blocks<B: Block>(blocks: &[B], out: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        via_f32(blocks, out, |src, dst| dst.convert_from_f32_slice(src));
     }
 }
 
@@ -66,16 +86,7 @@ fn run<B: Block, T: Element>(data: &[u8], out: &mut [T]) {
     let bytes = std::mem::size_of::<B>();
     out.par_chunks_mut(BLOCKS_PER_TASK * B::SIZE)
         .zip(data.par_chunks(BLOCKS_PER_TASK * bytes))
-        .for_each(|(out, data)| {
-            let blocks: &[B] = bytemuck::cast_slice(data);
-            let mut tmp = [0f32; 256];
-            for (block, out) in blocks.iter().zip(out.chunks_exact_mut(B::SIZE)) {
-                block.dequantize(&mut tmp[..B::SIZE]);
-                for (o, &x) in out.iter_mut().zip(&tmp[..B::SIZE]) {
-                    *o = T::from_f32(x);
-                }
-            }
-        });
+        .for_each(|(out, data)| T::dequantize_blocks::<B>(bytemuck::cast_slice(data), out));
 }
 
 /// Dequantizes `data` (blocks of type `ty`, as stored in the file) into `out`.

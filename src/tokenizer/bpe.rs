@@ -1,0 +1,201 @@
+//! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`), as llama.cpp's `llm_tokenizer_bpe` does it.
+//!
+//! The pre-tokenizer splits the text into words; each word's bytes are written as GPT-2's
+//! printable byte characters; the word starts as one symbol per (byte) character, and the
+//! adjacent pair with the lowest merge rank in `tokenizer.ggml.merges` is merged (ties: the
+//! leftmost) until no pair has a rank. Each final symbol is looked up in the vocabulary; one that
+//! is not a token is written as single-byte tokens where those exist.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use super::pretokenize::{self, PreTokenizerSpec};
+use super::unicode::byte_encode_into;
+use super::vocab::Vocab;
+
+/// The merge table: `(left, right)` -> rank (its line number in `tokenizer.ggml.merges`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MergeRanks {
+    /// Keyed by `merge_key(left, right)`.
+    ranks: HashMap<String, u32>,
+}
+
+/// An unambiguous key for a pair of strings: the left length, a separator, both texts.
+fn merge_key(buf: &mut String, left: &str, right: &str) {
+    use std::fmt::Write;
+    buf.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(buf, "{}:{left}{right}", left.len());
+}
+
+impl MergeRanks {
+    /// Reads merge lines `"left right"`: the split is at the first space after the first byte
+    /// (as llama.cpp splits them); the first line for a pair wins. Lines without such a space
+    /// are skipped.
+    pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut ranks = HashMap::new();
+        for (rank, line) in lines.into_iter().enumerate() {
+            let Some(pos) = line.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+                continue;
+            };
+            let mut key = String::new();
+            merge_key(&mut key, &line[..pos], &line[pos + 1..]);
+            ranks.entry(key).or_insert(rank as u32);
+        }
+        MergeRanks { ranks }
+    }
+
+    /// The number of distinct merges.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ranks.len()
+    }
+
+    fn rank(&self, buf: &mut String, left: &str, right: &str) -> Option<u32> {
+        merge_key(buf, left, right);
+        self.ranks.get(buf.as_str()).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Symbol {
+    start: usize,
+    len: usize,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+/// A candidate merge; it is stale once its symbols no longer spell `left_len + right_len` bytes
+/// as they did when it was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bigram {
+    rank: u32,
+    left: usize,
+    right: usize,
+    left_len: usize,
+    right_len: usize,
+}
+
+impl PartialOrd for Bigram {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Bigram {
+    /// Max-heap order: the lowest rank first, then the leftmost.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.rank.cmp(&self.rank).then_with(|| other.left.cmp(&self.left))
+    }
+}
+
+/// Tokenizes one text fragment (no special tokens in it) and appends the ids to `out`.
+pub(crate) fn tokenize(vocab: &Vocab, merges: &MergeRanks, pre: &PreTokenizerSpec, text: &str, out: &mut Vec<u32>) {
+    let mut word = String::new();
+    let mut key = String::new();
+    for raw in pretokenize::split(text, &pre.steps) {
+        word.clear();
+        byte_encode_into(raw.as_bytes(), &mut word);
+        if pre.ignore_merges {
+            if let Some(id) = vocab.id_of(&word) {
+                out.push(id);
+                continue;
+            }
+        }
+        for piece in merge_word(merges, &word, &mut key) {
+            match vocab.id_of(piece) {
+                Some(id) => out.push(id),
+                // Not a token: each byte of the piece's UTF-8 as a one-byte token, where the
+                // vocabulary has one (llama.cpp drops the others).
+                None => out.extend(
+                    piece
+                        .bytes()
+                        .filter(u8::is_ascii)
+                        .filter_map(|b| vocab.id_of(std::str::from_utf8(&[b]).unwrap_or_default())),
+                ),
+            }
+        }
+    }
+}
+
+/// Merges a byte-encoded word by rank; returns its final pieces in order.
+fn merge_word<'w>(merges: &MergeRanks, word: &'w str, key: &mut String) -> Vec<&'w str> {
+    let n_chars = word.chars().count();
+    let mut symbols: Vec<Symbol> = word
+        .char_indices()
+        .enumerate()
+        .map(|(i, (start, c))| Symbol {
+            start,
+            len: c.len_utf8(),
+            prev: i.checked_sub(1),
+            next: (i + 1 < n_chars).then_some(i + 1),
+        })
+        .collect();
+
+    let text = |s: &Symbol| &word[s.start..s.start + s.len];
+    let mut queue = BinaryHeap::new();
+    let mut try_add =
+        |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
+            let (Some(left), Some(right)) = (left, right) else {
+                return;
+            };
+            let (l, r) = (&symbols[left], &symbols[right]);
+            if let Some(rank) = merges.rank(key, text(l), text(r)) {
+                queue.push(Bigram {
+                    rank,
+                    left,
+                    right,
+                    left_len: l.len,
+                    right_len: r.len,
+                });
+            }
+        };
+
+    for i in 1..symbols.len() {
+        try_add(&symbols, &mut queue, Some(i - 1), Some(i));
+    }
+
+    while let Some(bigram) = queue.pop() {
+        let (l, r) = (symbols[bigram.left], symbols[bigram.right]);
+        // Stale: a symbol was merged away, or grew, since the pair was queued. (Symbols only
+        // grow to the right, so equal lengths mean equal texts.)
+        if l.len == 0 || r.len == 0 || l.len != bigram.left_len || r.len != bigram.right_len {
+            continue;
+        }
+        symbols[bigram.left].len += r.len;
+        symbols[bigram.right].len = 0;
+        symbols[bigram.left].next = r.next;
+        if let Some(next) = r.next {
+            symbols[next].prev = Some(bigram.left);
+        }
+        try_add(&symbols, &mut queue, l.prev, Some(bigram.left));
+        try_add(&symbols, &mut queue, Some(bigram.left), r.next);
+    }
+
+    symbols.iter().filter(|s| s.len > 0).map(text).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_lines_split_at_first_space_after_first_byte() {
+        let m = MergeRanks::from_lines(["a b", "ab c", "  x", "a b", "nospace"]);
+        let mut k = String::new();
+        assert_eq!(m.rank(&mut k, "a", "b"), Some(0));
+        assert_eq!(m.rank(&mut k, "ab", "c"), Some(1));
+        // "  x": the first space at index >= 1 is the second one.
+        assert_eq!(m.rank(&mut k, " ", "x"), Some(2));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn merges_lowest_rank_first() {
+        // With "b c" ranked before "a b", "abc" merges b+c first and then finds no "a bc".
+        let m = MergeRanks::from_lines(["b c", "a b"]);
+        let mut k = String::new();
+        assert_eq!(merge_word(&m, "abc", &mut k), ["a", "bc"]);
+        let m = MergeRanks::from_lines(["a b", "ab c"]);
+        assert_eq!(merge_word(&m, "abc", &mut k), ["abc"]);
+    }
+}
