@@ -1,0 +1,128 @@
+//! Throughput and memory of a model on a device: prefill and decode tokens per second (best of 3),
+//! load time, peak resident memory.
+//!
+//! ```text
+//! cargo run --release --example bench -- --model FILE --device flex --threads 2 \
+//!     --prompt-tokens 128 --gen-tokens 64 [--json]
+//! ```
+//!
+//! Prefill is one forward pass over `--prompt-tokens` tokens from an empty cache, timed until its
+//! last logits are on the host; decode is `--gen-tokens` single-token steps after it, each timed
+//! until its logits are on the host, fed back greedily. scripts/bench_llama_cpp.py runs llama.cpp
+//! the same way on the same file and writes the side-by-side table.
+
+use std::time::Instant;
+
+use clap::Parser;
+use gguf_llama::cli;
+use gguf_llama::device::{self, DeviceName};
+use gguf_llama::model::Llama;
+
+#[derive(Parser)]
+#[command(about = "Prefill/decode throughput, load time and peak memory of a GGUF model")]
+struct Args {
+    /// GGUF model; without it, the embedded stories260K.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "flex")]
+    device: DeviceName,
+    /// Threads of the CPU devices (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Repetitions; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// One JSON line {"pp_tok_s","tg_tok_s","load_s","peak_rss_bytes"}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident set size of this process (Linux: VmHWM), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn last_logits(t: burn::tensor::Tensor<3>) -> anyhow::Result<Vec<f32>> {
+    let [_, seq, vocab] = t.dims();
+    t.slice([0..1, seq - 1..seq, 0..vocab])
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn tokens(ids: &[u32], device: &burn::tensor::Device) -> burn::tensor::Tensor<2, burn::tensor::Int> {
+    let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [1, ids.len()]), device)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    cli::set_threads(args.threads);
+    let device = device::device(args.device)?;
+
+    let load = Instant::now();
+    let file = cli::open_model(args.model.as_deref())?;
+    let model = Llama::from_gguf(&file, &device)?;
+    let load_s = load.elapsed().as_secs_f64();
+    let n_vocab = model.config().vocab_size as u32;
+    let needed = args.prompt_tokens + args.gen_tokens;
+    anyhow::ensure!(
+        needed <= model.config().context_length,
+        "--prompt-tokens + --gen-tokens = {needed} exceeds the context length {}",
+        model.config().context_length
+    );
+
+    // A fixed, varied prompt (llama-bench uses random tokens too).
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    let (mut best_pp, mut best_tg) = (0f64, 0f64);
+    for _ in 0..args.runs.max(1) {
+        let mut cache = model.new_cache(1, needed);
+        let t = Instant::now();
+        let mut logits = last_logits(model.forward(tokens(&prompt, &device), &mut cache)?)?;
+        best_pp = best_pp.max(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        for _ in 0..args.gen_tokens {
+            let next = argmax(&logits);
+            logits = last_logits(model.forward(tokens(&[next], &device), &mut cache)?)?;
+        }
+        best_tg = best_tg.max(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    let rss = peak_rss_bytes();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"pp_tok_s": best_pp, "tg_tok_s": best_tg, "load_s": load_s, "peak_rss_bytes": rss})
+        );
+    } else {
+        println!(
+            "device {} | load {:.2} s | prefill {} tokens: {:.1} tok/s | decode {} tokens: {:.1} tok/s | peak RSS {} (best of {})",
+            args.device,
+            load_s,
+            args.prompt_tokens,
+            best_pp,
+            args.gen_tokens,
+            best_tg,
+            rss.map(|b| format!("{:.1} MB", b as f64 / 1e6)).unwrap_or_else(|| "n/a".into()),
+            args.runs
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Generate text with a GGUF Llama model.
+//!
+//! ```text
+//! cargo run --release --example generate                       # a story from the embedded stories260K
+//! cargo run --release --example generate -- --model SmolLM2-135M-Instruct.Q4_1.gguf \
+//!     --chat --prompt "What is the capital of France?" --temp 0
+//! ```
+//!
+//! Streams the text as it is generated and ends with load time, prompt tok/s and generation
+//! tok/s; `--json` prints one JSON line instead.
+
+use std::io::Write;
+use std::time::Instant;
+
+use clap::Parser;
+use gguf_llama::cli;
+use gguf_llama::device::{self, DeviceName};
+use gguf_llama::generate::{generate, GenerateConfig};
+use gguf_llama::model::Llama;
+use gguf_llama::sampling::SamplerConfig;
+use gguf_llama::tokenizer::Tokenizer;
+
+#[derive(Parser)]
+#[command(about = "Generate text with a GGUF Llama model (default: the embedded stories260K)")]
+struct Args {
+    /// GGUF model file; without it, the embedded stories260K.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// The prompt.
+    #[arg(long, default_value = "Once upon a time")]
+    prompt: String,
+    /// Render the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1 = off), over the last 64 tokens.
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device: wgpu, vulkan, metal, flex, ndarray or cpu (what this build supports).
+    #[arg(long, default_value = "flex")]
+    device: DeviceName,
+    /// Threads of the CPU devices (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON line {"prompt_tokens","tokens","text","timings"} instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    cli::set_threads(args.threads);
+    let device = device::device(args.device)?;
+
+    let load = Instant::now();
+    let file = cli::open_model(args.model.as_deref())?;
+    let tokenizer = Tokenizer::from_gguf(file.metadata())?;
+    let model = Llama::from_gguf(&file, &device)?;
+    let load_s = load.elapsed().as_secs_f64();
+
+    let prompt = cli::prompt_tokens(&file, &tokenizer, &args.prompt, args.chat, args.system.as_deref())?;
+    let config = GenerateConfig {
+        max_tokens: args.max_tokens,
+        sampler: SamplerConfig {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            seed: args.seed,
+            ..SamplerConfig::default()
+        },
+        stop_at_eog: true,
+    };
+
+    let stdout = std::io::stdout();
+    if args.json {
+        let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {})?;
+        let line = serde_json::json!({
+            "prompt_tokens": g.prompt_tokens,
+            "tokens": g.tokens,
+            "text": g.text,
+            "stop": g.stop,
+            "timings": {
+                "load_s": load_s,
+                "prompt_tokens": g.timings.prompt_tokens,
+                "prompt_s": g.timings.prompt_s,
+                "prompt_tok_s": g.timings.prompt_tok_s(),
+                "generated_tokens": g.timings.generated_tokens,
+                "generation_s": g.timings.generation_s,
+                "generation_tok_s": g.timings.generation_tok_s(),
+            },
+        });
+        writeln!(stdout.lock(), "{line}")?;
+        return Ok(());
+    }
+
+    // Echo the prompt as llama.cpp does (without the special tokens), then stream.
+    if !args.chat {
+        print!("{}", args.prompt);
+    }
+    let g = generate(&model, &tokenizer, &prompt, &config, &mut |piece| {
+        let mut out = stdout.lock();
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    println!();
+    let t = &g.timings;
+    eprintln!(
+        "\nload {load_s:.2} s | prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s | device {} | stop: {:?}",
+        t.prompt_tokens,
+        t.prompt_tok_s(),
+        t.generated_tokens,
+        t.generation_tok_s(),
+        args.device,
+        g.stop
+    );
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Grouped-query self-attention with RoPE and a KV cache.
+//!
+//! `n_head` query heads share `n_head_kv` key/value heads: query head `h` reads key/value head
+//! `h / (n_head / n_head_kv)` (llama.cpp's GQA broadcast). Rather than copying each key/value
+//! head `group` times, the `group` query heads of one key/value head are stacked as extra query
+//! rows: queries become `[batch, n_head_kv, group · seq, key_length]`, so that Burn's attention
+//! op sees as many query heads as key heads on every backend, and reads the cache once.
+//! Row `g · seq + i` is the query of position `start + i` of head `kv · group + g`; the causal
+//! mask lets it see the keys `0 ..= start + i`.
+//!
+//! Scores are `q · kᵀ / sqrt(key_length)`, softmax in f32 over the keys, times the values.
+
+use burn::module::Module;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+use crate::model::error::ModelError;
+use crate::model::kv_cache::KvCache;
+use crate::model::linear::Linear;
+use crate::model::rope::{Rope, RopeTables};
+
+/// The attention layer of one block.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[n_head · key_length, n_embd]`
+    q: Linear,
+    /// `[n_head_kv · key_length, n_embd]`
+    k: Linear,
+    /// `[n_head_kv · value_length, n_embd]`
+    v: Linear,
+    /// `[n_embd, n_head · value_length]`
+    output: Linear,
+    n_head: usize,
+    n_head_kv: usize,
+    key_length: usize,
+    value_length: usize,
+}
+
+/// Causal masks by group size, made once per forward pass.
+#[derive(Debug, Default)]
+pub struct MaskCache {
+    masks: Vec<(usize, Tensor<2, Bool>)>,
+}
+
+impl MaskCache {
+    /// The mask of `group · seq` stacked query rows over `start + seq` keys: `true` where row
+    /// `g · seq + i` must not see key `j`, i.e. `j > start + i`. `[group · seq, start + seq]`.
+    fn get(&mut self, group: usize, start: usize, seq: usize, device: &Device) -> Tensor<2, Bool> {
+        if let Some((_, m)) = self.masks.iter().find(|(g, _)| *g == group) {
+            return m.clone();
+        }
+        let n_keys = start + seq;
+        let mut data = Vec::with_capacity(group * seq * n_keys);
+        for _ in 0..group {
+            for i in 0..seq {
+                data.extend((0..n_keys).map(|j| j > start + i));
+            }
+        }
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(data, [group * seq, n_keys]), device);
+        self.masks.push((group, mask.clone()));
+        mask
+    }
+}
+
+impl Attention {
+    /// An attention layer from its projections (see the field shapes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        q: Linear,
+        k: Linear,
+        v: Linear,
+        output: Linear,
+        n_head: usize,
+        n_head_kv: usize,
+        key_length: usize,
+        value_length: usize,
+    ) -> Attention {
+        Attention {
+            q,
+            k,
+            v,
+            output,
+            n_head,
+            n_head_kv,
+            key_length,
+            value_length,
+        }
+    }
+
+    /// Attends the `seq` new positions `cache.len() ..` to themselves and to the cached ones,
+    /// appending their keys and values to layer `layer` of the cache. Reports `Qcur-{i}`,
+    /// `Vcur-{i}`, `Kcur-{i}` (after RoPE, heads flattened) and `kqv_out-{i}` (all heads
+    /// before the output projection, `[batch, seq, n_head · value_length]`) to `trace`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, n_embd]` (normalized)
+    /// - output: `[batch, seq, n_embd]` (after the output projection)
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        layer: usize,
+        rope: &Rope,
+        tables: &RopeTables,
+        cache: &mut KvCache,
+        masks: &mut MaskCache,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
+        let [batch, seq, _] = x.dims();
+        let start = cache.len();
+        let (n_head, n_kv, dk, dv) = (self.n_head, self.n_head_kv, self.key_length, self.value_length);
+        let group = n_head / n_kv;
+
+        // Project and split into heads.
+        let q: Tensor<4> = self.q.forward(x.clone()).reshape([batch, seq, n_head, dk]);
+        let k: Tensor<4> = self.k.forward(x.clone()).reshape([batch, seq, n_kv, dk]);
+        let v: Tensor<4> = self.v.forward(x).reshape([batch, seq, n_kv, dv]);
+
+        // Rotate queries and keys by their positions.
+        let q = rope.apply(q, tables); // [batch, seq, n_head, dk]
+        let k = rope.apply(k, tables); // [batch, seq, n_kv, dk]
+        trace(&format!("Qcur-{layer}"), q.clone().reshape([batch, seq, n_head * dk]));
+        trace(&format!("Vcur-{layer}"), v.clone().reshape([batch, seq, n_kv * dv]));
+        trace(&format!("Kcur-{layer}"), k.clone().reshape([batch, seq, n_kv * dk]));
+
+        // Cache the new keys and values; get all of them back.
+        let (keys, values) = cache.append(
+            layer,
+            k.swap_dims(1, 2), // [batch, n_kv, seq, dk]
+            v.swap_dims(1, 2), // [batch, n_kv, seq, dv]
+        )?; // [batch, n_kv, start + seq, dk | dv]
+
+        // Stack the query heads of each key/value head as rows: head h = kv · group + g.
+        let q: Tensor<5> = q.reshape([batch, seq, n_kv, group, dk]);
+        let q: Tensor<4> = q
+            .permute([0, 2, 3, 1, 4]) // [batch, n_kv, group, seq, dk]
+            .reshape([batch, n_kv, group * seq, dk]);
+
+        // A single new position sees every cached key: no mask needed.
+        let mask = (seq > 1).then(|| {
+            let n_keys = start + seq;
+            masks
+                .get(group, start, seq, &q.device())
+                .reshape([1, 1, group * seq, n_keys])
+                .expand([batch, n_kv, group * seq, n_keys])
+        });
+        let options = AttentionModuleOptions {
+            scale: None, // 1 / sqrt(dk)
+            softcap: None,
+            is_causal: false,
+        };
+        let context = attention(q, keys, values, mask, None, options); // [batch, n_kv, group · seq, dv]
+
+        // Back to [batch, seq, n_head · dv], heads in order h = kv · group + g.
+        let context: Tensor<5> = context.reshape([batch, n_kv, group, seq, dv]);
+        let kqv: Tensor<3> = context
+            .permute([0, 3, 1, 2, 4]) // [batch, seq, n_kv, group, dv]
+            .reshape([batch, seq, n_head * dv]);
+        trace(&format!("kqv_out-{layer}"), kqv.clone());
+        Ok(self.output.forward(kqv)) // [batch, seq, n_embd]
+    }
+}

@@ -1,0 +1,78 @@
+//! One transformer block: pre-norm attention and pre-norm SwiGLU, each added to the residual
+//! stream.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::model::attention::{Attention, MaskCache};
+use crate::model::error::ModelError;
+use crate::model::feed_forward::FeedForward;
+use crate::model::kv_cache::KvCache;
+use crate::model::norm::RmsNorm;
+use crate::model::rope::{Rope, RopeTables};
+
+/// A transformer block (llama.cpp's `blk.{i}.*` tensors).
+#[derive(Module, Debug)]
+pub struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    ffn: FeedForward,
+}
+
+/// The per-forward state a block reads: RoPE, its tables, the KV cache and the masks.
+pub struct BlockContext<'a> {
+    pub rope: &'a Rope,
+    pub tables: &'a RopeTables,
+    pub cache: &'a mut KvCache,
+    pub masks: &'a mut MaskCache,
+}
+
+impl Block {
+    /// A block from its parts.
+    pub fn new(attn_norm: RmsNorm, attn: Attention, ffn_norm: RmsNorm, ffn: FeedForward) -> Block {
+        Block {
+            attn_norm,
+            attn,
+            ffn_norm,
+            ffn,
+        }
+    }
+
+    /// Runs block `layer`, reporting intermediate tensors by llama.cpp's names, in its graph
+    /// order: `attn_norm-{i}`, `Qcur-{i}`, `Vcur-{i}`, `Kcur-{i}`, `kqv_out-{i}`, `attn_out-{i}`,
+    /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,
+    /// `ffn_out-{i}` (before the residual), `l_out-{i}`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, n_embd]`
+    /// - output: `[batch, seq, n_embd]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        layer: usize,
+        ctx: &mut BlockContext<'_>,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
+        // Attention on the normalized stream.
+        let h = self.attn_norm.forward(x.clone()); // [batch, seq, n_embd]
+        trace(&format!("attn_norm-{layer}"), h.clone());
+        let attn = self.attn.forward(h, layer, ctx.rope, ctx.tables, ctx.cache, ctx.masks, trace)?;
+        trace(&format!("attn_out-{layer}"), attn.clone());
+
+        // Residual.
+        let ffn_inp = attn + x; // [batch, seq, n_embd]
+        trace(&format!("ffn_inp-{layer}"), ffn_inp.clone());
+
+        // Feed-forward on the normalized stream.
+        let h = self.ffn_norm.forward(ffn_inp.clone());
+        trace(&format!("ffn_norm-{layer}"), h.clone());
+        let ffn_out = self.ffn.forward(h, layer, trace); // [batch, seq, n_embd]
+        trace(&format!("ffn_out-{layer}"), ffn_out.clone());
+
+        // Residual.
+        let out = ffn_out + ffn_inp;
+        trace(&format!("l_out-{layer}"), out.clone());
+        Ok(out)
+    }
+}

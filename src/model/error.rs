@@ -1,0 +1,81 @@
+//! Every way building or running the model can fail.
+
+use gguf_importer::GgufError;
+
+/// The model's error type: each variant names the key, tensor or sizes involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `general.architecture` names an architecture this model does not implement.
+    #[error("unsupported architecture {arch:?} (supported: {supported})")]
+    UnsupportedArchitecture { arch: String, supported: &'static str },
+
+    /// A metadata key could not be read (absent, wrong type, out of range).
+    #[error("reading metadata key {key:?}: {source}")]
+    Key {
+        key: String,
+        #[source]
+        source: GgufError,
+    },
+
+    /// A metadata value that was read but cannot be used.
+    #[error("metadata key {key:?}: {reason}")]
+    InvalidConfig { key: String, reason: String },
+
+    /// A metadata value for a feature this model does not implement (YaRN scaling ...).
+    #[error("metadata key {key:?} = {value:?} is not supported: {reason}")]
+    Unsupported {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// The vocabulary size is given by no key and no tensor.
+    #[error("the vocabulary size is unknown: none of {keys} is in the file")]
+    UnknownVocabSize { keys: String },
+
+    /// A required tensor is absent.
+    #[error("missing tensor {name:?}")]
+    MissingTensor { name: String },
+
+    /// A tensor has another row-major shape than the configuration implies.
+    #[error("tensor {name:?} has row-major shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// Reading or dequantizing a tensor failed.
+    #[error("loading tensor {name:?}: {source}")]
+    Tensor {
+        name: String,
+        #[source]
+        source: GgufError,
+    },
+
+    /// More positions than the model's context length.
+    #[error("{needed} positions needed, but the context length is {context_length}")]
+    ContextOverflow { needed: usize, context_length: usize },
+
+    /// More positions than the KV cache holds.
+    #[error("{needed} positions needed, but the KV cache holds {capacity}")]
+    CacheFull { needed: usize, capacity: usize },
+
+    /// A KV cache that does not fit the model or the input (layers, batch, heads, device).
+    #[error("KV cache mismatch: {what}")]
+    CacheMismatch { what: String },
+
+    /// An input that cannot be run (empty batch, empty sequence ...).
+    #[error("invalid input: {what}")]
+    InvalidInput { what: String },
+}
+
+impl ModelError {
+    /// Wraps a metadata accessor's error with its key.
+    pub(crate) fn key(key: &str) -> impl FnOnce(GgufError) -> ModelError + '_ {
+        move |source| ModelError::Key {
+            key: key.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The SwiGLU feed-forward network: `down(silu(gate(x)) · up(x))` (llama.cpp's `build_ffn` with
+//! `LLM_FFN_SILU` and `LLM_FFN_PAR`).
+
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::Tensor;
+
+use crate::model::linear::Linear;
+
+/// The feed-forward network of one block.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// `[n_ff, n_embd]`
+    gate: Linear,
+    /// `[n_ff, n_embd]`
+    up: Linear,
+    /// `[n_embd, n_ff]`
+    down: Linear,
+}
+
+impl FeedForward {
+    /// A network from its projections (see the field shapes).
+    pub fn new(gate: Linear, up: Linear, down: Linear) -> FeedForward {
+        FeedForward { gate, up, down }
+    }
+
+    /// Runs the network of block `layer`, reporting `ffn_gate-{i}`, `ffn_up-{i}` (the
+    /// projections) and `ffn_swiglu-{i}` (`silu(gate) · up`) to `trace`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, n_embd]` (normalized)
+    /// - output: `[batch, seq, n_embd]`
+    pub fn forward(&self, x: Tensor<3>, layer: usize, trace: &mut dyn FnMut(&str, Tensor<3>)) -> Tensor<3> {
+        let gate = self.gate.forward(x.clone()); // [batch, seq, n_ff]
+        trace(&format!("ffn_gate-{layer}"), gate.clone());
+        let up = self.up.forward(x); // [batch, seq, n_ff]
+        trace(&format!("ffn_up-{layer}"), up.clone());
+        let swiglu = silu(gate) * up; // [batch, seq, n_ff]
+        trace(&format!("ffn_swiglu-{layer}"), swiglu.clone());
+        self.down.forward(swiglu) // [batch, seq, n_embd]
+    }
+}

@@ -1,0 +1,185 @@
+//! The Llama model: token embedding, transformer blocks, final norm and output projection.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::model::attention::MaskCache;
+use crate::model::block::{Block, BlockContext};
+use crate::model::config::LlamaConfig;
+use crate::model::error::ModelError;
+use crate::model::kv_cache::KvCache;
+use crate::model::linear::Linear;
+use crate::model::norm::RmsNorm;
+use crate::model::rope::Rope;
+
+/// A Llama model (llama.cpp's `llama` architecture) with f32 weights.
+///
+/// Built from a GGUF file by [`Llama::from_gguf`]. Run a prompt through [`Llama::forward`] in one
+/// pass, then one token per pass; the [`KvCache`] carries the positions between passes.
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// `[n_vocab, n_embd]`: row `t` is the embedding of token `t`.
+    token_embd: Param<Tensor<2>>,
+    blocks: Vec<Block>,
+    output_norm: RmsNorm,
+    /// `[n_vocab, n_embd]`; `None` when the file ties the output to the token embedding.
+    output: Option<Linear>,
+    #[module(skip)]
+    config: LlamaConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl Llama {
+    /// A model from its parts; [`Llama::from_gguf`] checks the shapes against `config`.
+    pub(crate) fn from_parts(
+        config: LlamaConfig,
+        rope: Rope,
+        token_embd: Tensor<2>,
+        blocks: Vec<Block>,
+        output_norm: RmsNorm,
+        output: Option<Linear>,
+    ) -> Llama {
+        Llama {
+            token_embd: Param::from_tensor(token_embd),
+            blocks,
+            output_norm,
+            output,
+            config,
+            rope,
+        }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.token_embd.val().device()
+    }
+
+    /// Whether the output projection is the token embedding (no `output.weight` in the file).
+    pub fn has_tied_embeddings(&self) -> bool {
+        self.output.is_none()
+    }
+
+    /// The token embedding `[n_vocab, n_embd]`.
+    pub fn token_embedding(&self) -> Tensor<2> {
+        self.token_embd.val()
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `max_seq` positions.
+    ///
+    /// Memory is allocated at the first forward pass: per layer,
+    /// `batch · n_head_kv · max_seq · (key_length + value_length)` f32. Passes beyond
+    /// `min(max_seq, context_length)` positions fail with [`ModelError::CacheFull`] or
+    /// [`ModelError::ContextOverflow`].
+    pub fn new_cache(&self, batch: usize, max_seq: usize) -> KvCache {
+        KvCache::new(self.blocks.len(), batch, max_seq)
+    }
+
+    /// Logits of the positions `cache.len() .. cache.len() + seq`, appending them to the cache.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]` token ids
+    /// - output: `[batch, seq, n_vocab]`
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>, ModelError> {
+        self.forward_traced(tokens, cache, &mut |_, _| {})
+    }
+
+    /// [`Llama::forward`], handing each intermediate tensor to `trace` under the name llama.cpp's
+    /// eval callback gives the same tensor, in llama.cpp's graph order: `embd` (the token
+    /// embeddings; llama.cpp before its input-selection change called it `inp_embd`), then per
+    /// layer `i`: `attn_norm-{i}`, `Qcur-{i}`, `Vcur-{i}`, `Kcur-{i}` (after RoPE, heads
+    /// flattened), `kqv_out-{i}` (attention before the output projection), `attn_out-{i}`,
+    /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,
+    /// `ffn_out-{i}` (before the residual), `l_out-{i}`; last `result_norm` and `result_output`
+    /// (the logits). Each is `[batch, seq, dim]`.
+    pub fn forward_traced(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
+        let [batch, seq] = tokens.dims();
+        self.check_input(&tokens, cache)?;
+        let start = cache.len();
+        let device = self.device();
+
+        // Token embeddings: row t of token_embd for token t.
+        let ids: Tensor<1, Int> = tokens.reshape([batch * seq]);
+        let x: Tensor<3> = self
+            .token_embd
+            .val()
+            .select(0, ids) // [batch · seq, n_embd]
+            .reshape([batch, seq, self.config.embedding_length]);
+        trace("embd", x.clone());
+
+        // Transformer blocks.
+        let tables = self.rope.tables(start, seq, &device);
+        let mut masks = MaskCache::default();
+        let mut ctx = BlockContext {
+            rope: &self.rope,
+            tables: &tables,
+            cache,
+            masks: &mut masks,
+        };
+        let mut x = x;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, layer, &mut ctx, trace)?; // [batch, seq, n_embd]
+        }
+        cache.advance(seq)?;
+
+        // Final norm and logits.
+        let x = self.output_norm.forward(x);
+        trace("result_norm", x.clone());
+        let logits = match &self.output {
+            Some(output) => output.forward(x),
+            None => Linear::new(self.token_embd.val(), None).forward(x),
+        }; // [batch, seq, n_vocab]
+        trace("result_output", logits.clone());
+        Ok(logits)
+    }
+
+    /// Rejects an input the forward pass cannot run, before anything runs.
+    fn check_input(&self, tokens: &Tensor<2, Int>, cache: &KvCache) -> Result<(), ModelError> {
+        let [batch, seq] = tokens.dims();
+        if batch == 0 || seq == 0 {
+            return Err(ModelError::InvalidInput {
+                what: format!("empty token tensor of shape [{batch}, {seq}]"),
+            });
+        }
+        if cache.batch() != batch || cache.n_layers() != self.blocks.len() {
+            return Err(ModelError::CacheMismatch {
+                what: format!(
+                    "cache for batch {} and {} layers, input batch {batch} for {} layers",
+                    cache.batch(),
+                    cache.n_layers(),
+                    self.blocks.len()
+                ),
+            });
+        }
+        let needed = cache.len().saturating_add(seq);
+        if needed > self.config.context_length {
+            return Err(ModelError::ContextOverflow {
+                needed,
+                context_length: self.config.context_length,
+            });
+        }
+        cache.check_room(seq)?;
+        // Token ids must index the embedding (a gather out of range is undefined on some backends).
+        let n_vocab = self.config.vocab_size;
+        let data = tokens.to_data();
+        let ids = data.iter::<i64>();
+        for (i, id) in ids.enumerate() {
+            if id < 0 || id as u64 >= n_vocab as u64 {
+                return Err(ModelError::InvalidInput {
+                    what: format!("token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

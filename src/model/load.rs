@@ -1,0 +1,220 @@
+//! Building a [`Llama`] from a GGUF file: tensor names, shape checks, dequantization to f32.
+//!
+//! Tensor names are llama.cpp's (`llama-arch.cpp`). Shapes below are row-major, i.e. ggml's `ne`
+//! reversed (see `gguf_importer::burn`): a linear weight is `[n_out, n_in]`.
+//!
+//! | tensor                       | shape                               | required                 |
+//! |------------------------------|-------------------------------------|--------------------------|
+//! | `token_embd.weight`          | `[n_vocab, n_embd]`                 | yes                      |
+//! | `output_norm.weight`         | `[n_embd]`                          | yes                      |
+//! | `output.weight`              | `[n_vocab, n_embd]`                 | no: tied to `token_embd` |
+//! | `rope_freqs.weight`          | `[n_rot / 2]`                       | no (Llama 3 files)       |
+//! | `blk.{i}.attn_norm.weight`   | `[n_embd]`                          | yes                      |
+//! | `blk.{i}.attn_q.weight`      | `[n_head · key_length, n_embd]`     | yes, or `attn_qkv`       |
+//! | `blk.{i}.attn_k.weight`      | `[n_head_kv · key_length, n_embd]`  | yes, or `attn_qkv`       |
+//! | `blk.{i}.attn_v.weight`      | `[n_head_kv · value_length, n_embd]`| yes, or `attn_qkv`       |
+//! | `blk.{i}.attn_qkv.weight`    | q, k and v rows stacked             | instead of q, k, v       |
+//! | `blk.{i}.attn_output.weight` | `[n_embd, n_head · value_length]`   | yes                      |
+//! | `blk.{i}.ffn_norm.weight`    | `[n_embd]`                          | yes                      |
+//! | `blk.{i}.ffn_gate.weight`    | `[n_ff, n_embd]`                    | yes                      |
+//! | `blk.{i}.ffn_up.weight`      | `[n_ff, n_embd]`                    | yes                      |
+//! | `blk.{i}.ffn_down.weight`    | `[n_embd, n_ff]`                    | yes                      |
+//!
+//! Every linear layer also takes an optional `.bias` of shape `[n_out]`.
+
+use burn::tensor::{Device, Tensor};
+use gguf_importer::GgufFile;
+
+use crate::model::attention::Attention;
+use crate::model::block::Block;
+use crate::model::config::LlamaConfig;
+use crate::model::error::ModelError;
+use crate::model::feed_forward::FeedForward;
+use crate::model::linear::Linear;
+use crate::model::llama::Llama;
+use crate::model::norm::RmsNorm;
+use crate::model::rope::Rope;
+
+/// Token embedding.
+pub const TOKEN_EMBD: &str = "token_embd.weight";
+/// Final norm.
+pub const OUTPUT_NORM: &str = "output_norm.weight";
+/// Output projection (absent when tied to the token embedding).
+pub const OUTPUT: &str = "output.weight";
+/// Per-pair RoPE frequency divisors (Llama 3).
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// `blk.{layer}.{name}`.
+pub fn block_tensor(layer: usize, name: &str) -> String {
+    format!("blk.{layer}.{name}")
+}
+
+impl Llama {
+    /// Reads the configuration ([`LlamaConfig::from_file`]) and every weight, dequantized to
+    /// f32, onto `device`.
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Llama, ModelError> {
+        let config = LlamaConfig::from_file(file)?;
+        Self::from_gguf_with_config(file, config, device)
+    }
+
+    /// Like [`Llama::from_gguf`] with a given configuration (to change the RoPE style, say).
+    pub fn from_gguf_with_config(
+        file: &GgufFile,
+        config: LlamaConfig,
+        device: &Device,
+    ) -> Result<Llama, ModelError> {
+        if config.head_count_kv.len() != config.block_count {
+            return Err(ModelError::InvalidConfig {
+                key: "head_count_kv".into(),
+                reason: format!(
+                    "{} entries for {} layers",
+                    config.head_count_kv.len(),
+                    config.block_count
+                ),
+            });
+        }
+        let loader = Loader { file, device };
+        let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
+
+        let token_embd = loader.tensor::<2>(TOKEN_EMBD, [n_vocab, n_embd])?;
+        let output_norm = RmsNorm::new(loader.tensor::<1>(OUTPUT_NORM, [n_embd])?, config.rms_norm_eps);
+        let output = loader.optional_linear(OUTPUT, [n_vocab, n_embd])?;
+
+        let half = config.rope.dimension_count / 2;
+        let freq_factors = match file.tensor(ROPE_FREQS) {
+            Some(_) => Some(loader.host_f32::<1>(ROPE_FREQS, [half])?),
+            None => None,
+        };
+        let rope = Rope::new(&config.rope, freq_factors)?;
+
+        let blocks = (0..config.block_count)
+            .map(|layer| loader.block(&config, layer))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Llama::from_parts(config, rope, token_embd, blocks, output_norm, output))
+    }
+}
+
+/// Reads tensors of one file onto one device, checking their shapes.
+struct Loader<'a> {
+    file: &'a GgufFile,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    /// Checks that tensor `name` exists with row-major shape `expected`.
+    fn check_shape<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<(), ModelError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })?;
+        let mismatch = || ModelError::ShapeMismatch {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: info.shape(),
+        };
+        match gguf_importer::burn::dims::<D>(info) {
+            Ok(found) if found == expected => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Tensor `name`, which must have row-major shape `expected`, dequantized to f32 on the device.
+    fn tensor<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<Tensor<D>, ModelError> {
+        self.check_shape(name, expected)?;
+        gguf_importer::burn::tensor_f32_shaped(self.file, name, expected, self.device)
+            .map_err(|source| tensor_error(name, source))
+    }
+
+    /// Tensor `name` of row-major shape `expected`, dequantized to f32 on the host.
+    fn host_f32<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<Vec<f32>, ModelError> {
+        self.check_shape(name, expected)?;
+        self.file.dequantize(name).map_err(|source| tensor_error(name, source))
+    }
+
+    /// The linear layer `{prefix}.weight` `[n_out, n_in]` with its optional `{prefix}.bias`.
+    fn linear(&self, weight_name: &str, shape: [usize; 2]) -> Result<Linear, ModelError> {
+        let weight = self.tensor::<2>(weight_name, shape)?;
+        let bias_name = bias_name(weight_name);
+        let bias = match self.file.tensor(&bias_name) {
+            Some(_) => Some(self.tensor::<1>(&bias_name, [shape[0]])?),
+            None => None,
+        };
+        Ok(Linear::new(weight, bias))
+    }
+
+    /// [`Loader::linear`], or `None` when the weight is absent.
+    fn optional_linear(&self, weight_name: &str, shape: [usize; 2]) -> Result<Option<Linear>, ModelError> {
+        match self.file.tensor(weight_name) {
+            Some(_) => self.linear(weight_name, shape).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Block `layer`.
+    fn block(&self, config: &LlamaConfig, layer: usize) -> Result<Block, ModelError> {
+        let name = |n: &str| block_tensor(layer, n);
+        let n_embd = config.embedding_length;
+        let (n_head, n_kv) = (config.head_count, config.head_count_kv[layer]);
+        let (dk, dv) = (config.key_length, config.value_length);
+        let n_ff = config.feed_forward_length;
+        let eps = config.rms_norm_eps;
+
+        let attn_norm = RmsNorm::new(self.tensor::<1>(&name("attn_norm.weight"), [n_embd])?, eps);
+        let (q, k, v) = self.qkv(layer, [n_head * dk, n_kv * dk, n_kv * dv], n_embd)?;
+        let output = self.linear(&name("attn_output.weight"), [n_embd, n_head * dv])?;
+        let attn = Attention::new(q, k, v, output, n_head, n_kv, dk, dv);
+
+        let ffn_norm = RmsNorm::new(self.tensor::<1>(&name("ffn_norm.weight"), [n_embd])?, eps);
+        let ffn = FeedForward::new(
+            self.linear(&name("ffn_gate.weight"), [n_ff, n_embd])?,
+            self.linear(&name("ffn_up.weight"), [n_ff, n_embd])?,
+            self.linear(&name("ffn_down.weight"), [n_embd, n_ff])?,
+        );
+        Ok(Block::new(attn_norm, attn, ffn_norm, ffn))
+    }
+
+    /// The query, key and value projections of block `layer`: separate `attn_q`/`attn_k`/`attn_v`,
+    /// or the rows of a fused `attn_qkv` (q rows, then k rows, then v rows) split apart.
+    fn qkv(&self, layer: usize, n_out: [usize; 3], n_embd: usize) -> Result<(Linear, Linear, Linear), ModelError> {
+        let fused = block_tensor(layer, "attn_qkv.weight");
+        let q_name = block_tensor(layer, "attn_q.weight");
+        if self.file.tensor(&q_name).is_some() || self.file.tensor(&fused).is_none() {
+            return Ok((
+                self.linear(&q_name, [n_out[0], n_embd])?,
+                self.linear(&block_tensor(layer, "attn_k.weight"), [n_out[1], n_embd])?,
+                self.linear(&block_tensor(layer, "attn_v.weight"), [n_out[2], n_embd])?,
+            ));
+        }
+        let total = n_out.iter().sum();
+        let weight = self.tensor::<2>(&fused, [total, n_embd])?; // [n_q + n_k + n_v, n_embd]
+        let bias_name = bias_name(&fused);
+        let bias = match self.file.tensor(&bias_name) {
+            Some(_) => Some(self.tensor::<1>(&bias_name, [total])?),
+            None => None,
+        };
+        let part = |start: usize, n: usize| {
+            Linear::new(
+                weight.clone().narrow(0, start, n),
+                bias.clone().map(|b| b.narrow(0, start, n)),
+            )
+        };
+        let [n_q, n_k, n_v] = n_out;
+        Ok((part(0, n_q), part(n_q, n_k), part(n_q + n_k, n_v)))
+    }
+}
+
+fn tensor_error(name: &str, source: gguf_importer::GgufError) -> ModelError {
+    ModelError::Tensor {
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// `x.weight` -> `x.bias`.
+fn bias_name(weight_name: &str) -> String {
+    match weight_name.strip_suffix(".weight") {
+        Some(stem) => format!("{stem}.bias"),
+        None => format!("{weight_name}.bias"),
+    }
+}

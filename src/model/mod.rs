@@ -1,0 +1,47 @@
+//! The Llama model as a Burn module, built from a GGUF file (llama.cpp's `llama` architecture).
+//!
+//! ```text
+//! tokens [batch, seq]
+//!   └ token_embd row gather                            embd          [batch, seq, n_embd]
+//!   └ n_layer × Block:
+//!       h = attn_norm(x)                               attn_norm-i
+//!       q, k = RoPE(wq·h, wk·h); v = wv·h              Qcur-i, Vcur-i, Kcur-i
+//!       a = wo · GQA attention(q, k, v; cache)         kqv_out-i (before wo), attn_out-i
+//!       x = x + a                                      ffn_inp-i
+//!       h = ffn_norm(x)                                ffn_norm-i
+//!       f = down(silu(gate·h) · up·h)                  ffn_gate-i, ffn_up-i, ffn_swiglu-i, ffn_out-i
+//!       x = x + f                                      l_out-i
+//!   └ output_norm                                      result_norm
+//!   └ output (or the tied token embedding)             result_output [batch, seq, n_vocab]
+//! ```
+//!
+//! The names on the right are llama.cpp's for the same tensors (its eval callback's), under
+//! which [`Llama::forward_traced`] reports them.
+//!
+//! - [`config`]: [`LlamaConfig::from_gguf`] and the metadata keys it reads.
+//! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights are dequantized to f32.
+//! - [`llama`]: the [`Llama`] module and its forward pass (one implementation, traced or not).
+//! - [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
+//! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
+//! - [`kv_cache`]: the [`KvCache`].
+//!
+//! Dimension order: every weight has the row-major shape of ggml's `ne` reversed (see
+//! `gguf_importer::burn`); a linear weight is `[n_out, n_in]` and computes `y = x · Wᵀ`.
+
+pub mod attention;
+pub mod block;
+pub mod config;
+pub mod error;
+pub mod feed_forward;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod load;
+pub mod norm;
+pub mod rope;
+
+pub use config::{LlamaConfig, RopeConfig, RopeStyle};
+pub use error::ModelError;
+pub use kv_cache::KvCache;
+pub use llama::Llama;
+pub use rope::Rope;

@@ -1,0 +1,31 @@
+//! RMS normalization with a learned scale (ggml's `rms_norm` followed by `mul`).
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+
+/// `y = x / sqrt(mean(x²) + eps) · weight`, over the last dimension.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// `[dim]`
+    weight: Param<Tensor<1>>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// A norm with the given scale `[dim]` and epsilon.
+    pub fn new(weight: Tensor<1>, eps: f32) -> RmsNorm {
+        RmsNorm {
+            weight: Param::from_tensor(weight),
+            eps: eps as f64,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, dim]`
+    /// - output: `[batch, seq, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mean_sq = x.clone().square().mean_dim(2); // [batch, seq, 1]
+        let inv_rms = (mean_sq + self.eps).sqrt().recip(); // [batch, seq, 1]
+        x * inv_rms * self.weight.val().unsqueeze::<3>() // [batch, seq, dim]
+    }
+}

@@ -1,0 +1,269 @@
+//! Rotary position embedding (RoPE) as llama.cpp applies it.
+//!
+//! Pair `i` (of `n_rot / 2`) of a head at position `p` is rotated by the angle
+//!
+//! ```text
+//! theta_i = freq_scale · p · base^(-2i / n_rot) / freq_factor[i]
+//! ```
+//!
+//! - `freq_scale` is linear position scaling (`1 / rope.scaling.factor`, 1 without scaling);
+//! - `freq_factor` are the per-pair divisors of Llama 3 files (tensor `rope_freqs.weight`,
+//!   shape `[n_rot / 2]`), 1 when the file has none (ggml's `freq_factors` of `ggml_rope_ext`).
+//!
+//! The angles are computed on the host in f32 the way ggml's CPU backend does
+//! (`ggml_rope_cache_init`: `theta` starts at `p` and is multiplied by `base^(-2/n_rot)` once per
+//! pair), so positions far into the context get the same rounding as the reference.
+//!
+//! The pairing ([`RopeStyle`]): `Adjacent` rotates `(x[2i], x[2i+1])` (llama.cpp's
+//! `LLAMA_ROPE_TYPE_NORM`, used by the `llama` architecture: llama.cpp's converter permutes the
+//! Q/K rows of HF checkpoints so that adjacent pairs are right for GGUF weights as stored);
+//! `Halves` rotates `(x[i], x[i + n_rot/2])` (`LLAMA_ROPE_TYPE_NEOX`). Elements of a head past
+//! `n_rot` pass through unchanged.
+//!
+//! Both pairings are computed the same way, as `x · C + swap(x) · S`: the rotated part of a head
+//! is viewed as `[n_rot/2, 2]` (adjacent) or `[2, n_rot/2]` (halves), `swap` flips the axis of
+//! size 2 so that each element meets its partner, and the tables hold `C = (cos, cos)` and
+//! `S = (-sin, sin)` laid out along the same axes.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::model::config::{RopeConfig, RopeStyle};
+use crate::model::error::ModelError;
+
+/// RoPE parameters and the per-pair frequency divisors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rope {
+    style: RopeStyle,
+    n_rot: usize,
+    freq_base: f32,
+    freq_scale: f32,
+    /// `[n_rot / 2]` divisors of the angles (`rope_freqs.weight`), if the file has them.
+    freq_factors: Option<Vec<f32>>,
+}
+
+/// The rotation tables for one run of positions, shaped to broadcast against a head tensor
+/// viewed as `[batch, seq, heads, a, b]` (see [`Rope::apply`]).
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// `(cos, cos)`: `[1, seq, 1, n_rot/2, 2]` (adjacent) or `[1, seq, 1, 2, n_rot/2]` (halves).
+    cos: Tensor<5>,
+    /// `(-sin, sin)`, shaped as `cos`.
+    sin: Tensor<5>,
+    seq: usize,
+}
+
+impl Rope {
+    /// RoPE from the configuration and optional per-pair frequency divisors (`[n_rot / 2]`).
+    pub fn new(config: &RopeConfig, freq_factors: Option<Vec<f32>>) -> Result<Rope, ModelError> {
+        let n_rot = config.dimension_count;
+        if let Some(ff) = &freq_factors {
+            if ff.len() != n_rot / 2 {
+                return Err(ModelError::ShapeMismatch {
+                    name: crate::model::load::ROPE_FREQS.to_string(),
+                    expected: vec![n_rot / 2],
+                    found: vec![ff.len()],
+                });
+            }
+            if let Some(bad) = ff.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                return Err(ModelError::InvalidConfig {
+                    key: crate::model::load::ROPE_FREQS.to_string(),
+                    reason: format!("frequency divisor {bad} is not a positive number"),
+                });
+            }
+        }
+        Ok(Rope {
+            style: config.style,
+            n_rot,
+            freq_base: config.freq_base,
+            freq_scale: config.freq_scale,
+            freq_factors,
+        })
+    }
+
+    /// Rotated elements per head.
+    pub fn n_rot(&self) -> usize {
+        self.n_rot
+    }
+
+    /// The pairing.
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
+    /// The angles of positions `start .. start + len`: `[len, n_rot / 2]`, row-major.
+    pub fn angles(&self, start: usize, len: usize) -> Vec<f32> {
+        let half = self.n_rot / 2;
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let mut out = Vec::with_capacity(len * half);
+        for p in start..start + len {
+            let mut theta = p as f32;
+            for i in 0..half {
+                let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                out.push(self.freq_scale * (theta / ff));
+                theta *= theta_scale;
+            }
+        }
+        out
+    }
+
+    /// The rotation tables of positions `start .. start + seq` on `device`.
+    pub fn tables(&self, start: usize, seq: usize, device: &Device) -> RopeTables {
+        let half = self.n_rot / 2;
+        let angles = self.angles(start, seq); // [seq, half]
+        let mut cos = Vec::with_capacity(seq * self.n_rot);
+        let mut sin = Vec::with_capacity(seq * self.n_rot);
+        for row in angles.chunks_exact(half.max(1)).take(seq) {
+            match self.style {
+                // [half, 2]: (cos_i, cos_i), (-sin_i, sin_i)
+                RopeStyle::Adjacent => {
+                    for &a in row {
+                        cos.extend_from_slice(&[a.cos(), a.cos()]);
+                        sin.extend_from_slice(&[-a.sin(), a.sin()]);
+                    }
+                }
+                // [2, half]: (cos_0 .. cos_h), (cos_0 .. cos_h) and (-sin ..), (sin ..)
+                RopeStyle::Halves => {
+                    cos.extend(row.iter().map(|a| a.cos()));
+                    cos.extend(row.iter().map(|a| a.cos()));
+                    sin.extend(row.iter().map(|a| -a.sin()));
+                    sin.extend(row.iter().map(|a| a.sin()));
+                }
+            }
+        }
+        let shape = self.pair_shape(1, seq, 1);
+        RopeTables {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            seq,
+        }
+    }
+
+    /// `[batch, seq, heads, a, b]` with `a · b = n_rot` and the partner axis of size 2 where
+    /// the style puts it.
+    fn pair_shape(&self, batch: usize, seq: usize, heads: usize) -> [usize; 5] {
+        let half = self.n_rot / 2;
+        match self.style {
+            RopeStyle::Adjacent => [batch, seq, heads, half, 2],
+            RopeStyle::Halves => [batch, seq, heads, 2, half],
+        }
+    }
+
+    /// Rotates the heads of `x`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, heads, head_dim]`, `head_dim >= n_rot`, `seq` as in `tables`
+    /// - output: same
+    pub fn apply(&self, x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
+        let [batch, seq, heads, head_dim] = x.dims();
+        debug_assert_eq!(seq, tables.seq, "RoPE tables made for another sequence length");
+        if self.n_rot == 0 {
+            return x;
+        }
+        let (rot, pass) = if self.n_rot < head_dim {
+            let pass = x.clone().narrow(3, self.n_rot, head_dim - self.n_rot);
+            (x.narrow(3, 0, self.n_rot), Some(pass))
+        } else {
+            (x, None)
+        };
+        let shape = self.pair_shape(batch, seq, heads);
+        let partner_axis = match self.style {
+            RopeStyle::Adjacent => 4,
+            RopeStyle::Halves => 3,
+        };
+        let pairs: Tensor<5> = rot.reshape(shape); // [batch, seq, heads, a, b]
+        let swapped = pairs.clone().flip([partner_axis]); // each element beside its partner
+        let rotated = pairs * tables.cos.clone() + swapped * tables.sin.clone();
+        let rotated: Tensor<4> = rotated.reshape([batch, seq, heads, self.n_rot]);
+        match pass {
+            Some(pass) => Tensor::cat(vec![rotated, pass], 3),
+            None => rotated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's rotation of one head, written out element by element (ggml's `rotate_pairs`:
+    /// partners `(i, i + 1)` for NORM, `(i, i + n_rot/2)` for NEOX).
+    fn reference(x: &[f32], angles: &[f32], style: RopeStyle, n_rot: usize) -> Vec<f32> {
+        let mut out = x.to_vec();
+        for (i, &a) in angles.iter().enumerate() {
+            let (j0, j1) = match style {
+                RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                RopeStyle::Halves => (i, i + n_rot / 2),
+            };
+            let (x0, x1) = (x[j0], x[j1]);
+            out[j0] = x0 * a.cos() - x1 * a.sin();
+            out[j1] = x0 * a.sin() + x1 * a.cos();
+        }
+        out
+    }
+
+    #[test]
+    fn angles_follow_the_formula() {
+        let rope = Rope::new(
+            &RopeConfig {
+                style: RopeStyle::Adjacent,
+                dimension_count: 8,
+                freq_base: 10000.0,
+                freq_scale: 0.5,
+            },
+            Some(vec![1.0, 2.0, 4.0, 8.0]),
+        )
+        .unwrap();
+        let got = rope.angles(3, 2); // positions 3 and 4
+        for (r, p) in [3.0f64, 4.0].iter().enumerate() {
+            for i in 0..4 {
+                let want = 0.5 * p * 10000f64.powf(-2.0 * i as f64 / 8.0) / [1.0, 2.0, 4.0, 8.0][i];
+                let g = got[r * 4 + i] as f64;
+                assert!((g - want).abs() <= 1e-6 * want.abs().max(1.0), "p {p} i {i}: {g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "flex")]
+    fn rotation_matches_the_element_wise_reference() {
+        let device = Device::flex();
+        let (batch, seq, heads, head_dim) = (2, 3, 2, 12);
+        let x: Vec<f32> = (0..batch * seq * heads * head_dim)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        for style in [RopeStyle::Adjacent, RopeStyle::Halves] {
+            for n_rot in [8, 12] {
+                let rope = Rope::new(
+                    &RopeConfig {
+                        style,
+                        dimension_count: n_rot,
+                        freq_base: 100.0,
+                        freq_scale: 1.0,
+                    },
+                    None,
+                )
+                .unwrap();
+                let start = 5;
+                let tables = rope.tables(start, seq, &device);
+                let input = Tensor::<4>::from_data(
+                    TensorData::new(x.clone(), [batch, seq, heads, head_dim]),
+                    &device,
+                );
+                let got = rope.apply(input, &tables).into_data().try_to_vec::<f32>().unwrap();
+                let angles = rope.angles(start, seq);
+                for b in 0..batch {
+                    for s in 0..seq {
+                        for h in 0..heads {
+                            let off = ((b * seq + s) * heads + h) * head_dim;
+                            let a = &angles[s * n_rot / 2..(s + 1) * n_rot / 2];
+                            let want = reference(&x[off..off + head_dim], a, style, n_rot);
+                            for (g, w) in got[off..off + head_dim].iter().zip(&want) {
+                                assert!((g - w).abs() < 1e-6, "{style:?} n_rot {n_rot}: {g} vs {w}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
