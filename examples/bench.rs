@@ -67,7 +67,10 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-fn tokens(ids: &[u32], device: &burn::tensor::Device) -> burn::tensor::Tensor<2, burn::tensor::Int> {
+fn tokens(
+    ids: &[u32],
+    device: &burn::tensor::Device,
+) -> burn::tensor::Tensor<2, burn::tensor::Int> {
     let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
     burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [1, ids.len()]), device)
 }
@@ -90,7 +93,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     // A fixed, varied prompt (llama-bench uses random tokens too).
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
+        .map(|i| (i * 7919 + 13) % n_vocab)
+        .collect();
     let (mut best_pp, mut best_tg) = (0f64, 0f64);
     for _ in 0..args.runs.max(1) {
         let mut cache = model.new_cache(1, needed);

@@ -78,7 +78,13 @@ fn main() -> anyhow::Result<()> {
     let model = Llama::from_gguf(&file, &device)?;
     let load_s = load.elapsed().as_secs_f64();
 
-    let prompt = cli::prompt_tokens(&file, &tokenizer, &args.prompt, args.chat, args.system.as_deref())?;
+    let prompt = cli::prompt_tokens(
+        &file,
+        &tokenizer,
+        &args.prompt,
+        args.chat,
+        args.system.as_deref(),
+    )?;
     let config = GenerateConfig {
         max_tokens: args.max_tokens,
         sampler: SamplerConfig {

@@ -29,7 +29,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let file = GgufFile::open(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let file =
+        GgufFile::open(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
 
     if let (Some(name), Some(out)) = (&args.dequantize, &args.out) {
         let info = file.require_tensor(name)?;
@@ -39,7 +40,12 @@ fn main() -> anyhow::Result<()> {
         );
         npy::write_f32(&mut w, &info.shape(), &values)?;
         w.flush()?;
-        eprintln!("{name}: {} {:?} -> {}", info.ty, info.shape(), out.display());
+        eprintln!(
+            "{name}: {} {:?} -> {}",
+            info.ty,
+            info.shape(),
+            out.display()
+        );
         return Ok(());
     }
 
@@ -56,10 +62,22 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(out, "\nMetadata:")?;
     for (i, (key, value)) in file.metadata().iter().enumerate() {
-        writeln!(out, "{:5}: {:<8} {key} = {value}", i + 1, value.value_type().to_string())?;
+        writeln!(
+            out,
+            "{:5}: {:<8} {key} = {value}",
+            i + 1,
+            value.value_type().to_string()
+        )?;
     }
-    writeln!(out, "\nTensors (shape is row-major: the last dimension is contiguous, ggml's ne[0]):")?;
-    writeln!(out, "{:>5}  {:<36} {:<6} {:<20} {:>12} {:>12}", "#", "name", "type", "shape", "bytes", "offset")?;
+    writeln!(
+        out,
+        "\nTensors (shape is row-major: the last dimension is contiguous, ggml's ne[0]):"
+    )?;
+    writeln!(
+        out,
+        "{:>5}  {:<36} {:<6} {:<20} {:>12} {:>12}",
+        "#", "name", "type", "shape", "bytes", "offset"
+    )?;
     for (i, t) in file.tensors().iter().enumerate() {
         writeln!(
             out,
@@ -73,6 +91,11 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     let total: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
-    writeln!(out, "\n{} bytes of tensor data in a file of {} bytes", total, file.file_len())?;
+    writeln!(
+        out,
+        "\n{} bytes of tensor data in a file of {} bytes",
+        total,
+        file.file_len()
+    )?;
     Ok(())
 }

@@ -24,7 +24,11 @@ pub fn open_model(path: Option<&Path>) -> Result<GgufFile> {
 pub fn set_threads(n: Option<usize>) {
     if let Some(n) = n {
         // Fails only if the pool was already built, in which case it keeps its size.
-        if rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_err() {
+        if rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .is_err()
+        {
             log::warn!("thread pool already initialized; --threads {n} ignored");
         }
     }
@@ -51,7 +55,9 @@ pub fn prompt_tokens(
         // A template that writes the BOS text itself would get a second BOS from the tokenizer:
         // drop the leading one, as llama.cpp does.
         let rendered = template.render(&messages, true)?;
-        template.strip_added_tokens(&rendered, tokenizer.add_bos(), false).to_string()
+        template
+            .strip_added_tokens(&rendered, tokenizer.add_bos(), false)
+            .to_string()
     } else {
         prompt.to_string()
     };

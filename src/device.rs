@@ -61,7 +61,9 @@ impl FromStr for DeviceName {
         DeviceName::ALL
             .into_iter()
             .find(|d| d.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| DeviceError::UnknownName { name: s.to_string() })
+            .ok_or_else(|| DeviceError::UnknownName {
+                name: s.to_string(),
+            })
     }
 }
 
@@ -71,20 +73,28 @@ pub enum DeviceError {
     #[error("unknown device {name:?}: expected one of wgpu, vulkan, metal, flex, ndarray, cpu")]
     UnknownName { name: String },
     #[error("device {name} is not in this build (enable the `{feature}` feature)")]
-    NotBuilt { name: DeviceName, feature: &'static str },
+    NotBuilt {
+        name: DeviceName,
+        feature: &'static str,
+    },
     #[error("device {name} is unavailable: {reason}")]
     Unavailable { name: DeviceName, reason: String },
 }
 
 /// wgpu runtimes can be initialized once per process: keep each one's device (or its error).
 #[cfg(feature = "wgpu")]
-fn wgpu_device(name: DeviceName, api: burn::tensor::wgpu::WgpuBackend) -> Result<Device, DeviceError> {
+fn wgpu_device(
+    name: DeviceName,
+    api: burn::tensor::wgpu::WgpuBackend,
+) -> Result<Device, DeviceError> {
     type Cache = Mutex<Vec<(DeviceName, Result<Device, String>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, r)) = cache.iter().find(|(n, _)| *n == name) {
-        return r.clone().map_err(|reason| DeviceError::Unavailable { name, reason });
+        return r
+            .clone()
+            .map_err(|reason| DeviceError::Unavailable { name, reason });
     }
     let result = Device::wgpu_options()
         .graphics_api(api)
@@ -109,20 +119,32 @@ pub fn device(name: DeviceName) -> Result<Device, DeviceError> {
                 };
                 return wgpu_device(name, api);
             }
-            Err(DeviceError::NotBuilt { name, feature: "wgpu" })
+            Err(DeviceError::NotBuilt {
+                name,
+                feature: "wgpu",
+            })
         }
         DeviceName::Flex => {
             #[cfg(feature = "flex")]
             return Ok(Device::flex());
-            Err(DeviceError::NotBuilt { name, feature: "flex" })
+            Err(DeviceError::NotBuilt {
+                name,
+                feature: "flex",
+            })
         }
         DeviceName::NdArray => {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             return Ok(Device::ndarray());
-            Err(DeviceError::NotBuilt { name, feature: "ndarray" })
+            Err(DeviceError::NotBuilt {
+                name,
+                feature: "ndarray",
+            })
         }
-        DeviceName::Cpu => Err(DeviceError::NotBuilt { name, feature: "burn/cpu" }),
+        DeviceName::Cpu => Err(DeviceError::NotBuilt {
+            name,
+            feature: "burn/cpu",
+        }),
     }
 }
 
@@ -135,6 +157,9 @@ mod tests {
         for d in DeviceName::ALL {
             assert_eq!(d.as_str().parse::<DeviceName>().unwrap(), d);
         }
-        assert!(matches!("tpu".parse::<DeviceName>(), Err(DeviceError::UnknownName { .. })));
+        assert!(matches!(
+            "tpu".parse::<DeviceName>(),
+            Err(DeviceError::UnknownName { .. })
+        ));
     }
 }

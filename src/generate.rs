@@ -112,7 +112,9 @@ pub fn generate(
         return Err(Error::EmptyPrompt);
     }
     let context = model.config().context_length;
-    let capacity = (prompt.len() + config.max_tokens).min(context).max(prompt.len());
+    let capacity = (prompt.len() + config.max_tokens)
+        .min(context)
+        .max(prompt.len());
     let mut cache: KvCache = model.new_cache(1, capacity);
     let mut sampler = Sampler::new(config.sampler.clone())?;
     let mut detok = Detokenizer::new(false);

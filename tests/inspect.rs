@@ -15,8 +15,14 @@ fn root() -> PathBuf {
 fn inspect() -> Command {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(format!("inspect{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built (run through `cargo test`)", path.display());
+    let path = profile_dir
+        .join("examples")
+        .join(format!("inspect{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built (run through `cargo test`)",
+        path.display()
+    );
     Command::new(path)
 }
 
@@ -32,22 +38,41 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn lists_metadata_and_tensors() {
-    let out = inspect().arg(root().join("models/stories260k-f32.gguf")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = inspect()
+        .arg(root().join("models/stories260k-f32.gguf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("GGUF v3"), "{text}");
     assert!(text.contains("general.architecture = \"llama\""), "{text}");
     // The 512-token vocabulary is summarized, not printed whole.
-    assert!(text.contains("tokenizer.ggml.tokens = [STRING; 512] [\"<unk>\", \"<s>\", \"</s>\""), "{text}");
+    assert!(
+        text.contains("tokenizer.ggml.tokens = [STRING; 512] [\"<unk>\", \"<s>\", \"</s>\""),
+        "{text}"
+    );
     assert!(text.contains(", ...]"), "{text}");
     // token_embd: ggml ne = [64, 512] is shown row-major.
-    let line = text.lines().find(|l| l.contains("token_embd.weight")).unwrap();
-    assert!(line.contains("F32") && line.contains("[512, 64]") && line.contains("131072"), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("token_embd.weight"))
+        .unwrap();
+    assert!(
+        line.contains("F32") && line.contains("[512, 64]") && line.contains("131072"),
+        "{line}"
+    );
 }
 
 #[test]
 fn dequantize_equals_gguf_py_for_every_format() {
-    for ty in ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] {
+    for ty in [
+        "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+        "Q5_K", "Q6_K",
+    ] {
         let model = root().join(format!("tests/fixtures/synthetic/synth-{ty}.gguf"));
         let out_path = tmp(&format!("attn_k-{ty}.npy"));
         let out = inspect()
@@ -56,13 +81,24 @@ fn dequantize_equals_gguf_py_for_every_format() {
             .arg(&out_path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{ty}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{ty}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (shape, ours) = read_npy(&out_path);
-        let (ref_shape, reference) = read_npy(&root().join(format!("tests/fixtures/quants/{ty}/attn_k.npy")));
+        let (ref_shape, reference) =
+            read_npy(&root().join(format!("tests/fixtures/quants/{ty}/attn_k.npy")));
         assert_eq!(shape, ref_shape, "{ty}");
         let max_abs = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let worst = ours.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 1e-6 * max_abs, "{ty}: max diff {worst} vs max |x| {max_abs}");
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-6 * max_abs,
+            "{ty}: max diff {worst} vs max |x| {max_abs}"
+        );
     }
 }
 
@@ -75,9 +111,17 @@ fn bad_file_exits_nonzero_with_the_error_on_stderr() {
     let out = inspect().arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("truncated at byte 16 while reading metadata count"), "{err}");
+    assert!(
+        err.contains("truncated at byte 16 while reading metadata count"),
+        "{err}"
+    );
 
-    let out = inspect().arg(root().join("models/stories260k-f32.gguf")).args(["--dequantize", "nope", "--out"]).arg(tmp("x.npy")).output().unwrap();
+    let out = inspect()
+        .arg(root().join("models/stories260k-f32.gguf"))
+        .args(["--dequantize", "nope", "--out"])
+        .arg(tmp("x.npy"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tensor named \"nope\""));
 }

@@ -76,7 +76,10 @@ fn argmax(row: &[f32]) -> u32 {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -127,7 +130,9 @@ fn fixture() -> Vec<Prompt> {
             prompt_tokens: ids(&p["prompt_tokens"]),
             greedy_tokens: ids(&p["greedy_tokens"]),
             prompt_logits: read_npy(p["prompt_logits"]["file"].as_str().expect("file")),
-            full_logits: p.get("full_logits").map(|f| read_npy(f["file"].as_str().expect("file"))),
+            full_logits: p
+                .get("full_logits")
+                .map(|f| read_npy(f["file"].as_str().expect("file"))),
         })
         .collect()
 }
@@ -207,7 +212,10 @@ fn config_errors_name_the_key() {
         other => panic!("expected a key error, got {other:?}"),
     }
 
-    let md = edited_metadata(&[], &[("general.architecture", Value::String("mamba".into()))]);
+    let md = edited_metadata(
+        &[],
+        &[("general.architecture", Value::String("mamba".into()))],
+    );
     match LlamaConfig::from_gguf(&md) {
         Err(ModelError::UnsupportedArchitecture { arch, .. }) => assert_eq!(arch, "mamba"),
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
@@ -216,7 +224,9 @@ fn config_errors_name_the_key() {
     // 3 KV heads do not divide 8 query heads.
     let md = edited_metadata(&[], &[("llama.attention.head_count_kv", Value::U32(3))]);
     match LlamaConfig::from_gguf(&md) {
-        Err(ModelError::InvalidConfig { key, .. }) => assert_eq!(key, "llama.attention.head_count_kv"),
+        Err(ModelError::InvalidConfig { key, .. }) => {
+            assert_eq!(key, "llama.attention.head_count_kv")
+        }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
 
@@ -229,28 +239,60 @@ fn config_errors_name_the_key() {
     }
 
     // Linear scaling: factor 4 -> positions scaled by 1/4; the older key gives the same.
-    let md = edited_metadata(&[], &[
-        ("llama.rope.scaling.type", Value::String("linear".into())),
-        ("llama.rope.scaling.factor", Value::F32(4.0)),
-    ]);
-    assert_eq!(LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale, 0.25);
+    let md = edited_metadata(
+        &[],
+        &[
+            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ],
+    );
+    assert_eq!(
+        LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale,
+        0.25
+    );
     let md = edited_metadata(&[], &[("llama.rope.scale_linear", Value::F32(4.0))]);
-    assert_eq!(LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale, 0.25);
+    assert_eq!(
+        LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale,
+        0.25
+    );
     // "none" never scales (llama.cpp's llama_context).
-    let md = edited_metadata(&[], &[
-        ("llama.rope.scaling.type", Value::String("none".into())),
-        ("llama.rope.scaling.factor", Value::F32(4.0)),
-    ]);
-    assert_eq!(LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale, 1.0);
-    let md = edited_metadata(&[], &[("llama.rope.scaling.type", Value::String("yarn".into()))]);
+    let md = edited_metadata(
+        &[],
+        &[
+            ("llama.rope.scaling.type", Value::String("none".into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ],
+    );
+    assert_eq!(
+        LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale,
+        1.0
+    );
+    let md = edited_metadata(
+        &[],
+        &[("llama.rope.scaling.type", Value::String("yarn".into()))],
+    );
     assert!(matches!(
         LlamaConfig::from_gguf(&md),
         Err(ModelError::Unsupported { key, .. }) if key == "llama.rope.scaling.type"
     ));
 
+    // A configuration edited by hand is validated before any weight is read.
+    let file = model_file();
+    let mut config = LlamaConfig::from_gguf(file.metadata()).expect("config");
+    config.head_count_kv[2] = 0;
+    match Llama::from_gguf_with_config(&file, config, &Device::flex()) {
+        Err(ModelError::InvalidConfig { key, .. }) => {
+            assert_eq!(key, "llama.attention.head_count_kv")
+        }
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+    }
+
     // No vocabulary anywhere in the metadata; from_file would fall back to token_embd.
     let md = edited_metadata(&["tokenizer.ggml.tokens"], &[]);
-    assert!(matches!(LlamaConfig::from_gguf(&md), Err(ModelError::UnknownVocabSize { .. })));
+    assert!(matches!(
+        LlamaConfig::from_gguf(&md),
+        Err(ModelError::UnknownVocabSize { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,12 +309,22 @@ fn token_embedding_is_a_row_of_token_embd() {
     let expected: [(u32, [f64; 4], [f64; 2]); 2] = [
         (
             403,
-            [0.003543718019500375, -0.17016193270683289, 0.031364064663648605, -0.8578725457191467],
+            [
+                0.003543718019500375,
+                -0.17016193270683289,
+                0.031364064663648605,
+                -0.8578725457191467,
+            ],
             [-0.09529385715723038, -0.6067294478416443],
         ),
         (
             511,
-            [-0.24446307122707367, 0.4325908422470093, 0.21987290680408478, 0.1838184893131256],
+            [
+                -0.24446307122707367,
+                0.4325908422470093,
+                0.21987290680408478,
+                0.1838184893131256,
+            ],
             [-0.16485778987407684, -0.424032598733902],
         ),
     ];
@@ -293,8 +345,16 @@ fn token_embedding_is_a_row_of_token_embd() {
         for (i, (tok, head, tail)) in expected.iter().enumerate() {
             let row = &embd[i * 64..(i + 1) * 64];
             let as_f64 = |xs: &[f32]| xs.iter().map(|&x| x as f64).collect::<Vec<_>>();
-            assert_eq!(as_f64(&row[..4]), head, "{name}: token {tok} first elements");
-            assert_eq!(as_f64(&row[62..]), tail, "{name}: token {tok} last elements");
+            assert_eq!(
+                as_f64(&row[..4]),
+                head,
+                "{name}: token {tok} first elements"
+            );
+            assert_eq!(
+                as_f64(&row[62..]),
+                tail,
+                "{name}: token {tok} last elements"
+            );
             let t = *tok as usize;
             assert_eq!(row, &table[t * 64..(t + 1) * 64], "{name}: token {tok} row");
         }
@@ -310,7 +370,8 @@ fn missing_and_misshapen_tensors_are_errors() {
         w.add_all_metadata(md).expect("metadata");
         for t in file.tensors() {
             if t.name != skip {
-                w.add_tensor(&t.name, &t.shape(), t.ty, file.tensor_data(t).to_vec()).expect("add");
+                w.add_tensor(&t.name, &t.shape(), t.ty, file.tensor_data(t).to_vec())
+                    .expect("add");
             }
         }
         GgufFile::from_bytes(w.to_bytes()).expect("read back")
@@ -324,10 +385,17 @@ fn missing_and_misshapen_tensors_are_errors() {
     }
 
     // feed_forward_length 100 disagrees with ffn_gate's [172, 64].
-    let md = edited_metadata(&[], &[("llama.feed_forward_length", gguf_importer::Value::U32(100))]);
+    let md = edited_metadata(
+        &[],
+        &[("llama.feed_forward_length", gguf_importer::Value::U32(100))],
+    );
     let f = write("", &md);
     match Llama::from_gguf(&f, &device) {
-        Err(ModelError::ShapeMismatch { name, expected, found }) => {
+        Err(ModelError::ShapeMismatch {
+            name,
+            expected,
+            found,
+        }) => {
             assert_eq!(name, "blk.0.ffn_gate.weight");
             assert_eq!(expected, vec![100, 64]);
             assert_eq!(found, vec![172, 64]);
@@ -352,7 +420,9 @@ fn logits_in_chunks(model: &Llama, ids: &[u32], chunks: &[usize], device: &Devic
     let mut out = Vec::new();
     let mut pos = 0;
     for &n in chunks {
-        let logits = model.forward(tokens(&ids[pos..pos + n], device), &mut cache).expect("forward");
+        let logits = model
+            .forward(tokens(&ids[pos..pos + n], device), &mut cache)
+            .expect("forward");
         assert_eq!(logits.dims(), [1, n, 512]);
         out.extend(to_vec(logits));
         pos += n;
@@ -367,7 +437,12 @@ fn incremental_decoding_equals_full_recompute() {
     let prompts = fixture();
     let p = &prompts[0];
     // The prompt and 24 tokens of llama.cpp's continuation.
-    let ids: Vec<u32> = p.prompt_tokens.iter().chain(&p.greedy_tokens[..24]).copied().collect();
+    let ids: Vec<u32> = p
+        .prompt_tokens
+        .iter()
+        .chain(&p.greedy_tokens[..24])
+        .copied()
+        .collect();
     let n_prompt = p.prompt_tokens.len();
     let mut one_by_one = vec![n_prompt];
     one_by_one.extend(std::iter::repeat_n(1, ids.len() - n_prompt));
@@ -379,9 +454,17 @@ fn incremental_decoding_equals_full_recompute() {
         let scale = max_abs(&full);
         let d1 = max_abs_diff(&incremental, &full);
         let d2 = max_abs_diff(&uneven, &full);
-        eprintln!("{name}: incremental vs full {d1:e}, chunks vs full {d2:e} (max |logit| {scale})");
-        assert!(d1 <= 1e-4 * scale, "{name}: incremental differs by {d1} (scale {scale})");
-        assert!(d2 <= 1e-4 * scale, "{name}: chunked differs by {d2} (scale {scale})");
+        eprintln!(
+            "{name}: incremental vs full {d1:e}, chunks vs full {d2:e} (max |logit| {scale})"
+        );
+        assert!(
+            d1 <= 1e-4 * scale,
+            "{name}: incremental differs by {d1} (scale {scale})"
+        );
+        assert!(
+            d2 <= 1e-4 * scale,
+            "{name}: chunked differs by {d2} (scale {scale})"
+        );
     }
 }
 
@@ -390,7 +473,11 @@ fn batched_sequences_equal_single_ones() {
     // Two sequences of the same length in one batch give each sequence's own logits.
     let prompts = fixture();
     let (a, b) = (&prompts[0].prompt_tokens, &prompts[1].prompt_tokens);
-    assert_eq!(a.len(), b.len(), "fixture prompts 0 and 1 have the same length");
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "fixture prompts 0 and 1 have the same length"
+    );
     for (name, device) in devices() {
         let model = load(&device);
         let ids: Vec<i64> = a.iter().chain(b).map(|&i| i as i64).collect();
@@ -400,8 +487,14 @@ fn batched_sequences_equal_single_ones() {
         let single_a = logits_in_chunks(&model, a, &[a.len()], &device);
         let single_b = logits_in_chunks(&model, b, &[b.len()], &device);
         let half = both.len() / 2;
-        assert!(max_abs_diff(&both[..half], &single_a) <= 1e-4 * max_abs(&single_a), "{name}: batch row 0");
-        assert!(max_abs_diff(&both[half..], &single_b) <= 1e-4 * max_abs(&single_b), "{name}: batch row 1");
+        assert!(
+            max_abs_diff(&both[..half], &single_a) <= 1e-4 * max_abs(&single_a),
+            "{name}: batch row 0"
+        );
+        assert!(
+            max_abs_diff(&both[half..], &single_b) <= 1e-4 * max_abs(&single_b),
+            "{name}: batch row 1"
+        );
     }
 }
 
@@ -415,17 +508,27 @@ fn too_long_inputs_are_errors_not_panics() {
     let ids = vec![1u32; ctx + 1];
     let mut cache = model.new_cache(1, ctx + 1);
     match model.forward(tokens(&ids, &device), &mut cache) {
-        Err(ModelError::ContextOverflow { needed, context_length }) => {
+        Err(ModelError::ContextOverflow {
+            needed,
+            context_length,
+        }) => {
             assert_eq!((needed, context_length), (ctx + 1, ctx));
         }
-        other => panic!("expected ContextOverflow, got {:?}", other.map(|t| t.dims())),
+        other => panic!(
+            "expected ContextOverflow, got {:?}",
+            other.map(|t| t.dims())
+        ),
     }
     assert_eq!(cache.len(), 0, "a failed pass caches nothing");
 
     // Filling the context exactly works; one more token overflows.
     let mut cache = model.new_cache(1, ctx);
-    model.forward(tokens(&ids[..ctx - 1], &device), &mut cache).expect("ctx - 1 positions");
-    model.forward(tokens(&[1], &device), &mut cache).expect("the last position");
+    model
+        .forward(tokens(&ids[..ctx - 1], &device), &mut cache)
+        .expect("ctx - 1 positions");
+    model
+        .forward(tokens(&[1], &device), &mut cache)
+        .expect("the last position");
     assert_eq!(cache.len(), ctx);
     assert!(matches!(
         model.forward(tokens(&[1], &device), &mut cache),
@@ -436,7 +539,10 @@ fn too_long_inputs_are_errors_not_panics() {
     let mut cache = model.new_cache(1, 4);
     assert!(matches!(
         model.forward(tokens(&[1, 2, 3, 4, 5], &device), &mut cache),
-        Err(ModelError::CacheFull { needed: 5, capacity: 4 })
+        Err(ModelError::CacheFull {
+            needed: 5,
+            capacity: 4
+        })
     ));
 
     // Token ids outside the vocabulary, an empty input, a cache of another batch size.
@@ -446,7 +552,10 @@ fn too_long_inputs_are_errors_not_panics() {
         Err(ModelError::InvalidInput { .. })
     ));
     let empty = Tensor::<2, Int>::from_data(TensorData::new(Vec::<i64>::new(), [1, 0]), &device);
-    assert!(matches!(model.forward(empty, &mut cache), Err(ModelError::InvalidInput { .. })));
+    assert!(matches!(
+        model.forward(empty, &mut cache),
+        Err(ModelError::InvalidInput { .. })
+    ));
     let mut cache2 = model.new_cache(2, 8);
     assert!(matches!(
         model.forward(tokens(&[1], &device), &mut cache2),
@@ -455,10 +564,14 @@ fn too_long_inputs_are_errors_not_panics() {
 
     // reset forgets the positions.
     let mut cache = model.new_cache(1, 8);
-    model.forward(tokens(&[1, 403, 407], &device), &mut cache).expect("forward");
+    model
+        .forward(tokens(&[1, 403, 407], &device), &mut cache)
+        .expect("forward");
     cache.reset();
     assert!(cache.is_empty());
-    model.forward(tokens(&[1, 403, 407], &device), &mut cache).expect("forward after reset");
+    model
+        .forward(tokens(&[1, 403, 407], &device), &mut cache)
+        .expect("forward after reset");
     assert_eq!(cache.len(), 3);
 }
 
@@ -468,7 +581,12 @@ fn too_long_inputs_are_errors_not_panics() {
 #[test]
 fn devices_agree() {
     let p = &fixture()[0];
-    let ids: Vec<u32> = p.prompt_tokens.iter().chain(&p.greedy_tokens[..8]).copied().collect();
+    let ids: Vec<u32> = p
+        .prompt_tokens
+        .iter()
+        .chain(&p.greedy_tokens[..8])
+        .copied()
+        .collect();
     let mut reference: Option<Vec<f32>> = None;
     for (name, device) in devices() {
         let model = load(&device);
@@ -482,6 +600,26 @@ fn devices_agree() {
             }
         }
     }
+}
+
+#[test]
+#[allow(deprecated)] // Device::ndarray
+fn tokens_on_another_device_are_moved() {
+    let model = load(&Device::flex());
+    let ids = [1u32, 403, 407];
+    let mut cache = model.new_cache(1, 4);
+    let here = to_vec(
+        model
+            .forward(tokens(&ids, &Device::flex()), &mut cache)
+            .expect("forward"),
+    );
+    let mut cache = model.new_cache(1, 4);
+    let there = to_vec(
+        model
+            .forward(tokens(&ids, &Device::ndarray()), &mut cache)
+            .expect("forward"),
+    );
+    assert_eq!(here, there);
 }
 
 #[test]
@@ -530,11 +668,19 @@ fn greedy_continuations_match_llama_cpp() {
             let mut cache = model.new_cache(1, p.prompt_tokens.len() + n_gen);
 
             // The prompt in one pass; its logits against llama.cpp's.
-            let logits = to_vec(model.forward(tokens(&p.prompt_tokens, &device), &mut cache).expect("prompt"));
+            let logits = to_vec(
+                model
+                    .forward(tokens(&p.prompt_tokens, &device), &mut cache)
+                    .expect("prompt"),
+            );
             let (shape, want) = &p.prompt_logits;
             assert_eq!(shape, &vec![p.prompt_tokens.len(), 512], "fixture shape");
             let d = max_abs_diff(&logits, want);
-            assert!(d <= LOGIT_ATOL, "{name}, prompt {i} {:?}: prompt logits differ by {d}", p.text);
+            assert!(
+                d <= LOGIT_ATOL,
+                "{name}, prompt {i} {:?}: prompt logits differ by {d}",
+                p.text
+            );
             let mut all_logits = logits.clone();
 
             // Greedy decoding, one token per pass.
@@ -547,7 +693,11 @@ fn greedy_continuations_match_llama_cpp() {
                     "{name}, prompt {i} {:?}: token {step} differs ({generated:?})",
                     p.text
                 );
-                let row = to_vec(model.forward(tokens(&[next], &device), &mut cache).expect("decode"));
+                let row = to_vec(
+                    model
+                        .forward(tokens(&[next], &device), &mut cache)
+                        .expect("decode"),
+                );
                 next = argmax(&row);
                 all_logits.extend(row);
             }
@@ -555,9 +705,16 @@ fn greedy_continuations_match_llama_cpp() {
 
             // Every position of prompt + generation, where the fixture has them.
             if let Some((shape, want)) = &p.full_logits {
-                assert_eq!(shape, &vec![p.prompt_tokens.len() + n_gen, 512], "fixture shape");
+                assert_eq!(
+                    shape,
+                    &vec![p.prompt_tokens.len() + n_gen, 512],
+                    "fixture shape"
+                );
                 let d = max_abs_diff(&all_logits, want);
-                eprintln!("{name}, prompt {i}: max |logit diff| over {} positions {d:e}", shape[0]);
+                eprintln!(
+                    "{name}, prompt {i}: max |logit diff| over {} positions {d:e}",
+                    shape[0]
+                );
                 assert!(d <= LOGIT_ATOL, "{name}, prompt {i}: logits differ by {d}");
             }
         }

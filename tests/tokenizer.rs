@@ -49,7 +49,11 @@ fn read_suite(name: &str) -> Vec<(String, Vec<u32>)> {
     }
     let ids: Vec<Vec<u32>> = out
         .lines()
-        .map(|line| line.split_whitespace().map(|t| t.parse().expect("token id")).collect())
+        .map(|line| {
+            line.split_whitespace()
+                .map(|t| t.parse().expect("token id"))
+                .collect()
+        })
         .collect();
     assert_eq!(
         texts.len(),
@@ -67,7 +71,9 @@ fn run_suite(name: &str) {
     for (text, expected) in &suite {
         let got = tok.encode(text, false, false);
         if &got != expected {
-            failures.push(format!("{text:?}\n  expected {expected:?}\n  got      {got:?}"));
+            failures.push(format!(
+                "{text:?}\n  expected {expected:?}\n  got      {got:?}"
+            ));
         }
     }
     assert!(
@@ -100,7 +106,10 @@ fn metadata_is_read_as_llama_cpp_reads_it() {
     // SentencePiece adds BOS, GPT-2 does not, Llama-3's pre-tokenizer does.
     let spm = load("llama-spm");
     assert_eq!(spm.kind(), TokenizerKind::SentencePiece);
-    assert_eq!((spm.bos_id(), spm.eos_id(), spm.unk_id()), (Some(1), Some(2), Some(0)));
+    assert_eq!(
+        (spm.bos_id(), spm.eos_id(), spm.unk_id()),
+        (Some(1), Some(2), Some(0))
+    );
     assert_eq!(spm.vocab_size(), 32000);
     assert!(spm.add_bos() && !spm.add_eos());
     assert!(spm.is_eog(2) && !spm.is_eog(1));
@@ -146,7 +155,11 @@ fn round_trip_all(name: &str) {
         };
         let ids = tok.encode(&text, false, true);
         let back = tok.detokenize(&ids, false, true);
-        assert_eq!(back, text.as_bytes(), "{name}: token {id} {text:?} -> {ids:?}");
+        assert_eq!(
+            back,
+            text.as_bytes(),
+            "{name}: token {id} {text:?} -> {ids:?}"
+        );
     }
     for cp in 0..0x110000u32 {
         // Surrogates are not chars; llama.cpp also skips the unassigned planes 4..=14.
@@ -199,12 +212,21 @@ fn detokenizer_holds_back_split_characters() {
     // "▁this" "▁is" "▁", the byte tokens <0xF0> <0x9F> <0xA6> <0x99> (id = byte + 3), "." "cpp".
     let tok = load("llama-spm");
     let suite = read_suite("llama-spm");
-    let (text, ids) = suite.iter().find(|(t, _)| t == " this is 🦙.cpp").expect("suite text");
-    assert_eq!(ids, &[29871, 445, 338, 29871, 243, 162, 169, 156, 29889, 8223]);
+    let (text, ids) = suite
+        .iter()
+        .find(|(t, _)| t == " this is 🦙.cpp")
+        .expect("suite text");
+    assert_eq!(
+        ids,
+        &[29871, 445, 338, 29871, 243, 162, 169, 156, 29889, 8223]
+    );
 
     let mut detok = Detokenizer::new(false);
     let pieces: Vec<String> = ids.iter().map(|&id| detok.push(&tok, id)).collect();
-    assert_eq!(pieces, [" ", " this", " is", " ", "", "", "", "🦙", ".", "cpp"]);
+    assert_eq!(
+        pieces,
+        [" ", " this", " is", " ", "", "", "", "🦙", ".", "cpp"]
+    );
     assert!(detok.pending().is_empty());
     // Streaming keeps the prefix space that `decode` removes.
     assert_eq!(pieces.concat(), format!(" {text}"));
@@ -261,7 +283,9 @@ fn bad_metadata_gives_typed_errors() {
 
     let mut md = metadata_of("gpt-2");
     md.set("tokenizer.ggml.model", Value::String("t5".into()));
-    assert!(matches!(Tokenizer::from_gguf(&md), Err(TokenizerError::UnknownModel { model }) if model == "t5"));
+    assert!(
+        matches!(Tokenizer::from_gguf(&md), Err(TokenizerError::UnknownModel { model }) if model == "t5")
+    );
 
     let md = gguf_importer::Metadata::new();
     assert!(matches!(
@@ -276,7 +300,10 @@ fn bad_metadata_gives_typed_errors() {
     md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
     md.set(
         "tokenizer.ggml.tokens",
-        Value::Array(gguf_importer::ValueType::String, vec![Value::String("a".into())]),
+        Value::Array(
+            gguf_importer::ValueType::String,
+            vec![Value::String("a".into())],
+        ),
     );
     assert!(matches!(
         Tokenizer::from_gguf(&md),
@@ -300,15 +327,22 @@ fn bad_metadata_gives_typed_errors() {
 
     let mut md = metadata_of("llama-spm");
     md.set("tokenizer.ggml.add_bos_token", Value::U32(1));
-    assert!(matches!(Tokenizer::from_gguf(&md), Err(TokenizerError::Gguf(_))));
+    assert!(matches!(
+        Tokenizer::from_gguf(&md),
+        Err(TokenizerError::Gguf(_))
+    ));
 }
 
 // ---- Cases produced by llama.cpp through scripts/tokenizer_fixtures.py ----
 
 fn special_cases() -> serde_json::Value {
     let path = vocab_dir().join("special-cases.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/tokenizer_fixtures.py)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/tokenizer_fixtures.py)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).expect("special-cases.json is JSON")
 }
 
@@ -419,12 +453,24 @@ fn special_ids_and_end_of_generation_as_llama_cpp() {
     let cases = special_cases();
     for (name, v) in cases["vocab"].as_object().expect("vocab facts") {
         let tok = load(name);
-        assert_eq!(tok.vocab_size() as u64, v["n_tokens"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            tok.vocab_size() as u64,
+            v["n_tokens"].as_u64().unwrap(),
+            "{name}"
+        );
         assert_eq!(tok.bos_id(), opt_id(&v["bos"]), "{name} BOS");
         assert_eq!(tok.eos_id(), opt_id(&v["eos"]), "{name} EOS");
         assert_eq!(tok.eot_id(), opt_id(&v["eot"]), "{name} EOT");
-        assert_eq!(tok.add_bos(), v["add_bos"].as_bool().unwrap(), "{name} add_bos");
-        assert_eq!(tok.eog_ids(), ids(&v["eog"]), "{name} end-of-generation ids");
+        assert_eq!(
+            tok.add_bos(),
+            v["add_bos"].as_bool().unwrap(),
+            "{name} add_bos"
+        );
+        assert_eq!(
+            tok.eog_ids(),
+            ids(&v["eog"]),
+            "{name} end-of-generation ids"
+        );
     }
 }
 
@@ -443,7 +489,9 @@ fn default_and_smollm_pre_tokenizers_as_llama_cpp() {
             let expected = ids(&case["ids"]);
             let got = tok.encode(text, false, false);
             if got != expected {
-                failures.push(format!("pre={pre} {text:?}: expected {expected:?}, got {got:?}"));
+                failures.push(format!(
+                    "pre={pre} {text:?}: expected {expected:?}, got {got:?}"
+                ));
             }
             if tok.detokenize(&expected, false, true) != hex(&case["decoded_hex"]) {
                 failures.push(format!("pre={pre} {text:?}: decode differs"));

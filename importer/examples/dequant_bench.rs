@@ -112,9 +112,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut data = vec![0u8; rows * row_bytes];
                 rng.fill(&mut data);
                 total += data.len();
-                w.add_tensor(format!("blk.{layer}.{name}.weight"), &[rows, hidden], GgmlType::Q4_K, data)?;
+                w.add_tensor(
+                    format!("blk.{layer}.{name}.weight"),
+                    &[rows, hidden],
+                    GgmlType::Q4_K,
+                    data,
+                )?;
             }
-            w.add_f32(format!("blk.{layer}.attn_norm.weight"), &[hidden], &vec![1.0; hidden])?;
+            w.add_f32(
+                format!("blk.{layer}.attn_norm.weight"),
+                &[hidden],
+                &vec![1.0; hidden],
+            )?;
             layer += 1;
         }
         w.write_file(&path)?;
@@ -131,7 +140,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n
     );
 
-    println!("\ndequantization to f32, {elements} elements, {} threads, best of 3", rayon::current_num_threads());
+    println!(
+        "\ndequantization to f32, {elements} elements, {} threads, best of 3",
+        rayon::current_num_threads()
+    );
     println!("| format | input GB/s | output f32 GB/s | ms |");
     println!("|---|---|---|---|");
     let mut out = vec![0f32; elements];

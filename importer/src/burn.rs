@@ -26,7 +26,7 @@ use crate::tensor::TensorInfo;
 /// Errors with [`GgufError::SizeMismatch`] when the shape cannot be written with `D` dimensions.
 pub fn dims<const D: usize>(info: &TensorInfo) -> Result<[usize; D]> {
     let shape = info.shape(); // row-major: [.., ne[1], ne[0]]
-    // Drop leading 1s beyond D, then pad with leading 1s up to D.
+                              // Drop leading 1s beyond D, then pad with leading 1s up to D.
     let mut significant: &[usize] = &shape;
     while significant.len() > D && significant[0] == 1 {
         significant = &significant[1..];
@@ -75,7 +75,11 @@ pub fn from_f32<const D: usize>(
 /// let embd = tensor_f32::<2>(&file, "token_embd.weight", &device)?;
 /// # Ok::<(), gguf_importer::GgufError>(())
 /// ```
-pub fn tensor_f32<const D: usize>(file: &GgufFile, name: &str, device: &Device) -> Result<Tensor<D>> {
+pub fn tensor_f32<const D: usize>(
+    file: &GgufFile,
+    name: &str,
+    device: &Device,
+) -> Result<Tensor<D>> {
     let info = file.require_tensor(name)?;
     let shape = dims::<D>(info)?;
     let data = file.dequantize(name)?; // row-major f32
@@ -96,9 +100,38 @@ pub fn tensor_f32_shaped<const D: usize>(
     if found != shape {
         return Err(GgufError::SizeMismatch {
             tensor: name.to_string(),
-            what: format!("row-major shape is {found:?} (ggml ne {:?}), expected {shape:?}", info.ne),
+            what: format!(
+                "row-major shape is {found:?} (ggml ne {:?}), expected {shape:?}",
+                info.ne
+            ),
         });
     }
     let data = file.dequantize(name)?;
     from_f32(name, data, shape, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::GgmlType;
+
+    fn info(ne: &[u64]) -> TensorInfo {
+        let n: u64 = ne.iter().product();
+        TensorInfo::new("t".into(), ne.to_vec(), GgmlType::F32, 0, 32, 0, n * 4).unwrap()
+    }
+
+    #[test]
+    fn dims_reverse_ne() {
+        // token_embd.weight: ne = [n_embd, n_vocab] -> [n_vocab, n_embd].
+        assert_eq!(dims::<2>(&info(&[64, 512])).unwrap(), [512, 64]);
+        assert_eq!(dims::<3>(&info(&[2, 3, 4])).unwrap(), [4, 3, 2]);
+        // Leading 1s are added or dropped to reach the rank asked for.
+        assert_eq!(dims::<2>(&info(&[64])).unwrap(), [1, 64]);
+        assert_eq!(dims::<1>(&info(&[64, 1])).unwrap(), [64]);
+        // A real dimension is never dropped.
+        assert!(matches!(
+            dims::<1>(&info(&[64, 2])),
+            Err(GgufError::SizeMismatch { .. })
+        ));
+    }
 }

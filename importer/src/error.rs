@@ -44,7 +44,11 @@ pub enum GgufError {
 
     /// A metadata value type id outside 0..=12.
     #[error("unknown metadata value type {type_id} for key {key:?} at byte {offset}")]
-    UnknownValueType { key: String, type_id: u32, offset: u64 },
+    UnknownValueType {
+        key: String,
+        type_id: u32,
+        offset: u64,
+    },
 
     /// A string that is not valid UTF-8.
     #[error("invalid UTF-8 in {what} at byte {offset}")]
@@ -96,7 +100,9 @@ pub enum GgufError {
     BadAlignment { alignment: u64 },
 
     /// A tensor's data offset is not a multiple of the file's alignment.
-    #[error("tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         tensor: String,
         offset: u64,
@@ -104,7 +110,9 @@ pub enum GgufError {
     },
 
     /// A tensor's data lies (partly) outside the file.
-    #[error("tensor {tensor:?}: data at [{start}, {end}) lies outside the file of {file_len} bytes")]
+    #[error(
+        "tensor {tensor:?}: data at [{start}, {end}) lies outside the file of {file_len} bytes"
+    )]
     TensorOutOfBounds {
         tensor: String,
         start: u64,

@@ -7,7 +7,14 @@ use std::io::{Read, Write};
 pub fn write_f32(w: &mut impl Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
     let dims = match shape {
         [d] => format!("({d},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64,
@@ -48,8 +55,12 @@ pub fn read_f32(r: &mut impl Read) -> std::io::Result<(Vec<usize>, Vec<f32>)> {
     if !header.contains("'descr': '<f4'") || !header.contains("'fortran_order': False") {
         return Err(bad("only little-endian f32 in C order is read"));
     }
-    let shape_start = header.find("'shape': (").ok_or_else(|| bad("no shape"))? + "'shape': (".len();
-    let shape_end = header[shape_start..].find(')').ok_or_else(|| bad("bad shape"))? + shape_start;
+    let shape_start =
+        header.find("'shape': (").ok_or_else(|| bad("no shape"))? + "'shape': (".len();
+    let shape_end = header[shape_start..]
+        .find(')')
+        .ok_or_else(|| bad("bad shape"))?
+        + shape_start;
     let shape = header[shape_start..shape_end]
         .split(',')
         .map(str::trim)

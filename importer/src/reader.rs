@@ -126,7 +126,9 @@ impl GgufFile {
 
     /// The info of a tensor by name, or [`GgufError::MissingTensor`].
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensor(name).ok_or_else(|| GgufError::MissingTensor { name: name.to_string() })
+        self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
+            name: name.to_string(),
+        })
     }
 
     /// The tensor data alignment of the file.
@@ -200,7 +202,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("take returned N bytes"))
     }
 
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
@@ -229,8 +234,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// Checks that `count` items of at least `min_item` bytes each fit in what is left.
-    fn check_count(&self, count: u64, min_item: u64, offset: usize, what: &dyn Fn() -> String) -> Result<()> {
-        let fits = count.checked_mul(min_item).is_some_and(|n| n <= self.remaining());
+    fn check_count(
+        &self,
+        count: u64,
+        min_item: u64,
+        offset: usize,
+        what: &dyn Fn() -> String,
+    ) -> Result<()> {
+        let fits = count
+            .checked_mul(min_item)
+            .is_some_and(|n| n <= self.remaining());
         if fits {
             Ok(())
         } else {
@@ -288,11 +301,12 @@ impl<'a> Cursor<'a> {
                 }
                 let at = self.pos;
                 let type_id = self.u32(&|| format!("array element type of {key:?}"))?;
-                let elem = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-                    key: key.to_string(),
-                    type_id,
-                    offset: at as u64,
-                })?;
+                let elem =
+                    ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                        key: key.to_string(),
+                        type_id,
+                        offset: at as u64,
+                    })?;
                 let count_at = self.pos;
                 let count = self.size(&|| format!("array length of {key:?}"))?;
                 self.check_count(count, self.min_value_size(elem), count_at, &|| {
@@ -309,7 +323,11 @@ impl<'a> Cursor<'a> {
 }
 
 fn parse_header(buf: &[u8]) -> Result<Header> {
-    let mut c = Cursor { buf, pos: 0, v1: false };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        v1: false,
+    };
     let magic: [u8; 4] = c.array(&|| "magic".into())?;
     if magic != GGUF_MAGIC {
         return Err(GgufError::BadMagic { found: magic });
@@ -326,7 +344,9 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     let n_kv = c.size(&|| "metadata count".into())?;
 
     // Smallest key/value: key length + empty key + type + one byte of value.
-    c.check_count(n_kv, c.size_width() + 4 + 1, n_kv_at, &|| "metadata count".into())?;
+    c.check_count(n_kv, c.size_width() + 4 + 1, n_kv_at, &|| {
+        "metadata count".into()
+    })?;
     let mut metadata = Metadata::new();
     for i in 0..n_kv {
         let key = c.string(&|| format!("key of metadata entry {i}"))?;
@@ -357,7 +377,9 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     }
 
     // Smallest tensor info: name length + empty name + n_dims + type + offset.
-    c.check_count(n_tensors, c.size_width() + 4 + 4 + 8, n_tensors_at, &|| "tensor count".into())?;
+    c.check_count(n_tensors, c.size_width() + 4 + 4 + 8, n_tensors_at, &|| {
+        "tensor count".into()
+    })?;
     let mut raw = Vec::with_capacity(n_tensors as usize);
     let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
@@ -365,7 +387,10 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
         let what = |field: &str| format!("{field} of tensor {name:?}");
         let n_dims = c.u32(&|| what("n_dims"))?;
         if n_dims > MAX_DIMS {
-            return Err(GgufError::TooManyDims { tensor: name, n_dims });
+            return Err(GgufError::TooManyDims {
+                tensor: name,
+                n_dims,
+            });
         }
         let mut ne = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
@@ -388,7 +413,9 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     let file_len = buf.len() as u64;
     let tensors = raw
         .into_iter()
-        .map(|(name, ne, ty, offset)| TensorInfo::new(name, ne, ty, offset, alignment, data_offset, file_len))
+        .map(|(name, ne, ty, offset)| {
+            TensorInfo::new(name, ne, ty, offset, alignment, data_offset, file_len)
+        })
         .collect::<Result<Vec<_>>>()?;
 
     Ok(Header {

@@ -64,7 +64,9 @@ impl TensorInfo {
                 block_size: block,
             });
         }
-        let n_bytes = ty.bytes_for(n_elements).expect("ne[0] is a multiple of the block size");
+        let n_bytes = ty
+            .bytes_for(n_elements)
+            .expect("ne[0] is a multiple of the block size");
         if offset % alignment != 0 {
             return Err(GgufError::MisalignedTensor {
                 tensor: name,

@@ -116,7 +116,10 @@ impl GgmlType {
 
     /// The type with this name (as printed by gguf-dump: `Q4_K`, `F16` ...).
     pub fn from_name(name: &str) -> Option<Self> {
-        TABLE.iter().find(|t| t.name.eq_ignore_ascii_case(name)).map(|t| t.ty)
+        TABLE
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+            .map(|t| t.ty)
     }
 
     /// The id stored in GGUF tensor infos.

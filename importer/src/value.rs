@@ -261,7 +261,9 @@ impl Metadata {
     }
 
     fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_string() })
+        self.get(key).ok_or_else(|| GgufError::MissingKey {
+            key: key.to_string(),
+        })
     }
 
     fn wrong(key: &str, expected: &'static str, v: &Value) -> GgufError {
@@ -289,7 +291,9 @@ impl Metadata {
     /// Any integer type, converted to `u64`; negative values are an error.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        let i = v.as_integer().ok_or_else(|| Self::wrong(key, "an integer", v))?;
+        let i = v
+            .as_integer()
+            .ok_or_else(|| Self::wrong(key, "an integer", v))?;
         u64::try_from(i).map_err(|_| GgufError::BadValue {
             key: key.to_string(),
             reason: format!("{i} is negative"),
@@ -308,7 +312,9 @@ impl Metadata {
     /// Any integer type, converted to `i64` (range-checked).
     pub fn get_i64(&self, key: &str) -> Result<i64> {
         let v = self.require(key)?;
-        let i = v.as_integer().ok_or_else(|| Self::wrong(key, "an integer", v))?;
+        let i = v
+            .as_integer()
+            .ok_or_else(|| Self::wrong(key, "an integer", v))?;
         i64::try_from(i).map_err(|_| GgufError::BadValue {
             key: key.to_string(),
             reason: format!("{i} does not fit in i64"),
@@ -381,7 +387,10 @@ impl Metadata {
                 if vals.len() != n_layers {
                     return Err(GgufError::BadValue {
                         key: key.to_string(),
-                        reason: format!("array has {} entries, expected {n_layers} (one per layer)", vals.len()),
+                        reason: format!(
+                            "array has {} entries, expected {n_layers} (one per layer)",
+                            vals.len()
+                        ),
                     });
                 }
                 vals.into_iter()

@@ -58,7 +58,11 @@ impl GgufWriter {
         if key == keys::GENERAL_ALIGNMENT {
             match value {
                 Value::U32(a) if a != 0 && a.is_power_of_two() => {}
-                Value::U32(a) => return Err(GgufError::BadAlignment { alignment: a as u64 }),
+                Value::U32(a) => {
+                    return Err(GgufError::BadAlignment {
+                        alignment: a as u64,
+                    })
+                }
                 ref v => {
                     return Err(GgufError::WrongType {
                         key,
@@ -81,7 +85,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor of type `ty` with a row-major `shape`; `data` is in the type's block layout.
-    pub fn add_tensor(&mut self, name: impl Into<String>, shape: &[usize], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<&mut Self> {
         let name = name.into();
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::DuplicateTensor { name });
@@ -107,7 +117,10 @@ impl GgufWriter {
         if expected != data.len() as u64 {
             return Err(GgufError::SizeMismatch {
                 tensor: name,
-                what: format!("{} bytes given, {ty} data of shape {shape:?} takes {expected}", data.len()),
+                what: format!(
+                    "{} bytes given, {ty} data of shape {shape:?} takes {expected}",
+                    data.len()
+                ),
             });
         }
         self.tensors.push(PendingTensor { name, ne, ty, data });
@@ -115,7 +128,12 @@ impl GgufWriter {
     }
 
     /// Adds an F32 tensor from values.
-    pub fn add_f32(&mut self, name: impl Into<String>, shape: &[usize], values: &[f32]) -> Result<&mut Self> {
+    pub fn add_f32(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<&mut Self> {
         let data = values.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.add_tensor(name, shape, GgmlType::F32, data)
     }
@@ -130,7 +148,8 @@ impl GgufWriter {
     /// The whole file as bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_to(&mut out).expect("writing to a Vec cannot fail");
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 
@@ -149,7 +168,11 @@ impl GgufWriter {
 
     /// Writes the file to any writer.
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        let mut e = Encoder { w, v1: self.version == 1, written: 0 };
+        let mut e = Encoder {
+            w,
+            v1: self.version == 1,
+            written: 0,
+        };
         e.bytes(&GGUF_MAGIC)?;
         e.u32(self.version)?;
         e.size(self.tensors.len() as u64)?;
@@ -206,7 +229,8 @@ impl<W: Write> Encoder<'_, W> {
     }
     fn size(&mut self, v: u64) -> std::io::Result<()> {
         if self.v1 {
-            let v = u32::try_from(v).map_err(|_| std::io::Error::other("count too large for GGUF v1"))?;
+            let v = u32::try_from(v)
+                .map_err(|_| std::io::Error::other("count too large for GGUF v1"))?;
             self.u32(v)
         } else {
             self.u64(v)

@@ -16,8 +16,10 @@ fn root() -> PathBuf {
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    npy::read_f32(&mut std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    npy::read_f32(
+        &mut std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
@@ -29,7 +31,10 @@ fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
         .zip(reference)
         .map(|(a, b)| (a - b).abs())
         .enumerate()
-        .fold((0f32, 0), |(m, i), (j, d)| if d > m { (d, j) } else { (m, i) });
+        .fold(
+            (0f32, 0),
+            |(m, i), (j, d)| if d > m { (d, j) } else { (m, i) },
+        );
     assert!(
         worst <= 1e-6 * max_abs,
         "{name}: max |diff| {worst} at {at} (ours {}, gguf-py {}) > 1e-6 * {max_abs}",
@@ -40,12 +45,14 @@ fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
 
 #[test]
 fn every_format_equals_gguf_py() {
-    let manifest: serde_json::Value =
-        serde_json::from_reader(std::fs::File::open(root().join("tests/fixtures/quants/manifest.json")).unwrap())
-            .unwrap();
+    let manifest: serde_json::Value = serde_json::from_reader(
+        std::fs::File::open(root().join("tests/fixtures/quants/manifest.json")).unwrap(),
+    )
+    .unwrap();
     let types = manifest["types"].as_object().unwrap();
     let expected = [
-        "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+        "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+        "Q5_K", "Q6_K",
     ];
     for name in expected {
         let entry = &types[name];
@@ -54,8 +61,17 @@ fn every_format_equals_gguf_py() {
         for (npy_name, spec) in entry["tensors"].as_object().unwrap() {
             let tensor = spec["tensor"].as_str().unwrap();
             let info = file.tensor(tensor).unwrap();
-            assert_eq!(info.ty, ty, "{tensor} in the {name} model has type {}", info.ty);
-            let (shape, reference) = read_npy(&root().join("tests/fixtures/quants").join(name).join(npy_name));
+            assert_eq!(
+                info.ty, ty,
+                "{tensor} in the {name} model has type {}",
+                info.ty
+            );
+            let (shape, reference) = read_npy(
+                &root()
+                    .join("tests/fixtures/quants")
+                    .join(name)
+                    .join(npy_name),
+            );
             let ours = file.dequantize(tensor).unwrap();
             match &spec["rows"] {
                 // The whole tensor: shapes agree too (ggml's ne reversed is gguf-py's numpy shape).

@@ -5,7 +5,9 @@
 use gguf_importer::{GgmlType, GgufError, GgufFile, GgufWriter, Value, ValueType};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// Offset of the first occurrence of `needle` in `hay`.
@@ -22,17 +24,28 @@ fn parse(bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
 /// A small valid file: two metadata keys and one Q4_0 tensor `weight` of shape [2, 64].
 fn small_file(version: u32) -> Vec<u8> {
     let mut w = GgufWriter::new().with_version(version).unwrap();
-    w.add_metadata("general.architecture", Value::String("llama".into())).unwrap();
-    w.add_metadata("aaaa", Value::U32(7)).unwrap();
-    w.add_metadata("aaab", Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)]))
+    w.add_metadata("general.architecture", Value::String("llama".into()))
         .unwrap();
-    w.add_tensor("weight", &[2, 64], GgmlType::Q4_0, vec![0u8; 4 * 18]).unwrap();
-    w.add_tensor("wfight", &[4], GgmlType::F32, vec![0u8; 16]).unwrap();
+    w.add_metadata("aaaa", Value::U32(7)).unwrap();
+    w.add_metadata(
+        "aaab",
+        Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)]),
+    )
+    .unwrap();
+    w.add_tensor("weight", &[2, 64], GgmlType::Q4_0, vec![0u8; 4 * 18])
+        .unwrap();
+    w.add_tensor("wfight", &[4], GgmlType::F32, vec![0u8; 16])
+        .unwrap();
     w.to_bytes()
 }
 
 /// Offsets of the fields of tensor info `name` in a v2/v3 file: (n_dims, ne[0], type, offset).
-fn tensor_fields(buf: &[u8], name: &str, n_dims: usize, width: usize) -> (usize, usize, usize, usize) {
+fn tensor_fields(
+    buf: &[u8],
+    name: &str,
+    n_dims: usize,
+    width: usize,
+) -> (usize, usize, usize, usize) {
     let at = find(buf, name.as_bytes()) + name.len();
     let ne0 = at + 4;
     let ty = ne0 + n_dims * width;
@@ -77,10 +90,18 @@ fn check_every_truncation(bytes: &[u8]) {
             other => panic!("cut at {cut}: expected a truncation error, got {other:?}"),
         }
     }
-    let last = f.tensors().iter().map(|t| f.data_offset() + t.offset + t.n_bytes).max().unwrap() as usize;
+    let last = f
+        .tensors()
+        .iter()
+        .map(|t| f.data_offset() + t.offset + t.n_bytes)
+        .max()
+        .unwrap() as usize;
     for cut in (data_offset..last).step_by(997).chain([last - 1]) {
         assert!(
-            matches!(parse(bytes[..cut].to_vec()), Err(GgufError::TensorOutOfBounds { .. })),
+            matches!(
+                parse(bytes[..cut].to_vec()),
+                Err(GgufError::TensorOutOfBounds { .. })
+            ),
             "cut at {cut} in the data"
         );
     }
@@ -93,7 +114,9 @@ fn truncated_anywhere_real_file_v3() {
 
 #[test]
 fn truncated_anywhere_real_file_v1() {
-    check_every_truncation(&std::fs::read(fixture("tests/fixtures/stories260k-f32.v1.gguf")).unwrap());
+    check_every_truncation(
+        &std::fs::read(fixture("tests/fixtures/stories260k-f32.v1.gguf")).unwrap(),
+    );
 }
 
 #[test]
@@ -108,7 +131,18 @@ fn truncation_error_says_where() {
     let b = std::fs::read(fixture("models/stories260k-f32.gguf")).unwrap();
     // Cut inside the metadata count (u64 at 16).
     let err = parse(b[..20].to_vec()).unwrap_err();
-    assert!(matches!(err, GgufError::Truncated { offset: 16, needed: 8, available: 4, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GgufError::Truncated {
+                offset: 16,
+                needed: 8,
+                available: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "file truncated at byte 16 while reading metadata count: needed 8 bytes, 4 left"
@@ -141,7 +175,9 @@ fn huge_counts_in_real_file() {
     let count_at = find(&b, key) + key.len() + 4 + 4;
     let mut c = b.clone();
     c[count_at..count_at + 8].copy_from_slice(&(1u64 << 50).to_le_bytes());
-    assert!(matches!(parse(c), Err(GgufError::CountTooLarge { what, .. }) if what.contains("tokenizer.ggml.tokens")));
+    assert!(
+        matches!(parse(c), Err(GgufError::CountTooLarge { what, .. }) if what.contains("tokenizer.ggml.tokens"))
+    );
 }
 
 #[test]
@@ -160,7 +196,9 @@ fn too_many_dims() {
     let mut b = small_file(3);
     let (n_dims, ..) = tensor_fields(&b, "weight", 2, 8);
     b[n_dims..n_dims + 4].copy_from_slice(&5u32.to_le_bytes());
-    assert!(matches!(parse(b), Err(GgufError::TooManyDims { tensor, n_dims: 5 }) if tensor == "weight"));
+    assert!(
+        matches!(parse(b), Err(GgufError::TooManyDims { tensor, n_dims: 5 }) if tensor == "weight")
+    );
 }
 
 #[test]
@@ -180,7 +218,9 @@ fn unknown_value_type() {
     let mut b = small_file(3);
     let at = find(&b, b"aaaa") + 4;
     b[at..at + 4].copy_from_slice(&13u32.to_le_bytes());
-    assert!(matches!(parse(b), Err(GgufError::UnknownValueType { key, type_id: 13, .. }) if key == "aaaa"));
+    assert!(
+        matches!(parse(b), Err(GgufError::UnknownValueType { key, type_id: 13, .. }) if key == "aaaa")
+    );
 }
 
 #[test]
@@ -191,7 +231,9 @@ fn tensor_data_outside_the_file() {
         let mut c = b.clone();
         c[off..off + 8].copy_from_slice(&bad.to_le_bytes());
         match parse(c) {
-            Err(GgufError::TensorOutOfBounds { tensor, file_len, .. }) => {
+            Err(GgufError::TensorOutOfBounds {
+                tensor, file_len, ..
+            }) => {
                 assert_eq!(tensor, "weight");
                 assert_eq!(file_len, b.len() as u64);
             }
@@ -205,7 +247,14 @@ fn misaligned_tensor_data() {
     let mut b = small_file(3);
     let (_, _, _, off) = tensor_fields(&b, "weight", 2, 8);
     b[off..off + 8].copy_from_slice(&1u64.to_le_bytes());
-    assert!(matches!(parse(b), Err(GgufError::MisalignedTensor { offset: 1, alignment: 32, .. })));
+    assert!(matches!(
+        parse(b),
+        Err(GgufError::MisalignedTensor {
+            offset: 1,
+            alignment: 32,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -215,7 +264,12 @@ fn row_not_multiple_of_block_size() {
     b[ne0..ne0 + 8].copy_from_slice(&48u64.to_le_bytes());
     assert!(matches!(
         parse(b),
-        Err(GgufError::RowNotBlockAligned { ne0: 48, block_size: 32, type_name: "Q4_0", .. })
+        Err(GgufError::RowNotBlockAligned {
+            ne0: 48,
+            block_size: 32,
+            type_name: "Q4_0",
+            ..
+        })
     ));
 }
 
@@ -256,19 +310,28 @@ fn invalid_utf8_key() {
 fn bad_alignment() {
     let mut w = GgufWriter::new();
     w.add_metadata("general.alignment", Value::U32(64)).unwrap();
-    w.add_tensor("t", &[32], GgmlType::F32, vec![0u8; 128]).unwrap();
+    w.add_tensor("t", &[32], GgmlType::F32, vec![0u8; 128])
+        .unwrap();
     let b = w.to_bytes();
     assert_eq!(parse(b.clone()).unwrap().alignment(), 64);
     let at = find(&b, b"general.alignment") + "general.alignment".len() + 4;
     for bad in [0u32, 3, 48] {
         let mut c = b.clone();
         c[at..at + 4].copy_from_slice(&bad.to_le_bytes());
-        assert!(matches!(parse(c), Err(GgufError::BadAlignment { alignment }) if alignment == bad as u64));
+        assert!(
+            matches!(parse(c), Err(GgufError::BadAlignment { alignment }) if alignment == bad as u64)
+        );
     }
     // Alignment stored as another type than UINT32.
     let mut c = b.clone();
     c[at - 4..at].copy_from_slice(&(ValueType::I32 as u32).to_le_bytes());
-    assert!(matches!(parse(c), Err(GgufError::WrongType { found: ValueType::I32, .. })));
+    assert!(matches!(
+        parse(c),
+        Err(GgufError::WrongType {
+            found: ValueType::I32,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -279,19 +342,30 @@ fn arrays_nested_too_deep() {
     }
     let mut w = GgufWriter::new();
     w.add_metadata("deep", v).unwrap();
-    assert!(matches!(parse(w.to_bytes()), Err(GgufError::NestingTooDeep { key, .. }) if key == "deep"));
+    assert!(
+        matches!(parse(w.to_bytes()), Err(GgufError::NestingTooDeep { key, .. }) if key == "deep")
+    );
 }
 
 #[test]
 fn unsupported_type_is_listed_but_not_dequantized() {
     let mut w = GgufWriter::new();
-    w.add_tensor("blk.0.attn_q.weight", &[1, 256], GgmlType::IQ2_XS, vec![0u8; 74]).unwrap();
+    w.add_tensor(
+        "blk.0.attn_q.weight",
+        &[1, 256],
+        GgmlType::IQ2_XS,
+        vec![0u8; 74],
+    )
+    .unwrap();
     let f = parse(w.to_bytes()).unwrap();
     assert_eq!(f.tensors()[0].ty, GgmlType::IQ2_XS);
     match f.dequantize("blk.0.attn_q.weight") {
         Err(e @ GgufError::UnsupportedType { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("blk.0.attn_q.weight") && msg.contains("IQ2_XS"), "{msg}");
+            assert!(
+                msg.contains("blk.0.attn_q.weight") && msg.contains("IQ2_XS"),
+                "{msg}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -5,7 +5,9 @@
 use gguf_importer::{GgmlType, GgufFile, Value};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 fn open_both() -> (GgufFile, GgufFile) {
@@ -44,6 +46,9 @@ fn v1_and_v3_have_identical_tensors() {
         assert_eq!(a.ty, b.ty, "{}", a.name);
         assert_eq!(a.ty, GgmlType::F32);
         assert_eq!(v1.tensor_data(a), v3.tensor_data(b), "{}", a.name);
-        assert_eq!(v1.dequantize(&a.name).unwrap(), v3.dequantize(&b.name).unwrap());
+        assert_eq!(
+            v1.dequantize(&a.name).unwrap(),
+            v3.dequantize(&b.name).unwrap()
+        );
     }
 }

@@ -20,7 +20,10 @@ fn all_values() -> Vec<(&'static str, Value)> {
         ("empty_array", Value::Array(ValueType::I32, vec![])),
         (
             "strings",
-            Value::Array(ValueType::String, vec![Value::String("a".into()), Value::String(String::new())]),
+            Value::Array(
+                ValueType::String,
+                vec![Value::String("a".into()), Value::String(String::new())],
+            ),
         ),
         (
             "nested",
@@ -44,8 +47,15 @@ fn metadata_round_trips_in_every_version() {
         }
         let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
         assert_eq!(f.version(), version);
-        let read: Vec<(String, Value)> = f.metadata().iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let written: Vec<(String, Value)> = all_values().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let read: Vec<(String, Value)> = f
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let written: Vec<(String, Value)> = all_values()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(read, written);
     }
 }
@@ -60,7 +70,11 @@ fn tensors_round_trip_with_alignment() {
         let mut expected = Vec::new();
         for (i, ty) in GgmlType::all().enumerate() {
             // Two rows of one block each, or of 3 elements for plain types.
-            let row = if ty.block_size() == 1 { 3 } else { ty.block_size() };
+            let row = if ty.block_size() == 1 {
+                3
+            } else {
+                ty.block_size()
+            };
             let bytes = ty.bytes_for(2 * row as u64).unwrap() as usize;
             let data: Vec<u8> = (0..bytes).map(|j| (i * 31 + j * 7) as u8).collect();
             let name = format!("t.{}", ty.name());
@@ -94,11 +108,20 @@ fn f32_tensor_round_trips_through_dequantize() {
 #[test]
 fn writer_rejects_bad_tensors() {
     let mut w = GgufWriter::new();
-    assert!(w.add_tensor("q", &[1, 48], GgmlType::Q4_0, vec![0; 27]).is_err());
-    assert!(w.add_tensor("s", &[1, 32], GgmlType::Q4_0, vec![0; 17]).is_err());
-    assert!(w.add_tensor("d", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4]).is_err());
-    w.add_tensor("ok", &[32], GgmlType::Q4_0, vec![0; 18]).unwrap();
-    assert!(w.add_tensor("ok", &[32], GgmlType::Q4_0, vec![0; 18]).is_err());
+    assert!(w
+        .add_tensor("q", &[1, 48], GgmlType::Q4_0, vec![0; 27])
+        .is_err());
+    assert!(w
+        .add_tensor("s", &[1, 32], GgmlType::Q4_0, vec![0; 17])
+        .is_err());
+    assert!(w
+        .add_tensor("d", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4])
+        .is_err());
+    w.add_tensor("ok", &[32], GgmlType::Q4_0, vec![0; 18])
+        .unwrap();
+    assert!(w
+        .add_tensor("ok", &[32], GgmlType::Q4_0, vec![0; 18])
+        .is_err());
     assert!(w.add_metadata("general.alignment", Value::U32(3)).is_err());
     assert!(w.add_metadata("general.alignment", Value::U64(32)).is_err());
 }
@@ -109,7 +132,8 @@ fn writes_and_reopens_a_file_on_disk() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.gguf");
     let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("llama".into())).unwrap();
+    w.add_metadata("general.architecture", Value::String("llama".into()))
+        .unwrap();
     w.add_f32("x", &[2], &[1.0, 2.0]).unwrap();
     w.write_file(&path).unwrap();
     let f = GgufFile::open(&path).unwrap();

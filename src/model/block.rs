@@ -57,7 +57,9 @@ impl Block {
         // Attention on the normalized stream.
         let h = self.attn_norm.forward(x.clone()); // [batch, seq, n_embd]
         trace(&format!("attn_norm-{layer}"), h.clone());
-        let attn = self.attn.forward(h, layer, ctx.rope, ctx.tables, ctx.cache, ctx.masks, trace)?;
+        let attn = self
+            .attn
+            .forward(h, layer, ctx.rope, ctx.tables, ctx.cache, ctx.masks, trace)?;
         trace(&format!("attn_out-{layer}"), attn.clone());
 
         // Residual.

@@ -159,14 +159,6 @@ impl LlamaConfig {
         } else {
             vec![head_count; block_count]
         };
-        for &n in &head_count_kv {
-            if n == 0 || head_count % n != 0 {
-                return Err(invalid(
-                    &kv_key,
-                    format!("{n} key/value heads do not divide the {head_count} query heads"),
-                ));
-            }
-        }
 
         let head_default = embedding_length / head_count;
         let k_key = key(llm::KEY_LENGTH);
@@ -181,28 +173,18 @@ impl LlamaConfig {
 
         let eps_key = key(llm::LAYER_NORM_RMS_EPSILON);
         let rms_norm_eps = md.get_f32(&eps_key).map_err(ModelError::key(&eps_key))?;
-        if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
-            return Err(invalid(&eps_key, format!("{rms_norm_eps} is not a finite non-negative number")));
-        }
 
         let rot_key = key(llm::ROPE_DIMENSION_COUNT);
         let dimension_count = optional_usize(&rot_key, key_length)?;
-        if dimension_count % 2 != 0 || dimension_count > key_length {
-            return Err(invalid(
-                &rot_key,
-                format!("{dimension_count} must be even and at most the key length {key_length}"),
-            ));
-        }
         let base_key = key(llm::ROPE_FREQ_BASE);
         let freq_base = optional_f32(&base_key)?.unwrap_or(10000.0);
-        if !(freq_base.is_finite() && freq_base > 0.0) {
-            return Err(invalid(&base_key, format!("{freq_base} is not a positive number")));
-        }
 
         // Scaling type: llama.cpp defaults to "linear" and never scales with "none".
         let type_key = key(llm::ROPE_SCALING_TYPE);
         let scaling = if md.contains(&type_key) {
-            md.get_str(&type_key).map_err(ModelError::key(&type_key))?.to_string()
+            md.get_str(&type_key)
+                .map_err(ModelError::key(&type_key))?
+                .to_string()
         } else {
             "linear".to_string()
         };
@@ -214,7 +196,10 @@ impl LlamaConfig {
             None => (old_key.clone(), optional_f32(&old_key)?.unwrap_or(0.0)),
         };
         if !(factor.is_finite() && factor >= 0.0) {
-            return Err(invalid(&factor_key, format!("{factor} is not a finite non-negative number")));
+            return Err(invalid(
+                &factor_key,
+                format!("{factor} is not a finite non-negative number"),
+            ));
         }
         let freq_scale = match scaling.as_str() {
             "none" => 1.0,
@@ -227,7 +212,12 @@ impl LlamaConfig {
                     reason: "only `none` and `linear` RoPE scaling are implemented",
                 })
             }
-            _ => return Err(invalid(&type_key, format!("unknown RoPE scaling type {scaling:?}"))),
+            _ => {
+                return Err(invalid(
+                    &type_key,
+                    format!("unknown RoPE scaling type {scaling:?}"),
+                ))
+            }
         };
 
         let vocab_key = key(llm::VOCAB_SIZE);
@@ -246,10 +236,13 @@ impl LlamaConfig {
             });
         };
         if vocab_size == 0 {
-            return Err(invalid(keys::tokenizer::TOKENS, "the vocabulary is empty".into()));
+            return Err(invalid(
+                keys::tokenizer::TOKENS,
+                "the vocabulary is empty".into(),
+            ));
         }
 
-        Ok(LlamaConfig {
+        let config = LlamaConfig {
             architecture,
             context_length,
             embedding_length,
@@ -267,7 +260,89 @@ impl LlamaConfig {
                 freq_scale,
             },
             vocab_size,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the model relies on; errors name the metadata key of the value.
+    /// [`LlamaConfig::from_gguf`] calls it, and so does `Llama::from_gguf_with_config` for a
+    /// configuration built or edited by hand.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let key = |suffix: &str| arch_key(&self.architecture, suffix);
+        let positive = [
+            (llm::CONTEXT_LENGTH, self.context_length),
+            (llm::EMBEDDING_LENGTH, self.embedding_length),
+            (llm::BLOCK_COUNT, self.block_count),
+            (llm::FEED_FORWARD_LENGTH, self.feed_forward_length),
+            (llm::HEAD_COUNT, self.head_count),
+            (llm::KEY_LENGTH, self.key_length),
+            (llm::VALUE_LENGTH, self.value_length),
+            (llm::VOCAB_SIZE, self.vocab_size),
+        ];
+        for (suffix, v) in positive {
+            if v == 0 {
+                return Err(invalid(&key(suffix), "must be positive".into()));
+            }
+        }
+        let kv_key = key(llm::HEAD_COUNT_KV);
+        if self.head_count_kv.len() != self.block_count {
+            return Err(invalid(
+                &kv_key,
+                format!(
+                    "{} entries for {} layers",
+                    self.head_count_kv.len(),
+                    self.block_count
+                ),
+            ));
+        }
+        for &n in &self.head_count_kv {
+            if n == 0 || self.head_count % n != 0 {
+                return Err(invalid(
+                    &kv_key,
+                    format!(
+                        "{n} key/value heads do not divide the {} query heads",
+                        self.head_count
+                    ),
+                ));
+            }
+        }
+        let eps = self.rms_norm_eps;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(invalid(
+                &key(llm::LAYER_NORM_RMS_EPSILON),
+                format!("{eps} is not a finite non-negative number"),
+            ));
+        }
+        let rope = &self.rope;
+        if rope.dimension_count == 0
+            || rope.dimension_count % 2 != 0
+            || rope.dimension_count > self.key_length
+        {
+            return Err(invalid(
+                &key(llm::ROPE_DIMENSION_COUNT),
+                format!(
+                    "{} must be even, positive and at most the key length {}",
+                    rope.dimension_count, self.key_length
+                ),
+            ));
+        }
+        if !(rope.freq_base.is_finite() && rope.freq_base > 0.0) {
+            return Err(invalid(
+                &key(llm::ROPE_FREQ_BASE),
+                format!("{} is not a positive number", rope.freq_base),
+            ));
+        }
+        if !(rope.freq_scale.is_finite() && rope.freq_scale > 0.0) {
+            return Err(invalid(
+                &key(llm::ROPE_SCALING_FACTOR),
+                format!(
+                    "scales positions by {}, not a positive number",
+                    rope.freq_scale
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Query heads per key/value head in layer `layer` (`n_head / n_head_kv`).

@@ -7,7 +7,10 @@ use gguf_importer::GgufError;
 pub enum ModelError {
     /// `general.architecture` names an architecture this model does not implement.
     #[error("unsupported architecture {arch:?} (supported: {supported})")]
-    UnsupportedArchitecture { arch: String, supported: &'static str },
+    UnsupportedArchitecture {
+        arch: String,
+        supported: &'static str,
+    },
 
     /// A metadata key could not be read (absent, wrong type, out of range).
     #[error("reading metadata key {key:?}: {source}")]
@@ -55,7 +58,10 @@ pub enum ModelError {
 
     /// More positions than the model's context length.
     #[error("{needed} positions needed, but the context length is {context_length}")]
-    ContextOverflow { needed: usize, context_length: usize },
+    ContextOverflow {
+        needed: usize,
+        context_length: usize,
+    },
 
     /// More positions than the KV cache holds.
     #[error("{needed} positions needed, but the KV cache holds {capacity}")]

@@ -30,7 +30,12 @@ impl FeedForward {
     /// # Shapes
     /// - `x`: `[batch, seq, n_embd]` (normalized)
     /// - output: `[batch, seq, n_embd]`
-    pub fn forward(&self, x: Tensor<3>, layer: usize, trace: &mut dyn FnMut(&str, Tensor<3>)) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        layer: usize,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Tensor<3> {
         let gate = self.gate.forward(x.clone()); // [batch, seq, n_ff]
         trace(&format!("ffn_gate-{layer}"), gate.clone());
         let up = self.up.forward(x); // [batch, seq, n_ff]

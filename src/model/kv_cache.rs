@@ -115,9 +115,12 @@ impl KvCache {
             });
         }
         self.check_room(seq)?;
-        let slot = self.layers.get_mut(layer).ok_or_else(|| ModelError::CacheMismatch {
-            what: format!("layer {layer} of a cache of {n_layers} layers"),
-        })?;
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::CacheMismatch {
+                what: format!("layer {layer} of a cache of {n_layers} layers"),
+            })?;
         let (k_all, v_all) = match slot.take() {
             Some((ck, cv)) => {
                 let [_, ch, _, cdk] = ck.dims();
@@ -187,7 +190,10 @@ mod tests {
         let (k, _) = cache.append(0, k2.clone(), v2).unwrap();
         assert_eq!(k.dims(), [1, 2, 5, 4]);
         let want = Tensor::cat(vec![k1, k2], 2);
-        assert_eq!(k.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+        assert_eq!(
+            k.into_data().try_to_vec::<f32>().unwrap(),
+            want.into_data().try_to_vec::<f32>().unwrap()
+        );
 
         // Full: 5 + 1 > 5; the length is unchanged.
         cache.advance(2).unwrap();
@@ -195,7 +201,10 @@ mod tests {
         let v3 = filled(0.0, [1, 2, 1, 2], &device);
         assert!(matches!(
             cache.append(0, k3.clone(), v3.clone()),
-            Err(ModelError::CacheFull { needed: 6, capacity: 5 })
+            Err(ModelError::CacheFull {
+                needed: 6,
+                capacity: 5
+            })
         ));
         assert_eq!(cache.len(), 5);
 
@@ -215,12 +224,21 @@ mod tests {
         // Another head count than the layer was allocated with.
         let k3 = filled(0.0, [1, 3, 1, 4], &device);
         let v3 = filled(0.0, [1, 3, 1, 4], &device);
-        assert!(matches!(cache.append(0, k3, v3), Err(ModelError::CacheMismatch { .. })));
+        assert!(matches!(
+            cache.append(0, k3, v3),
+            Err(ModelError::CacheMismatch { .. })
+        ));
         // The layer's tensors survive the mismatch.
         assert!(cache.append(0, k.clone(), v.clone()).is_ok());
         // A layer past the last, another batch size.
-        assert!(matches!(cache.append(1, k.clone(), v.clone()), Err(ModelError::CacheMismatch { .. })));
+        assert!(matches!(
+            cache.append(1, k.clone(), v.clone()),
+            Err(ModelError::CacheMismatch { .. })
+        ));
         let kb = filled(0.0, [2, 2, 1, 4], &device);
-        assert!(matches!(cache.append(0, kb.clone(), kb), Err(ModelError::CacheMismatch { .. })));
+        assert!(matches!(
+            cache.append(0, kb.clone(), kb),
+            Err(ModelError::CacheMismatch { .. })
+        ));
     }
 }

@@ -32,15 +32,23 @@ impl Linear {
     /// - `x`: `[batch, seq, n_in]`
     /// - output: `[batch, seq, n_out]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, seq, n_in] = x.dims();
-        let weight = self.weight.val(); // [n_out, n_in]
-        let [n_out, _] = weight.dims();
-        let rows: Tensor<2> = x.reshape([batch * seq, n_in]);
-        let y = rows.matmul(weight.transpose()); // [batch * seq, n_out]
-        let y = match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<2>(),
-            None => y,
-        };
-        y.reshape([batch, seq, n_out])
+        project(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
+}
+
+/// `y = x · Wᵀ (+ b)` for a weight `[n_out, n_in]` that is not a [`Linear`] (the tied output).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, n_in]`, `weight`: `[n_out, n_in]`, `bias`: `[n_out]`
+/// - output: `[batch, seq, n_out]`
+pub fn project(x: Tensor<3>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<3> {
+    let [batch, seq, n_in] = x.dims();
+    let [n_out, _] = weight.dims();
+    let rows: Tensor<2> = x.reshape([batch * seq, n_in]);
+    let y = rows.matmul(weight.transpose()); // [batch · seq, n_out]
+    let y = match bias {
+        Some(b) => y + b.unsqueeze::<2>(),
+        None => y,
+    };
+    y.reshape([batch, seq, n_out])
 }

@@ -8,7 +8,7 @@ use crate::model::block::{Block, BlockContext};
 use crate::model::config::LlamaConfig;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::KvCache;
-use crate::model::linear::Linear;
+use crate::model::linear::{project, Linear};
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
 
@@ -83,9 +83,13 @@ impl Llama {
     /// Logits of the positions `cache.len() .. cache.len() + seq`, appending them to the cache.
     ///
     /// # Shapes
-    /// - `tokens`: `[batch, seq]` token ids
+    /// - `tokens`: `[batch, seq]` token ids (moved to the model's device if elsewhere)
     /// - output: `[batch, seq, n_vocab]`
-    pub fn forward(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Result<Tensor<3>, ModelError> {
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>, ModelError> {
         self.forward_traced(tokens, cache, &mut |_, _| {})
     }
 
@@ -107,6 +111,11 @@ impl Llama {
         self.check_input(&tokens, cache)?;
         let start = cache.len();
         let device = self.device();
+        let tokens = if tokens.device() == device {
+            tokens
+        } else {
+            tokens.to_device(&device)
+        };
 
         // Token embeddings: row t of token_embd for token t.
         let ids: Tensor<1, Int> = tokens.reshape([batch * seq]);
@@ -137,7 +146,7 @@ impl Llama {
         trace("result_norm", x.clone());
         let logits = match &self.output {
             Some(output) => output.forward(x),
-            None => Linear::new(self.token_embd.val(), None).forward(x),
+            None => project(x, self.token_embd.val(), None),
         }; // [batch, seq, n_vocab]
         trace("result_output", logits.clone());
         Ok(logits)
@@ -176,7 +185,9 @@ impl Llama {
         for (i, id) in ids.enumerate() {
             if id < 0 || id as u64 >= n_vocab as u64 {
                 return Err(ModelError::InvalidInput {
-                    what: format!("token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"),
+                    what: format!(
+                        "token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"
+                    ),
                 });
             }
         }

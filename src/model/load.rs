@@ -63,21 +63,15 @@ impl Llama {
         config: LlamaConfig,
         device: &Device,
     ) -> Result<Llama, ModelError> {
-        if config.head_count_kv.len() != config.block_count {
-            return Err(ModelError::InvalidConfig {
-                key: "head_count_kv".into(),
-                reason: format!(
-                    "{} entries for {} layers",
-                    config.head_count_kv.len(),
-                    config.block_count
-                ),
-            });
-        }
+        config.validate()?;
         let loader = Loader { file, device };
         let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
 
         let token_embd = loader.tensor::<2>(TOKEN_EMBD, [n_vocab, n_embd])?;
-        let output_norm = RmsNorm::new(loader.tensor::<1>(OUTPUT_NORM, [n_embd])?, config.rms_norm_eps);
+        let output_norm = RmsNorm::new(
+            loader.tensor::<1>(OUTPUT_NORM, [n_embd])?,
+            config.rms_norm_eps,
+        );
         let output = loader.optional_linear(OUTPUT, [n_vocab, n_embd])?;
 
         let half = config.rope.dimension_count / 2;
@@ -91,7 +85,14 @@ impl Llama {
             .map(|layer| loader.block(&config, layer))
             .collect::<Result<Vec<_>, _>>()?;
 
-        Ok(Llama::from_parts(config, rope, token_embd, blocks, output_norm, output))
+        Ok(Llama::from_parts(
+            config,
+            rope,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+        ))
     }
 }
 
@@ -103,11 +104,17 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// Checks that tensor `name` exists with row-major shape `expected`.
-    fn check_shape<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<(), ModelError> {
+    fn check_shape<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+    ) -> Result<(), ModelError> {
         let info = self
             .file
             .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })?;
         let mismatch = || ModelError::ShapeMismatch {
             name: name.to_string(),
             expected: expected.to_vec(),
@@ -120,16 +127,26 @@ impl Loader<'_> {
     }
 
     /// Tensor `name`, which must have row-major shape `expected`, dequantized to f32 on the device.
-    fn tensor<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<Tensor<D>, ModelError> {
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+    ) -> Result<Tensor<D>, ModelError> {
         self.check_shape(name, expected)?;
         gguf_importer::burn::tensor_f32_shaped(self.file, name, expected, self.device)
             .map_err(|source| tensor_error(name, source))
     }
 
     /// Tensor `name` of row-major shape `expected`, dequantized to f32 on the host.
-    fn host_f32<const D: usize>(&self, name: &str, expected: [usize; D]) -> Result<Vec<f32>, ModelError> {
+    fn host_f32<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+    ) -> Result<Vec<f32>, ModelError> {
         self.check_shape(name, expected)?;
-        self.file.dequantize(name).map_err(|source| tensor_error(name, source))
+        self.file
+            .dequantize(name)
+            .map_err(|source| tensor_error(name, source))
     }
 
     /// The linear layer `{prefix}.weight` `[n_out, n_in]` with its optional `{prefix}.bias`.
@@ -144,7 +161,11 @@ impl Loader<'_> {
     }
 
     /// [`Loader::linear`], or `None` when the weight is absent.
-    fn optional_linear(&self, weight_name: &str, shape: [usize; 2]) -> Result<Option<Linear>, ModelError> {
+    fn optional_linear(
+        &self,
+        weight_name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<Linear>, ModelError> {
         match self.file.tensor(weight_name) {
             Some(_) => self.linear(weight_name, shape).map(Some),
             None => Ok(None),
@@ -176,7 +197,12 @@ impl Loader<'_> {
 
     /// The query, key and value projections of block `layer`: separate `attn_q`/`attn_k`/`attn_v`,
     /// or the rows of a fused `attn_qkv` (q rows, then k rows, then v rows) split apart.
-    fn qkv(&self, layer: usize, n_out: [usize; 3], n_embd: usize) -> Result<(Linear, Linear, Linear), ModelError> {
+    fn qkv(
+        &self,
+        layer: usize,
+        n_out: [usize; 3],
+        n_embd: usize,
+    ) -> Result<(Linear, Linear, Linear), ModelError> {
         let fused = block_tensor(layer, "attn_qkv.weight");
         let q_name = block_tensor(layer, "attn_q.weight");
         if self.file.tensor(&q_name).is_some() || self.file.tensor(&fused).is_none() {

@@ -155,7 +155,10 @@ impl Rope {
     /// - output: same
     pub fn apply(&self, x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
         let [batch, seq, heads, head_dim] = x.dims();
-        debug_assert_eq!(seq, tables.seq, "RoPE tables made for another sequence length");
+        debug_assert_eq!(
+            seq, tables.seq,
+            "RoPE tables made for another sequence length"
+        );
         if self.n_rot == 0 {
             return x;
         }
@@ -218,7 +221,10 @@ mod tests {
             for i in 0..4 {
                 let want = 0.5 * p * 10000f64.powf(-2.0 * i as f64 / 8.0) / [1.0, 2.0, 4.0, 8.0][i];
                 let g = got[r * 4 + i] as f64;
-                assert!((g - want).abs() <= 1e-6 * want.abs().max(1.0), "p {p} i {i}: {g} vs {want}");
+                assert!(
+                    (g - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "p {p} i {i}: {g} vs {want}"
+                );
             }
         }
     }
@@ -249,7 +255,11 @@ mod tests {
                     TensorData::new(x.clone(), [batch, seq, heads, head_dim]),
                     &device,
                 );
-                let got = rope.apply(input, &tables).into_data().try_to_vec::<f32>().unwrap();
+                let got = rope
+                    .apply(input, &tables)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
                 let angles = rope.angles(start, seq);
                 for b in 0..batch {
                     for s in 0..seq {
@@ -258,7 +268,10 @@ mod tests {
                             let a = &angles[s * n_rot / 2..(s + 1) * n_rot / 2];
                             let want = reference(&x[off..off + head_dim], a, style, n_rot);
                             for (g, w) in got[off..off + head_dim].iter().zip(&want) {
-                                assert!((g - w).abs() < 1e-6, "{style:?} n_rot {n_rot}: {g} vs {w}");
+                                assert!(
+                                    (g - w).abs() < 1e-6,
+                                    "{style:?} n_rot {n_rot}: {g} vs {w}"
+                                );
                             }
                         }
                     }

@@ -84,12 +84,21 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: the lowest rank first, then the leftmost.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.rank.cmp(&self.rank).then_with(|| other.left.cmp(&self.left))
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
 /// Tokenizes one text fragment (no special tokens in it) and appends the ids to `out`.
-pub(crate) fn tokenize(vocab: &Vocab, merges: &MergeRanks, pre: &PreTokenizerSpec, text: &str, out: &mut Vec<u32>) {
+pub(crate) fn tokenize(
+    vocab: &Vocab,
+    merges: &MergeRanks,
+    pre: &PreTokenizerSpec,
+    text: &str,
+    out: &mut Vec<u32>,
+) {
     let mut word = String::new();
     let mut key = String::new();
     for raw in pretokenize::split(text, &pre.steps) {
@@ -133,22 +142,24 @@ fn merge_word<'w>(merges: &MergeRanks, word: &'w str, key: &mut String) -> Vec<&
 
     let text = |s: &Symbol| &word[s.start..s.start + s.len];
     let mut queue = BinaryHeap::new();
-    let mut try_add =
-        |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-            let (Some(left), Some(right)) = (left, right) else {
-                return;
-            };
-            let (l, r) = (&symbols[left], &symbols[right]);
-            if let Some(rank) = merges.rank(key, text(l), text(r)) {
-                queue.push(Bigram {
-                    rank,
-                    left,
-                    right,
-                    left_len: l.len,
-                    right_len: r.len,
-                });
-            }
+    let mut try_add = |symbols: &[Symbol],
+                       queue: &mut BinaryHeap<Bigram>,
+                       left: Option<usize>,
+                       right: Option<usize>| {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
         };
+        let (l, r) = (&symbols[left], &symbols[right]);
+        if let Some(rank) = merges.rank(key, text(l), text(r)) {
+            queue.push(Bigram {
+                rank,
+                left,
+                right,
+                left_len: l.len,
+                right_len: r.len,
+            });
+        }
+    };
 
     for i in 1..symbols.len() {
         try_add(&symbols, &mut queue, Some(i - 1), Some(i));

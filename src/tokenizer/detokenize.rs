@@ -36,7 +36,11 @@ pub(crate) fn piece_bytes(vocab: &Vocab, model: &Model, id: u32) -> Vec<u8> {
 /// after `<0x`: leading hex digits, 0 if none).
 fn byte_of_byte_token(text: &str) -> u8 {
     let hex = text.get(3..).unwrap_or("");
-    let digits: String = hex.chars().take(2).take_while(char::is_ascii_hexdigit).collect();
+    let digits: String = hex
+        .chars()
+        .take(2)
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
     u8::from_str_radix(&digits, 16).unwrap_or(0)
 }
 
@@ -93,11 +97,19 @@ impl Tokenizer {
     pub fn detokenize(&self, ids: &[u32], remove_special: bool, unparse_special: bool) -> Vec<u8> {
         let mut ids = ids;
         let mut remove_space = self.add_space_prefix;
-        if remove_special && self.add_bos && !ids.is_empty() && ids.first().copied() == self.vocab.special.bos {
+        if remove_special
+            && self.add_bos
+            && !ids.is_empty()
+            && ids.first().copied() == self.vocab.special.bos
+        {
             remove_space = false;
             ids = &ids[1..];
         }
-        if remove_special && self.add_eos && !ids.is_empty() && ids.last().copied() == self.vocab.special.eos {
+        if remove_special
+            && self.add_eos
+            && !ids.is_empty()
+            && ids.last().copied() == self.vocab.special.eos
+        {
             ids = &ids[..ids.len() - 1];
         }
 
@@ -170,7 +182,8 @@ fn clean_up_spaces(text: &mut Vec<u8>) {
         if text[i - 1] == b' ' && x == b'\'' && i + 1 < n {
             let x1 = text[i + 1];
             let x2 = text.get(i + 2).copied().filter(|_| i + 2 < n);
-            let drop_space = matches!(x1, b's' | b'm') || matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e')));
+            let drop_space = matches!(x1, b's' | b'm')
+                || matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e')));
             if drop_space {
                 total -= 1;
             }
@@ -205,7 +218,8 @@ impl Detokenizer {
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(tokenizer.piece(id, self.special));
+        self.pending
+            .extend_from_slice(tokenizer.piece(id, self.special));
         let mut out = String::new();
         loop {
             match std::str::from_utf8(&self.pending) {
@@ -265,7 +279,10 @@ mod tests {
     fn clean_up_passes() {
         assert_eq!(clean("Hello , world !"), "Hello, world!");
         assert_eq!(clean("a ' b"), "a'b");
-        assert_eq!(clean("it 's I 'm we 're they 've"), "it's I'm we're they've");
+        assert_eq!(
+            clean("it 's I 'm we 're they 've"),
+            "it's I'm we're they've"
+        );
         assert_eq!(clean("don 't we 'll"), "don 't we 'll");
         assert_eq!(clean(""), "");
         assert_eq!(clean(" ."), ".");

@@ -130,11 +130,12 @@ impl Tokenizer {
                         "default".to_string()
                     }
                 };
-                let pre =
-                    PreTokenizerSpec::from_name(&pre_name).ok_or_else(|| TokenizerError::UnknownPreTokenizer {
+                let pre = PreTokenizerSpec::from_name(&pre_name).ok_or_else(|| {
+                    TokenizerError::UnknownPreTokenizer {
                         pre: pre_name.clone(),
                         supported: SUPPORTED_PRE.join(", "),
-                    })?;
+                    }
+                })?;
                 if !md.contains(k::MERGES) {
                     return Err(TokenizerError::MissingKey { key: k::MERGES });
                 }
@@ -146,7 +147,11 @@ impl Tokenizer {
                 };
                 let (add_bos, clean_spaces) = (pre.add_bos, pre.clean_spaces);
                 (
-                    Model::Bpe { merges, pre_name, pre },
+                    Model::Bpe {
+                        merges,
+                        pre_name,
+                        pre,
+                    },
                     defaults,
                     add_bos,
                     false,

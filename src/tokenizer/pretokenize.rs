@@ -95,29 +95,34 @@ impl PreTokenizerSpec {
         };
         let spec = match name {
             "default" => PreTokenizerSpec {
-                steps: vec![PunctuationRuns { backtick: false }, Gpt2, NumberRuns, AsciiDigitTriples],
+                steps: vec![
+                    PunctuationRuns { backtick: false },
+                    Gpt2,
+                    NumberRuns,
+                    AsciiDigitTriples,
+                ],
                 ..gpt2_like(true)
             },
-            "gpt-2" | "phi-2" | "gigachat" | "a.x-4.0" | "mellum" | "exaone4" | "mpt" | "olmo" | "jais" => {
-                gpt2_like(true)
-            }
+            "gpt-2" | "phi-2" | "gigachat" | "a.x-4.0" | "mellum" | "exaone4" | "mpt" | "olmo"
+            | "jais" => gpt2_like(true),
             "trillion" | "granite-docling" => gpt2_like(false),
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => {
-                PreTokenizerSpec {
-                    steps: vec![Llama3 { max_digits: 3 }],
-                    ignore_merges: true,
-                    add_bos: true,
-                    clean_spaces: true,
-                }
-            }
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" => PreTokenizerSpec {
+                steps: vec![Llama3 { max_digits: 3 }],
+                ignore_merges: true,
+                add_bos: true,
+                clean_spaces: true,
+            },
             "dbrx" | "smaug-bpe" => PreTokenizerSpec {
                 steps: vec![Llama3 { max_digits: 3 }],
                 ..gpt2_like(true)
             },
-            "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => PreTokenizerSpec {
-                steps: vec![EachNumber, Gpt2],
-                ..gpt2_like(true)
-            },
+            "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
+                PreTokenizerSpec {
+                    steps: vec![EachNumber, Gpt2],
+                    ..gpt2_like(true)
+                }
+            }
             "command-r" | "smollm" => PreTokenizerSpec {
                 steps: vec![EachNumber, Gpt2],
                 ..gpt2_like(false)
@@ -410,7 +415,10 @@ struct Words<'o> {
 
 impl<'o> Words<'o> {
     fn new(start: usize, out: &'o mut Vec<usize>) -> Self {
-        Words { prev_end: start, out }
+        Words {
+            prev_end: start,
+            out,
+        }
     }
 
     fn end_at(&mut self, end: usize) {
@@ -466,9 +474,18 @@ mod tests {
 
     #[test]
     fn class_steps() {
-        assert_eq!(split("ab12c3", &[SplitStep::EachNumber]), ["ab", "1", "2", "c", "3"]);
-        assert_eq!(split("ab12c3", &[SplitStep::NumberRuns]), ["ab", "12", "c", "3"]);
-        assert_eq!(split("1234567", &[SplitStep::AsciiDigitTriples]), ["123", "456", "7"]);
+        assert_eq!(
+            split("ab12c3", &[SplitStep::EachNumber]),
+            ["ab", "1", "2", "c", "3"]
+        );
+        assert_eq!(
+            split("ab12c3", &[SplitStep::NumberRuns]),
+            ["ab", "12", "c", "3"]
+        );
+        assert_eq!(
+            split("1234567", &[SplitStep::AsciiDigitTriples]),
+            ["123", "456", "7"]
+        );
         assert_eq!(
             split("a+=b.`", &[SplitStep::PunctuationRuns { backtick: false }]),
             ["a", "+=", "b", ".", "`"]

@@ -16,7 +16,11 @@ pub(crate) enum Fragment<'t> {
 }
 
 /// Splits `text` into fragments.
-pub(crate) fn partition<'t>(vocab: &Vocab, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
+pub(crate) fn partition<'t>(
+    vocab: &Vocab,
+    text: &'t str,
+    parse_special: bool,
+) -> Vec<Fragment<'t>> {
     let mut fragments = Vec::new();
     if text.is_empty() {
         return fragments;
@@ -78,10 +82,19 @@ mod tests {
     /// A vocabulary of the given (text, GGUF token type) pairs.
     fn vocab(tokens: &[(&str, i32)], name: &str) -> Vocab {
         let mut md = Metadata::new();
-        let texts = tokens.iter().map(|(t, _)| Value::String(t.to_string())).collect();
+        let texts = tokens
+            .iter()
+            .map(|(t, _)| Value::String(t.to_string()))
+            .collect();
         let types = tokens.iter().map(|&(_, ty)| Value::I32(ty)).collect();
-        md.set("tokenizer.ggml.tokens", Value::Array(ValueType::String, texts));
-        md.set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+        md.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, texts),
+        );
+        md.set(
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, types),
+        );
         md.set("general.name", Value::String(name.into()));
         let mut v = Vocab::from_gguf(&md, SpecialTokens::default()).expect("vocab");
         v.apply_name_rules(&md);
@@ -114,13 +127,22 @@ mod tests {
     fn phi3_special_tokens_eat_following_whitespace() {
         // llama.cpp marks Phi-3's special tokens RSTRIP, except <s>, <unk>, <|endoftext|>.
         let v = vocab(
-            &[("<unk>", 2), ("<s>", 3), ("</s>", 3), ("<|end|>", 3), ("x", 1)],
+            &[
+                ("<unk>", 2),
+                ("<s>", 3),
+                ("</s>", 3),
+                ("<|end|>", 3),
+                ("x", 1),
+            ],
             "Phi-3 mini",
         );
         assert_eq!(
             partition(&v, "x<|end|> \n x", true),
             [Fragment::Text("x"), Fragment::Token(3), Fragment::Text("x")]
         );
-        assert_eq!(partition(&v, "<s> x", true), [Fragment::Token(1), Fragment::Text(" x")]);
+        assert_eq!(
+            partition(&v, "<s> x", true),
+            [Fragment::Token(1), Fragment::Text(" x")]
+        );
     }
 }

@@ -70,12 +70,18 @@ fn category_ranges() -> &'static [(u32, u32, u16)] {
         for (name, flag) in CLASSES {
             // The pattern is a fixed, valid Unicode class: parsing cannot fail with the
             // `unicode` features regex-syntax enables by default.
-            let Ok(hir) = regex_syntax::Parser::new().parse(&format!(r"[\p{{{name}}}&&\p{{Age={UNICODE_AGE}}}]"))
+            let Ok(hir) = regex_syntax::Parser::new()
+                .parse(&format!(r"[\p{{{name}}}&&\p{{Age={UNICODE_AGE}}}]"))
             else {
                 continue;
             };
             if let HirKind::Class(Class::Unicode(class)) = hir.kind() {
-                ranges.extend(class.ranges().iter().map(|r| (r.start() as u32, r.end() as u32, flag)));
+                ranges.extend(
+                    class
+                        .ranges()
+                        .iter()
+                        .map(|r| (r.start() as u32, r.end() as u32, flag)),
+                );
             }
         }
         ranges.sort_unstable();

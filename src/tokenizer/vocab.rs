@@ -137,7 +137,13 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_TEXTS: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 /// Token texts that end generation (llama.cpp's list in `llama_vocab::impl::load`).
@@ -167,7 +173,8 @@ const EOG_TEXTS: &[&str] = &[
 ];
 
 /// Token texts that llama.cpp always renders (gpt-oss's `<|channel|>` ...): made user-defined.
-const ALWAYS_RENDERED_TEXTS: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+const ALWAYS_RENDERED_TEXTS: &[&str] =
+    &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 /// The vocabulary proper.
 #[derive(Debug, Clone)]
@@ -190,10 +197,13 @@ type Slot = fn(&mut SpecialTokens) -> &mut Option<u32>;
 fn optional_id(md: &Metadata, key: &'static str) -> Result<Option<i128>, TokenizerError> {
     match md.get(key) {
         None => Ok(None),
-        Some(v) => v.as_integer().map(Some).ok_or_else(|| TokenizerError::BadValue {
-            key,
-            reason: format!("expected an integer token id, found {}", v.value_type()),
-        }),
+        Some(v) => v
+            .as_integer()
+            .map(Some)
+            .ok_or_else(|| TokenizerError::BadValue {
+                key,
+                reason: format!("expected an integer token id, found {}", v.value_type()),
+            }),
     }
 }
 
@@ -247,13 +257,20 @@ impl Vocab {
                         reason: format!("{} token types for {n} tokens", t.len()),
                     });
                 }
-                t[..n].iter().map(|&t| TokenAttr::from_token_type(t)).collect()
+                t[..n]
+                    .iter()
+                    .map(|&t| TokenAttr::from_token_type(t))
+                    .collect()
             }
             false => vec![TokenAttr::NORMAL; n],
         };
 
         // Later duplicates win, as in llama.cpp's `token_to_id[word] = i`.
-        let ids: HashMap<String, u32> = texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let ids: HashMap<String, u32> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
 
         // Special ids: a default outside the vocabulary is dropped; a key outside it is ignored.
         let in_range = |id: Option<u32>| id.filter(|&id| (id as usize) < n);
@@ -298,7 +315,9 @@ impl Vocab {
                 let slot = slot(&mut special);
                 match u32::try_from(id).ok().filter(|&id| (id as usize) < n) {
                     Some(id) => *slot = Some(id),
-                    None => log::warn!("{key} = {id} is outside the vocabulary of {n} tokens; keeping {slot:?}"),
+                    None => log::warn!(
+                        "{key} = {id} is outside the vocabulary of {n} tokens; keeping {slot:?}"
+                    ),
                 }
             }
         }
@@ -365,7 +384,8 @@ impl Vocab {
 
         // End of generation: FIM pad/repo/separator, the listed texts, then EOS, EOT and EOM.
         let s = self.special;
-        self.eog.extend([s.fim_pad, s.fim_rep, s.fim_sep].into_iter().flatten());
+        self.eog
+            .extend([s.fim_pad, s.fim_rep, s.fim_sep].into_iter().flatten());
         for text in EOG_TEXTS {
             if let Some(&id) = self.ids.get(*text) {
                 self.eog.insert(id);
@@ -381,7 +401,13 @@ impl Vocab {
 
         // gpt-oss and solar-open: "<|end|>" ends a message, not the generation, when
         // "<|return|>" and "<|call|>" (or "<|calls|>" and "<|flush|>") exist.
-        let eog_text = |vocab: &Vocab, t: &str| vocab.eog.iter().find(|&&id| vocab.texts[id as usize] == t).copied();
+        let eog_text = |vocab: &Vocab, t: &str| {
+            vocab
+                .eog
+                .iter()
+                .find(|&&id| vocab.texts[id as usize] == t)
+                .copied()
+        };
         let has = |t: &str| eog_text(self, t).is_some();
         let has_call = has("<|call|>") || has("<|calls|>");
         let drop_end = has_call && (has("<|return|>") || has("<|flush|>"));
@@ -414,7 +440,8 @@ impl Vocab {
             }
             for t in ["<unk>", "<s>", "<|endoftext|>"] {
                 if let Some(&id) = self.ids.get(t) {
-                    self.attrs[id as usize] = TokenAttr(self.attrs[id as usize].0 & !TokenAttr::RSTRIP.0);
+                    self.attrs[id as usize] =
+                        TokenAttr(self.attrs[id as usize].0 & !TokenAttr::RSTRIP.0);
                 }
             }
         }

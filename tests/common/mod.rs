@@ -18,20 +18,31 @@ pub fn fixture(path: &str) -> PathBuf {
 }
 
 pub fn read_json(path: &str) -> serde_json::Value {
-    serde_json::from_reader(std::fs::File::open(fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    serde_json::from_reader(
+        std::fs::File::open(fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}")),
+    )
+    .unwrap()
 }
 
 pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    npy::read_f32(&mut std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    npy::read_f32(
+        &mut std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Under CI (or GGUF_LLAMA_REQUIRE_ALL), a missing device or model is a failure.
 pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") || std::env::var_os("GGUF_LLAMA_REQUIRE_ALL").is_some()
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var_os("GGUF_LLAMA_REQUIRE_ALL").is_some()
 }
 
 /// Skips (returns None after a message) or, under CI, panics.
@@ -59,14 +70,21 @@ pub fn devices() -> Vec<(DeviceName, Device)> {
 
 /// SmolLM2-135M-Instruct Q4_1: $GGUF_LLAMA_SMOLLM2, or where .ci/run puts it.
 pub fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("GGUF_LLAMA_SMOLLM2").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/gguf-llama/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let path = std::env::var_os("GGUF_LLAMA_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/gguf-llama/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
     if path.exists() {
         Some(path)
     } else {
-        missing(&format!("SmolLM2 model not found at {} (set GGUF_LLAMA_SMOLLM2 or run .ci/run)", path.display()))
+        missing(&format!(
+            "SmolLM2 model not found at {} (set GGUF_LLAMA_SMOLLM2 or run .ci/run)",
+            path.display()
+        ))
     }
 }
 
@@ -80,8 +98,16 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 pub fn argmax(row: &[f32]) -> u32 {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
-        as u32
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0 as u32
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

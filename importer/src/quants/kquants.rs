@@ -108,7 +108,10 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -117,7 +120,11 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 pub fn q3k_scales(packed: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, o) in out.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0x0F } else { packed[j - 8] >> 4 };
+        let low = if j < 8 {
+            packed[j] & 0x0F
+        } else {
+            packed[j - 8] >> 4
+        };
         let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
         *o = ((low | (high << 4)) as i8) - 32;
     }

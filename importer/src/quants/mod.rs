@@ -12,7 +12,7 @@ mod float;
 mod kquants;
 mod legacy;
 
-pub use float::{Bf16, F16, F32Le};
+pub use float::{Bf16, F32Le, F16};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 
@@ -58,7 +58,10 @@ fn via_f32<B: Block, T>(blocks: &[B], out: &mut [T], convert: impl Fn(&[f32], &m
     const PIECE: usize = 4096;
     let mut tmp = [0f32; PIECE];
     let per_piece = (PIECE / B::SIZE).max(1);
-    for (blocks, out) in blocks.chunks(per_piece).zip(out.chunks_mut(per_piece * B::SIZE)) {
+    for (blocks, out) in blocks
+        .chunks(per_piece)
+        .zip(out.chunks_mut(per_piece * B::SIZE))
+    {
         let tmp = &mut tmp[..out.len()];
         B::dequantize_blocks(blocks, tmp);
         convert(tmp, out);
@@ -92,7 +95,12 @@ fn run<B: Block, T: Element>(data: &[u8], out: &mut [T]) {
 /// Dequantizes `data` (blocks of type `ty`, as stored in the file) into `out`.
 ///
 /// `name` is used in errors only. `out.len()` must be the element count of `data`.
-pub fn dequantize_into<T: Element>(name: &str, ty: GgmlType, data: &[u8], out: &mut [T]) -> Result<()> {
+pub fn dequantize_into<T: Element>(
+    name: &str,
+    ty: GgmlType,
+    data: &[u8],
+    out: &mut [T],
+) -> Result<()> {
     let expected = ty.bytes_for(out.len() as u64);
     if expected != Some(data.len() as u64) {
         return Err(GgufError::SizeMismatch {

@@ -1,0 +1,180 @@
+//! CPU quantized matmul throughput: decode (m = 1) as GB/s of weight bytes against this
+//! machine's measured memory-read bandwidth, and prefill (m = 128) as GFLOP/s, per format, on a
+//! TinyLlama FFN-sized weight (5632 × 2048) and 2 threads.
+//!
+//! ```text
+//! cargo run --release -p gguf-kernels --example cpu_matmul_bench [-- FORMAT ...]
+//! ```
+//!
+//! Decode cycles through enough copies of the weight (≥ 256 MiB) that every call reads it from
+//! memory, not from the last-level cache. Times are the best of several runs (shared machines
+//! are noisy). "tok/s" is what a 1.1 B-parameter model stored entirely in the format would reach
+//! at the measured decode bandwidth.
+
+use std::time::Instant;
+
+use gguf_importer::quants::F16;
+use gguf_importer::GgmlType;
+use gguf_kernels::cpu::{qmatmul, Isa, QMatrix};
+
+const ROWS: usize = 5632;
+const COLS: usize = 2048;
+const THREADS: usize = 2;
+const COLD_BYTES: usize = 256 << 20;
+const PARAMS: f64 = 1.1e9;
+/// Timed runs per measurement; the best counts.
+const RUNS: usize = 20;
+
+/// Best seconds per call of `f` over `runs` runs of `iters` calls.
+fn best_of(runs: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
+    f(0);
+    let mut best = f64::MAX;
+    for run in 0..runs {
+        let t = Instant::now();
+        for i in 0..iters {
+            f(run * iters + i);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    best
+}
+
+/// Memory-read bandwidth the decode kernels compete with: a parallel sum over a 1 GiB u64
+/// array, timed per 256 MiB slice (cold: the slices rotate), best of many, as the decode runs are.
+fn memory_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let data: Vec<u64> = (0..(1usize << 30) / 8)
+        .into_par_iter()
+        .map(|i| i as u64)
+        .collect();
+    let slices: Vec<&[u64]> = data.chunks(COLD_BYTES / 8).collect();
+    let mut sink = 0u64;
+    let secs = best_of(RUNS, 1, |i| {
+        let s = slices[i % slices.len()];
+        let sum = s
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+            .sum::<u64>();
+        sink = sink.wrapping_add(sum);
+    });
+    std::hint::black_box(sink);
+    COLD_BYTES as f64 / secs / 1e9
+}
+
+/// Random bytes with every f16 scale field small and finite, so the blocks are valid.
+fn random_weight(ty: GgmlType, seed: u64) -> Vec<u8> {
+    let n = ROWS * COLS / ty.block_size() * ty.type_size();
+    let mut s = seed;
+    let mut data: Vec<u8> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u8
+        })
+        .collect();
+    let scale = F16::from_f32(0.01).0;
+    // byte offsets of the f16 fields in each block (see gguf_importer::quants)
+    let fields: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    if ty.is_quantized() {
+        for block in data.chunks_exact_mut(ty.type_size()) {
+            for &f in fields {
+                block[f..f + 2].copy_from_slice(&scale);
+            }
+        }
+    } else {
+        let one_ish = match ty {
+            GgmlType::F32 => 4,
+            _ => 2,
+        };
+        for v in data.chunks_exact_mut(one_ish) {
+            // clear the exponent's top bits: finite values of modest size
+            let last = v.len() - 1;
+            v[last] &= 0xBF;
+        }
+    }
+    data
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()?;
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    pool.install(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        println!(
+            "instruction set: {:?}, threads: {THREADS}, weight {ROWS} x {COLS}",
+            Isa::detect()
+        );
+        let mem = memory_bandwidth();
+        println!("memory read bandwidth (parallel sum of 256 MiB slices of a 1 GiB u64 array): {mem:.1} GB/s\n");
+        println!(
+            "{:<6} {:>9} | {:>9} {:>7} {:>9} {:>10} | {:>11}",
+            "format", "MiB", "m=1 ms", "GB/s", "% of mem", "tok/s 1.1B", "m=128 GFLOP/s"
+        );
+        let types = [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ];
+        for ty in types {
+            if !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(ty.name())) {
+                continue;
+            }
+            let bytes = ROWS * COLS / ty.block_size() * ty.type_size();
+            let copies = COLD_BYTES.div_ceil(bytes).max(2);
+            let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, c as u64 + 1)).collect();
+            let mats = weights
+                .iter()
+                .map(|d| QMatrix::new(ty, ROWS, COLS, d))
+                .collect::<Result<Vec<_>, _>>()?;
+
+            // decode: one activation row, a different (cold) copy of the weight each call
+            let x1: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let mut y1 = vec![0f32; ROWS];
+            let iters = copies.max(8);
+            let t1 = best_of(RUNS, iters, |i| {
+                qmatmul(&mats[i % copies], &x1, 1, &mut y1).expect("shapes checked")
+            });
+            let gbs = bytes as f64 / t1 / 1e9;
+            let tok = gbs * 1e9 / (PARAMS * ty.type_size() as f64 / ty.block_size() as f64);
+
+            // prefill: 128 rows on one (warm) copy
+            let m = 128;
+            let xm: Vec<f32> = (0..m * COLS)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let mut ym = vec![0f32; m * ROWS];
+            let tm = best_of(5, 1, |_| qmatmul(&mats[0], &xm, m, &mut ym).expect("shapes checked"));
+            let gflops = 2.0 * (m * ROWS * COLS) as f64 / tm / 1e9;
+            println!(
+                "{:<6} {:>9.1} | {:>9.3} {:>7.1} {:>8.0}% {:>10.1} | {:>11.1}",
+                ty.name(),
+                bytes as f64 / (1 << 20) as f64,
+                t1 * 1e3,
+                gbs,
+                100.0 * gbs / mem,
+                tok,
+                gflops
+            );
+        }
+        Ok(())
+    })
+}

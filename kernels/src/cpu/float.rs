@@ -1,0 +1,225 @@
+//! Plain float weights (F32, F16, BF16, little-endian): f32 dot products with the activations,
+//! the portable scalar kernels and the AVX2 ones (F16 through F16C's `vcvtph2ps`, BF16 as the
+//! top half of an f32).
+
+use gguf_importer::GgmlType;
+
+use super::{Isa, TileFn, MAX_TILE};
+
+/// A float weight element stored in `BYTES` little-endian bytes.
+trait FloatElem {
+    const BYTES: usize;
+    fn get(b: &[u8]) -> f32;
+}
+
+struct F32;
+struct F16;
+struct Bf16;
+
+impl FloatElem for F32 {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    fn get(b: &[u8]) -> f32 {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl FloatElem for F16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn get(b: &[u8]) -> f32 {
+        half::f16::from_le_bytes([b[0], b[1]]).to_f32_const()
+    }
+}
+
+impl FloatElem for Bf16 {
+    const BYTES: usize = 2;
+    /// bf16 is the top half of an f32 (`GGML_BF16_TO_FP32`).
+    #[inline(always)]
+    fn get(b: &[u8]) -> f32 {
+        f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)
+    }
+}
+
+/// Elements per scalar step: eight partial sums per activation row, which the compiler can
+/// keep in one vector register.
+const LANES: usize = 8;
+
+/// The scalar kernel (see [`TileFn`]).
+fn tile_scalar<E: FloatElem>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[f32]],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut wv = [0f32; LANES];
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let mut acc = [[0f32; LANES]; MAX_TILE];
+        for (c, chunk) in row.chunks(LANES * E::BYTES).enumerate() {
+            let n = chunk.len() / E::BYTES;
+            for (v, b) in wv.iter_mut().zip(chunk.chunks_exact(E::BYTES)) {
+                *v = E::get(b);
+            }
+            for (acc, x) in acc.iter_mut().zip(xs) {
+                let x = &x[LANES * c..LANES * c + n];
+                for k in 0..n {
+                    acc[k] += wv[k] * x[k];
+                }
+            }
+        }
+        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
+            out[r * stride + i] = acc.iter().sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::legacy_x86::hsum_ps;
+    use super::{Bf16, FloatElem, F16, F32};
+
+    /// Loads 8 weights as f32 from `p` (8 · `BYTES` readable bytes).
+    pub(super) trait FloatX86: FloatElem {
+        /// # Safety
+        /// AVX2 and F16C; `p` points at 8 elements.
+        unsafe fn load8(p: *const u8) -> __m256;
+    }
+
+    impl FloatX86 for F32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const u8) -> __m256 {
+            _mm256_loadu_ps(p as *const f32)
+        }
+    }
+
+    impl FloatX86 for F16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const u8) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
+
+    impl FloatX86 for Bf16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const u8) -> __m256 {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        }
+    }
+
+    /// Weight rows `R` (1 or 2) against activation rows `N` (up to 4): each weight load meets
+    /// `N` activation loads and each activation load `R` weight rows, so the activations are
+    /// read from cache half as often as one row at a time would.
+    #[inline(always)]
+    unsafe fn rows_body<E: FloatX86, const R: usize, const N: usize>(
+        rows: [&[u8]; R],
+        xs: &[&[f32]; N],
+        cols: usize,
+    ) -> [[f32; N]; R] {
+        let full = cols / 8 * 8;
+        let mut acc = [[_mm256_setzero_ps(); N]; R];
+        let mut j = 0;
+        while j < full {
+            let wv: [__m256; R] =
+                std::array::from_fn(|r| E::load8(rows[r].as_ptr().add(j * E::BYTES)));
+            for i in 0..N {
+                let xv = _mm256_loadu_ps(xs[i].as_ptr().add(j));
+                for r in 0..R {
+                    acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
+                }
+            }
+            j += 8;
+        }
+        std::array::from_fn(|r| {
+            std::array::from_fn(|i| {
+                let mut sum = hsum_ps(acc[r][i]);
+                for k in full..cols {
+                    sum += E::get(&rows[r][k * E::BYTES..]) * xs[i][k];
+                }
+                sum
+            })
+        })
+    }
+
+    /// All weight rows of `w` against up to 4 activation rows.
+    #[inline(always)]
+    unsafe fn tile_body<E: FloatX86, const N: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[f32]],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let cols = row_bytes / E::BYTES;
+        let xs: [&[f32]; N] = std::array::from_fn(|i| &xs[i][..cols]);
+        let mut pairs = w.chunks_exact(2 * row_bytes);
+        let mut r = 0;
+        for pair in &mut pairs {
+            let (a, b) = pair.split_at(row_bytes);
+            let y = rows_body::<E, 2, N>([a, b], &xs, cols);
+            for (k, y) in y.iter().enumerate() {
+                out[(r + k) * stride..][..N].copy_from_slice(y);
+            }
+            r += 2;
+        }
+        if !pairs.remainder().is_empty() {
+            let y = rows_body::<E, 1, N>([pairs.remainder()], &xs, cols);
+            out[r * stride..][..N].copy_from_slice(&y[0]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_avx2_tf<E: FloatX86>(
+        w: &[u8],
+        rb: usize,
+        xs: &[&[f32]],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        // at most 4 activation rows per pass: 2 × 4 accumulators fit the 16 AVX2 registers
+        for (t, xs) in xs.chunks(4).enumerate() {
+            let out = &mut out[4 * t..];
+            match xs.len() {
+                1 => tile_body::<E, 1>(w, rb, xs, out, stride),
+                2 => tile_body::<E, 2>(w, rb, xs, out, stride),
+                3 => tile_body::<E, 3>(w, rb, xs, out, stride),
+                _ => tile_body::<E, 4>(w, rb, xs, out, stride),
+            }
+        }
+    }
+
+    pub(super) fn tile_avx2<E: FloatX86>(
+        w: &[u8],
+        rb: usize,
+        xs: &[&[f32]],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        // SAFETY: handed out by `tile_fn` for `Isa::Avx2` and `Isa::Avx512Vnni` only (both
+        // include AVX2, FMA and F16C), which `qmatmul_with_isa` checked.
+        unsafe { tile_avx2_tf::<E>(w, rb, xs, out, stride) }
+    }
+}
+
+/// The kernel for `ty` on `isa`, `None` if `ty` is not a float type.
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        return match ty {
+            GgmlType::F32 => Some(x86::tile_avx2::<F32>),
+            GgmlType::F16 => Some(x86::tile_avx2::<F16>),
+            GgmlType::BF16 => Some(x86::tile_avx2::<Bf16>),
+            _ => None,
+        };
+    }
+    let _ = isa;
+    match ty {
+        GgmlType::F32 => Some(tile_scalar::<F32>),
+        GgmlType::F16 => Some(tile_scalar::<F16>),
+        GgmlType::BF16 => Some(tile_scalar::<Bf16>),
+        _ => None,
+    }
+}

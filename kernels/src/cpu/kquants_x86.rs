@@ -1,0 +1,425 @@
+//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math).
+//!
+//! A super-block unpacks once per tile into eight 256-bit registers of 32 unsigned `q` (0..64),
+//! which in-half 4 × 4 transposes turn into the activations' lane order ([`ActQ8K`]): 32-bit
+//! lane `lane(g)` holds four elements of group `g` per register. Per activation row, four
+//! multiply-adds of 4 byte pairs per lane leave each group's dot product in its lane, and the
+//! group scales, offsets and mins apply lane-wise in f32, 8 or 16 groups per instruction:
+//!
+//! ```text
+//! AVX-512 VNNI: dot = dpbusd(dpbusd(0, q[0], qx[0]), q[2], qx[2]) + (same for 1, 3)   16 lanes
+//! AVX2:         dot = madd(maddubs(q[0], qx[0]) + maddubs(q[1], qx[1]), 1) + (same for 2, 3)   8 lanes, twice
+//! then          y  += dx · (d·sc · dot  -  (d·off·sc + dmin·mn) · bsum)
+//! ```
+
+use std::arch::x86_64::*;
+
+use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
+use gguf_importer::GgmlType;
+
+use super::kquants::KQuant;
+use super::legacy_x86::{f16c, hsum_ps, transpose4};
+use super::quantize_act::ActQ8K;
+use super::{Isa, TileFn};
+
+/// A super-block unpacked into registers.
+pub(super) trait KQuantX86: KQuant {
+    /// The 256 `q` of `KQuant::unpack`, 32 per register, in element order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8];
+
+    /// `KQuant::scales` in registers: the 16 group scales (i8) and mins (u8), group order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i);
+}
+
+/// The 12 packed scale bytes as three little-endian u32 words.
+#[inline(always)]
+fn words(s: &[u8; 12]) -> [u32; 3] {
+    std::array::from_fn(|i| {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+    })
+}
+
+/// Q4_K/Q5_K's 8 scales and 8 mins (layout in `kquants.rs`, `scales_k4`), four per u32 word:
+///
+/// ```text
+/// sc[0..4] = a & 0x3f..            mn[0..4] = b & 0x3f..
+/// sc[4..8] = c & 0x0f.. | (a >> 6 & 0x03..) << 4     mn[4..8] = c >> 4 & 0x0f.. | (b >> 6 & 0x03..) << 4
+/// ```
+///
+/// then each repeated for the two groups of 16 of its sub-block of 32.
+#[inline(always)]
+unsafe fn scales_k4(s: &[u8; 12]) -> (__m128i, __m128i) {
+    let [a, b, c] = words(s);
+    let sc = [
+        a & 0x3f3f_3f3f,
+        (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4),
+    ];
+    let mn = [
+        b & 0x3f3f_3f3f,
+        ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4),
+    ];
+    let twice = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let sc = _mm_shuffle_epi8(_mm_setr_epi32(sc[0] as i32, sc[1] as i32, 0, 0), twice);
+    let mn = _mm_shuffle_epi8(_mm_setr_epi32(mn[0] as i32, mn[1] as i32, 0, 0), twice);
+    (sc, mn)
+}
+
+#[inline(always)]
+unsafe fn load(p: &[u8]) -> __m256i {
+    debug_assert!(p.len() >= 32);
+    _mm256_loadu_si256(p.as_ptr() as *const __m256i)
+}
+
+/// Bit `bit` of every byte, as 0 or 1.
+#[inline(always)]
+unsafe fn bit_of(v: __m256i, bit: i32) -> __m256i {
+    _mm256_and_si256(
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(bit)),
+        _mm256_set1_epi8(1),
+    )
+}
+
+/// Bits `2k..2k + 2` of every byte of `v`, k = 0..4, as four registers.
+#[inline(always)]
+unsafe fn crumbs(v: __m256i) -> [__m256i; 4] {
+    let m = _mm256_set1_epi8(3);
+    [
+        _mm256_and_si256(v, m),
+        _mm256_and_si256(_mm256_srli_epi16::<2>(v), m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), m),
+        _mm256_and_si256(_mm256_srli_epi16::<6>(v), m),
+    ]
+}
+
+/// Low and high nibbles of every byte.
+#[inline(always)]
+unsafe fn nibbles(v: __m256i) -> (__m256i, __m256i) {
+    let m = _mm256_set1_epi8(0x0F);
+    (
+        _mm256_and_si256(v, m),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), m),
+    )
+}
+
+impl KQuantX86 for BlockQ2K {
+    /// `scales[g]`: | min (4 bits) | scale (4 bits) |
+    #[inline(always)]
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        let v = _mm_loadu_si128(self.scales.as_ptr() as *const __m128i);
+        let m = _mm_set1_epi8(0x0F);
+        (
+            _mm_and_si128(v, m),
+            _mm_and_si128(_mm_srli_epi16::<4>(v), m),
+        )
+    }
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8] {
+        let [a, b, c, d] = crumbs(load(&self.qs[..32]));
+        let [e, f, g, h] = crumbs(load(&self.qs[32..]));
+        [a, b, c, d, e, f, g, h]
+    }
+}
+
+impl KQuantX86 for BlockQ3K {
+    /// The 16 6-bit scales (layout in `kquants.rs`) from u32 words `a, b, c`: low nibbles of
+    /// groups 0..4, 4..8, 8..12, 12..16 in `a`, `b`, `a >> 4`, `b >> 4`; their high two bits in
+    /// `c >> 0, 2, 4, 6`; minus 32.
+    #[inline(always)]
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        let [a, b, c] = words(&self.scales);
+        let (lo, hi) = (0x0f0f_0f0f, 0x0303_0303);
+        let w = [
+            (a & lo) | ((c & hi) << 4),
+            (b & lo) | (((c >> 2) & hi) << 4),
+            ((a >> 4) & lo) | (((c >> 4) & hi) << 4),
+            ((b >> 4) & lo) | (((c >> 6) & hi) << 4),
+        ];
+        let sc = _mm_setr_epi32(w[0] as i32, w[1] as i32, w[2] as i32, w[3] as i32);
+        (_mm_sub_epi8(sc, _mm_set1_epi8(32)), _mm_setzero_si128())
+    }
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8] {
+        let hm = load(&self.hmask);
+        let [a, b, c, d] = crumbs(load(&self.qs[..32]));
+        let [e, f, g, h] = crumbs(load(&self.qs[32..]));
+        let mut q = [a, b, c, d, e, f, g, h];
+        for (k, q) in q.iter_mut().enumerate() {
+            *q = _mm256_or_si256(*q, _mm256_slli_epi16::<2>(bit_of(hm, k as i32)));
+        }
+        q
+    }
+}
+
+impl KQuantX86 for BlockQ4K {
+    #[inline(always)]
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        scales_k4(&self.scales)
+    }
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8] {
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            (q[2 * c], q[2 * c + 1]) = nibbles(load(&self.qs[32 * c..]));
+        }
+        q
+    }
+}
+
+impl KQuantX86 for BlockQ5K {
+    #[inline(always)]
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        scales_k4(&self.scales)
+    }
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8] {
+        let hb = load(&self.qh);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let (lo, hi) = nibbles(load(&self.qs[32 * c..]));
+            q[2 * c] = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(bit_of(hb, 2 * c as i32)));
+            q[2 * c + 1] =
+                _mm256_or_si256(hi, _mm256_slli_epi16::<4>(bit_of(hb, 2 * c as i32 + 1)));
+        }
+        q
+    }
+}
+
+impl KQuantX86 for BlockQ6K {
+    #[inline(always)]
+    unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        (
+            _mm_loadu_si128(self.scales.as_ptr() as *const __m128i),
+            _mm_setzero_si128(),
+        )
+    }
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> [__m256i; 8] {
+        let mut q = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let (lo0, hi0) = nibbles(load(&self.ql[64 * h..]));
+            let (lo1, hi1) = nibbles(load(&self.ql[64 * h + 32..]));
+            let [c0, c1, c2, c3] = crumbs(load(&self.qh[32 * h..]));
+            q[4 * h] = _mm256_or_si256(lo0, _mm256_slli_epi16::<4>(c0));
+            q[4 * h + 1] = _mm256_or_si256(lo1, _mm256_slli_epi16::<4>(c1));
+            q[4 * h + 2] = _mm256_or_si256(hi0, _mm256_slli_epi16::<4>(c2));
+            q[4 * h + 3] = _mm256_or_si256(hi1, _mm256_slli_epi16::<4>(c3));
+        }
+        q
+    }
+}
+
+/// The eight registers of a super-block (element order: register `c` holds groups `2c`, `2c+1`
+/// in its 128-bit halves) in the activations' lane order (see [`ActQ8K`]): `t[r]` for
+/// `r in 0..4` holds dword `r` of every group, lanes 0..8 in `t[r].0`, lanes 8..16 in `t[r].1`.
+/// Lanes 0..8 hold groups `4k`, `4k+1` (k in 0..4), which are the halves of registers
+/// `0, 2, 4, 6`: one in-half 4 × 4 transpose; lanes 8..16 likewise from registers `1, 3, 5, 7`.
+#[inline(always)]
+unsafe fn to_lanes(q: [__m256i; 8]) -> [(__m256i, __m256i); 4] {
+    let lo = transpose4([q[0], q[2], q[4], q[6]]);
+    let hi = transpose4([q[1], q[3], q[5], q[7]]);
+    std::array::from_fn(|r| (lo[r], hi[r]))
+}
+
+/// Per-lane f32 factors of a super-block, lane order: `s = d·sc`, `c = d·off·sc + dmin·mn`, so
+/// that a group contributes `dx · (s·dot - c·bsum)`.
+#[inline(always)]
+unsafe fn lane_factors<W: KQuantX86>(block: &W) -> ([__m256; 2], [__m256; 2]) {
+    let (sc, mn) = block.scales_avx2();
+    let (d, dmin) = block.supers();
+    let (d, dmin) = (f16c(d), f16c(dmin));
+    // group order -> lane order (lane(g) is its own inverse)
+    let perm = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let (sc, mn) = (_mm_shuffle_epi8(sc, perm), _mm_shuffle_epi8(mn, perm));
+    let halves = |v: __m128i, f: unsafe fn(__m128i) -> __m256i| [f(v), f(_mm_srli_si128::<8>(v))];
+    let sc = halves(sc, |v| _mm256_cvtepi8_epi32(v));
+    let mn = halves(mn, |v| _mm256_cvtepu8_epi32(v));
+    let (vd, voff, vdmin) = (
+        _mm256_set1_ps(d),
+        _mm256_set1_ps(d * W::OFFSET as f32),
+        _mm256_set1_ps(dmin),
+    );
+    let s = sc.map(|v| _mm256_mul_ps(vd, _mm256_cvtepi32_ps(v)));
+    let c: [__m256; 2] = std::array::from_fn(|h| {
+        let m = _mm256_mul_ps(vdmin, _mm256_cvtepi32_ps(mn[h]));
+        _mm256_fmadd_ps(voff, _mm256_cvtepi32_ps(sc[h]), m)
+    });
+    (s, c)
+}
+
+#[inline(always)]
+unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8K]],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let nb = row_bytes / size_of::<W>();
+    let xs: [*const ActQ8K; N] = std::array::from_fn(|i| {
+        assert!(
+            xs[i].len() >= nb,
+            "activation row shorter than a weight row"
+        );
+        xs[i].as_ptr()
+    });
+    let ones = _mm256_set1_epi16(1);
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[W] = bytemuck::cast_slice(row);
+        let mut acc = [_mm256_setzero_ps(); N];
+        // zeroed memory, not `_mm512_setzero_ps`: no AVX-512 instruction in the AVX2 kernels
+        let mut acc512: [__m512; N] = std::mem::zeroed();
+        for (b, block) in blocks.iter().enumerate() {
+            let q = to_lanes(block.unpack_avx2());
+            let (s, c) = lane_factors(block);
+            if VNNI && N > 1 {
+                // AVX-512 in prefill: all 16 lanes in one register (in decode, combining the
+                // halves costs more than it saves)
+                let q: [__m512i; 4] =
+                    q.map(|(lo, hi)| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi));
+                let wide = |v: [__m256; 2]| {
+                    let lo = _mm512_castpd_ps(_mm512_castpd256_pd512(_mm256_castps_pd(v[0])));
+                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castps_pd(lo),
+                        _mm256_castps_pd(v[1]),
+                    ))
+                };
+                let (s, c) = (wide(s), wide(c));
+                for i in 0..N {
+                    let x = &*xs[i].add(b);
+                    let qx = |r: usize| _mm512_loadu_si512(x.qs[r].as_ptr() as *const __m512i);
+                    let even = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
+                    let odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[1], qx(1));
+                    let even = _mm512_dpbusd_epi32(even, q[2], qx(2));
+                    let odd = _mm512_dpbusd_epi32(odd, q[3], qx(3));
+                    let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
+                    let bsum = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256(
+                        x.bsums.as_ptr() as *const __m256i,
+                    )));
+                    let u = _mm512_fmsub_ps(s, dot, _mm512_mul_ps(c, bsum));
+                    acc512[i] = _mm512_fmadd_ps(u, _mm512_set1_ps(x.d), acc512[i]);
+                }
+                continue;
+            }
+            for i in 0..N {
+                let x = &*xs[i].add(b);
+                let dx = _mm256_broadcast_ss(&x.d);
+                for h in 0..2 {
+                    let qx = |r: usize| {
+                        _mm256_loadu_si256(x.qs[r].as_ptr().add(32 * h) as *const __m256i)
+                    };
+                    let qw = |r: usize| if h == 0 { q[r].0 } else { q[r].1 };
+                    // lane g: Σ over the group's 16 elements of q·qx
+                    let dot = if VNNI {
+                        let even = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw(0), qx(0));
+                        let odd = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw(1), qx(1));
+                        let even = _mm256_dpbusd_epi32(even, qw(2), qx(2));
+                        _mm256_add_epi32(_mm256_dpbusd_epi32(odd, qw(3), qx(3)), even)
+                    } else {
+                        // i16 pair sums are at most 2·63·127 = 16002: two registers add up
+                        // before widening
+                        let p01 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(qw(0), qx(0)),
+                            _mm256_maddubs_epi16(qw(1), qx(1)),
+                        );
+                        let p23 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(qw(2), qx(2)),
+                            _mm256_maddubs_epi16(qw(3), qx(3)),
+                        );
+                        _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
+                    };
+                    let bsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                        x.bsums.as_ptr().add(8 * h) as *const __m128i
+                    ));
+                    // dx · (s·dot - c·bsum)
+                    let t = _mm256_mul_ps(c[h], _mm256_cvtepi32_ps(bsum));
+                    let u = _mm256_fmsub_ps(s[h], _mm256_cvtepi32_ps(dot), t);
+                    acc[i] = _mm256_fmadd_ps(u, dx, acc[i]);
+                }
+            }
+        }
+        if VNNI && N > 1 {
+            for i in 0..N {
+                out[r * stride + i] = _mm512_reduce_add_ps(acc512[i]);
+            }
+            continue;
+        }
+        for i in 0..N {
+            out[r * stride + i] = hsum_ps(acc[i]);
+        }
+    }
+}
+
+macro_rules! by_tile {
+    ($body:ident, $w:ty, $vnni:literal, $args:expr) => {{
+        let (w, row_bytes, xs, out, stride) = $args;
+        match xs.len() {
+            1 => $body::<$w, 1, $vnni>(w, row_bytes, xs, out, stride),
+            2 => $body::<$w, 2, $vnni>(w, row_bytes, xs, out, stride),
+            3 => $body::<$w, 3, $vnni>(w, row_bytes, xs, out, stride),
+            4 => $body::<$w, 4, $vnni>(w, row_bytes, xs, out, stride),
+            5 => $body::<$w, 5, $vnni>(w, row_bytes, xs, out, stride),
+            6 => $body::<$w, 6, $vnni>(w, row_bytes, xs, out, stride),
+            7 => $body::<$w, 7, $vnni>(w, row_bytes, xs, out, stride),
+            _ => $body::<$w, 8, $vnni>(w, row_bytes, xs, out, stride),
+        }
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2_tf<W: KQuantX86>(
+    w: &[u8],
+    rb: usize,
+    xs: &[&[ActQ8K]],
+    out: &mut [f32],
+    stride: usize,
+) {
+    by_tile!(tile_body, W, false, (w, rb, xs, out, stride))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_vnni_tf<W: KQuantX86>(
+    w: &[u8],
+    rb: usize,
+    xs: &[&[ActQ8K]],
+    out: &mut [f32],
+    stride: usize,
+) {
+    by_tile!(tile_body, W, true, (w, rb, xs, out, stride))
+}
+
+fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: &mut [f32], stride: usize) {
+    // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
+    unsafe { tile_avx2_tf::<W>(w, rb, xs, out, stride) }
+}
+
+fn tile_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: &mut [f32], stride: usize) {
+    // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
+    unsafe { tile_vnni_tf::<W>(w, rb, xs, out, stride) }
+}
+
+/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
+    macro_rules! pick {
+        ($f:ident) => {
+            match ty {
+                GgmlType::Q2_K => Some($f::<BlockQ2K> as TileFn<ActQ8K>),
+                GgmlType::Q3_K => Some($f::<BlockQ3K>),
+                GgmlType::Q4_K => Some($f::<BlockQ4K>),
+                GgmlType::Q5_K => Some($f::<BlockQ5K>),
+                GgmlType::Q6_K => Some($f::<BlockQ6K>),
+                _ => None,
+            }
+        };
+    }
+    match isa {
+        Isa::Avx2 => pick!(tile_avx2),
+        Isa::Avx512Vnni => pick!(tile_vnni),
+        _ => None,
+    }
+}

@@ -1,0 +1,303 @@
+//! The CPU half of the fused quantized matmul: `y = x · Wᵀ` straight from GGUF blocks.
+//!
+//! As in llama.cpp's CPU backend, each activation row is quantized once per call to 8 bits
+//! (`quantize_act.rs`: blocks of 32 for the 32-element formats, Q8_K-style blocks of 256 for the
+//! K-quants, both interleaved for the SIMD kernels), and every weight block meets it in an
+//! integer dot product; the block scales are applied in f32. Plain float weights (F32, F16,
+//! BF16) take an f32 dot product.
+//!
+//! Work split (rayon, all threads): the output rows are cut into tasks of whole weight rows.
+//! Decode (`m = 1`) streams each task's weight bytes once. Prefill (`m > 1`) walks a task's rows
+//! once per tile of up to [`MAX_TILE`] activation rows, each weight block unpacked once per tile
+//! and dotted with every row of the tile, with the task's weights sized to stay in the L2 cache:
+//! that reuse is what makes prefill compute-bound rather than memory-bound.
+//!
+//! The instruction set is picked at run time ([`Isa::detect`]): AVX-512 with VNNI, AVX2 (with FMA
+//! and F16C), or the portable scalar code that every SIMD path is tested against (and that other
+//! architectures run; written so the compiler can vectorize it, NEON being aarch64's baseline).
+//! [`qmatmul_with_isa`] forces one.
+
+mod float;
+mod kquants;
+#[cfg(target_arch = "x86_64")]
+mod kquants_x86;
+mod legacy;
+#[cfg(target_arch = "x86_64")]
+mod legacy_x86;
+mod quantize_act;
+
+use gguf_importer::GgmlType;
+use rayon::prelude::*;
+
+use self::quantize_act::{ActQ8K, ActQ8x32};
+use super::error::KernelError;
+
+/// Activation rows dotted with each weight block per pass.
+pub const MAX_TILE: usize = 8;
+
+/// Weight bytes per rayon task in prefill: small enough to stay in L2 across the passes over the
+/// activation tiles.
+const TASK_BYTES: usize = 64 * 1024;
+
+/// A weight matrix in its GGUF block layout: `rows` output features × `cols` input features,
+/// row-major, each row `cols / block_size` consecutive blocks (ggml's `ne = [cols, rows]`).
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `ty` has a kernel, that `cols` is whole blocks and that `data` holds exactly
+    /// `rows × cols` elements.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        if kernel_family(ty).is_none() {
+            return Err(KernelError::UnsupportedType { ty });
+        }
+        if rows == 0 || cols == 0 || rows.checked_mul(cols).is_none() {
+            return Err(KernelError::BadShape { rows, cols });
+        }
+        let block_size = ty.block_size();
+        if !cols.is_multiple_of(block_size) {
+            return Err(KernelError::NotBlockAligned {
+                ty,
+                cols,
+                block_size,
+            });
+        }
+        let expected = (cols / block_size)
+            .checked_mul(ty.type_size())
+            .and_then(|row| row.checked_mul(rows))
+            .ok_or(KernelError::BadShape { rows, cols })?;
+        if data.len() != expected {
+            return Err(KernelError::WeightSize {
+                ty,
+                rows,
+                cols,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Bytes of one weight row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+}
+
+/// The instruction sets with kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust, the reference for every SIMD path.
+    Scalar,
+    /// x86_64 AVX2 with FMA and F16C.
+    Avx2,
+    /// x86_64 AVX-512 (F, BW, VL) with VNNI (`vpdpbusd`, `vpdpwssd`), on top of [`Isa::Avx2`].
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Every instruction set, best last.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Whether this CPU runs the set.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512Vnni => false,
+        }
+    }
+
+    /// The best set this CPU runs.
+    pub fn detect() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// The sets this CPU runs.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+}
+
+/// Computes `out[r · stride + i] = dot(weight row r, xs[i])` for every whole row `r` in the
+/// weight bytes `w` (rows of `row_bytes`) and every activation row `xs[i]`
+/// (`xs.len()` in `1..=MAX_TILE`).
+pub(crate) type TileFn<A> =
+    fn(w: &[u8], row_bytes: usize, xs: &[&[A]], out: &mut [f32], stride: usize);
+
+/// Which activations a weight format dots with.
+#[derive(Clone, Copy)]
+enum Family {
+    Float,
+    X32,
+    K,
+}
+
+fn kernel_family(ty: GgmlType) -> Option<Family> {
+    use GgmlType::*;
+    match ty {
+        F32 | F16 | BF16 => Some(Family::Float),
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => Some(Family::X32),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Some(Family::K),
+        _ => None,
+    }
+}
+
+/// `y = x · Wᵀ`: `x` is `[m, cols]` row-major f32, `y` is `[m, rows]`. Uses all rayon threads
+/// and the best instruction set of this CPU.
+pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
+    qmatmul_with_isa(w, x, m, y, Isa::detect())
+}
+
+/// [`qmatmul`] with the instruction set forced (to test one SIMD path against another).
+pub fn qmatmul_with_isa(
+    w: &QMatrix,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    isa: Isa,
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::IsaUnavailable { isa: isa.name() });
+    }
+    // the fields are public: check them again
+    let w = &QMatrix::new(w.ty, w.rows, w.cols, w.data)?;
+    let family = kernel_family(w.ty).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+    let in_len = m.checked_mul(w.cols).ok_or(KernelError::BadShape {
+        rows: m,
+        cols: w.cols,
+    })?;
+    if x.len() != in_len {
+        return Err(KernelError::BufferSize {
+            what: "activation x [m, cols]",
+            expected: in_len,
+            actual: x.len(),
+        });
+    }
+    let out_len = m.checked_mul(w.rows).ok_or(KernelError::BadShape {
+        rows: m,
+        cols: w.rows,
+    })?;
+    if y.len() != out_len {
+        return Err(KernelError::BufferSize {
+            what: "output y [m, rows]",
+            expected: out_len,
+            actual: y.len(),
+        });
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    match family {
+        Family::Float => {
+            let kernel =
+                float::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
+            drive(w, &rows, kernel, y);
+        }
+        Family::X32 => {
+            let kernel =
+                legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let acts = quantize_act::quantize_x32(x, w.cols);
+            let rows: Vec<&[ActQ8x32]> = acts
+                .chunks_exact(quantize_act::groups_x32(w.cols))
+                .collect();
+            drive(w, &rows, kernel, y);
+        }
+        Family::K => {
+            let kernel =
+                kquants::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let acts = quantize_act::quantize_k(x, w.cols);
+            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(w.cols / 256).collect();
+            drive(w, &rows, kernel, y);
+        }
+    }
+    Ok(())
+}
+
+/// Weight rows per rayon task: 8 tasks per thread when the matrix allows it, so work stealing
+/// can even out the threads; in prefill also at most about `TASK_BYTES` of weights, which stay
+/// in cache across the passes over the activation tiles. (Decode streams each weight once:
+/// bigger tasks only save scheduling.)
+fn rows_per_task(rows: usize, row_bytes: usize, m: usize) -> usize {
+    let by_balance = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
+    if m == 1 {
+        return by_balance;
+    }
+    let by_cache = (TASK_BYTES / row_bytes).max(1);
+    by_cache.min(by_balance)
+}
+
+/// Runs `kernel` over all weight rows and activation rows `xs` (`m` of them), writing `y` `[m, rows]`.
+fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, y: &mut [f32]) {
+    let row_bytes = w.row_bytes();
+    let m = xs.len();
+    let task_rows = rows_per_task(w.rows, row_bytes, m);
+    let weights = w.data.par_chunks(task_rows * row_bytes);
+    if m == 1 {
+        // Decode: y is one row, laid out as the weight rows are.
+        y.par_chunks_mut(task_rows)
+            .zip(weights)
+            .for_each(|(y, w)| kernel(w, row_bytes, xs, y, 1));
+        return;
+    }
+    // Prefill: each task fills its rows of yᵀ [rows, m], one tile of activation rows at a time.
+    let mut yt = vec![0f32; w.rows * m]; // [rows, m]
+    yt.par_chunks_mut(task_rows * m)
+        .zip(weights)
+        .for_each(|(yt, w)| {
+            for (t, tile) in xs.chunks(MAX_TILE).enumerate() {
+                kernel(w, row_bytes, tile, &mut yt[t * MAX_TILE..], m);
+            }
+        });
+    // yᵀ [rows, m] -> y [m, rows]
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(i, y)| {
+        for (r, v) in y.iter_mut().enumerate() {
+            *v = yt[r * m + i];
+        }
+    });
+}

@@ -1,0 +1,174 @@
+//! Activations quantized to 8 bits, once per matmul call, so the dot products against quantized
+//! weights run on integers (the role of ggml's `quantize_row_q8_1` and `quantize_row_q8_K`).
+//!
+//! Each block stores `x ≈ d · q` with `d = amax / 127` and `q = round(x / d)` in -127..=127, so
+//! `|x - d·q| ≤ d / 2` per element: the error bound the tests derive their tolerance from.
+
+use rayon::prelude::*;
+
+/// Eight blocks of 32 activations as 8-bit integers, for the 32-element weight formats
+/// (Q4_0 .. Q8_0), interleaved so that one 256-bit register holds four consecutive elements of
+/// each of the eight blocks:
+///
+/// ```text
+/// qs[R][4k + j] = q of element 4R + j of block k        R, k in 0..8, j in 0..4
+/// d[k], s[k]    = scale of block k, and s = d · Σ q (the block's sum)
+/// ```
+///
+/// A SIMD kernel transposes eight weight blocks the same way, so one multiply-add per register
+/// leaves block k's dot product in 32-bit lane k, and the eight block scales apply in one vector
+/// multiply. Like ggml's Q8_1 but with f32 scales: `s` lets formats with an offset or a min
+/// (`w = d·q + m`) fold the constant part into one multiply per block. A row's last group is
+/// padded with zero blocks.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub struct ActQ8x32 {
+    pub qs: [[i8; 32]; 8],
+    pub d: [f32; 8],
+    pub s: [f32; 8],
+}
+
+impl ActQ8x32 {
+    /// The quantized element `e` (0..32) of block `k` (0..8).
+    #[inline(always)]
+    pub fn q(&self, k: usize, e: usize) -> i8 {
+        self.qs[e / 4][4 * k + e % 4]
+    }
+}
+
+/// 256 activations as 8-bit integers, for the K-quants (ggml's Q8_K, f32 scale), interleaved
+/// for the SIMD kernels. The 16 groups of 16 elements (the unit of a K-quant scale) sit in the
+/// 16 32-bit lanes of a 512-bit register, four elements per lane per register:
+///
+/// ```text
+/// qs[r][4·lane(g) + j] = q of element 16g + 4r + j      r in 0..4, g in 0..16, j in 0..4
+/// bsums[lane(g)]       = Σ q of group g                  (the K-quants' mins and offsets)
+/// lane(g)              = 4·(g % 4) + g / 4                (a 4 × 4 transpose; lane(lane(g)) = g)
+/// ```
+///
+/// The lane order is the one a K-quant super-block unpacked into eight 256-bit registers takes
+/// after in-lane 4 × 4 transposes, so the weights need no further shuffles; four multiply-adds
+/// over the registers leave group g's dot product in lane `lane(g)`. Cache-line aligned, so the
+/// loads never straddle two lines.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub struct ActQ8K {
+    pub qs: [[i8; 64]; 4],
+    pub bsums: [i16; 16],
+    pub d: f32,
+}
+
+/// The lane of group `g` (0..16) in [`ActQ8K`].
+#[inline(always)]
+pub const fn lane(g: usize) -> usize {
+    4 * (g % 4) + g / 4
+}
+
+impl ActQ8K {
+    /// The quantized element `e` (0..256).
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> i8 {
+        self.qs[e % 16 / 4][4 * lane(e / 16) + e % 4]
+    }
+
+    /// The sum of group `g` (elements `16g..16g + 16`).
+    #[inline(always)]
+    pub fn bsum(&self, g: usize) -> i16 {
+        self.bsums[lane(g)]
+    }
+}
+
+/// Scale and inverse scale of a block. A NaN or infinite activation makes the scale NaN, so
+/// the block's products come out NaN as they would in f32 (the quantized values are 0).
+#[inline(always)]
+fn scales(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let finite = x.iter().fold(true, |f, &v| f & v.is_finite());
+    let d = if finite { amax / 127.0 } else { f32::NAN };
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    (d, id)
+}
+
+/// 1.5 · 2²³: adding it to an f32 below 2²² in magnitude rounds that to an integer (to nearest,
+/// ties to even: the FPU's rounding of the sum) and leaves the integer, two's complement, in
+/// the low mantissa bits. Unlike `round_ties_even` (a libm call without SSE4.1) and `as i32`
+/// (which checks for NaN and range), it vectorizes on every x86_64.
+const ROUND: f32 = 12_582_912.0;
+
+/// Rounds `x · id` to the nearest integer (ties to even) in -127..=127; NaN becomes 0.
+#[inline(always)]
+fn quantize_into(x: &[f32], id: f32, q: &mut [i8]) {
+    for (q, &x) in q.iter_mut().zip(x) {
+        let v = (x * id).clamp(-127.0, 127.0) + ROUND;
+        *q = v.to_bits() as u8 as i8;
+    }
+}
+
+/// Quantizes one row (`x.len()` a multiple of 32) into `out` (`x.len() / 32` blocks, rounded up
+/// to whole groups of 8; `out` must start zeroed, as the padding blocks stay).
+fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
+    let mut q = [0i8; 32];
+    for (b, x) in x.chunks_exact(32).enumerate() {
+        let (g, k) = (&mut out[b / 8], b % 8);
+        let (d, id) = scales(x);
+        quantize_into(x, id, &mut q);
+        for (e, &v) in q.iter().enumerate() {
+            g.qs[e / 4][4 * k + e % 4] = v;
+        }
+        let sum: i32 = q.iter().map(|&q| q as i32).sum();
+        g.d[k] = d;
+        g.s[k] = d * sum as f32;
+    }
+}
+
+/// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks).
+fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
+    let mut q = [0i8; 256];
+    for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let (d, id) = scales(x);
+        quantize_into(x, id, &mut q);
+        for (g, q) in q.chunks_exact(16).enumerate() {
+            for (e, &v) in q.iter().enumerate() {
+                b.qs[e / 4][4 * lane(g) + e % 4] = v;
+            }
+            b.bsums[lane(g)] = q.iter().map(|&q| q as i16).sum();
+        }
+        b.d = d;
+    }
+}
+
+const EMPTY_X32: ActQ8x32 = ActQ8x32 {
+    qs: [[0; 32]; 8],
+    d: [0.0; 8],
+    s: [0.0; 8],
+};
+const EMPTY_K: ActQ8K = ActQ8K {
+    qs: [[0; 64]; 4],
+    bsums: [0; 16],
+    d: 0.0,
+};
+
+/// Groups of 8 blocks of 32 in a row of `cols` activations.
+pub(super) fn groups_x32(cols: usize) -> usize {
+    (cols / 32).div_ceil(8)
+}
+
+/// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`), rows in parallel.
+pub(super) fn quantize_x32(x: &[f32], cols: usize) -> Vec<ActQ8x32> {
+    let ng = groups_x32(cols);
+    let mut out = vec![EMPTY_X32; x.len() / cols * ng];
+    out.par_chunks_mut(ng)
+        .zip(x.par_chunks(cols))
+        .for_each(|(out, x)| quantize_row_x32(x, out));
+    out
+}
+
+/// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`) to Q8_K blocks.
+pub(super) fn quantize_k(x: &[f32], cols: usize) -> Vec<ActQ8K> {
+    let nb = cols / 256;
+    let mut out = vec![EMPTY_K; x.len() / 256];
+    out.par_chunks_mut(nb)
+        .zip(x.par_chunks(cols))
+        .for_each(|(out, x)| quantize_row_k(x, out));
+    out
+}

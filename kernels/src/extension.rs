@@ -1,0 +1,190 @@
+//! The fused quantized matmul as a Burn backend extension, and the device-agnostic API over it.
+//!
+//! [`QMatmulBackend::q_matmul`] is one custom operation with an implementation per backend:
+//! - `Cube` (wgpu, through Fusion when Burn's `fusion` feature is on, as it is here): the CubeCL
+//!   kernels of [`crate::cube`]. Under Fusion the operation is registered lazily with its output
+//!   shape and dtype and runs when the stream is flushed; the fused neighbours stay fused around it.
+//! - `Flex` and `NdArray`: the words and `x` are read in place from the CPU tensors (no copy when
+//!   they are contiguous) and [`crate::cpu::qmatmul`] computes `y`.
+//!
+//! Model code calls [`q_matmul`] / [`q_matmul_3d`] with a [`QWeight`] and never names a backend.
+
+// Burn deprecates NdArray in favour of Flex; this project still supports it (selector and impl).
+#![allow(deprecated)]
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{backend_extension, Backend, Dispatch};
+use burn::tensor::{DType, Tensor};
+use gguf_importer::GgmlType;
+
+use crate::error::KernelError;
+use crate::packed::QWeight;
+
+/// The quantized matmul operation.
+#[backend_extension(
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray")
+)]
+pub trait QMatmulBackend: Backend {
+    /// `y = x · Wᵀ`.
+    ///
+    /// - `x`: `[m, cols]` f32 activations;
+    /// - `w`: the packed words of a [`QWeight`] (`[⌈bytes / 4⌉]` u32) holding a `[rows, cols]`
+    ///   GGUF matrix of ggml type id `ty_id`;
+    /// - returns `[m, rows]` f32.
+    ///
+    /// Call it through [`q_matmul`], which checks the arguments: this operation assumes them valid
+    /// and panics otherwise.
+    #[fusion(dtype = x, shape = burn::tensor::Shape::new([x[0], *rows]))]
+    fn q_matmul(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// `y = x · Wᵀ` for `x` `[m, cols]` (any float dtype; computed in f32): returns `[m, rows]` f32
+/// on `x`'s device, which must be `w`'s.
+pub fn q_matmul(x: Tensor<2>, w: &QWeight) -> Result<Tensor<2>, KernelError> {
+    let [m, cols] = x.dims();
+    if cols != w.cols() {
+        return Err(KernelError::BufferSize {
+            what: "activation row x[i, :]",
+            expected: w.cols(),
+            actual: cols,
+        });
+    }
+    #[cfg(feature = "wgpu")]
+    crate::cube::launch::check(w.ty(), w.rows(), w.cols(), m)?;
+    let x = if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(DType::F32)
+    };
+    let y = <Dispatch as QMatmulBackend>::q_matmul(
+        x.into_dispatch(),
+        w.words().clone().into_dispatch(),
+        w.ty().id(),
+        w.rows(),
+        w.cols(),
+    );
+    Ok(Tensor::from_dispatch(y))
+}
+
+/// [`q_matmul`] over `[batch, seq, cols]`: flattened to `[batch · seq, cols]`, returned as
+/// `[batch, seq, rows]`.
+pub fn q_matmul_3d(x: Tensor<3>, w: &QWeight) -> Result<Tensor<3>, KernelError> {
+    let [batch, seq, cols] = x.dims();
+    let y = q_matmul(x.reshape([batch * seq, cols]), w)?; // [batch·seq, rows]
+    Ok(y.reshape([batch, seq, w.rows()]))
+}
+
+/// The CPU backends' body: `y` `[m, rows]` from the words and `x` `[m, cols]` host slices.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn cpu_q_matmul(words: &[u32], x: &[f32], ty_id: u32, rows: usize, cols: usize) -> Vec<f32> {
+    let ty = GgmlType::from_id(ty_id)
+        .unwrap_or_else(|| panic!("q_matmul: unknown ggml type id {ty_id}"));
+    let n_bytes = ty
+        .bytes_for((rows * cols) as u64)
+        .unwrap_or_else(|| panic!("q_matmul: {ty} rows of {cols} are not whole blocks"))
+        as usize;
+    let bytes = crate::packed::words_as_bytes(words, n_bytes);
+    let w = crate::cpu::QMatrix::new(ty, rows, cols, &bytes)
+        .unwrap_or_else(|e| panic!("q_matmul: {e}"));
+    let m = x.len() / cols;
+    let mut y = vec![0f32; m * rows];
+    crate::cpu::qmatmul(&w, x, m, &mut y).unwrap_or_else(|e| panic!("q_matmul: {e}"));
+    y
+}
+
+#[cfg(feature = "wgpu")]
+impl QMatmulBackend for burn_cubecl::CubeBackend {
+    fn q_matmul(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        let ty = GgmlType::from_id(ty_id)
+            .unwrap_or_else(|| panic!("q_matmul: unknown ggml type id {ty_id}"));
+        crate::cube::launch::q_matmul(x, w, ty, rows, cols)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl QMatmulBackend for burn::backend::Flex {
+    fn q_matmul(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        use burn::backend::flex::FlexTensor;
+        use burn::tensor::TensorData;
+
+        let w = if w.as_slice::<u32>().is_some() {
+            w
+        } else {
+            w.to_contiguous()
+        };
+        let words = w
+            .as_slice::<u32>()
+            .expect("q_matmul: weight words must be u32");
+        let x = if x.as_slice::<f32>().is_some() {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let xs = x.as_slice::<f32>().expect("q_matmul: x must be f32");
+        let m = xs.len() / cols;
+        let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
+        FlexTensor::from_data(TensorData::new(y, [m, rows]))
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl QMatmulBackend for burn::backend::NdArray {
+    fn q_matmul(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        use burn::backend::ndarray::NdArrayTensor;
+        use burn::tensor::TensorData;
+
+        let NdArrayTensor::U32(w) = w else {
+            panic!("q_matmul: weight words must be u32");
+        };
+        let NdArrayTensor::F32(x) = x else {
+            panic!("q_matmul: x must be f32");
+        };
+        let (w, x) = (w.view(), x.view());
+        let words_owned;
+        let words = match w.as_slice() {
+            Some(s) => s,
+            None => {
+                words_owned = w.iter().copied().collect::<Vec<u32>>();
+                &words_owned
+            }
+        };
+        let x_owned;
+        let xs = match x.as_slice() {
+            Some(s) => s,
+            None => {
+                x_owned = x.iter().copied().collect::<Vec<f32>>();
+                &x_owned
+            }
+        };
+        let m = xs.len() / cols;
+        let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
+        NdArrayTensor::from_data(TensorData::new(y, [m, rows]))
+    }
+}

@@ -1,0 +1,132 @@
+//! [`QWeight`]: a GGUF weight matrix on a device, its blocks byte for byte.
+//!
+//! The file's bytes are stored as `u32` words (a `Tensor<1, Int>` of [`DType::U32`]), four bytes
+//! to a word, little-endian, the last word padded with zeros:
+//!
+//! ```text
+//! bytes:  b0 b1 b2 b3 | b4 b5 b6 b7 | … | b(n-1) 0 0          (n = rows · row bytes)
+//! words:  w0 = b0 | b1<<8 | b2<<16 | b3<<24,  w1, …, w(⌈n/4⌉-1)
+//! ```
+//!
+//! Blocks keep the file's layout and so start mid-word (18, 20, 22, 34, 84, 110, 210 bytes are not
+//! multiples of 4); the GPU kernels read bytes at any offset ([`crate::cube::bits`]), the CPU
+//! kernels take the words as bytes again. Repacking to a word-aligned layout would either pad
+//! every block (Q4_0: 18 → 20 bytes, +11%) or split the f16 scales from the quants into separate
+//! arrays (no padding, but a second layout to keep in sync with every decoder, and no gain for the
+//! byte-wise reads the formats need anyway); the file's own layout costs at most 3 bytes.
+//!
+//! Device memory: `4·⌈n/4⌉ ≤ n + 3` bytes, no host copy kept (the word vector built for the
+//! upload is handed to the device: on the CPU backends it becomes the tensor's storage).
+
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use gguf_importer::GgmlType;
+
+use crate::cpu::QMatrix;
+use crate::error::KernelError;
+
+/// A GGUF quantized (or float) weight matrix `[rows, cols]` on a device, in its file layout.
+///
+/// `rows` output features × `cols` input features, each row `cols / block_size` blocks (ggml's
+/// `ne = [cols, rows]`), as [`QMatrix`] describes the same bytes on the host.
+#[derive(Debug, Clone)]
+pub struct QWeight {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n_bytes: usize,
+    words: Tensor<1, Int>, // [⌈n_bytes / 4⌉] u32
+}
+
+impl QWeight {
+    /// Uploads the GGUF bytes of a `[rows, cols]` matrix of type `ty` to `device`.
+    ///
+    /// Checks (as [`QMatrix::new`]) that the format has a kernel, that `cols` is whole blocks and
+    /// that `data` holds exactly `rows × cols` elements; and that the matrix is under 4 GiB (the
+    /// GPU kernels address it with u32 byte offsets).
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+        device: &Device,
+    ) -> Result<Self, KernelError> {
+        QMatrix::new(ty, rows, cols, data)?;
+        if data.len() > u32::MAX as usize - 4 {
+            return Err(KernelError::BadShape { rows, cols });
+        }
+        let words = pack_words(data);
+        let len = words.len();
+        let words =
+            Tensor::<1, Int>::from_data(TensorData::new(words, [len]), (device, DType::U32));
+        Ok(QWeight {
+            ty,
+            rows,
+            cols,
+            n_bytes: data.len(),
+            words,
+        })
+    }
+
+    /// The ggml type of the blocks.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Output features (rows of `W`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (columns of `W`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of the matrix in the file.
+    pub fn file_bytes(&self) -> usize {
+        self.n_bytes
+    }
+
+    /// Bytes the matrix takes on its device: the words, `4·⌈file_bytes / 4⌉`.
+    pub fn device_bytes(&self) -> usize {
+        self.n_bytes.div_ceil(4) * 4
+    }
+
+    /// The packed words `[⌈file_bytes / 4⌉]`, dtype [`DType::U32`].
+    pub fn words(&self) -> &Tensor<1, Int> {
+        &self.words
+    }
+
+    /// The device the words live on.
+    pub fn device(&self) -> Device {
+        self.words.device()
+    }
+}
+
+/// The bytes as little-endian u32 words, the last one zero-padded.
+pub fn pack_words(data: &[u8]) -> Vec<u32> {
+    let mut words = Vec::with_capacity(data.len().div_ceil(4));
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        words.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 4];
+        last[..rest.len()].copy_from_slice(rest);
+        words.push(u32::from_le_bytes(last));
+    }
+    words
+}
+
+/// The first `n_bytes` bytes of little-endian words (the inverse of [`pack_words`]); borrowed
+/// on little-endian hosts.
+pub fn words_as_bytes(words: &[u32], n_bytes: usize) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(&bytemuck::cast_slice::<u32, u8>(words)[..n_bytes])
+    } else {
+        let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.truncate(n_bytes);
+        std::borrow::Cow::Owned(bytes)
+    }
+}

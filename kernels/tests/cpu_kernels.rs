@@ -1,0 +1,531 @@
+//! The CPU quantized matmul against the dequantize-then-matmul reference, for all 13 formats,
+//! odd shapes, every instruction set this CPU has, and against each other (scalar vs SIMD).
+//!
+//! # Tolerance
+//!
+//! The kernels quantize each block of 32 (or 256) activations to `x̂ = dx·q`, `dx = amax/127`,
+//! `|x - x̂| ≤ dx/2` (plus the f32 rounding of `x·(1/dx)`, below `127·2⁻²³ · dx`: the factor
+//! `1 + 2⁻¹⁵` below). The weights enter exactly (their integer form is the dequantized value),
+//! so per output
+//!
+//! ```text
+//! |y - y_ref| ≤ Σ_blocks (dx/2)·(1 + 2⁻¹⁵) · Σ_{j∈block} |w_j|    (activation quantization)
+//!             + γ · Σ_j (|w_j| + 2·C_j) · (|x_j| + dx/2)             (f32 rounding)
+//! ```
+//!
+//! with `γ = (n + 12)·2⁻²⁴` for `n` f32 accumulations per SIMD lane (at most two per block for
+//! the quantized formats, `cols / 8` for the float ones; 12 covers the few roundings of one
+//! block's term and the final horizontal sum), and `C_j` a bound on the constant part the
+//! kernels split off a weight (`Σ w·x = Σ (w - c)·x + c·Σ x`, see `cpu/legacy.rs` and
+//! `cpu/kquants.rs`): the f32 terms are at most `|w| + |c|` and `|c|` each. Float formats have
+//! no activation quantization (the first term is 0). Two kernels on the same quantized
+//! activations differ by at most twice the second term.
+
+use gguf_importer::quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, F16,
+};
+use gguf_importer::GgmlType;
+use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, Isa, QMatrix};
+use gguf_kernels::error::KernelError;
+use gguf_kernels::reference;
+
+/// splitmix64: a fixed, dependency-free source of test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// Activations with some spread between blocks and an occasional outlier.
+    fn activations(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = self.uniform(-1.0, 1.0);
+                if self.next() & 63 == 0 {
+                    8.0 * v
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+}
+
+const QUANTIZED: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+const FLOATS: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+
+// ---------------------------------------------------------------------------------------------
+// Weights: the 32-element formats by round-to-nearest from random f32 (as ggml's reference
+// quantizers do), the K-quants as random bytes with finite f16 super-scales (valid blocks: every
+// bit pattern of the packed fields is a legal value).
+
+/// Round-to-nearest of one block of 32 into `(d, m, q)`: `x ≈ d·q + m`, `q` in `0..levels`
+/// (`symmetric`: `m = -d·levels/2`, stored implicitly).
+fn rtn(x: &[f32], levels: u32, symmetric: bool) -> (f32, f32, Vec<u8>) {
+    let (lo, hi) = x
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (d, m) = if symmetric {
+        let amax = lo.abs().max(hi.abs());
+        let d = amax / (levels / 2 - 1) as f32;
+        (d, -d * (levels / 2) as f32)
+    } else {
+        ((hi - lo) / (levels - 1) as f32, lo)
+    };
+    // round-trip through f16 as the block stores them
+    let d = half::f16::from_f32(d).to_f32();
+    let m = half::f16::from_f32(m).to_f32();
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = x
+        .iter()
+        .map(|&v| ((v - m) * id).round().clamp(0.0, (levels - 1) as f32) as u8)
+        .collect();
+    (d, m, q)
+}
+
+fn nibbles(q: &[u8]) -> [u8; 16] {
+    std::array::from_fn(|j| (q[j] & 15) | ((q[j + 16] & 15) << 4))
+}
+
+fn fifth_bits(q: &[u8]) -> [u8; 4] {
+    let bits = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |acc, (j, &v)| acc | (((v as u32 >> 4) & 1) << j));
+    bits.to_le_bytes()
+}
+
+fn quantize_legacy(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for x in x.chunks_exact(32) {
+        match ty {
+            GgmlType::Q4_0 => {
+                let (d, _, q) = rtn(x, 16, true);
+                out.extend_from_slice(bytemuck::bytes_of(&BlockQ4_0 {
+                    d: F16::from_f32(d),
+                    qs: nibbles(&q),
+                }));
+            }
+            GgmlType::Q4_1 => {
+                let (d, m, q) = rtn(x, 16, false);
+                let b = BlockQ4_1 {
+                    d: F16::from_f32(d),
+                    m: F16::from_f32(m),
+                    qs: nibbles(&q),
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&b));
+            }
+            GgmlType::Q5_0 => {
+                let (d, _, q) = rtn(x, 32, true);
+                let b = BlockQ5_0 {
+                    d: F16::from_f32(d),
+                    qh: fifth_bits(&q),
+                    qs: nibbles(&q),
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&b));
+            }
+            GgmlType::Q5_1 => {
+                let (d, m, q) = rtn(x, 32, false);
+                let b = BlockQ5_1 {
+                    d: F16::from_f32(d),
+                    m: F16::from_f32(m),
+                    qh: fifth_bits(&q),
+                    qs: nibbles(&q),
+                };
+                out.extend_from_slice(bytemuck::bytes_of(&b));
+            }
+            GgmlType::Q8_0 => {
+                let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                let d = half::f16::from_f32(amax / 127.0).to_f32();
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let qs = std::array::from_fn(|j| (x[j] * id).round().clamp(-127.0, 127.0) as i8);
+                out.extend_from_slice(bytemuck::bytes_of(&BlockQ8_0 {
+                    d: F16::from_f32(d),
+                    qs,
+                }));
+            }
+            _ => unreachable!("not a 32-element format: {ty}"),
+        }
+    }
+    out
+}
+
+/// Random bytes with the f16 scale fields set to finite values of a realistic size.
+fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut data = rng.bytes(n_blocks * ty.type_size());
+    let mut scale = |lo: f32, hi: f32| {
+        F16::from_f32(rng.uniform(lo, hi) * if rng.next() & 1 == 0 { 1.0 } else { -1.0 })
+    };
+    macro_rules! set {
+        ($t:ty, |$b:ident| $body:expr) => {
+            for $b in bytemuck::cast_slice_mut::<u8, $t>(&mut data) {
+                $body;
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_0 => set!(BlockQ4_0, |b| b.d = scale(0.01, 0.1)),
+        GgmlType::Q4_1 => set!(BlockQ4_1, |b| (b.d, b.m) =
+            (scale(0.01, 0.1), scale(0.1, 1.0))),
+        GgmlType::Q5_0 => set!(BlockQ5_0, |b| b.d = scale(0.01, 0.1)),
+        GgmlType::Q5_1 => set!(BlockQ5_1, |b| (b.d, b.m) =
+            (scale(0.01, 0.1), scale(0.1, 1.0))),
+        GgmlType::Q8_0 => set!(BlockQ8_0, |b| b.d = scale(0.001, 0.01)),
+        GgmlType::Q2_K => set!(BlockQ2K, |b| (b.d, b.dmin) =
+            (scale(0.01, 0.1), scale(0.01, 0.1))),
+        GgmlType::Q3_K => set!(BlockQ3K, |b| b.d = scale(0.005, 0.05)),
+        GgmlType::Q4_K => set!(BlockQ4K, |b| (b.d, b.dmin) =
+            (scale(0.001, 0.01), scale(0.001, 0.01))),
+        GgmlType::Q5_K => set!(BlockQ5K, |b| (b.d, b.dmin) =
+            (scale(0.001, 0.01), scale(0.001, 0.01))),
+        GgmlType::Q6_K => set!(BlockQ6K, |b| b.d = scale(0.0001, 0.001)),
+        _ => unreachable!("not a quantized format: {ty}"),
+    }
+    data
+}
+
+/// A `[rows, cols]` weight of type `ty`: quantized from random f32 where the test has a
+/// quantizer (`from_f32`), random valid blocks otherwise.
+fn weights(ty: GgmlType, rows: usize, cols: usize, from_f32: bool, rng: &mut Rng) -> Vec<u8> {
+    let n = rows * cols;
+    match ty {
+        GgmlType::F32 => (0..n)
+            .flat_map(|_| rng.uniform(-1.0, 1.0).to_le_bytes())
+            .collect(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| half::f16::from_f32(rng.uniform(-1.0, 1.0)).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| half::bf16::from_f32(rng.uniform(-1.0, 1.0)).to_le_bytes())
+            .collect(),
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+            if from_f32 =>
+        {
+            let x: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            quantize_legacy(ty, &x)
+        }
+        _ => random_blocks(ty, n / ty.block_size(), rng),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bound.
+
+/// `C` of the module docs for one block: the largest constant part the kernel splits off.
+fn const_part(ty: GgmlType, block: &[u8]) -> f32 {
+    fn f(b: &[u8]) -> f32 {
+        half::f16::from_le_bytes([b[0], b[1]]).to_f32().abs()
+    }
+    match ty {
+        GgmlType::Q4_0 => 8.0 * f(&block[0..]),            // b = -8d
+        GgmlType::Q4_1 | GgmlType::Q5_1 => f(&block[2..]), // b = m
+        GgmlType::Q5_0 => 16.0 * f(&block[0..]),           // b = -16d
+        GgmlType::Q2_K => 15.0 * f(&block[82..]),          // dmin · 4-bit min
+        GgmlType::Q3_K => 4.0 * 32.0 * f(&block[108..]),   // 4 · d · |6-bit scale - 32|
+        GgmlType::Q4_K | GgmlType::Q5_K => 63.0 * f(&block[2..]), // dmin · 6-bit min
+        GgmlType::Q6_K => 32.0 * 128.0 * f(&block[208..]), // 32 · d · |i8 scale|
+        _ => 0.0,                                          // F32, F16, BF16, Q8_0
+    }
+}
+
+/// Per output `[m, rows]`: (activation quantization term, f32 rounding term without `γ`).
+fn bound_terms(
+    ty: GgmlType,
+    w: &[u8],
+    wd: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) -> Vec<(f64, f64)> {
+    let quantized = ty.is_quantized();
+    let act_block = match ty.block_size() {
+        1 => cols, // unused
+        bs => bs,
+    };
+    let wblock = ty.block_size();
+    let row_bytes = cols / wblock * ty.type_size();
+    let mut out = Vec::new();
+    for x in x.chunks_exact(cols) {
+        // dx per activation block (0 for float weights: no quantization)
+        let dx: Vec<f64> = x
+            .chunks(act_block)
+            .map(|b| {
+                if quantized {
+                    b.iter().fold(0f32, |a, &v| a.max(v.abs())) as f64 / 127.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        for r in 0..rows {
+            let wrow = &wd[r * cols..(r + 1) * cols];
+            let brow = &w[r * row_bytes..(r + 1) * row_bytes];
+            let (mut quant, mut round) = (0f64, 0f64);
+            for j in 0..cols {
+                let d = dx[j / act_block];
+                let c = const_part(ty, &brow[j / wblock * ty.type_size()..]) as f64;
+                let wa = wrow[j].abs() as f64;
+                quant += d / 2.0 * (1.0 + 2f64.powi(-15)) * wa;
+                round += (wa + 2.0 * c) * (x[j].abs() as f64 + d / 2.0);
+            }
+            out.push((quant, round));
+        }
+    }
+    out
+}
+
+fn gamma(ty: GgmlType, cols: usize) -> f64 {
+    let n = if ty.is_quantized() {
+        2 * cols / ty.block_size()
+    } else {
+        cols / 8
+    };
+    (n + 12) as f64 * 2f64.powi(-24)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn check_case(ty: GgmlType, rows: usize, cols: usize, m: usize, from_f32: bool, rng: &mut Rng) {
+    let data = weights(ty, rows, cols, from_f32, rng);
+    let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+    let x = rng.activations(m * cols);
+    let wd = reference::dequantize(&w).unwrap();
+    let y_ref = reference::matmul_f64(&wd, rows, cols, &x, m).unwrap();
+    let terms = bound_terms(ty, &data, &wd, rows, cols, &x);
+    let g = gamma(ty, cols);
+    let what = format!("{ty} rows={rows} cols={cols} m={m} from_f32={from_f32}");
+
+    let mut y_scalar = vec![0f32; m * rows];
+    qmatmul_with_isa(&w, &x, m, &mut y_scalar, Isa::Scalar).unwrap();
+    for isa in Isa::available() {
+        let mut y = vec![f32::NAN; m * rows];
+        qmatmul_with_isa(&w, &x, m, &mut y, isa).unwrap();
+        for k in 0..m * rows {
+            let (quant, round) = terms[k];
+            let err = (y[k] as f64 - y_ref[k]).abs();
+            let tol = quant + g * round;
+            assert!(
+                err <= tol,
+                "{what} {isa:?} [{}, {}]: {} vs reference {} (|err| {err:e} > tol {tol:e})",
+                k / rows,
+                k % rows,
+                y[k],
+                y_ref[k]
+            );
+            let diff = (y[k] as f64 - y_scalar[k] as f64).abs();
+            let tol = 2.0 * g * round;
+            assert!(
+                diff <= tol,
+                "{what} {isa:?} [{}, {}]: {} vs scalar {} (|diff| {diff:e} > tol {tol:e})",
+                k / rows,
+                k % rows,
+                y[k],
+                y_scalar[k]
+            );
+        }
+    }
+    // the public entry point picks the best set
+    let mut y = vec![0f32; m * rows];
+    qmatmul(&w, &x, m, &mut y).unwrap();
+    let mut y_best = vec![0f32; m * rows];
+    qmatmul_with_isa(&w, &x, m, &mut y_best, Isa::detect()).unwrap();
+    assert_eq!(y, y_best, "{what}: qmatmul is the detected set's kernel");
+}
+
+const MS: [usize; 5] = [1, 2, 3, 7, 17];
+
+#[test]
+fn quantized_formats_odd_shapes() {
+    let mut rng = Rng(1);
+    for ty in QUANTIZED {
+        for blocks in [1, 2, 5, 13] {
+            for rows in [1, 3, 37] {
+                for m in MS {
+                    check_case(ty, rows, blocks * ty.block_size(), m, true, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn legacy_formats_random_blocks() {
+    // every bit pattern, including Q8_0's -128 that ggml's quantizer never writes
+    let mut rng = Rng(2);
+    for ty in &QUANTIZED[..5] {
+        for m in MS {
+            check_case(*ty, 19, 5 * 32, m, false, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn float_formats_odd_shapes() {
+    let mut rng = Rng(3);
+    for ty in FLOATS {
+        for cols in [1, 2, 5, 8, 13, 40] {
+            for rows in [1, 3, 37] {
+                for m in MS {
+                    check_case(ty, rows, cols, m, true, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn all_formats_model_sized_rows() {
+    // long rows (many blocks per accumulator) and enough rows for several tasks per thread
+    let mut rng = Rng(4);
+    for ty in QUANTIZED.into_iter().chain(FLOATS) {
+        for m in [1, 5] {
+            check_case(ty, 67, 2048, m, true, &mut rng);
+        }
+    }
+}
+
+/// A value worked out by hand from the Q8_0 format: one block, `d = 0.5`, `q_j = j - 16`,
+/// activations all 1 (quantized exactly: `dx = 1/127`, `q = 127`), so
+/// `y = 0.5 · Σ_{j<32} (j - 16) = 0.5 · (-16) = -8`, up to the rounding of `127 · (1/127)`.
+#[test]
+fn q8_0_by_hand() {
+    let block = BlockQ8_0 {
+        d: F16::from_f32(0.5),
+        qs: std::array::from_fn(|j| j as i8 - 16),
+    };
+    let w = QMatrix::new(GgmlType::Q8_0, 1, 32, bytemuck::bytes_of(&block)).unwrap();
+    for isa in Isa::available() {
+        let mut y = [0f32];
+        qmatmul_with_isa(&w, &[1.0; 32], 1, &mut y, isa).unwrap();
+        assert!((y[0] + 8.0).abs() < 1e-5, "{isa:?}: {}", y[0]);
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let data = vec![0u8; 2 * 18];
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, 2, 48, &data),
+        Err(KernelError::NotBlockAligned {
+            cols: 48,
+            block_size: 32,
+            ..
+        })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, 3, 32, &data),
+        Err(KernelError::WeightSize {
+            expected: 54,
+            actual: 36,
+            ..
+        })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::IQ2_XXS, 1, 256, &data),
+        Err(KernelError::UnsupportedType {
+            ty: GgmlType::IQ2_XXS
+        })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_0, 0, 32, &[]),
+        Err(KernelError::BadShape { .. })
+    ));
+    let w = QMatrix::new(GgmlType::Q4_0, 2, 32, &data).unwrap();
+    let mut y = [0f32; 2];
+    assert!(matches!(
+        qmatmul(&w, &[0.0; 31], 1, &mut y),
+        Err(KernelError::BufferSize {
+            expected: 32,
+            actual: 31,
+            ..
+        })
+    ));
+    assert!(matches!(
+        qmatmul(&w, &[0.0; 64], 2, &mut y),
+        Err(KernelError::BufferSize {
+            expected: 4,
+            actual: 2,
+            ..
+        })
+    ));
+    // a matrix built from its public fields is checked again
+    let forged = QMatrix {
+        ty: GgmlType::Q4_0,
+        rows: 3,
+        cols: 32,
+        data: &data,
+    };
+    assert!(matches!(
+        qmatmul(&forged, &[0.0; 32], 1, &mut [0f32; 3]),
+        Err(KernelError::WeightSize {
+            expected: 54,
+            actual: 36,
+            ..
+        })
+    ));
+    let missing = Isa::ALL.into_iter().find(|isa| !isa.is_available());
+    if let Some(isa) = missing {
+        assert!(matches!(
+            qmatmul_with_isa(&w, &[0.0; 32], 1, &mut y, isa),
+            Err(KernelError::IsaUnavailable { .. })
+        ));
+    }
+}
+
+#[test]
+fn reports_the_instruction_sets() {
+    // not an assertion about the machine: the SIMD sets above were tested only if listed here
+    let sets = Isa::available();
+    assert!(sets.contains(&Isa::Scalar));
+    assert!(sets.contains(&Isa::detect()));
+    eprintln!("instruction sets tested: {sets:?}");
+}
+
+/// A NaN activation makes every output it meets NaN, as in f32 arithmetic (IEEE 754: NaN · w is
+/// NaN), rather than being quantized away.
+#[test]
+fn nan_activations_propagate() {
+    let mut rng = Rng(5);
+    for ty in QUANTIZED.into_iter().chain(FLOATS) {
+        let cols = 2 * ty.block_size().max(32);
+        let data = weights(ty, 3, cols, true, &mut rng);
+        let w = QMatrix::new(ty, 3, cols, &data).unwrap();
+        let mut x = rng.activations(2 * cols);
+        x[cols + 5] = f32::NAN; // row 1 only
+        for isa in Isa::available() {
+            let mut y = vec![0f32; 2 * 3];
+            qmatmul_with_isa(&w, &x, 2, &mut y, isa).unwrap();
+            assert!(
+                y[..3].iter().all(|v| v.is_finite()),
+                "{ty} {isa:?}: row 0 has no NaN input: {y:?}"
+            );
+            assert!(
+                y[3..].iter().all(|v| v.is_nan()),
+                "{ty} {isa:?}: row 1 has a NaN input: {y:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The backend extension through the public API (`QWeight`, `q_matmul`, `q_matmul_3d`) on every
+//! device of the build: Flex and NdArray (which run `cpu::qmatmul` on the tensors' own memory, so
+//! they must equal it bit for bit), and wgpu through Fusion (the CubeCL kernels, within the
+//! summation bound of `qdata::expected` of the f64 reference), with Fusion-registered operations
+//! before and after the custom one. Also the argument checks and the device memory of a `QWeight`.
+#![cfg(all(feature = "flex", feature = "ndarray"))]
+// Burn deprecates NdArray in favour of Flex; this project still supports (and tests) it.
+#![allow(deprecated)]
+
+mod qdata;
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use gguf_importer::GgmlType;
+use gguf_kernels::cpu::{qmatmul, QMatrix};
+use gguf_kernels::error::KernelError;
+use gguf_kernels::extension::{q_matmul, q_matmul_3d};
+use gguf_kernels::packed::QWeight;
+use qdata::{assert_close, expected, random_weights, Rng, ALL};
+
+/// The wgpu device, or `None` with a message (a failure under `CI`).
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Option<Device> {
+    use std::sync::OnceLock;
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    match DEVICE.get_or_init(|| Device::wgpu_options().init().map_err(|e| e.to_string())) {
+        Ok(d) => Some(d.clone()),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no wgpu adapter under CI: {e}"
+            );
+            eprintln!("skipping wgpu: no adapter ({e})");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Option<Device> {
+    None
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 output")
+}
+
+/// `rows × cols` of each format with `m` rows of x: (ty, rows, cols, w bytes, x).
+fn cases(rng: &mut Rng) -> Vec<(GgmlType, usize, usize, Vec<u8>, usize, Vec<f32>)> {
+    let mut out = Vec::new();
+    for ty in ALL {
+        let (rows, cols) = (37, 2 * ty.block_size().max(32));
+        let w = random_weights(ty, rows, cols, rng);
+        for m in [1, 5] {
+            let x = rng.vec_f32(m * cols, -1.0, 1.0);
+            out.push((ty, rows, cols, w.clone(), m, x));
+        }
+    }
+    out
+}
+
+#[test]
+fn cpu_devices_equal_cpu_qmatmul() {
+    let mut rng = Rng(0xC0FFEE);
+    for device in [Device::flex(), Device::ndarray()] {
+        for (ty, rows, cols, w, m, x) in cases(&mut rng) {
+            let mut want = vec![0f32; m * rows];
+            qmatmul(&QMatrix::new(ty, rows, cols, &w).unwrap(), &x, m, &mut want).unwrap();
+            let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, cols]), &device);
+            let got = host(q_matmul(xt, &qw).unwrap());
+            assert_eq!(got, want, "{ty} on {device:?}, m {m}");
+        }
+    }
+}
+
+#[test]
+fn wgpu_with_fusion_matches_reference() {
+    let Some(device) = wgpu_device() else { return };
+    let mut rng = Rng(0xF00D);
+    for (ty, rows, cols, w, m, x) in cases(&mut rng) {
+        let want = expected(ty, rows, cols, &w, &x, m);
+        let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+        let xt = Tensor::<2>::from_data(TensorData::new(x, [m, cols]), &device);
+        let got = host(q_matmul(xt, &qw).unwrap());
+        assert_close(&format!("{ty} wgpu+fusion m {m}"), &got, &want);
+    }
+}
+
+/// Fused element-wise work before and after the custom operation, `exp(s · q_matmul(2·x + 1))`
+/// with `s = 1 / max|y|`, against the same chain on the reference, on every device.
+#[test]
+fn custom_op_inside_fused_chains() {
+    let mut rng = Rng(0xFA57);
+    let (ty, rows, cols, m) = (GgmlType::Q4_K, 33, 256, 3);
+    let w = random_weights(ty, rows, cols, &mut rng);
+    let x = rng.vec_f32(m * cols, -0.05, 0.05);
+    let x2: Vec<f32> = x.iter().map(|v| 2.0 * v + 1.0).collect(); // in [0.9, 1.1]
+    let want = expected(ty, rows, cols, &w, &x2, m);
+    let s = 1.0 / want.y.iter().fold(0f64, |a, v| a.max(v.abs()));
+    let mut devices = vec![(Device::flex(), true), (Device::ndarray(), true)];
+    devices.extend(wgpu_device().map(|d| (d, false)));
+    for (device, cpu) in devices {
+        let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, cols]), &device);
+        let y = q_matmul(xt.mul_scalar(2.0).add_scalar(1.0), &qw).unwrap();
+        let got = host(y.mul_scalar(s as f32).exp());
+        for i in 0..got.len() {
+            // |ŷ - y|: the GPU bound of `expected`; the CPU kernels also quantize x to 8 bits per
+            // block of 32/256 (cpu_kernels.rs): |x - x̂| ≤ amax/254 ≤ 1.1/254 per element, so
+            // Σ|w|·1.1/254 ≤ mag/0.9 · 1.1/254 < 0.005·mag more (x ≥ 0.9 here).
+            let dy = want.tol[i] + if cpu { 0.005 * want.mag[i] } else { 0.0 };
+            let e = (s * want.y[i]).exp();
+            // |exp(s·ŷ) - exp(s·y)| ≤ e·(exp(s·dy) - 1), plus the rounding of s, of s·ŷ and of exp.
+            let bound = e * ((s * dy).exp() - 1.0) + e * 1e-6;
+            let g = got[i] as f64;
+            assert!(
+                (g - e).abs() <= bound,
+                "{device:?} out[{i}] = {g}, want {e} ± {bound:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn three_d_flattens_batch_and_sequence() {
+    let mut rng = Rng(0x3D);
+    let (ty, rows, cols) = (GgmlType::Q8_0, 9, 64);
+    let w = random_weights(ty, rows, cols, &mut rng);
+    let x = rng.vec_f32(2 * 3 * cols, -1.0, 1.0);
+    let devices: Vec<Device> = [Some(Device::flex()), wgpu_device()]
+        .into_iter()
+        .flatten()
+        .collect();
+    for device in devices {
+        let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+        let x3 = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 3, cols]), &device);
+        let y3 = q_matmul_3d(x3.clone(), &qw).unwrap();
+        assert_eq!(y3.dims(), [2, 3, rows]);
+        let y2 = q_matmul(x3.reshape([6, cols]), &qw).unwrap();
+        assert_eq!(host(y3.reshape([6, rows])), host(y2), "{device:?}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_typed_errors() {
+    let device = Device::flex();
+    let w = vec![0u8; 4 * 34]; // 4 Q8_0 blocks
+                               // cols not whole blocks of 32
+    assert!(matches!(
+        QWeight::new(GgmlType::Q8_0, 4, 33, &w, &device),
+        Err(KernelError::NotBlockAligned { block_size: 32, .. })
+    ));
+    // 4 rows of 1 block need 136 bytes
+    assert!(matches!(
+        QWeight::new(GgmlType::Q8_0, 4, 32, &w[..100], &device),
+        Err(KernelError::WeightSize {
+            expected: 136,
+            actual: 100,
+            ..
+        })
+    ));
+    assert!(matches!(
+        QWeight::new(GgmlType::IQ2_XS, 1, 256, &w[..74], &device),
+        Err(KernelError::UnsupportedType {
+            ty: GgmlType::IQ2_XS
+        })
+    ));
+    assert!(matches!(
+        QWeight::new(GgmlType::Q8_0, 0, 32, &[], &device),
+        Err(KernelError::BadShape { .. })
+    ));
+    let qw = QWeight::new(GgmlType::Q8_0, 4, 32, &w, &device).unwrap();
+    let x = Tensor::<2>::zeros([1, 64], &device);
+    assert!(matches!(
+        q_matmul(x, &qw),
+        Err(KernelError::BufferSize {
+            expected: 32,
+            actual: 64,
+            ..
+        })
+    ));
+}
+
+/// A `QWeight` holds the file's bytes as `⌈n/4⌉` u32 words: at most 3 bytes over the file size
+/// (≤ 1.05× for any matrix of 60 bytes or more), on every device.
+#[test]
+fn device_memory_is_the_file_size() {
+    let mut rng = Rng(0x3E3);
+    let devices: Vec<Device> = [Some(Device::flex()), Some(Device::ndarray()), wgpu_device()]
+        .into_iter()
+        .flatten()
+        .collect();
+    for device in devices {
+        for (ty, rows, cols) in [
+            (GgmlType::Q4_0, 3, 32),
+            (GgmlType::Q6_K, 5, 256),
+            (GgmlType::F16, 3, 3),
+        ] {
+            let w = random_weights(ty, rows, cols, &mut rng);
+            let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+            assert_eq!(qw.file_bytes(), w.len());
+            assert_eq!(qw.words().dims(), [w.len().div_ceil(4)]);
+            assert_eq!(qw.words().dtype(), DType::U32);
+            assert_eq!(qw.device_bytes(), 4 * w.len().div_ceil(4));
+            assert!(qw.device_bytes() - w.len() <= 3);
+            // The words hold the bytes unchanged.
+            let back = qw
+                .words()
+                .clone()
+                .into_data()
+                .convert::<u32>()
+                .try_into_vec::<u32>()
+                .unwrap();
+            let bytes: Vec<u8> = back
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .take(w.len())
+                .collect();
+            assert_eq!(bytes, w, "{ty} on {device:?}");
+        }
+    }
+}
+
+/// A non-contiguous `x` (a transposed view) gives the same `y` as its contiguous copy.
+#[test]
+fn non_contiguous_activations() {
+    let mut rng = Rng(0x7A);
+    let (ty, rows, cols, m) = (GgmlType::Q5_K, 7, 256, 3);
+    let w = random_weights(ty, rows, cols, &mut rng);
+    let xt = rng.vec_f32(cols * m, -1.0, 1.0); // [cols, m]
+    let devices: Vec<Device> = [Some(Device::flex()), Some(Device::ndarray()), wgpu_device()]
+        .into_iter()
+        .flatten()
+        .collect();
+    for device in devices {
+        let qw = QWeight::new(ty, rows, cols, &w, &device).unwrap();
+        let view =
+            Tensor::<2>::from_data(TensorData::new(xt.clone(), [cols, m]), &device).transpose(); // [m, cols]
+        let copy = Tensor::<2>::from_data(view.clone().into_data(), &device);
+        assert_eq!(
+            host(q_matmul(view, &qw).unwrap()),
+            host(q_matmul(copy, &qw).unwrap()),
+            "{device:?}"
+        );
+    }
+}
