@@ -16,7 +16,7 @@ use clap::Parser;
 use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::{generate, GenerateConfig};
-use gguf_llama::model::Llama;
+use gguf_llama::model::{Llama, Weights};
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 
@@ -62,6 +62,12 @@ struct Args {
     /// Threads of the CPU devices (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep the weights in their GGUF blocks and use the fused quantized-matmul kernels (on CPU
+    /// devices they round activations to 8 bits per block, as llama.cpp does) instead of
+    /// dequantizing them to f32 at load. Experimental: tested against llama.cpp's logits on the
+    /// synthetic models only.
+    #[arg(long)]
+    quantized: bool,
     /// Print one JSON line {"prompt_tokens","tokens","text","timings"} instead of streaming.
     #[arg(long)]
     json: bool,
@@ -75,7 +81,12 @@ fn main() -> anyhow::Result<()> {
     let load = Instant::now();
     let file = cli::open_model(args.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;
-    let model = Llama::from_gguf(&file, &device)?;
+    let weights = if args.quantized {
+        Weights::Quantized
+    } else {
+        Weights::F32
+    };
+    let model = Llama::from_gguf_with_weights(&file, &device, weights)?;
     let load_s = load.elapsed().as_secs_f64();
 
     let prompt = cli::prompt_tokens(

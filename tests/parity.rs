@@ -16,7 +16,7 @@ use common::*;
 use gguf_llama::cli;
 use gguf_llama::generate::{generate, GenerateConfig};
 use gguf_llama::gguf::GgufFile;
-use gguf_llama::model::Llama;
+use gguf_llama::model::{Llama, Weights};
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 
@@ -217,4 +217,39 @@ fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
     let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
     assert_eq!(g.text, answer["generated_text"].as_str().unwrap());
     assert_eq!(g.stop, gguf_llama::generate::StopReason::EndOfGeneration);
+}
+
+/// With the weights kept in their GGUF blocks (the fused kernels), every type of the synthetic
+/// model must be at most as far from llama.cpp's own quantized logits as llama.cpp's f32 run on the
+/// same weights is (the spread that activation rounding alone causes), plus the f32 margin.
+#[test]
+fn synthetic_models_with_quantized_weights_match_llama_cpp_logits() {
+    let reference = read_json("synthetic/synthetic.json");
+    let prompt = ids(&reference["prompt_tokens"]);
+    for (name, device) in devices() {
+        for (ty, entry) in reference["types"].as_object().unwrap() {
+            let file = GgufFile::open(root().join(entry["model"].as_str().unwrap())).unwrap();
+            let model = Llama::from_gguf_with_weights(&file, &device, Weights::Quantized).unwrap();
+            let mut cache = model.new_cache(1, prompt.len());
+            let ours = to_vec(
+                model
+                    .forward(token_tensor(&prompt, &device), &mut cache)
+                    .unwrap(),
+            );
+            let f32_ref = if ty == "F32" {
+                "logits-F32.npy".to_string()
+            } else {
+                format!("logits-{ty}-f32deq.npy")
+            };
+            let (_, f32_logits) = read_npy(&fixture(&format!("synthetic/{f32_ref}")));
+            let (_, q_logits) = read_npy(&fixture(&format!("synthetic/logits-{ty}.npy")));
+            let activation_rounding = max_abs_diff(&q_logits, &f32_logits);
+            let dq = max_abs_diff(&ours, &q_logits);
+            eprintln!("{name} {ty}: {dq:.5} from llama.cpp quantized (its f32 run: {activation_rounding:.5})");
+            assert!(
+                dq <= activation_rounding + 1e-3,
+                "{name} {ty}: {dq} from llama.cpp's quantized logits; its own f32 run is {activation_rounding} away"
+            );
+        }
+    }
 }

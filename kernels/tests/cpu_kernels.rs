@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! |y - y_ref| ≤ Σ_blocks (dx/2)·(1 + 2⁻¹⁵) · Σ_{j∈block} |w_j|    (activation quantization)
+//!             + Σ_blocks of 32 127·dx·2⁻¹¹ · Σ_{j∈block} (|w_j| + C_j)  (f16 scale and sum, as ggml)
 //!             + γ · Σ_j (|w_j| + 2·C_j) · (|x_j| + dx/2)             (f32 rounding)
 //! ```
 //!
@@ -288,7 +289,15 @@ fn bound_terms(
                 let d = dx[j / act_block];
                 let c = const_part(ty, &brow[j / wblock * ty.type_size()..]) as f64;
                 let wa = wrow[j].abs() as f64;
-                quant += d / 2.0 * (1.0 + 2f64.powi(-15)) * wa;
+                // Blocks of 32 store their scale (and Q8_1's sum s = d·Σq) as f16, as ggml's
+                // block_q8_0 / block_q8_1 do: x̂ = q·f16(d) moves by up to |q|·d·2⁻¹¹ ≤ 127·d·2⁻¹¹,
+                // and the offset term m·s of Q4_1/Q5_1 by |m|·127·d·2⁻¹¹ per element (C ≥ |m|).
+                let f16_scale = if ty.block_size() == 32 {
+                    127.0 * d * 2f64.powi(-11)
+                } else {
+                    0.0
+                };
+                quant += d / 2.0 * (1.0 + 2f64.powi(-15)) * wa + f16_scale * (wa + c);
                 round += (wa + 2.0 * c) * (x[j].abs() as f64 + d / 2.0);
             }
             out.push((quant, round));
@@ -408,8 +417,8 @@ fn all_formats_model_sized_rows() {
 }
 
 /// A value worked out by hand from the Q8_0 format: one block, `d = 0.5`, `q_j = j - 16`,
-/// activations all 1 (quantized exactly: `dx = 1/127`, `q = 127`), so
-/// `y = 0.5 · Σ_{j<32} (j - 16) = 0.5 · (-16) = -8`, up to the rounding of `127 · (1/127)`.
+/// activations all 1 (quantized as ggml's quantize_row_q8_0 does: `q = 127`, scale stored as
+/// `f16(1/127)`), so `y = 0.5 · Σ_{j<32} (j - 16) · 127 · f16(1/127) = -8 · 127 · f16(1/127)`.
 #[test]
 fn q8_0_by_hand() {
     let block = BlockQ8_0 {
@@ -420,7 +429,12 @@ fn q8_0_by_hand() {
     for isa in Isa::available() {
         let mut y = [0f32];
         qmatmul_with_isa(&w, &[1.0; 32], 1, &mut y, isa).unwrap();
-        assert!((y[0] + 8.0).abs() < 1e-5, "{isa:?}: {}", y[0]);
+        let expected = -8.0 * 127.0 * half::f16::from_f32(1.0 / 127.0).to_f32();
+        assert!(
+            (y[0] - expected).abs() < 1e-5,
+            "{isa:?}: {} vs {expected}",
+            y[0]
+        );
     }
 }
 

@@ -132,9 +132,9 @@ impl Attention {
         let group = n_head / n_kv;
 
         // Project and split into heads.
-        let q: Tensor<4> = self.q.forward(x.clone()).reshape([batch, seq, n_head, dk]);
-        let k: Tensor<4> = self.k.forward(x.clone()).reshape([batch, seq, n_kv, dk]);
-        let v: Tensor<4> = self.v.forward(x).reshape([batch, seq, n_kv, dv]);
+        let q: Tensor<4> = self.q.forward(x.clone())?.reshape([batch, seq, n_head, dk]);
+        let k: Tensor<4> = self.k.forward(x.clone())?.reshape([batch, seq, n_kv, dk]);
+        let v: Tensor<4> = self.v.forward(x)?.reshape([batch, seq, n_kv, dv]);
 
         // Rotate queries and keys by their positions.
         let q = rope.apply(q, tables); // [batch, seq, n_head, dk]
@@ -184,6 +184,6 @@ impl Attention {
             .permute([0, 3, 1, 2, 4]) // [batch, seq, n_kv, group, dv]
             .reshape([batch, seq, n_head * dv]);
         trace(&format!("kqv_out-{layer}"), kqv.clone());
-        Ok(self.output.forward(kqv)) // [batch, seq, n_embd]
+        self.output.forward(kqv) // [batch, seq, n_embd]
     }
 }

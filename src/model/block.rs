@@ -69,7 +69,7 @@ impl Block {
         // Feed-forward on the normalized stream.
         let h = self.ffn_norm.forward(ffn_inp.clone());
         trace(&format!("ffn_norm-{layer}"), h.clone());
-        let ffn_out = self.ffn.forward(h, layer, trace); // [batch, seq, n_embd]
+        let ffn_out = self.ffn.forward(h, layer, trace)?; // [batch, seq, n_embd]
         trace(&format!("ffn_out-{layer}"), ffn_out.clone());
 
         // Residual.

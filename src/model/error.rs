@@ -74,6 +74,9 @@ pub enum ModelError {
     /// An input that cannot be run (empty batch, empty sequence ...).
     #[error("invalid input: {what}")]
     InvalidInput { what: String },
+    /// The quantized matmul refused its operands (a weight or activation of the wrong size).
+    #[error("quantized matmul: {0}")]
+    Kernel(#[from] gguf_kernels::error::KernelError),
 }
 
 impl ModelError {

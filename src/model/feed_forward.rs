@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
 
+use crate::model::error::ModelError;
 use crate::model::linear::Linear;
 
 /// The feed-forward network of one block.
@@ -35,10 +36,10 @@ impl FeedForward {
         x: Tensor<3>,
         layer: usize,
         trace: &mut dyn FnMut(&str, Tensor<3>),
-    ) -> Tensor<3> {
-        let gate = self.gate.forward(x.clone()); // [batch, seq, n_ff]
+    ) -> Result<Tensor<3>, ModelError> {
+        let gate = self.gate.forward(x.clone())?; // [batch, seq, n_ff]
         trace(&format!("ffn_gate-{layer}"), gate.clone());
-        let up = self.up.forward(x); // [batch, seq, n_ff]
+        let up = self.up.forward(x)?; // [batch, seq, n_ff]
         trace(&format!("ffn_up-{layer}"), up.clone());
         let swiglu = silu(gate) * up; // [batch, seq, n_ff]
         trace(&format!("ffn_swiglu-{layer}"), swiglu.clone());

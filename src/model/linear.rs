@@ -1,38 +1,72 @@
-//! A linear layer with a GGUF-oriented weight.
+//! A linear layer with a GGUF-oriented weight: dense f32, or kept in its GGUF blocks and multiplied
+//! by the fused quantized-matmul kernels of `gguf-kernels` (on every device).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+use gguf_kernels::extension::q_matmul_3d;
+use gguf_kernels::packed::QWeight;
+
+use crate::model::error::ModelError;
 
 /// `y = x · Wᵀ (+ b)` with `W` in the row-major GGUF shape `[n_out, n_in]` (ggml
 /// `ne = [n_in, n_out]`): each output is the dot product of `x` with a contiguous row of `W`, as
-/// in ggml's `mul_mat(W, x)`. The transpose is a view, not a copy.
+/// in ggml's `mul_mat(W, x)`.
+///
+/// Exactly one of `dense` and `quantized` is set. The quantized weight is not (yet) part of the
+/// module's record: a model loaded with quantized weights is rebuilt from its GGUF file.
 #[derive(Module, Debug)]
 pub struct Linear {
-    /// `[n_out, n_in]`
-    weight: Param<Tensor<2>>,
+    /// `[n_out, n_in]`, f32.
+    dense: Option<Param<Tensor<2>>>,
+    /// `[n_out, n_in]` in the file's blocks.
+    #[module(skip)]
+    quantized: Option<QWeight>,
     /// `[n_out]`
     bias: Option<Param<Tensor<1>>>,
 }
 
 impl Linear {
-    /// A layer from its weight `[n_out, n_in]` and optional bias `[n_out]`.
+    /// A layer from its f32 weight `[n_out, n_in]` and optional bias `[n_out]`.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
         Linear {
-            weight: Param::from_tensor(weight),
+            dense: Some(Param::from_tensor(weight)),
+            quantized: None,
             bias: bias.map(Param::from_tensor),
         }
     }
 
-    /// The weight `[n_out, n_in]`.
-    pub fn weight(&self) -> Tensor<2> {
-        self.weight.val()
+    /// A layer whose weight stays in its GGUF blocks on the device.
+    pub fn quantized(weight: QWeight, bias: Option<Tensor<1>>) -> Linear {
+        Linear {
+            dense: None,
+            quantized: Some(weight),
+            bias: bias.map(Param::from_tensor),
+        }
+    }
+
+    /// Whether the weight is kept quantized.
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
     }
 
     /// # Shapes
     /// - `x`: `[batch, seq, n_in]`
     /// - output: `[batch, seq, n_out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        project(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+    pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>, ModelError> {
+        let bias = self.bias.as_ref().map(Param::val);
+        match (&self.dense, &self.quantized) {
+            (Some(w), _) => Ok(project(x, w.val(), bias)),
+            (None, Some(q)) => {
+                let y = q_matmul_3d(x, q)?; // [batch, seq, n_out]
+                Ok(match bias {
+                    Some(b) => y + b.unsqueeze::<3>(),
+                    None => y,
+                })
+            }
+            (None, None) => Err(ModelError::InvalidInput {
+                what: "a linear layer without a weight".into(),
+            }),
+        }
     }
 }
 

@@ -145,7 +145,7 @@ impl Llama {
         let x = self.output_norm.forward(x);
         trace("result_norm", x.clone());
         let logits = match &self.output {
-            Some(output) => output.forward(x),
+            Some(output) => output.forward(x)?,
             None => project(x, self.token_embd.val(), None),
         }; // [batch, seq, n_vocab]
         trace("result_output", logits.clone());

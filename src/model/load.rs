@@ -34,6 +34,7 @@ use crate::model::linear::Linear;
 use crate::model::llama::Llama;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
+use gguf_kernels::packed::QWeight;
 
 /// Token embedding.
 pub const TOKEN_EMBD: &str = "token_embd.weight";
@@ -49,12 +50,33 @@ pub fn block_tensor(layer: usize, name: &str) -> String {
     format!("blk.{layer}.{name}")
 }
 
+/// How the matrices of the linear layers are held on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// Dequantized to f32 at import (what [`Llama::from_gguf`] does).
+    #[default]
+    F32,
+    /// Kept in the file's blocks and multiplied by the fused quantized-matmul kernels
+    /// (`gguf-kernels`); F32 matrices, norms and the token embedding stay f32. On the CPU devices
+    /// the kernels round activations to 8 bits per block as llama.cpp's CPU backend does.
+    Quantized,
+}
+
 impl Llama {
     /// Reads the configuration ([`LlamaConfig::from_file`]) and every weight, dequantized to
     /// f32, onto `device`.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Llama, ModelError> {
+        Self::from_gguf_with_weights(file, device, Weights::F32)
+    }
+
+    /// Like [`Llama::from_gguf`], choosing how the linear layers' matrices are held.
+    pub fn from_gguf_with_weights(
+        file: &GgufFile,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Llama, ModelError> {
         let config = LlamaConfig::from_file(file)?;
-        Self::from_gguf_with_config(file, config, device)
+        Self::load(file, config, device, weights)
     }
 
     /// Like [`Llama::from_gguf`] with a given configuration (to change the RoPE style, say).
@@ -63,8 +85,21 @@ impl Llama {
         config: LlamaConfig,
         device: &Device,
     ) -> Result<Llama, ModelError> {
+        Self::load(file, config, device, Weights::F32)
+    }
+
+    fn load(
+        file: &GgufFile,
+        config: LlamaConfig,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Llama, ModelError> {
         config.validate()?;
-        let loader = Loader { file, device };
+        let loader = Loader {
+            file,
+            device,
+            weights,
+        };
         let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
 
         let token_embd = loader.tensor::<2>(TOKEN_EMBD, [n_vocab, n_embd])?;
@@ -100,6 +135,7 @@ impl Llama {
 struct Loader<'a> {
     file: &'a GgufFile,
     device: &'a Device,
+    weights: Weights,
 }
 
 impl Loader<'_> {
@@ -151,13 +187,29 @@ impl Loader<'_> {
 
     /// The linear layer `{prefix}.weight` `[n_out, n_in]` with its optional `{prefix}.bias`.
     fn linear(&self, weight_name: &str, shape: [usize; 2]) -> Result<Linear, ModelError> {
-        let weight = self.tensor::<2>(weight_name, shape)?;
+        // Missing or misshapen weights fail here, before anything is read.
+        self.check_shape(weight_name, shape)?;
         let bias_name = bias_name(weight_name);
         let bias = match self.file.tensor(&bias_name) {
             Some(_) => Some(self.tensor::<1>(&bias_name, [shape[0]])?),
             None => None,
         };
-        Ok(Linear::new(weight, bias))
+        let info = self
+            .file
+            .require_tensor(weight_name)
+            .map_err(|e| tensor_error(weight_name, e))?;
+        if self.weights == Weights::Quantized && info.ty != gguf_importer::GgmlType::F32 {
+            let [rows, cols] = shape;
+            let q = QWeight::new(
+                info.ty,
+                rows,
+                cols,
+                self.file.tensor_data(info),
+                self.device,
+            )?;
+            return Ok(Linear::quantized(q, bias));
+        }
+        Ok(Linear::new(self.tensor::<2>(weight_name, shape)?, bias))
     }
 
     /// [`Loader::linear`], or `None` when the weight is absent.

@@ -44,4 +44,5 @@ pub use config::{LlamaConfig, RopeConfig, RopeStyle};
 pub use error::ModelError;
 pub use kv_cache::KvCache;
 pub use llama::Llama;
+pub use load::Weights;
 pub use rope::Rope;

@@ -116,8 +116,10 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
             g.qs[e / 4][4 * k + e % 4] = v;
         }
         let sum: i32 = q.iter().map(|&q| q as i32).sum();
-        g.d[k] = d;
-        g.s[k] = d * sum as f32;
+        // As ggml's block_q8_0 / block_q8_1: the quantized values come from the f32 scale, and
+        // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
+        g.d[k] = half::f16::from_f32(d).to_f32();
+        g.s[k] = half::f16::from_f32(d * sum as f32).to_f32();
     }
 }
 
