@@ -63,12 +63,12 @@ def llama_cpp_bench(model: Path, threads: int, n_prompt: int, n_gen: int, runs: 
     return {"pp_tok_s": best_pp, "tg_tok_s": best_tg}
 
 
-def ours_bench(model: Path, device: str, threads: int, n_prompt: int, n_gen: int, runs: int) -> dict:
+def ours_bench(model: Path, device: str, threads: int, n_prompt: int, n_gen: int, runs: int, quantized: bool) -> dict:
     cmd = [
         "cargo", "run", "--release", "--quiet", "--example", "bench", "--",
         "--model", str(model), "--device", device, "--threads", str(threads),
         "--prompt-tokens", str(n_prompt), "--gen-tokens", str(n_gen), "--runs", str(runs), "--json",
-    ]
+    ] + (["--quantized"] if quantized else [])
     out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quantized", action="store_true", help="run ours with --quantized (weights in their blocks)")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
 
@@ -101,9 +102,9 @@ def main() -> None:
     for model in args.model:
         size = model.stat().st_size
         ref = llama_cpp_bench(model, args.threads, args.prompt_tokens, args.gen_tokens, args.runs)
-        ours = ours_bench(model, args.device, args.threads, args.prompt_tokens, args.gen_tokens, args.runs)
+        ours = ours_bench(model, args.device, args.threads, args.prompt_tokens, args.gen_tokens, args.runs, args.quantized)
         rows.append(
-            f"| {model.name} | {size / 1e6:.0f} MB | {args.device} | "
+            f"| {model.name} | {size / 1e6:.0f} MB | {args.device}{' --quantized' if args.quantized else ''} | "
             f"{ours['pp_tok_s']:.1f} | {ref['pp_tok_s']:.1f} | {ours['pp_tok_s'] / ref['pp_tok_s']:.2f}× | "
             f"{ours['tg_tok_s']:.1f} | {ref['tg_tok_s']:.1f} | {ours['tg_tok_s'] / ref['tg_tok_s']:.2f}× | "
             f"{ours['load_s']:.2f} s | {(ours['peak_rss_bytes'] or 0) / 1e6:.0f} MB | "
@@ -115,7 +116,7 @@ def main() -> None:
         ["python3 scripts/bench_llama_cpp.py"]
         + [f"--model {m}" for m in args.model]
         + [f"--device {args.device} --threads {args.threads} --prompt-tokens {args.prompt_tokens}"
-           f" --gen-tokens {args.gen_tokens} --runs {args.runs}"]
+           f" --gen-tokens {args.gen_tokens} --runs {args.runs}" + (" --quantized" if args.quantized else "")]
     )
     block = "\n".join(
         [
