@@ -116,7 +116,7 @@ pub fn generate(
         .min(context)
         .max(prompt.len());
     let mut cache: KvCache = model.new_cache(1, capacity);
-    let mut sampler = Sampler::new(config.sampler.clone())?;
+    let mut sampler = Sampler::new(config.sampler)?;
     let mut detok = Detokenizer::new(false);
     let mut history: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();

@@ -90,14 +90,19 @@ fn stories260k_prompts_and_greedy_64_tokens() {
     }
 }
 
-#[test]
-fn synthetic_models_of_every_type_match_llama_cpp_logits() {
+/// Runs the synthetic model of every type with `weights` on every device and checks its prompt
+/// logits against llama.cpp's (tests/fixtures/synthetic, see the module docs):
+/// - always: at most as far from llama.cpp's own quantized run as llama.cpp's f32 run on the same
+///   weights is (the spread that activation rounding alone causes), plus the f32 margin 1e-3;
+/// - with `f32_exact`: within 1e-3 of llama.cpp's f32 run on the same weights (f32 math on both
+///   sides, only summation order differs; logits here are O(1)).
+fn check_synthetic(weights: Weights, f32_exact: bool) {
     let reference = read_json("synthetic/synthetic.json");
     let prompt = ids(&reference["prompt_tokens"]);
     for (name, device) in devices() {
         for (ty, entry) in reference["types"].as_object().unwrap() {
             let file = GgufFile::open(root().join(entry["model"].as_str().unwrap())).unwrap();
-            let model = Llama::from_gguf(&file, &device).unwrap();
+            let model = Llama::from_gguf_with_weights(&file, &device, weights).unwrap();
             let mut cache = model.new_cache(1, prompt.len());
             let ours = to_vec(
                 model
@@ -105,8 +110,6 @@ fn synthetic_models_of_every_type_match_llama_cpp_logits() {
                     .unwrap(),
             );
 
-            // Same weights, f32 math on both sides: only summation order differs. Logits here are
-            // O(1); f32 rounding through one layer stays far below 1e-3.
             let f32_ref = if ty == "F32" {
                 "logits-F32.npy".to_string()
             } else {
@@ -114,23 +117,35 @@ fn synthetic_models_of_every_type_match_llama_cpp_logits() {
             };
             let (shape, f32_logits) = read_npy(&fixture(&format!("synthetic/{f32_ref}")));
             assert_eq!(shape, vec![prompt.len(), 512]);
-            let d = max_abs_diff(&ours, &f32_logits);
-            assert!(
-                d < 1e-3,
-                "{name} {ty}: max |logit diff| vs llama.cpp f32 on the same weights = {d}"
-            );
-
-            // llama.cpp's own quantized run rounds activations to 8 bits (16 for F16/BF16): we must
-            // be as close to it as llama.cpp's f32 run on the same weights is, plus the f32 margin.
+            if f32_exact {
+                let d = max_abs_diff(&ours, &f32_logits);
+                assert!(
+                    d < 1e-3,
+                    "{name} {ty}: max |logit diff| vs llama.cpp f32 on the same weights = {d}"
+                );
+            }
             let (_, q_logits) = read_npy(&fixture(&format!("synthetic/logits-{ty}.npy")));
             let activation_rounding = max_abs_diff(&q_logits, &f32_logits);
             let dq = max_abs_diff(&ours, &q_logits);
             assert!(
                 dq <= activation_rounding + 1e-3,
-                "{name} {ty}: {dq} from llama.cpp's quantized logits; its own f32 run is {activation_rounding} away"
+                "{name} {ty} ({weights:?}): {dq} from llama.cpp's quantized logits; its own f32 run is {activation_rounding} away"
             );
         }
     }
+}
+
+#[test]
+fn synthetic_models_of_every_type_match_llama_cpp_logits() {
+    check_synthetic(Weights::F32, true);
+}
+
+/// With the weights kept in their GGUF blocks, the CPU kernels round activations to 8 bits as
+/// llama.cpp does: for Q2_K, Q3_K, Q5_1, Q5_K, Q6_K and Q8_0 the logits are llama.cpp's bit for bit
+/// (measured; not asserted, since only the bound below is justified for every type).
+#[test]
+fn synthetic_models_with_quantized_weights_match_llama_cpp_logits() {
+    check_synthetic(Weights::Quantized, false);
 }
 
 #[test]
@@ -217,39 +232,4 @@ fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
     let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
     assert_eq!(g.text, answer["generated_text"].as_str().unwrap());
     assert_eq!(g.stop, gguf_llama::generate::StopReason::EndOfGeneration);
-}
-
-/// With the weights kept in their GGUF blocks (the fused kernels), every type of the synthetic
-/// model must be at most as far from llama.cpp's own quantized logits as llama.cpp's f32 run on the
-/// same weights is (the spread that activation rounding alone causes), plus the f32 margin.
-#[test]
-fn synthetic_models_with_quantized_weights_match_llama_cpp_logits() {
-    let reference = read_json("synthetic/synthetic.json");
-    let prompt = ids(&reference["prompt_tokens"]);
-    for (name, device) in devices() {
-        for (ty, entry) in reference["types"].as_object().unwrap() {
-            let file = GgufFile::open(root().join(entry["model"].as_str().unwrap())).unwrap();
-            let model = Llama::from_gguf_with_weights(&file, &device, Weights::Quantized).unwrap();
-            let mut cache = model.new_cache(1, prompt.len());
-            let ours = to_vec(
-                model
-                    .forward(token_tensor(&prompt, &device), &mut cache)
-                    .unwrap(),
-            );
-            let f32_ref = if ty == "F32" {
-                "logits-F32.npy".to_string()
-            } else {
-                format!("logits-{ty}-f32deq.npy")
-            };
-            let (_, f32_logits) = read_npy(&fixture(&format!("synthetic/{f32_ref}")));
-            let (_, q_logits) = read_npy(&fixture(&format!("synthetic/logits-{ty}.npy")));
-            let activation_rounding = max_abs_diff(&q_logits, &f32_logits);
-            let dq = max_abs_diff(&ours, &q_logits);
-            eprintln!("{name} {ty}: {dq:.5} from llama.cpp quantized (its f32 run: {activation_rounding:.5})");
-            assert!(
-                dq <= activation_rounding + 1e-3,
-                "{name} {ty}: {dq} from llama.cpp's quantized logits; its own f32 run is {activation_rounding} away"
-            );
-        }
-    }
 }

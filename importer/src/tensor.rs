@@ -67,7 +67,7 @@ impl TensorInfo {
         let n_bytes = ty
             .bytes_for(n_elements)
             .expect("ne[0] is a multiple of the block size");
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 tensor: name,
                 offset,

@@ -155,7 +155,9 @@ impl GgmlType {
     /// Bytes that `n_elements` elements take; `None` if not a whole number of blocks.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        (n_elements % bs == 0).then(|| n_elements / bs * self.type_size() as u64)
+        n_elements
+            .is_multiple_of(bs)
+            .then(|| n_elements / bs * self.type_size() as u64)
     }
 
     /// All types, in id order.

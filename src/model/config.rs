@@ -297,7 +297,7 @@ impl LlamaConfig {
             ));
         }
         for &n in &self.head_count_kv {
-            if n == 0 || self.head_count % n != 0 {
+            if n == 0 || !self.head_count.is_multiple_of(n) {
                 return Err(invalid(
                     &kv_key,
                     format!(
@@ -316,7 +316,7 @@ impl LlamaConfig {
         }
         let rope = &self.rope;
         if rope.dimension_count == 0
-            || rope.dimension_count % 2 != 0
+            || !rope.dimension_count.is_multiple_of(2)
             || rope.dimension_count > self.key_length
         {
             return Err(invalid(

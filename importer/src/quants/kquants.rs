@@ -172,9 +172,10 @@ impl Block for BlockQ3K {
                 for part in 0..2 {
                     let dl = d_all * scales[is] as f32;
                     is += 1;
-                    for l in 16 * part..16 * part + 16 {
-                        let low = ((q[l] >> shift) & 3) as i8;
-                        let sub = if self.hmask[l] & m != 0 { 0 } else { 4 };
+                    let range = 16 * part..16 * part + 16;
+                    for (&ql, &hl) in q[range.clone()].iter().zip(&self.hmask[range]) {
+                        let low = ((ql >> shift) & 3) as i8;
+                        let sub = if hl & m != 0 { 0 } else { 4 };
                         y[out] = dl * (low - sub) as f32;
                         out += 1;
                     }

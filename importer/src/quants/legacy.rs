@@ -132,8 +132,8 @@ impl Block for BlockQ8_0 {
     const SIZE: usize = 32;
     fn dequantize(&self, y: &mut [f32]) {
         let d = self.d.to_f32();
-        for j in 0..32 {
-            y[j] = self.qs[j] as f32 * d;
+        for (y, &q) in y.iter_mut().zip(&self.qs) {
+            *y = q as f32 * d;
         }
     }
 }

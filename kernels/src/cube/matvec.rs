@@ -38,7 +38,7 @@ pub fn matvec_kernel(
     let mi = CUBE_POS_Z;
     let mut n_chunks = cols / 32;
     if comptime!(is_float_id(ty)) {
-        n_chunks = (cols + 31) / 32;
+        n_chunks = cols.div_ceil(32);
     }
     let rb = row * row_bytes;
     let xo = mi * cols;
@@ -72,6 +72,7 @@ pub fn matvec_kernel(
         }
         sync_cube();
         if UNIT_POS == 0 {
+            #[allow(clippy::manual_div_ceil)] // cube code: no div_ceil in the kernel language
             let planes = (comptime!(wg as u32) + PLANE_DIM - 1) / PLANE_DIM;
             let mut total = 0.0f32;
             for p in 0..planes {

@@ -50,7 +50,7 @@ pub fn tiled_kernel(
 
     let mut n_chunks = cols / 32;
     if comptime!(is_float_id(ty)) {
-        n_chunks = (cols + 31) / 32;
+        n_chunks = cols.div_ceil(32);
     }
 
     for c in 0..n_chunks {

@@ -58,7 +58,7 @@ impl Rng {
     /// A finite f16 scale: ±[2⁻⁸, 2⁻²), or one time in eight a subnormal.
     pub fn f16_scale(&mut self) -> [u8; 2] {
         let r = self.next();
-        let h = if r % 8 == 0 {
+        let h = if r.is_multiple_of(8) {
             half::f16::from_bits(((r >> 8) as u16 & 0x03FF).max(1) | ((r >> 20) as u16 & 0x8000))
         } else {
             let v = self.f32_in(1.0 / 256.0, 0.25);
