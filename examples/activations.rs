@@ -16,6 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
+use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::npy;
 use gguf_llama::model::Llama;
 use gguf_llama::tokenizer::Tokenizer;
@@ -48,11 +49,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 
-    let data: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
-    let tokens = burn::tensor::Tensor::from_data(
-        burn::tensor::TensorData::new(data, [1, prompt.len()]),
-        &device,
-    );
+    let tokens = token_tensor(&prompt, &device);
     let mut cache = model.new_cache(1, prompt.len());
     let mut order = Vec::new();
     let mut failure = None;

@@ -16,7 +16,9 @@ use std::time::Instant;
 use clap::Parser;
 use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
+use gguf_llama::generate::{last_logits, token_tensor};
 use gguf_llama::model::{Llama, Weights};
+use gguf_llama::sampling::{Sampler, SamplerConfig};
 
 #[derive(Parser)]
 #[command(about = "Prefill/decode throughput, load time and peak memory of a GGUF model")]
@@ -55,32 +57,6 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn last_logits(t: burn::tensor::Tensor<3>) -> anyhow::Result<Vec<f32>> {
-    let [_, seq, vocab] = t.dims();
-    t.slice([0..1, seq - 1..seq, 0..vocab])
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn tokens(
-    ids: &[u32],
-    device: &burn::tensor::Device,
-) -> burn::tensor::Tensor<2, burn::tensor::Int> {
-    let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [1, ids.len()]), device)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     cli::set_threads(args.threads);
@@ -107,17 +83,18 @@ fn main() -> anyhow::Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
         .map(|i| (i * 7919 + 13) % n_vocab)
         .collect();
+    let mut greedy = Sampler::new(SamplerConfig::greedy())?;
     let (mut best_pp, mut best_tg) = (0f64, 0f64);
     for _ in 0..args.runs.max(1) {
         let mut cache = model.new_cache(1, needed);
         let t = Instant::now();
-        let mut logits = last_logits(model.forward(tokens(&prompt, &device), &mut cache)?)?;
+        let mut logits = last_logits(model.forward(token_tensor(&prompt, &device), &mut cache)?)?;
         best_pp = best_pp.max(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         for _ in 0..args.gen_tokens {
-            let next = argmax(&logits);
-            logits = last_logits(model.forward(tokens(&[next], &device), &mut cache)?)?;
+            let next = greedy.sample(&logits, &[])?;
+            logits = last_logits(model.forward(token_tensor(&[next], &device), &mut cache)?)?;
         }
         best_tg = best_tg.max(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
     }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Llama};
@@ -76,14 +76,14 @@ pub struct Generation {
     pub timings: Timings,
 }
 
-/// Token ids as a `[1, n]` tensor on the model's device.
-fn token_tensor(ids: &[u32], model: &Llama) -> Tensor<2, Int> {
+/// Token ids as a `[1, n]` tensor on `device`, the input of [`Llama::forward`].
+pub fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), &model.device())
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
 /// The logits of the last position of `[1, seq, n_vocab]`, on the host.
-fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
+pub fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
     let [_, seq, vocab] = logits.dims();
     logits
         .slice([0..1, seq - 1..seq, 0..vocab])
@@ -116,6 +116,7 @@ pub fn generate(
         .min(context)
         .max(prompt.len());
     let mut cache: KvCache = model.new_cache(1, capacity);
+    let device = model.device();
     let mut sampler = Sampler::new(config.sampler)?;
     let mut detok = Detokenizer::new(false);
     let mut history: Vec<u32> = prompt.to_vec();
@@ -128,7 +129,7 @@ pub fn generate(
 
     // The prompt, in one forward pass.
     let start = Instant::now();
-    let mut logits = last_logits(model.forward(token_tensor(prompt, model), &mut cache)?)?;
+    let mut logits = last_logits(model.forward(token_tensor(prompt, &device), &mut cache)?)?;
     timings.prompt_s = start.elapsed().as_secs_f64();
 
     // Then one token at a time.
@@ -154,7 +155,7 @@ pub fn generate(
         if cache.len() >= capacity {
             break StopReason::ContextFull;
         }
-        logits = last_logits(model.forward(token_tensor(&[next], model), &mut cache)?)?;
+        logits = last_logits(model.forward(token_tensor(&[next], &device), &mut cache)?)?;
     };
     let rest = detok.finish();
     if !rest.is_empty() {

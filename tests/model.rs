@@ -55,10 +55,8 @@ fn devices() -> Vec<(&'static str, Device)> {
     out
 }
 
-fn tokens(ids: &[u32], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
-}
+// `[1, n]` token ids on `device`.
+use gguf_llama::generate::token_tensor as tokens;
 
 fn to_vec(t: Tensor<3>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 logits")

@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use gguf_llama::device::{self, DeviceName};
+pub use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::npy;
 
 pub fn root() -> PathBuf {
@@ -88,26 +89,8 @@ pub fn smollm2() -> Option<PathBuf> {
     }
 }
 
-pub fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
-}
-
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
-}
-
-pub fn argmax(row: &[f32]) -> u32 {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv {
-                (i, v)
-            } else {
-                (bi, bv)
-            }
-        })
-        .0 as u32
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
