@@ -18,7 +18,7 @@ use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::npy;
-use gguf_llama::model::Llama;
+use gguf_llama::model::{Llama, Logits, Weights};
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Args {
     chat: bool,
     #[arg(long, default_value = "flex")]
     device: DeviceName,
+    /// `quantized` (weights in their GGUF blocks, as `generate` runs them) or `f32`.
+    #[arg(long, default_value = "quantized")]
+    weights: Weights,
     /// Output directory.
     #[arg(long)]
     out: std::path::PathBuf,
@@ -44,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     let device = device::device(args.device)?;
     let file = cli::open_model(args.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;
-    let model = Llama::from_gguf(&file, &device)?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
     let prompt = cli::prompt_tokens(&file, &tokenizer, &args.prompt, args.chat, None)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -53,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let mut cache = model.new_cache(1, prompt.len());
     let mut order = Vec::new();
     let mut failure = None;
-    model.forward_traced(tokens, &mut cache, &mut |name, t| {
+    model.forward_traced(tokens, &mut cache, Logits::All, &mut |name, t| {
         if failure.is_some() {
             return;
         }

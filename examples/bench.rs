@@ -31,12 +31,11 @@ struct Args {
     /// Threads of the CPU devices (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Keep the weights in their GGUF blocks and use the fused quantized-matmul kernels (on CPU
-    /// devices they round activations to 8 bits per block, as llama.cpp does) instead of
-    /// dequantizing them to f32 at load. Experimental: tested against llama.cpp's logits on the
-    /// synthetic models only.
-    #[arg(long)]
-    quantized: bool,
+    /// `quantized`: weights stay in their GGUF blocks, multiplied by the fused kernels (on CPU
+    /// devices activations are rounded to 8 bits per block, as llama.cpp does), so a quantized
+    /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
+    #[arg(long, default_value = "quantized")]
+    weights: Weights,
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
@@ -64,12 +63,7 @@ fn main() -> anyhow::Result<()> {
 
     let load = Instant::now();
     let file = cli::open_model(args.model.as_deref())?;
-    let weights = if args.quantized {
-        Weights::Quantized
-    } else {
-        Weights::F32
-    };
-    let model = Llama::from_gguf_with_weights(&file, &device, weights)?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
     let load_s = load.elapsed().as_secs_f64();
     let n_vocab = model.config().vocab_size as u32;
     let needed = args.prompt_tokens + args.gen_tokens;

@@ -62,12 +62,11 @@ struct Args {
     /// Threads of the CPU devices (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Keep the weights in their GGUF blocks and use the fused quantized-matmul kernels (on CPU
-    /// devices they round activations to 8 bits per block, as llama.cpp does) instead of
-    /// dequantizing them to f32 at load. Experimental: tested against llama.cpp's logits on the
-    /// synthetic models only.
-    #[arg(long)]
-    quantized: bool,
+    /// `quantized`: weights stay in their GGUF blocks, multiplied by the fused kernels (on CPU
+    /// devices activations are rounded to 8 bits per block, as llama.cpp does), so a quantized
+    /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
+    #[arg(long, default_value = "quantized")]
+    weights: Weights,
     /// Print one JSON line {"prompt_tokens","tokens","text","timings"} instead of streaming.
     #[arg(long)]
     json: bool,
@@ -81,12 +80,7 @@ fn main() -> anyhow::Result<()> {
     let load = Instant::now();
     let file = cli::open_model(args.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;
-    let weights = if args.quantized {
-        Weights::Quantized
-    } else {
-        Weights::F32
-    };
-    let model = Llama::from_gguf_with_weights(&file, &device, weights)?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
     let load_s = load.elapsed().as_secs_f64();
 
     let prompt = cli::prompt_tokens(

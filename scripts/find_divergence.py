@@ -18,6 +18,7 @@ RoPE); its last one, the one our trace reports, is compared.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--device", default="flex")
+    ap.add_argument("--weights", default="quantized", choices=["quantized", "f32"],
+                    help="how our side holds the weights (llama.cpp always runs the file as it is)")
     ap.add_argument("--threshold", type=float, default=1e-3)
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["cargo", "run", "--release", "--quiet", "--example", "activations", "--",
-               "--model", args.model, "--prompt", args.prompt, "--device", args.device, "--out", tmp]
-        subprocess.run(cmd, cwd=REPO, check=True)
+               "--model", args.model, "--prompt", args.prompt, "--device", args.device,
+               "--weights", args.weights, "--out", tmp]
+        # The project's shared target directory (as .ci/run), so this does not build burn again.
+        env = dict(os.environ)
+        env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/gguf-llama/target"))
+        subprocess.run(cmd, cwd=REPO, check=True, env=env)
         tokens, order, ours = read_npy_dir(Path(tmp))
 
     # llama.cpp tokenizes the same text as its completion does (add_special: BOS per the file's

@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Llama};
+use crate::model::{KvCache, Llama, Logits};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -129,7 +129,11 @@ pub fn generate(
 
     // The prompt, in one forward pass.
     let start = Instant::now();
-    let mut logits = last_logits(model.forward(token_tensor(prompt, &device), &mut cache)?)?;
+    let mut logits = last_logits(model.forward_logits(
+        token_tensor(prompt, &device),
+        &mut cache,
+        Logits::Last,
+    )?)?;
     timings.prompt_s = start.elapsed().as_secs_f64();
 
     // Then one token at a time.
@@ -155,7 +159,11 @@ pub fn generate(
         if cache.len() >= capacity {
             break StopReason::ContextFull;
         }
-        logits = last_logits(model.forward(token_tensor(&[next], &device), &mut cache)?)?;
+        logits = last_logits(model.forward_logits(
+            token_tensor(&[next], &device),
+            &mut cache,
+            Logits::Last,
+        )?)?;
     };
     let rest = detok.finish();
     if !rest.is_empty() {

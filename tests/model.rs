@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use gguf_importer::{GgufFile, Metadata};
-use gguf_llama::model::{Llama, LlamaConfig, ModelError, RopeStyle};
+use gguf_llama::model::{Llama, LlamaConfig, Logits, ModelError, RopeStyle, Weights};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -278,7 +278,7 @@ fn config_errors_name_the_key() {
     let file = model_file();
     let mut config = LlamaConfig::from_gguf(file.metadata()).expect("config");
     config.head_count_kv[2] = 0;
-    match Llama::from_gguf_with_config(&file, config, &Device::flex()) {
+    match Llama::from_gguf_with_config(&file, config, &Device::flex(), Weights::default()) {
         Err(ModelError::InvalidConfig { key, .. }) => {
             assert_eq!(key, "llama.attention.head_count_kv")
         }
@@ -333,11 +333,16 @@ fn token_embedding_is_a_row_of_token_embd() {
         let mut cache = model.new_cache(1, 8);
         let mut embd = None;
         model
-            .forward_traced(tokens(&[403, 511], &device), &mut cache, &mut |n, t| {
-                if n == "embd" {
-                    embd = Some(to_vec(t));
-                }
-            })
+            .forward_traced(
+                tokens(&[403, 511], &device),
+                &mut cache,
+                Logits::All,
+                &mut |n, t| {
+                    if n == "embd" {
+                        embd = Some(to_vec(t));
+                    }
+                },
+            )
             .expect("forward");
         let embd = embd.expect("embd traced"); // [1, 2, 64]
         for (i, (tok, head, tail)) in expected.iter().enumerate() {
@@ -647,10 +652,15 @@ fn trace_names_follow_llama_cpp() {
     let mut cache = model.new_cache(1, ids.len());
     let mut names = Vec::new();
     model
-        .forward_traced(tokens(&ids, &device), &mut cache, &mut |n, t| {
-            assert_eq!(t.dims()[..2], [1, ids.len()], "{n}: [batch, seq, dim]");
-            names.push(n.to_string());
-        })
+        .forward_traced(
+            tokens(&ids, &device),
+            &mut cache,
+            Logits::All,
+            &mut |n, t| {
+                assert_eq!(t.dims()[..2], [1, ids.len()], "{n}: [batch, seq, dim]");
+                names.push(n.to_string());
+            },
+        )
         .expect("forward");
     assert_eq!(names, expected);
 }

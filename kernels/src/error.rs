@@ -40,6 +40,10 @@ pub enum KernelError {
         actual: usize,
     },
 
+    /// A row index past the matrix (an embedding lookup of a token outside the vocabulary).
+    #[error("row index {index} is outside the matrix's {rows} rows")]
+    RowIndex { index: usize, rows: usize },
+
     /// A forced instruction set that this CPU does not have.
     #[error("instruction set {isa} is not available on this CPU")]
     IsaUnavailable { isa: &'static str },

@@ -14,7 +14,7 @@
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, Dispatch};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use gguf_importer::GgmlType;
 
 use crate::error::KernelError;
@@ -41,6 +41,23 @@ pub trait QMatmulBackend: Backend {
     fn q_matmul(
         x: FloatTensor<Self>,
         w: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self>;
+
+    /// `out[t, :] = W[ids[t], :]`, the rows dequantized to f32 (an embedding lookup).
+    ///
+    /// - `w`: the packed words of a [`QWeight`] holding a `[rows, cols]` GGUF matrix of ggml type
+    ///   id `ty_id`;
+    /// - `ids`: `[n]` u32 row indices, each below `rows`;
+    /// - returns `[n, cols]` f32.
+    ///
+    /// Call it through [`q_get_rows`], which checks the arguments.
+    #[fusion(dtype = burn::tensor::DType::F32, shape = burn::tensor::Shape::new([ids[0], *cols]))]
+    fn q_get_rows(
+        w: IntTensor<Self>,
+        ids: IntTensor<Self>,
         ty_id: u32,
         rows: usize,
         cols: usize,
@@ -83,6 +100,61 @@ pub fn q_matmul_3d(x: Tensor<3>, w: &QWeight) -> Result<Tensor<3>, KernelError> 
     Ok(y.reshape([batch, seq, w.rows()]))
 }
 
+/// Rows `ids` of `w`, dequantized: `[ids.len(), cols]` f32 on `w`'s device (the token embedding
+/// lookup of a model whose embedding stays quantized, as llama.cpp's `get_rows`).
+///
+/// Every id must be below `w.rows()`; at most 65535 ids per call (the GPU grid's limit).
+pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= w.rows()) {
+        return Err(KernelError::RowIndex {
+            index: bad as usize,
+            rows: w.rows(),
+        });
+    }
+    if ids.len() > u16::MAX as usize {
+        return Err(KernelError::BufferSize {
+            what: "row indices of one lookup (at most 65535)",
+            expected: u16::MAX as usize,
+            actual: ids.len(),
+        });
+    }
+    #[cfg(feature = "wgpu")]
+    crate::cube::launch::check(w.ty(), w.rows(), w.cols(), ids.len())?;
+    let device = w.device();
+    let ids = Tensor::<1, Int>::from_data(
+        TensorData::new(ids.to_vec(), [ids.len()]),
+        (&device, DType::U32),
+    );
+    let out = <Dispatch as QMatmulBackend>::q_get_rows(
+        w.words().clone().into_dispatch(),
+        ids.into_dispatch(),
+        w.ty().id(),
+        w.rows(),
+        w.cols(),
+    );
+    Ok(Tensor::from_dispatch(out))
+}
+
+/// The CPU backends' lookup: rows `ids` of the `[rows, cols]` matrix in `words`, `[n, cols]` f32.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn cpu_q_get_rows(words: &[u32], ids: &[u32], ty_id: u32, rows: usize, cols: usize) -> Vec<f32> {
+    let ty = GgmlType::from_id(ty_id)
+        .unwrap_or_else(|| panic!("q_get_rows: unknown ggml type id {ty_id}"));
+    let row_bytes = ty
+        .bytes_for(cols as u64)
+        .unwrap_or_else(|| panic!("q_get_rows: {ty} rows of {cols} are not whole blocks"))
+        as usize;
+    let bytes = crate::packed::words_as_bytes(words, rows * row_bytes);
+    let mut out = vec![0f32; ids.len() * cols];
+    for (dst, &id) in out.chunks_exact_mut(cols).zip(ids) {
+        let id = id as usize;
+        let src = &bytes[id * row_bytes..(id + 1) * row_bytes];
+        gguf_importer::quants::dequantize_into("embedding row", ty, src, dst)
+            .unwrap_or_else(|e| panic!("q_get_rows: {e}"));
+    }
+    out
+}
+
 /// The CPU backends' body: `y` `[m, rows]` from the words and `x` `[m, cols]` host slices.
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 fn cpu_q_matmul(words: &[u32], x: &[f32], ty_id: u32, rows: usize, cols: usize) -> Vec<f32> {
@@ -113,6 +185,18 @@ impl QMatmulBackend for burn_cubecl::CubeBackend {
         let ty = GgmlType::from_id(ty_id)
             .unwrap_or_else(|| panic!("q_matmul: unknown ggml type id {ty_id}"));
         crate::cube::launch::q_matmul(x, w, ty, rows, cols)
+    }
+
+    fn q_get_rows(
+        w: IntTensor<Self>,
+        ids: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        let ty = GgmlType::from_id(ty_id)
+            .unwrap_or_else(|| panic!("q_get_rows: unknown ggml type id {ty_id}"));
+        crate::cube::launch::q_get_rows(w, ids, ty, rows, cols)
     }
 }
 
@@ -145,6 +229,33 @@ impl QMatmulBackend for burn::backend::Flex {
         let m = xs.len() / cols;
         let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
         FlexTensor::from_data(TensorData::new(y, [m, rows]))
+    }
+
+    fn q_get_rows(
+        w: IntTensor<Self>,
+        ids: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        use burn::backend::flex::FlexTensor;
+
+        let w = if w.as_slice::<u32>().is_some() {
+            w
+        } else {
+            w.to_contiguous()
+        };
+        let words = w
+            .as_slice::<u32>()
+            .expect("q_get_rows: weight words must be u32");
+        let ids = if ids.as_slice::<u32>().is_some() {
+            ids
+        } else {
+            ids.to_contiguous()
+        };
+        let ids = ids.as_slice::<u32>().expect("q_get_rows: ids must be u32");
+        let out = cpu_q_get_rows(words, ids, ty_id, rows, cols);
+        FlexTensor::from_data(TensorData::new(out, [ids.len(), cols]))
     }
 }
 
@@ -186,5 +297,34 @@ impl QMatmulBackend for burn::backend::NdArray {
         let m = xs.len() / cols;
         let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
         NdArrayTensor::from_data(TensorData::new(y, [m, rows]))
+    }
+
+    fn q_get_rows(
+        w: IntTensor<Self>,
+        ids: IntTensor<Self>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<Self> {
+        use burn::backend::ndarray::NdArrayTensor;
+
+        let NdArrayTensor::U32(w) = w else {
+            panic!("q_get_rows: weight words must be u32");
+        };
+        let NdArrayTensor::U32(ids) = ids else {
+            panic!("q_get_rows: ids must be u32");
+        };
+        let w = w.view();
+        let words_owned;
+        let words = match w.as_slice() {
+            Some(s) => s,
+            None => {
+                words_owned = w.iter().copied().collect::<Vec<u32>>();
+                &words_owned
+            }
+        };
+        let ids: Vec<u32> = ids.view().iter().copied().collect();
+        let out = cpu_q_get_rows(words, &ids, ty_id, rows, cols);
+        NdArrayTensor::from_data(TensorData::new(out, [ids.len(), cols]))
     }
 }

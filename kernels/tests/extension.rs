@@ -251,3 +251,58 @@ fn non_contiguous_activations() {
         );
     }
 }
+
+/// `q_get_rows` (the quantized embedding lookup) returns the rows of the dequantized matrix, for
+/// every format, with repeated and boundary ids, on every device. Expected rows: the importer's
+/// dequantizer (itself equal to gguf-py's, importer/tests/dequant_reference.rs). The CPU devices
+/// run that same dequantizer, so they must equal it bit for bit; the GPU decoders compute each
+/// element with at most two f32 products and a difference (K-quants: `d·sc·q − dmin·m`) whose
+/// order may differ from the host code's: each rounding is ≤ ½ ulp of a term no larger than the
+/// row's largest |term| ≤ 2·max|row| for these random blocks, so ≤ 4 ulps of 2·max|row| in all.
+#[test]
+fn get_rows_equals_dequantized_rows() {
+    use gguf_kernels::extension::q_get_rows;
+
+    let mut rng = Rng(0x6E7);
+    let mut devices = vec![(Device::flex(), true), (Device::ndarray(), true)];
+    devices.extend(wgpu_device().map(|d| (d, false)));
+    for ty in ALL {
+        let (rows, cols) = (
+            11,
+            3 * ty.block_size().max(32) + if ty.is_quantized() { 0 } else { 5 },
+        );
+        let w = random_weights(ty, rows, cols, &mut rng);
+        let mut full = vec![0f32; rows * cols];
+        gguf_importer::quants::dequantize_into("w", ty, &w, &mut full).unwrap();
+        let ids = [0u32, 10, 3, 3, 7];
+        for (device, exact) in &devices {
+            let qw = QWeight::new(ty, rows, cols, &w, device).unwrap();
+            let got = q_get_rows(&qw, &ids).unwrap();
+            assert_eq!(got.dims(), [ids.len(), cols]);
+            let got = host(got);
+            for (t, &id) in ids.iter().enumerate() {
+                let want = &full[id as usize * cols..(id as usize + 1) * cols];
+                let row = &got[t * cols..(t + 1) * cols];
+                if *exact {
+                    assert_eq!(row, want, "{ty} row {id} on {device:?}");
+                } else {
+                    let amax = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    let tol = 4.0 * f32::EPSILON * 2.0 * amax;
+                    for (k, (g, e)) in row.iter().zip(want).enumerate() {
+                        assert!(
+                            (g - e).abs() <= tol,
+                            "{ty} row {id} col {k} on {device:?}: {g} vs {e} (±{tol:e})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // An id past the last row is a typed error, before anything runs.
+    let w = random_weights(GgmlType::Q8_0, 4, 32, &mut rng);
+    let qw = QWeight::new(GgmlType::Q8_0, 4, 32, &w, &Device::flex()).unwrap();
+    assert!(matches!(
+        q_get_rows(&qw, &[1, 4]),
+        Err(KernelError::RowIndex { index: 4, rows: 4 })
+    ));
+}

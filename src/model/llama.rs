@@ -1,25 +1,38 @@
 //! The Llama model: token embedding, transformer blocks, final norm and output projection.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::model::attention::MaskCache;
 use crate::model::block::{Block, BlockContext};
 use crate::model::config::LlamaConfig;
+use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::KvCache;
-use crate::model::linear::{project, Linear};
+use crate::model::linear::Linear;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
 
-/// A Llama model (llama.cpp's `llama` architecture) with f32 weights.
+/// Which positions of a forward pass get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Logits {
+    /// Every position: `[batch, seq, n_vocab]` (evaluation, perplexity).
+    #[default]
+    All,
+    /// The last position of each sequence only: `[batch, 1, n_vocab]` (generation, which samples
+    /// from the last position and would otherwise project every prompt position onto the
+    /// vocabulary for nothing, as llama.cpp's `logits_all = false`).
+    Last,
+}
+
+/// A Llama model (llama.cpp's `llama` architecture).
 ///
 /// Built from a GGUF file by [`Llama::from_gguf`]. Run a prompt through [`Llama::forward`] in one
 /// pass, then one token per pass; the [`KvCache`] carries the positions between passes.
 #[derive(Module, Debug)]
 pub struct Llama {
     /// `[n_vocab, n_embd]`: row `t` is the embedding of token `t`.
-    token_embd: Param<Tensor<2>>,
+    token_embd: Embedding,
     blocks: Vec<Block>,
     output_norm: RmsNorm,
     /// `[n_vocab, n_embd]`; `None` when the file ties the output to the token embedding.
@@ -35,13 +48,13 @@ impl Llama {
     pub(crate) fn from_parts(
         config: LlamaConfig,
         rope: Rope,
-        token_embd: Tensor<2>,
+        token_embd: Embedding,
         blocks: Vec<Block>,
         output_norm: RmsNorm,
         output: Option<Linear>,
     ) -> Llama {
         Llama {
-            token_embd: Param::from_tensor(token_embd),
+            token_embd,
             blocks,
             output_norm,
             output,
@@ -57,7 +70,7 @@ impl Llama {
 
     /// The device the weights are on.
     pub fn device(&self) -> Device {
-        self.token_embd.val().device()
+        self.output_norm.device()
     }
 
     /// Whether the output projection is the token embedding (no `output.weight` in the file).
@@ -65,9 +78,9 @@ impl Llama {
         self.output.is_none()
     }
 
-    /// The token embedding `[n_vocab, n_embd]`.
-    pub fn token_embedding(&self) -> Tensor<2> {
-        self.token_embd.val()
+    /// The token embedding `[n_vocab, n_embd]` (also the output projection when tied).
+    pub fn token_embedding(&self) -> &Embedding {
+        &self.token_embd
     }
 
     /// An empty KV cache for `batch` sequences of up to `max_seq` positions.
@@ -90,7 +103,18 @@ impl Llama {
         tokens: Tensor<2, Int>,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>, ModelError> {
-        self.forward_traced(tokens, cache, &mut |_, _| {})
+        self.forward_traced(tokens, cache, Logits::All, &mut |_, _| {})
+    }
+
+    /// [`Llama::forward`] with the logits of the chosen positions only: with [`Logits::Last`],
+    /// `[batch, 1, n_vocab]` of the last position of each sequence.
+    pub fn forward_logits(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor<3>, ModelError> {
+        self.forward_traced(tokens, cache, logits, &mut |_, _| {})
     }
 
     /// [`Llama::forward`], handing each intermediate tensor to `trace` under the name llama.cpp's
@@ -100,15 +124,16 @@ impl Llama {
     /// flattened), `kqv_out-{i}` (attention before the output projection), `attn_out-{i}`,
     /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,
     /// `ffn_out-{i}` (before the residual), `l_out-{i}`; last `result_norm` and `result_output`
-    /// (the logits). Each is `[batch, seq, dim]`.
+    /// (the logits of the positions `logits` asks for). Each is `[batch, seq, dim]`.
     pub fn forward_traced(
         &self,
         tokens: Tensor<2, Int>,
         cache: &mut KvCache,
+        logits: Logits,
         trace: &mut dyn FnMut(&str, Tensor<3>),
     ) -> Result<Tensor<3>, ModelError> {
         let [batch, seq] = tokens.dims();
-        self.check_input(&tokens, cache)?;
+        let ids = self.check_input(&tokens, cache)?;
         let start = cache.len();
         let device = self.device();
         let tokens = if tokens.device() == device {
@@ -118,11 +143,9 @@ impl Llama {
         };
 
         // Token embeddings: row t of token_embd for token t.
-        let ids: Tensor<1, Int> = tokens.reshape([batch * seq]);
         let x: Tensor<3> = self
             .token_embd
-            .val()
-            .select(0, ids) // [batch · seq, n_embd]
+            .forward(tokens.reshape([batch * seq]), &ids)? // [batch · seq, n_embd]
             .reshape([batch, seq, self.config.embedding_length]);
         trace("embd", x.clone());
 
@@ -142,18 +165,27 @@ impl Llama {
         cache.advance(seq)?;
 
         // Final norm and logits.
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, seq - 1, 1), // [batch, 1, n_embd]
+        };
         let x = self.output_norm.forward(x);
         trace("result_norm", x.clone());
         let logits = match &self.output {
             Some(output) => output.forward(x)?,
-            None => project(x, self.token_embd.val(), None),
-        }; // [batch, seq, n_vocab]
+            None => self.token_embd.project(x)?,
+        }; // [batch, seq or 1, n_vocab]
         trace("result_output", logits.clone());
         Ok(logits)
     }
 
-    /// Rejects an input the forward pass cannot run, before anything runs.
-    fn check_input(&self, tokens: &Tensor<2, Int>, cache: &KvCache) -> Result<(), ModelError> {
+    /// Rejects an input the forward pass cannot run, before anything runs; returns the token ids
+    /// on the host, row-major.
+    fn check_input(
+        &self,
+        tokens: &Tensor<2, Int>,
+        cache: &KvCache,
+    ) -> Result<Vec<u32>, ModelError> {
         let [batch, seq] = tokens.dims();
         if batch == 0 || seq == 0 {
             return Err(ModelError::InvalidInput {
@@ -181,16 +213,18 @@ impl Llama {
         // Token ids must index the embedding (a gather out of range is undefined on some backends).
         let n_vocab = self.config.vocab_size;
         let data = tokens.to_data();
-        let ids = data.iter::<i64>();
-        for (i, id) in ids.enumerate() {
-            if id < 0 || id as u64 >= n_vocab as u64 {
-                return Err(ModelError::InvalidInput {
-                    what: format!(
-                        "token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        data.iter::<i64>()
+            .enumerate()
+            .map(|(i, id)| {
+                if id < 0 || id as u64 >= n_vocab as u64 {
+                    return Err(ModelError::InvalidInput {
+                        what: format!(
+                            "token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"
+                        ),
+                    });
+                }
+                Ok(id as u32)
+            })
+            .collect()
     }
 }

@@ -1,4 +1,5 @@
-//! Building a [`Llama`] from a GGUF file: tensor names, shape checks, dequantization to f32.
+//! Building a [`Llama`] from a GGUF file: tensor names, shape checks, weights kept in their blocks
+//! or dequantized to f32 ([`Weights`]).
 //!
 //! Tensor names are llama.cpp's (`llama-arch.cpp`). Shapes below are row-major, i.e. ggml's `ne`
 //! reversed (see `gguf_importer::burn`): a linear weight is `[n_out, n_in]`.
@@ -28,6 +29,7 @@ use gguf_importer::GgufFile;
 use crate::model::attention::Attention;
 use crate::model::block::Block;
 use crate::model::config::LlamaConfig;
+use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::feed_forward::FeedForward;
 use crate::model::linear::Linear;
@@ -50,23 +52,49 @@ pub fn block_tensor(layer: usize, name: &str) -> String {
     format!("blk.{layer}.{name}")
 }
 
-/// How the matrices of the linear layers are held on the device.
+/// How the weight matrices are held on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Weights {
-    /// Dequantized to f32 at import (what [`Llama::from_gguf`] does).
-    #[default]
+    /// Dequantized to f32 at import: four bytes per weight, f32 matmuls. For analysis and for
+    /// training the weights themselves; a quantized file then computes what llama.cpp computes
+    /// on the same weights dequantized to F32.
     F32,
-    /// Kept in the file's blocks and multiplied by the fused quantized-matmul kernels
-    /// (`gguf-kernels`); F32 matrices, norms and the token embedding stay f32. On the CPU devices
-    /// the kernels round activations to 8 bits per block as llama.cpp's CPU backend does.
+    /// The default (what [`Llama::from_gguf`] does). Kept in the file's blocks and multiplied by the fused quantized-matmul kernels
+    /// (`gguf-kernels`), the token embedding included (rows dequantized on lookup; as the tied
+    /// output it is multiplied in its blocks too); F32 matrices and the norms stay f32. On the CPU devices
+    /// the kernels round activations to 8 bits per block as llama.cpp's CPU backend does, so a
+    /// quantized file computes what llama.cpp computes on it.
+    #[default]
     Quantized,
 }
 
+impl std::str::FromStr for Weights {
+    type Err = String;
+
+    /// `quantized` or `f32` (the command-line spelling).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "quantized" | "q" => Ok(Weights::Quantized),
+            "f32" => Ok(Weights::F32),
+            other => Err(format!("unknown weights {other:?}: quantized or f32")),
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Weights::Quantized => "quantized",
+            Weights::F32 => "f32",
+        })
+    }
+}
+
 impl Llama {
-    /// Reads the configuration ([`LlamaConfig::from_file`]) and every weight, dequantized to
-    /// f32, onto `device`.
+    /// Reads the configuration ([`LlamaConfig::from_file`]) and every weight onto `device`,
+    /// quantized matrices kept in their blocks ([`Weights::Quantized`]).
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Llama, ModelError> {
-        Self::from_gguf_with_weights(file, device, Weights::F32)
+        Self::from_gguf_with_weights(file, device, Weights::default())
     }
 
     /// Like [`Llama::from_gguf`], choosing how the linear layers' matrices are held.
@@ -79,13 +107,15 @@ impl Llama {
         Self::load(file, config, device, weights)
     }
 
-    /// Like [`Llama::from_gguf`] with a given configuration (to change the RoPE style, say).
+    /// Like [`Llama::from_gguf_with_weights`] with a given configuration (to change the RoPE
+    /// style, say).
     pub fn from_gguf_with_config(
         file: &GgufFile,
         config: LlamaConfig,
         device: &Device,
+        weights: Weights,
     ) -> Result<Llama, ModelError> {
-        Self::load(file, config, device, Weights::F32)
+        Self::load(file, config, device, weights)
     }
 
     fn load(
@@ -102,7 +132,7 @@ impl Llama {
         };
         let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
 
-        let token_embd = loader.tensor::<2>(TOKEN_EMBD, [n_vocab, n_embd])?;
+        let token_embd = loader.embedding([n_vocab, n_embd])?;
         let output_norm = RmsNorm::new(
             loader.tensor::<1>(OUTPUT_NORM, [n_embd])?,
             config.rms_norm_eps,
@@ -194,22 +224,45 @@ impl Loader<'_> {
             Some(_) => Some(self.tensor::<1>(&bias_name, [shape[0]])?),
             None => None,
         };
+        match self.quantized_weight(weight_name, shape)? {
+            Some(q) => Ok(Linear::quantized(q, bias)),
+            None => Ok(Linear::new(self.tensor::<2>(weight_name, shape)?, bias)),
+        }
+    }
+
+    /// `token_embd.weight` `[n_vocab, n_embd]`: kept in its blocks with [`Weights::Quantized`]
+    /// (unless F32), else f32.
+    fn embedding(&self, shape: [usize; 2]) -> Result<Embedding, ModelError> {
+        match self.quantized_weight(TOKEN_EMBD, shape)? {
+            Some(q) => Ok(Embedding::quantized(q)),
+            None => Ok(Embedding::new(self.tensor::<2>(TOKEN_EMBD, shape)?)),
+        }
+    }
+
+    /// Tensor `name` `[rows, cols]` as a [`QWeight`] when the weights stay quantized and the
+    /// tensor is not F32; `None` otherwise.
+    fn quantized_weight(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<QWeight>, ModelError> {
+        self.check_shape(name, shape)?;
         let info = self
             .file
-            .require_tensor(weight_name)
-            .map_err(|e| tensor_error(weight_name, e))?;
-        if self.weights == Weights::Quantized && info.ty != gguf_importer::GgmlType::F32 {
-            let [rows, cols] = shape;
-            let q = QWeight::new(
-                info.ty,
-                rows,
-                cols,
-                self.file.tensor_data(info),
-                self.device,
-            )?;
-            return Ok(Linear::quantized(q, bias));
+            .require_tensor(name)
+            .map_err(|e| tensor_error(name, e))?;
+        if self.weights != Weights::Quantized || info.ty == gguf_importer::GgmlType::F32 {
+            return Ok(None);
         }
-        Ok(Linear::new(self.tensor::<2>(weight_name, shape)?, bias))
+        let [rows, cols] = shape;
+        let q = QWeight::new(
+            info.ty,
+            rows,
+            cols,
+            self.file.tensor_data(info),
+            self.device,
+        )?;
+        Ok(Some(q))
     }
 
     /// [`Loader::linear`], or `None` when the weight is absent.

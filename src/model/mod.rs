@@ -21,7 +21,7 @@
 //! - [`config`]: [`LlamaConfig::from_gguf`] and the metadata keys it reads.
 //! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights are dequantized to f32.
 //! - [`llama`]: the [`Llama`] module and its forward pass (one implementation, traced or not).
-//! - [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
+//! - [`embedding`], [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
 //!
@@ -31,6 +31,7 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod embedding;
 pub mod error;
 pub mod feed_forward;
 pub mod kv_cache;
@@ -41,8 +42,9 @@ pub mod norm;
 pub mod rope;
 
 pub use config::{LlamaConfig, RopeConfig, RopeStyle};
+pub use embedding::Embedding;
 pub use error::ModelError;
 pub use kv_cache::KvCache;
-pub use llama::Llama;
+pub use llama::{Llama, Logits};
 pub use load::Weights;
 pub use rope::Rope;

@@ -20,6 +20,11 @@ impl RmsNorm {
         }
     }
 
+    /// The device of the scale.
+    pub fn device(&self) -> burn::tensor::Device {
+        self.weight.val().device()
+    }
+
     /// # Shapes
     /// - `x`: `[batch, seq, dim]`
     /// - output: `[batch, seq, dim]`

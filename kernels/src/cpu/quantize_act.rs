@@ -1,8 +1,9 @@
 //! Activations quantized to 8 bits, once per matmul call, so the dot products against quantized
 //! weights run on integers (the role of ggml's `quantize_row_q8_1` and `quantize_row_q8_K`).
 //!
-//! Each block stores `x ≈ d · q` with `d = amax / 127` and `q = round(x / d)` in -127..=127, so
-//! `|x - d·q| ≤ d / 2` per element: the error bound the tests derive their tolerance from.
+//! Each block stores `x ≈ d · q` with `d ≈ amax / 127` and `q = round(x · 127 / amax)` in
+//! -127..=127, so `|x - d·q| ≤ d / 2` per element (up to the rounding of `d`): the error bound the
+//! tests derive their tolerance from.
 
 use rayon::prelude::*;
 
@@ -78,14 +79,32 @@ impl ActQ8K {
     }
 }
 
-/// Scale and inverse scale of a block. A NaN or infinite activation makes the scale NaN, so
-/// the block's products come out NaN as they would in f32 (the quantized values are 0).
+/// Scale and inverse scale of a block, as ggml computes them (its x86 build) so that the same
+/// activations round to the same integers: the 32-element blocks (`quantize_row_q8_0/q8_1`) take
+/// `d = amax / 127` and multiply by `id = 127 / amax`; the 256-element blocks
+/// (`quantize_row_q8_K_ref`) multiply by `127 / amax` too (ggml's `-127 / max`, signed by the
+/// largest element, only flips the signs of both `q` and `d`, exactly) and store `d = 1 / id`.
+/// (`1 / (amax / 127)` can differ from `127 / amax` in the last bit, which moves an element that
+/// lies near a rounding boundary to the other integer.) A NaN or infinite activation makes the
+/// scale NaN, so the block's products come out NaN as they would in f32 (the quantized values
+/// are 0).
 #[inline(always)]
-fn scales(x: &[f32]) -> (f32, f32) {
+fn scales(x: &[f32], k_quant: bool) -> (f32, f32) {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let finite = x.iter().fold(true, |f, &v| f & v.is_finite());
-    let d = if finite { amax / 127.0 } else { f32::NAN };
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    if !finite {
+        return (f32::NAN, 0.0);
+    }
+    let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let d = if k_quant {
+        if amax > 0.0 {
+            1.0 / id
+        } else {
+            0.0
+        }
+    } else {
+        amax / 127.0
+    };
     (d, id)
 }
 
@@ -110,7 +129,7 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
     let mut q = [0i8; 32];
     for (b, x) in x.chunks_exact(32).enumerate() {
         let (g, k) = (&mut out[b / 8], b % 8);
-        let (d, id) = scales(x);
+        let (d, id) = scales(x, false);
         quantize_into(x, id, &mut q);
         for (e, &v) in q.iter().enumerate() {
             g.qs[e / 4][4 * k + e % 4] = v;
@@ -127,7 +146,7 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
 fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
     let mut q = [0i8; 256];
     for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
-        let (d, id) = scales(x);
+        let (d, id) = scales(x, true);
         quantize_into(x, id, &mut q);
         for (g, q) in q.chunks_exact(16).enumerate() {
             for (e, &v) in q.iter().enumerate() {

@@ -9,6 +9,7 @@ use cubecl::features::Plane;
 use cubecl::prelude::*;
 use gguf_importer::GgmlType;
 
+use super::get_rows::{get_rows_kernel, UNITS as GET_ROWS_UNITS};
 use super::matvec::matvec_kernel;
 use super::tiled::{tiled_kernel, TILE, UNITS};
 use super::{chunks_per_row, is_supported};
@@ -161,6 +162,60 @@ pub fn q_matmul_with(
                 );
             }
         }
+    }
+    out
+}
+
+/// `out[t, :] = W[ids[t], :]` on a cube device: `ids` `[n]` u32 row indices below `rows`, `w` the
+/// packed words of a GGUF `[rows, cols]` matrix of type `ty`; returns `out` `[n, cols]` f32.
+///
+/// # Panics
+/// If the arguments break what [`check`] checks or `ids` is not `[n]` u32; indices out of range
+/// read out of bounds: the public API ([`crate::extension::q_get_rows`]) checks them first.
+pub fn q_get_rows(
+    w: CubeTensor,
+    ids: CubeTensor,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> CubeTensor {
+    let shape = ids.meta.shape().clone();
+    assert!(
+        shape.num_dims() == 1 && ids.dtype == DType::U32,
+        "q_get_rows: ids must be [n] u32, got {shape:?} {:?}",
+        ids.dtype
+    );
+    let n = shape[0];
+    if let Err(e) = check(ty, rows, cols, n) {
+        panic!("q_get_rows: {e}");
+    }
+    let client = ids.client.clone();
+    let out = empty_device_dtype(
+        client.clone(),
+        ids.device.clone(),
+        Shape::new([n, cols]),
+        DType::F32,
+    );
+    if n == 0 {
+        return out;
+    }
+    let ids = into_contiguous(ids);
+    let row_bytes = (cols / ty.block_size() * ty.type_size()) as u32;
+    let groups = chunks_per_row(ty, cols).div_ceil(GET_ROWS_UNITS as usize);
+    // Safety: the kernel reads row `ids[t] < rows` of `row_bytes` bytes (checked by the caller
+    // and, for the words, by `QWeight`) and writes `[n, cols]`, bounds-checked per chunk.
+    unsafe {
+        get_rows_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(groups as u32, n as u32, 1),
+            CubeDim::new_1d(GET_ROWS_UNITS),
+            w.into_buffer_arg(),
+            ids.into_buffer_arg(),
+            out.clone().into_buffer_arg(),
+            cols as u32,
+            row_bytes,
+            ty.id(),
+        );
     }
     out
 }

@@ -7,7 +7,8 @@
 //! ([`kquants`]), 32 values of a float row ([`float`]). [`decode_chunk`] picks the decoder at
 //! kernel-compile time from the ggml type id.
 //!
-//! Two kernels ([`launch`] picks one):
+//! The matmul kernels ([`launch`] picks one), and beside them [`get_rows`], the embedding lookup
+//! from the same blocks:
 //! - [`matvec`]: decode (a few activation rows). One workgroup per (weight row, activation row);
 //!   its units take the row's chunks in turn, each decoding a chunk and dotting it with `x`, and
 //!   the partial sums are reduced with plane (subgroup) sums where the device has them, a
@@ -18,6 +19,7 @@
 
 pub mod bits;
 pub mod float;
+pub mod get_rows;
 pub mod kquants;
 pub mod launch;
 pub mod legacy;
