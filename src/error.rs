@@ -15,6 +15,8 @@ pub enum Error {
     Sampling(#[from] crate::sampling::SamplingError),
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    #[error(transparent)]
+    Perplexity(#[from] crate::perplexity::PerplexityError),
     /// A tensor could not be read back from the device.
     #[error("reading {what} back from the device: {reason}")]
     Readback { what: &'static str, reason: String },

@@ -7,6 +7,8 @@
 //! - [`chat`]: chat templates from the file, rendered with minijinja.
 //! - [`sampling`]: greedy, temperature, top-k, top-p, min-p, repetition penalty, seeded.
 //! - [`generate`]: the prompt in one pass, then token by token through the KV cache.
+//! - [`perplexity`]: perplexity of a text as llama.cpp's `perplexity` tool computes it, windows
+//!   batched.
 //! - [`cli`]: what the examples share (the embedded default model, prompt building).
 
 pub mod chat;
@@ -15,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
 
