@@ -17,7 +17,7 @@ use clap::Parser;
 use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::{last_logits, token_tensor};
-use gguf_llama::model::{Llama, Weights};
+use gguf_llama::model::{Llama, Logits, Weights};
 use gguf_llama::sampling::{Sampler, SamplerConfig};
 
 #[derive(Parser)]
@@ -82,13 +82,21 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs.max(1) {
         let mut cache = model.new_cache(1, needed);
         let t = Instant::now();
-        let mut logits = last_logits(model.forward(token_tensor(&prompt, &device), &mut cache)?)?;
+        let mut logits = last_logits(model.forward_logits(
+            token_tensor(&prompt, &device),
+            &mut cache,
+            Logits::Last,
+        )?)?;
         best_pp = best_pp.max(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         for _ in 0..args.gen_tokens {
             let next = greedy.sample(&logits, &[])?;
-            logits = last_logits(model.forward(token_tensor(&[next], &device), &mut cache)?)?;
+            logits = last_logits(model.forward_logits(
+                token_tensor(&[next], &device),
+                &mut cache,
+                Logits::Last,
+            )?)?;
         }
         best_tg = best_tg.max(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
     }
