@@ -152,6 +152,31 @@ impl GgufFile {
         &self.bytes.as_slice()[start..start + info.n_bytes as usize]
     }
 
+    /// Lets the OS drop this tensor's pages of the memory-mapped file from the process's resident
+    /// memory (`madvise(MADV_DONTNEED)`), once they have been copied elsewhere (to a device, into a
+    /// packed weight): a loader that copies every tensor then peaks at the size of its copies, not
+    /// twice the file. The mapping stays valid; a later read faults the pages in again from the
+    /// file. No-op for a file read into memory, and where the OS does not support the advice.
+    pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            let start = (self.data_offset + info.offset) as usize;
+            // Safety: the map is a read-only shared mapping of a file, so MADV_DONTNEED discards
+            // no data (no private or dirty pages): the pages are re-read from the file on the
+            // next access, and every slice borrowed from the map stays valid. A failure only
+            // leaves the pages resident, so the result is ignored.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    info.n_bytes as usize,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = info;
+    }
+
     /// A tensor dequantized to f32, row-major (see [`TensorInfo::shape`]).
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.require_tensor(name)?;

@@ -199,8 +199,17 @@ impl Loader<'_> {
         expected: [usize; D],
     ) -> Result<Tensor<D>, ModelError> {
         self.check_shape(name, expected)?;
-        gguf_importer::burn::tensor_f32_shaped(self.file, name, expected, self.device)
-            .map_err(|source| tensor_error(name, source))
+        let t = gguf_importer::burn::tensor_f32_shaped(self.file, name, expected, self.device)
+            .map_err(|source| tensor_error(name, source))?;
+        self.release(name);
+        Ok(t)
+    }
+
+    /// Drops tensor `name`'s pages of the mapped file from resident memory once it is copied.
+    fn release(&self, name: &str) {
+        if let Some(info) = self.file.tensor(name) {
+            self.file.release_tensor_pages(info);
+        }
     }
 
     /// Tensor `name` of row-major shape `expected`, dequantized to f32 on the host.
@@ -262,6 +271,7 @@ impl Loader<'_> {
             self.file.tensor_data(info),
             self.device,
         )?;
+        self.file.release_tensor_pages(info);
         Ok(Some(q))
     }
 
