@@ -17,6 +17,8 @@ pub enum Error {
     Device(#[from] crate::device::DeviceError),
     #[error(transparent)]
     Perplexity(#[from] crate::perplexity::PerplexityError),
+    #[error(transparent)]
+    Record(#[from] crate::model::RecordError),
     /// A tensor could not be read back from the device.
     #[error("reading {what} back from the device: {reason}")]
     Readback { what: &'static str, reason: String },

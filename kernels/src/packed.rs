@@ -17,7 +17,13 @@
 //!
 //! Device memory: `4·⌈n/4⌉ ≤ n + 3` bytes, no host copy kept (the word vector built for the
 //! upload is handed to the device: on the CPU backends it becomes the tensor's storage).
+//!
+//! A [`QWeight`] is a Burn module: the words are an int parameter, so a model holding quantized
+//! weights saves them in its record (`…/words`, u32) and moves them with `to_device`. The type
+//! and shape are constants of the module, not in the record: a loader builds the skeleton with
+//! [`QWeight::uninitialized`] from its own description of the weights, then loads the words.
 
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use gguf_importer::GgmlType;
 
@@ -28,13 +34,15 @@ use crate::error::KernelError;
 ///
 /// `rows` output features × `cols` input features, each row `cols / block_size` blocks (ggml's
 /// `ne = [cols, rows]`), as [`QMatrix`] describes the same bytes on the host.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct QWeight {
+    #[module(skip)]
     ty: GgmlType,
     rows: usize,
     cols: usize,
     n_bytes: usize,
-    words: Tensor<1, Int>, // [⌈n_bytes / 4⌉] u32
+    /// `[⌈n_bytes / 4⌉]` u32
+    words: Param<Tensor<1, Int>>,
 }
 
 impl QWeight {
@@ -63,6 +71,47 @@ impl QWeight {
             rows,
             cols,
             n_bytes: data.len(),
+            words: Param::initialized(ParamId::new(), words),
+        })
+    }
+
+    /// A `[rows, cols]` matrix of type `ty` on `device` whose words are not allocated yet: the
+    /// skeleton a record is loaded into (`ModuleSnapshot::apply` / `load_from` replaces the
+    /// words; read before that, they are zeros).
+    ///
+    /// Checks the type, shape and size as [`QWeight::new`] does; the word count
+    /// `⌈rows · row bytes / 4⌉` is what the record must hold.
+    pub fn uninitialized(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        device: &Device,
+    ) -> Result<Self, KernelError> {
+        if rows == 0 || cols == 0 || rows.checked_mul(cols).is_none() {
+            return Err(KernelError::BadShape { rows, cols });
+        }
+        let row_bytes = (cols / ty.block_size())
+            .checked_mul(ty.type_size())
+            .ok_or(KernelError::BadShape { rows, cols })?;
+        // That the type has a kernel and a row is whole blocks: QMatrix's checks on one row.
+        QMatrix::new(ty, 1, cols, &vec![0u8; row_bytes])?;
+        let n_bytes = row_bytes
+            .checked_mul(rows)
+            .filter(|&n| n <= u32::MAX as usize - 4)
+            .ok_or(KernelError::BadShape { rows, cols })?;
+        let len = n_bytes.div_ceil(4);
+        let words = Param::uninitialized(
+            ParamId::new(),
+            move |device: &Device, _| Tensor::<1, Int>::zeros([len], (device, DType::U32)),
+            device.clone(),
+            false,
+            [len].into(),
+        );
+        Ok(QWeight {
+            ty,
+            rows,
+            cols,
+            n_bytes,
             words,
         })
     }
@@ -99,7 +148,7 @@ impl QWeight {
 
     /// The device the words live on.
     pub fn device(&self) -> Device {
-        self.words.device()
+        self.words.lazy_device()
     }
 }
 

@@ -101,6 +101,11 @@ impl Attention {
         }
     }
 
+    /// The projections: q, k, v, output.
+    pub fn linears(&self) -> [&Linear; 4] {
+        [&self.q, &self.k, &self.v, &self.output]
+    }
+
     /// Attends the `seq` new positions `cache.len() ..` to themselves and to the cached ones,
     /// appending their keys and values to layer `layer` of the cache. Reports `Qcur-{i}`,
     /// `Vcur-{i}`, `Kcur-{i}` (after RoPE, heads flattened) and `kqv_out-{i}` (all heads

@@ -39,6 +39,16 @@ impl Block {
         }
     }
 
+    /// The attention layer.
+    pub fn attention(&self) -> &Attention {
+        &self.attn
+    }
+
+    /// The feed-forward network.
+    pub fn feed_forward(&self) -> &FeedForward {
+        &self.ffn
+    }
+
     /// Runs block `layer`, reporting intermediate tensors by llama.cpp's names, in its graph
     /// order: `attn_norm-{i}`, `Qcur-{i}`, `Vcur-{i}`, `Kcur-{i}`, `kqv_out-{i}`, `attn_out-{i}`,
     /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,

@@ -17,7 +17,6 @@ pub struct Embedding {
     /// `[n_vocab, n_embd]`, f32.
     dense: Option<Param<Tensor<2>>>,
     /// `[n_vocab, n_embd]` in the file's blocks.
-    #[module(skip)]
     quantized: Option<QWeight>,
 }
 
@@ -36,6 +35,14 @@ impl Embedding {
             dense: None,
             quantized: Some(weight),
         }
+    }
+
+    /// An embedding from its parameters (a record's skeleton); exactly one must be set.
+    pub(crate) fn from_parts(
+        dense: Option<Param<Tensor<2>>>,
+        quantized: Option<QWeight>,
+    ) -> Embedding {
+        Embedding { dense, quantized }
     }
 
     /// Whether the matrix is kept quantized.

@@ -25,6 +25,11 @@ impl FeedForward {
         FeedForward { gate, up, down }
     }
 
+    /// The projections: gate, up, down.
+    pub fn linears(&self) -> [&Linear; 3] {
+        [&self.gate, &self.up, &self.down]
+    }
+
     /// Runs the network of block `layer`, reporting `ffn_gate-{i}`, `ffn_up-{i}` (the
     /// projections) and `ffn_swiglu-{i}` (`silu(gate) · up`) to `trace`.
     ///

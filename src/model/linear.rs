@@ -12,14 +12,13 @@ use crate::model::error::ModelError;
 /// `ne = [n_in, n_out]`): each output is the dot product of `x` with a contiguous row of `W`, as
 /// in ggml's `mul_mat(W, x)`.
 ///
-/// Exactly one of `dense` and `quantized` is set. The quantized weight is not (yet) part of the
-/// module's record: a model loaded with quantized weights is rebuilt from its GGUF file.
+/// Exactly one of `dense` and `quantized` is set; either is part of the module's record (the
+/// quantized one as its packed u32 words, see [`QWeight`]).
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[n_out, n_in]`, f32.
     dense: Option<Param<Tensor<2>>>,
     /// `[n_out, n_in]` in the file's blocks.
-    #[module(skip)]
     quantized: Option<QWeight>,
     /// `[n_out]`
     bias: Option<Param<Tensor<1>>>,
@@ -44,9 +43,33 @@ impl Linear {
         }
     }
 
+    /// A layer from its parameters (a record's skeleton); exactly one of `dense` and `quantized`
+    /// must be set.
+    pub(crate) fn from_parts(
+        dense: Option<Param<Tensor<2>>>,
+        quantized: Option<QWeight>,
+        bias: Option<Param<Tensor<1>>>,
+    ) -> Linear {
+        Linear {
+            dense,
+            quantized,
+            bias,
+        }
+    }
+
     /// Whether the weight is kept quantized.
     pub fn is_quantized(&self) -> bool {
         self.quantized.is_some()
+    }
+
+    /// The quantized weight when the layer keeps the file's blocks.
+    pub fn quantized_weight(&self) -> Option<&QWeight> {
+        self.quantized.as_ref()
+    }
+
+    /// Whether the layer adds a bias.
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
     }
 
     /// # Shapes

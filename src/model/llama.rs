@@ -78,6 +78,21 @@ impl Llama {
         self.output.is_none()
     }
 
+    /// The transformer blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The output projection `[n_vocab, n_embd]`; `None` when tied to the token embedding.
+    pub fn output(&self) -> Option<&Linear> {
+        self.output.as_ref()
+    }
+
+    /// Rotary position embedding (with the file's per-pair frequency divisors, if any).
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
     /// The token embedding `[n_vocab, n_embd]` (also the output projection when tied).
     pub fn token_embedding(&self) -> &Embedding {
         &self.token_embd

@@ -24,6 +24,7 @@
 //! - [`embedding`], [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
+//! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
 //!
 //! Dimension order: every weight has the row-major shape of ggml's `ne` reversed (see
 //! `gguf_importer::burn`); a linear weight is `[n_out, n_in]` and computes `y = x · Wᵀ`.
@@ -39,6 +40,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod norm;
+pub mod record;
 pub mod rope;
 
 pub use config::{LlamaConfig, RopeConfig, RopeStyle};
@@ -47,4 +49,5 @@ pub use error::ModelError;
 pub use kv_cache::KvCache;
 pub use llama::{Llama, Logits};
 pub use load::Weights;
+pub use record::RecordError;
 pub use rope::Rope;

@@ -20,6 +20,14 @@ impl RmsNorm {
         }
     }
 
+    /// A norm from its scale parameter `[dim]` (a record's skeleton) and epsilon.
+    pub(crate) fn from_param(weight: Param<Tensor<1>>, eps: f32) -> RmsNorm {
+        RmsNorm {
+            weight,
+            eps: eps as f64,
+        }
+    }
+
     /// The device of the scale.
     pub fn device(&self) -> burn::tensor::Device {
         self.weight.val().device()

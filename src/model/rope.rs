@@ -80,6 +80,11 @@ impl Rope {
         })
     }
 
+    /// The per-pair frequency divisors `[n_rot / 2]` (`rope_freqs.weight`), if the file has them.
+    pub fn freq_factors(&self) -> Option<&[f32]> {
+        self.freq_factors.as_deref()
+    }
+
     /// Rotated elements per head.
     pub fn n_rot(&self) -> usize {
         self.n_rot

@@ -1,0 +1,550 @@
+//! Saving a [`Llama`] as a Burn record (a burnpack file, `burn::store`) and loading it back
+//! without its GGUF file, quantized weights included.
+//!
+//! The file holds every parameter of the module under its module path, as it is on the device:
+//!
+//! | path                                   | dtype | shape                                   |
+//! |----------------------------------------|-------|-----------------------------------------|
+//! | `token_embd.dense`                     | F32   | `[n_vocab, n_embd]`                     |
+//! | `token_embd.quantized.words`           | U32   | `[⌈bytes / 4⌉]`: the GGUF blocks        |
+//! | `blocks.{i}.attn.{q,k,v,output}.…`     |       | as a linear layer below                 |
+//! | `blocks.{i}.ffn.{gate,up,down}.…`      |       | as a linear layer below                 |
+//! | `blocks.{i}.{attn_norm,ffn_norm}.weight` | F32 | `[n_embd]`                              |
+//! | `output_norm.weight`                   | F32   | `[n_embd]`                              |
+//! | `output.…` (absent when tied)          |       | as a linear layer below                 |
+//! | linear `….dense` / `….quantized.words` | F32 / U32 | `[n_out, n_in]` / `[⌈bytes / 4⌉]`   |
+//! | linear `….bias` (optional)             | F32   | `[n_out]`                               |
+//!
+//! Quantized weights are their packed words ([`QWeight`]): the file's bytes, never converted to
+//! f32, so the record is about the size of the GGUF file's tensor data (each tensor padded to
+//! burnpack's 256-byte alignment, each quantized one to whole words).
+//!
+//! What the tensors do not say (the hyper-parameters, the RoPE frequency divisors, the ggml type
+//! of each quantized matrix, which layers have a bias, whether the output is tied) is one JSON
+//! document in the burnpack metadata under [`METADATA_KEY`]. Loading reads it first, builds the
+//! model with unallocated parameters ([`burn::module::Param::uninitialized`]), then loads every
+//! tensor into it with [`ModuleSnapshot::apply`]: each tensor keeps the dtype of the file (the
+//! words stay `u32`) and lands on the device asked for, whichever device saved it. A file that
+//! does not fill every parameter exactly (a tensor missing, left over, of another shape or dtype)
+//! is refused.
+//!
+//! f32 values in the metadata (epsilon, RoPE base and scale, frequency divisors) are stored as
+//! their bit patterns, so the loaded model computes bit for bit what the saved one did (a JSON
+//! decimal is not guaranteed to parse back to the same f32).
+//!
+//! The tokenizer is not part of the record.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::store::burn_pack::{self, Reader};
+use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
+use burn::tensor::{Bytes, DType, Device, Int, Tensor};
+use gguf_importer::GgmlType;
+use gguf_kernels::packed::QWeight;
+use serde::{Deserialize, Serialize};
+
+use crate::model::attention::Attention;
+use crate::model::block::Block;
+use crate::model::config::{LlamaConfig, RopeConfig, RopeStyle};
+use crate::model::embedding::Embedding;
+use crate::model::error::ModelError;
+use crate::model::feed_forward::FeedForward;
+use crate::model::linear::Linear;
+use crate::model::llama::Llama;
+use crate::model::norm::RmsNorm;
+use crate::model::rope::Rope;
+
+/// The burnpack metadata key of the model description (a JSON document).
+pub const METADATA_KEY: &str = "gguf_llama.model";
+
+/// The version of the model description; a file of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a record could not be saved or loaded; each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The burnpack container could not be written or read (I/O, a truncated file, a bad header
+    /// or metadata block).
+    #[error("burnpack file {path}: {source}")]
+    Pack {
+        path: PathBuf,
+        #[source]
+        source: burn_pack::Error,
+    },
+
+    /// The file is a burnpack container without this crate's model description.
+    #[error("burnpack file {path} has no {METADATA_KEY:?} metadata: not a saved Llama model")]
+    MissingMetadata { path: PathBuf },
+
+    /// The model description is unreadable or inconsistent.
+    #[error("burnpack file {path}: metadata {METADATA_KEY:?}: {reason}")]
+    BadMetadata { path: PathBuf, reason: String },
+
+    /// The description is readable, but is not a model this crate can build.
+    #[error("burnpack file {path}: {source}")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: ModelError,
+    },
+
+    /// The tensors do not fill the model described: missing, left over, or of another shape or
+    /// dtype than the description implies.
+    #[error("burnpack file {path}: the tensors do not match the model: {what}")]
+    Tensors { path: PathBuf, what: String },
+}
+
+/// The model description stored under [`METADATA_KEY`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Description {
+    format_version: u32,
+    config: ConfigDescription,
+    /// `rope_freqs.weight` as f32 bit patterns.
+    rope_freq_factors_bits: Option<Vec<u32>>,
+    /// The ggml type of the token embedding when it is kept quantized; `None`: dense f32.
+    token_embd: Option<String>,
+    /// `None` when the output is tied to the token embedding.
+    output: Option<LinearDescription>,
+    blocks: Vec<BlockDescription>,
+}
+
+/// [`LlamaConfig`], f32 values as bit patterns.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConfigDescription {
+    architecture: String,
+    context_length: usize,
+    embedding_length: usize,
+    block_count: usize,
+    feed_forward_length: usize,
+    head_count: usize,
+    head_count_kv: Vec<usize>,
+    key_length: usize,
+    value_length: usize,
+    rms_norm_eps_bits: u32,
+    /// `adjacent` or `halves`.
+    rope_style: String,
+    rope_dimension_count: usize,
+    rope_freq_base_bits: u32,
+    rope_freq_scale_bits: u32,
+    vocab_size: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LinearDescription {
+    /// The ggml type of the weight when it is kept quantized; `None`: dense f32.
+    quantized: Option<String>,
+    bias: bool,
+}
+
+/// The linear layers of a block, in [`BLOCK_LINEARS`] order.
+#[derive(Debug, Serialize, Deserialize)]
+struct BlockDescription {
+    linears: Vec<LinearDescription>,
+}
+
+/// The linear layers of a block, in the order of [`BlockDescription::linears`].
+const BLOCK_LINEARS: [&str; 7] = [
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.output",
+    "ffn.gate",
+    "ffn.up",
+    "ffn.down",
+];
+
+impl Llama {
+    /// Saves the model to the burnpack file `path` (used as given: no extension is added),
+    /// replacing any file there (the new file is written aside and renamed over it, so a failed
+    /// save leaves the old one). Quantized weights are saved in their blocks; the tensors are
+    /// read back from the device one at a time as they are written.
+    pub fn save_record(&self, path: impl AsRef<Path>) -> Result<(), RecordError> {
+        let path = path.as_ref();
+        let json =
+            serde_json::to_string(&describe(self)).map_err(|e| RecordError::BadMetadata {
+                path: path.to_path_buf(),
+                reason: format!("serializing: {e}"),
+            })?;
+        let mut store = BurnpackStore::from_file(path)
+            .auto_extension(false)
+            .overwrite(true)
+            .metadata(METADATA_KEY, json);
+        self.save_into(&mut store)
+            .map_err(|source| RecordError::Pack {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Loads a model saved by [`Llama::save_record`] onto `device` (any device: the one it was
+    /// saved from or another), without its GGUF file. The weights come back as they were saved,
+    /// bit for bit, quantized ones in their blocks.
+    ///
+    /// The file is read whole before the model is built; the model does not refer to it
+    /// afterwards.
+    pub fn load_record(path: impl AsRef<Path>, device: &Device) -> Result<Llama, RecordError> {
+        let path = path.as_ref();
+        let pack_error = |source| RecordError::Pack {
+            path: path.to_path_buf(),
+            source,
+        };
+        // The whole file is read now, so that the model does not depend on it afterwards:
+        // burnpack's file-backed reader defers each tensor's read to its first use, which would
+        // read whatever is at the path then (or fail mid-forward if the file is gone). The
+        // tensors are windows into this one buffer (no copy per tensor).
+        let bytes = std::fs::read(path).map_err(|source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(pack_error)?;
+        let json =
+            reader
+                .metadata()
+                .get(METADATA_KEY)
+                .ok_or_else(|| RecordError::MissingMetadata {
+                    path: path.to_path_buf(),
+                })?;
+        let description: Description =
+            serde_json::from_str(json).map_err(|e| RecordError::BadMetadata {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let mut model = skeleton(&description, device).map_err(|e| e.at(path))?;
+
+        let tensors = reader.into_tensors().map_err(pack_error)?;
+        let result = model.apply(tensors, None, None, false);
+        check_applied(&result).map_err(|what| RecordError::Tensors {
+            path: path.to_path_buf(),
+            what,
+        })?;
+        let mut dtypes = DTypeCheck::default();
+        model.visit(&mut dtypes);
+        if let Some(what) = dtypes.first_error {
+            return Err(RecordError::Tensors {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
+        Ok(model)
+    }
+}
+
+/// The description of a model's layout and hyper-parameters.
+fn describe(model: &Llama) -> Description {
+    let c = model.config();
+    let config = ConfigDescription {
+        architecture: c.architecture.clone(),
+        context_length: c.context_length,
+        embedding_length: c.embedding_length,
+        block_count: c.block_count,
+        feed_forward_length: c.feed_forward_length,
+        head_count: c.head_count,
+        head_count_kv: c.head_count_kv.clone(),
+        key_length: c.key_length,
+        value_length: c.value_length,
+        rms_norm_eps_bits: c.rms_norm_eps.to_bits(),
+        rope_style: match c.rope.style {
+            RopeStyle::Adjacent => "adjacent",
+            RopeStyle::Halves => "halves",
+        }
+        .to_string(),
+        rope_dimension_count: c.rope.dimension_count,
+        rope_freq_base_bits: c.rope.freq_base.to_bits(),
+        rope_freq_scale_bits: c.rope.freq_scale.to_bits(),
+        vocab_size: c.vocab_size,
+    };
+    let linear = |l: &Linear| LinearDescription {
+        quantized: l.quantized_weight().map(|q| q.ty().name().to_string()),
+        bias: l.has_bias(),
+    };
+    Description {
+        format_version: FORMAT_VERSION,
+        config,
+        rope_freq_factors_bits: model
+            .rope()
+            .freq_factors()
+            .map(|f| f.iter().map(|x| x.to_bits()).collect()),
+        token_embd: model
+            .token_embedding()
+            .quantized_weight()
+            .map(|q| q.ty().name().to_string()),
+        output: model.output().map(linear),
+        blocks: model
+            .blocks()
+            .iter()
+            .map(|b| BlockDescription {
+                linears: b
+                    .attention()
+                    .linears()
+                    .into_iter()
+                    .chain(b.feed_forward().linears())
+                    .map(linear)
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A [`RecordError`] before the file's path is known.
+enum SkeletonError {
+    Metadata(String),
+    Model(ModelError),
+}
+
+impl SkeletonError {
+    fn at(self, path: &Path) -> RecordError {
+        let path = path.to_path_buf();
+        match self {
+            SkeletonError::Metadata(reason) => RecordError::BadMetadata { path, reason },
+            SkeletonError::Model(source) => RecordError::Model { path, source },
+        }
+    }
+}
+
+impl From<ModelError> for SkeletonError {
+    fn from(e: ModelError) -> Self {
+        SkeletonError::Model(e)
+    }
+}
+
+/// The configuration a description holds, checked ([`LlamaConfig::validate`]).
+fn config_of(d: &ConfigDescription) -> Result<LlamaConfig, SkeletonError> {
+    let style = match d.rope_style.as_str() {
+        "adjacent" => RopeStyle::Adjacent,
+        "halves" => RopeStyle::Halves,
+        other => {
+            return Err(SkeletonError::Metadata(format!(
+                "unknown RoPE style {other:?} (adjacent or halves)"
+            )))
+        }
+    };
+    let config = LlamaConfig {
+        architecture: d.architecture.clone(),
+        context_length: d.context_length,
+        embedding_length: d.embedding_length,
+        block_count: d.block_count,
+        feed_forward_length: d.feed_forward_length,
+        head_count: d.head_count,
+        head_count_kv: d.head_count_kv.clone(),
+        key_length: d.key_length,
+        value_length: d.value_length,
+        rms_norm_eps: f32::from_bits(d.rms_norm_eps_bits),
+        rope: RopeConfig {
+            style,
+            dimension_count: d.rope_dimension_count,
+            freq_base: f32::from_bits(d.rope_freq_base_bits),
+            freq_scale: f32::from_bits(d.rope_freq_scale_bits),
+        },
+        vocab_size: d.vocab_size,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// The model a description describes, every parameter unallocated: the right shapes, types and
+/// devices for [`ModuleSnapshot::apply`] to fill.
+fn skeleton(d: &Description, device: &Device) -> Result<Llama, SkeletonError> {
+    if d.format_version != FORMAT_VERSION {
+        return Err(SkeletonError::Metadata(format!(
+            "format version {}, this build reads version {FORMAT_VERSION}",
+            d.format_version
+        )));
+    }
+    let config = config_of(&d.config)?;
+    let freq_factors = d
+        .rope_freq_factors_bits
+        .as_ref()
+        .map(|bits| bits.iter().copied().map(f32::from_bits).collect());
+    let rope = Rope::new(&config.rope, freq_factors)?;
+    if d.blocks.len() != config.block_count {
+        return Err(SkeletonError::Metadata(format!(
+            "{} blocks described for block_count {}",
+            d.blocks.len(),
+            config.block_count
+        )));
+    }
+
+    let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
+    let eps = config.rms_norm_eps;
+    let token_embd = match &d.token_embd {
+        Some(ty) => Embedding::from_parts(
+            None,
+            Some(quantized("token_embd", ty, [n_vocab, n_embd], device)?),
+        ),
+        None => Embedding::from_parts(Some(f32_param([n_vocab, n_embd], device)), None),
+    };
+    let output = match &d.output {
+        Some(l) => Some(linear("output", l, [n_vocab, n_embd], device)?),
+        None => None,
+    };
+    let output_norm = RmsNorm::from_param(f32_param([n_embd], device), eps);
+    let blocks = d
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(layer, b)| block(&config, layer, b, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Llama::from_parts(
+        config,
+        rope,
+        token_embd,
+        blocks,
+        output_norm,
+        output,
+    ))
+}
+
+/// Block `layer` of the skeleton.
+fn block(
+    config: &LlamaConfig,
+    layer: usize,
+    d: &BlockDescription,
+    device: &Device,
+) -> Result<Block, SkeletonError> {
+    if d.linears.len() != BLOCK_LINEARS.len() {
+        return Err(SkeletonError::Metadata(format!(
+            "block {layer} describes {} linear layers, expected {} ({})",
+            d.linears.len(),
+            BLOCK_LINEARS.len(),
+            BLOCK_LINEARS.join(", ")
+        )));
+    }
+    let n_embd = config.embedding_length;
+    let (n_head, n_kv) = (config.head_count, config.head_count_kv[layer]);
+    let (dk, dv) = (config.key_length, config.value_length);
+    let n_ff = config.feed_forward_length;
+    let shapes = [
+        [n_head * dk, n_embd],
+        [n_kv * dk, n_embd],
+        [n_kv * dv, n_embd],
+        [n_embd, n_head * dv],
+        [n_ff, n_embd],
+        [n_ff, n_embd],
+        [n_embd, n_ff],
+    ];
+    let mut linears = Vec::with_capacity(BLOCK_LINEARS.len());
+    for ((name, l), shape) in BLOCK_LINEARS.iter().zip(&d.linears).zip(shapes) {
+        linears.push(linear(&format!("blocks.{layer}.{name}"), l, shape, device)?);
+    }
+    let [q, k, v, o, gate, up, down]: [Linear; 7] = linears
+        .try_into()
+        .map_err(|_| SkeletonError::Metadata(format!("block {layer}: not seven linear layers")))?;
+    let attn = Attention::new(q, k, v, o, n_head, n_kv, dk, dv);
+    let ffn = FeedForward::new(gate, up, down);
+    let eps = config.rms_norm_eps;
+    Ok(Block::new(
+        RmsNorm::from_param(f32_param([n_embd], device), eps),
+        attn,
+        RmsNorm::from_param(f32_param([n_embd], device), eps),
+        ffn,
+    ))
+}
+
+/// A linear layer `[n_out, n_in]` of the skeleton.
+fn linear(
+    path: &str,
+    d: &LinearDescription,
+    shape: [usize; 2],
+    device: &Device,
+) -> Result<Linear, SkeletonError> {
+    let bias = d.bias.then(|| f32_param([shape[0]], device));
+    Ok(match &d.quantized {
+        Some(ty) => Linear::from_parts(None, Some(quantized(path, ty, shape, device)?), bias),
+        None => Linear::from_parts(Some(f32_param(shape, device)), None, bias),
+    })
+}
+
+/// A quantized matrix `[rows, cols]` of the ggml type named `ty`, unallocated.
+fn quantized(
+    path: &str,
+    ty: &str,
+    [rows, cols]: [usize; 2],
+    device: &Device,
+) -> Result<QWeight, SkeletonError> {
+    let ggml = GgmlType::from_name(ty)
+        .ok_or_else(|| SkeletonError::Metadata(format!("{path}: unknown ggml type {ty:?}")))?;
+    QWeight::uninitialized(ggml, rows, cols, device)
+        .map_err(|e| SkeletonError::Metadata(format!("{path}: {e}")))
+}
+
+/// An unallocated f32 parameter (zeros if it were ever read unloaded), trainable as
+/// [`Param::from_tensor`] makes them.
+fn f32_param<const D: usize>(shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device: &Device, require_grad| {
+            Tensor::<D>::zeros(shape, device).set_require_grad(require_grad)
+        },
+        device.clone(),
+        true,
+        shape.into(),
+    )
+}
+
+/// Whether [`ModuleSnapshot::apply`] filled every parameter with a tensor of the file, and used
+/// every tensor; else what went wrong.
+fn check_applied(result: &ApplyResult) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if !result.errors.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
+        problems.push(errors.join("; "));
+    }
+    if !result.missing.is_empty() {
+        let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        problems.push(format!("missing {}", missing.join(", ")));
+    }
+    if !result.unused.is_empty() {
+        problems.push(format!("not in the model: {}", result.unused.join(", ")));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Finds the first parameter whose dtype is not the one the forward pass computes with: f32 for
+/// float parameters, u32 for the packed words (the quantized-matmul kernels read nothing else).
+#[derive(Default)]
+struct DTypeCheck {
+    path: Vec<String>,
+    first_error: Option<String>,
+}
+
+impl DTypeCheck {
+    fn check(&mut self, found: DType, expected: DType) {
+        if found != expected && self.first_error.is_none() {
+            self.first_error = Some(format!(
+                "{} is {found:?}, expected {expected:?}",
+                self.path.join(".")
+            ));
+        }
+    }
+}
+
+impl ModuleVisitor for DTypeCheck {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.check(param.dtype(), DType::F32);
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        self.check(param.dtype(), DType::U32);
+    }
+}
