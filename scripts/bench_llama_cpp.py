@@ -64,6 +64,14 @@ SUITES = {
 }
 
 
+
+def cargo_env() -> dict:
+    """The environment for cargo: the project's shared target directory (as .ci/run uses) unless
+    CARGO_TARGET_DIR is set, so that running this script does not build Burn a second time."""
+    env = dict(os.environ)
+    env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/gguf-llama/target"))
+    return env
+
 def llama_cpp_bench(model: Path, threads: int, n_prompt: int, n_gen: int, runs: int) -> dict:
     import llama_cpp
 
@@ -109,7 +117,7 @@ def weights_args(weights: str) -> list[str]:
     """Our bench example's flag for the weight path: `--weights quantized|f32`, or, in versions
     before that flag, `--quantized` (f32 being their default)."""
     cmd = ["cargo", "run", "--release", "--quiet", "--example", "bench", "--", "--help"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=cargo_env())
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     if "--weights" in proc.stdout:
@@ -126,7 +134,7 @@ def ours_bench(model: Path, device: str, threads: int, n_prompt: int, n_gen: int
         "--prompt-tokens", str(n_prompt), "--gen-tokens", str(n_gen), "--runs", str(runs), "--json",
         *weights,
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=cargo_env())
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = proc.stdout.strip().splitlines()
@@ -148,7 +156,7 @@ def rust_bandwidth_gb_s(processes: int = 3) -> float:
     ]
     best = 0.0
     for _ in range(processes):
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=cargo_env())
         m = re.search(r"^memory_read_gb_s ([0-9.]+)$", proc.stdout, re.M)
         if proc.returncode != 0 or m is None:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
