@@ -1,5 +1,6 @@
-//! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to [`ActQ8K`]: the
-//! portable scalar kernels and the per-format dispatch.
+//! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to 8 bits per 256
+//! ([`ActQ8K`] in lane order for Q2_K, Q3_K, Q6_K; [`ActQ8KSeq`] in element order for Q4_K and
+//! Q5_K, whose scales cover 32 elements): the portable scalar kernels and the per-format dispatch.
 //!
 //! Every format reduces to one integer core. A super-block of 256 unpacks to 256 unsigned
 //! integers `q` (0..64), 16 signed scales `sc[g]`, one per group `g` of 16 elements (formats with
@@ -23,7 +24,7 @@
 use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, F16};
 use gguf_importer::GgmlType;
 
-use super::quantize_act::ActQ8K;
+use super::quantize_act::{ActQ8K, ActQ8KSeq};
 use super::{Isa, TileFn, MAX_TILE};
 
 /// The per-group scales of a super-block.
@@ -256,8 +257,70 @@ fn tile_scalar<W: KQuant>(
     }
 }
 
-/// The kernel for `ty` on `isa`, `None` if `ty` is not a K-quant.
+/// The scalar kernel against activations in element order (Q4_K, Q5_K: see [`tile_fn_seq`]).
+fn tile_scalar_seq<W: KQuant>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut q = [0u8; 256];
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[W] = bytemuck::cast_slice(row);
+        let mut acc = [0f32; MAX_TILE];
+        for (b, block) in blocks.iter().enumerate() {
+            let s = block.scales();
+            let (d, dmin) = block.supers();
+            let (d, dmin) = (d.to_f32(), dmin.to_f32());
+            block.unpack(&mut q);
+            for (acc, x) in acc.iter_mut().zip(xs) {
+                let x = &x[b];
+                let (mut isum, mut msum) = (0i32, 0i32);
+                for g in 0..16 {
+                    let dot: i32 = (16 * g..16 * g + 16)
+                        .map(|e| q[e] as i32 * x.qs[e] as i32)
+                        .sum();
+                    let bsum = x.bsums[g] as i32;
+                    isum += s.sc[g] as i32 * (dot - W::OFFSET as i32 * bsum);
+                    msum += s.mn[g] as i32 * bsum;
+                }
+                *acc += d * x.d * isum as f32 - dmin * x.d * msum as f32;
+            }
+        }
+        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
+            out[r * stride + i] = *acc;
+        }
+    }
+}
+
+/// Whether `ty` dots with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`]) rather
+/// than in lane order ([`ActQ8K`], [`tile_fn`]): the formats with one scale per 32 elements.
+pub(super) fn uses_seq(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
+}
+
+/// The kernel for Q4_K or Q5_K on `isa` against activations in element order; `None` for other
+/// types.
+pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = super::kquants_x86::tile_fn_seq(ty, isa) {
+        return Some(f);
+    }
+    let _ = isa;
+    Some(match ty {
+        GgmlType::Q4_K => tile_scalar_seq::<BlockQ4K>,
+        GgmlType::Q5_K => tile_scalar_seq::<BlockQ5K>,
+        _ => return None,
+    })
+}
+
+/// The kernel for `ty` on `isa` against activations in lane order, `None` if `ty` is not a
+/// K-quant of that family (Q4_K and Q5_K take [`tile_fn_seq`]).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
+    if uses_seq(ty) {
+        return None;
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = super::kquants_x86::tile_fn(ty, isa) {
         return Some(f);
@@ -266,8 +329,6 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     Some(match ty {
         GgmlType::Q2_K => tile_scalar::<BlockQ2K>,
         GgmlType::Q3_K => tile_scalar::<BlockQ3K>,
-        GgmlType::Q4_K => tile_scalar::<BlockQ4K>,
-        GgmlType::Q5_K => tile_scalar::<BlockQ5K>,
         GgmlType::Q6_K => tile_scalar::<BlockQ6K>,
         _ => return None,
     })

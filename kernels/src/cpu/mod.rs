@@ -29,7 +29,7 @@ mod quantize_act;
 use gguf_importer::GgmlType;
 use rayon::prelude::*;
 
-use self::quantize_act::{ActQ8K, ActQ8x32};
+use self::quantize_act::{ActQ8K, ActQ8KSeq, ActQ8x32};
 use super::error::KernelError;
 
 /// Activation rows dotted with each weight block per pass.
@@ -246,6 +246,13 @@ pub fn qmatmul_with_isa(
             let rows: Vec<&[ActQ8x32]> = acts
                 .chunks_exact(quantize_act::groups_x32(w.cols))
                 .collect();
+            drive(w, &rows, kernel, y);
+        }
+        Family::K if kquants::uses_seq(w.ty) => {
+            let kernel =
+                kquants::tile_fn_seq(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let acts = quantize_act::quantize_k_seq(x, w.cols);
+            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(w.cols / 256).collect();
             drive(w, &rows, kernel, y);
         }
         Family::K => {

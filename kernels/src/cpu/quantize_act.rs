@@ -59,6 +59,19 @@ pub struct ActQ8K {
     pub d: f32,
 }
 
+/// 256 activations as 8-bit integers in element order (ggml's `block_q8_K` layout, f32 scale),
+/// for the kernels of the formats with one scale per 32 elements (Q4_K, Q5_K): their sub-blocks
+/// unpack in element order too, so a sub-block meets its 32 activations in one register without
+/// the transposes [`ActQ8K`]'s lane order needs.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub struct ActQ8KSeq {
+    pub qs: [i8; 256],
+    /// `Σ q` of each group of 16 elements, in group order.
+    pub bsums: [i16; 16],
+    pub d: f32,
+}
+
 /// The lane of group `g` (0..16) in [`ActQ8K`].
 #[inline(always)]
 pub const fn lane(g: usize) -> usize {
@@ -158,6 +171,19 @@ fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
     }
 }
 
+/// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks), in
+/// element order; the same integers and scales as [`quantize_row_k`].
+fn quantize_row_k_seq(x: &[f32], out: &mut [ActQ8KSeq]) {
+    for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let (d, id) = scales(x, true);
+        quantize_into(x, id, &mut b.qs);
+        for (g, q) in b.qs.chunks_exact(16).enumerate() {
+            b.bsums[g] = q.iter().map(|&q| q as i16).sum();
+        }
+        b.d = d;
+    }
+}
+
 const EMPTY_X32: ActQ8x32 = ActQ8x32 {
     qs: [[0; 32]; 8],
     d: [0.0; 8],
@@ -181,6 +207,21 @@ pub(super) fn quantize_x32(x: &[f32], cols: usize) -> Vec<ActQ8x32> {
     out.par_chunks_mut(ng)
         .zip(x.par_chunks(cols))
         .for_each(|(out, x)| quantize_row_x32(x, out));
+    out
+}
+
+/// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`) to Q8_K blocks in element order.
+pub(super) fn quantize_k_seq(x: &[f32], cols: usize) -> Vec<ActQ8KSeq> {
+    const EMPTY: ActQ8KSeq = ActQ8KSeq {
+        qs: [0; 256],
+        bsums: [0; 16],
+        d: 0.0,
+    };
+    let nb = cols / 256;
+    let mut out = vec![EMPTY; x.len() / 256];
+    out.par_chunks_mut(nb)
+        .zip(x.par_chunks(cols))
+        .for_each(|(out, x)| quantize_row_k_seq(x, out));
     out
 }
 
