@@ -39,6 +39,8 @@ pub(super) struct KScales {
 pub(super) trait KQuant: Block {
     /// Subtracted from every `q`.
     const OFFSET: i16;
+    /// Whether the format has mins (`dmin·mn`).
+    const HAS_MINS: bool;
     fn scales(&self) -> KScales;
     /// The f16 super-scales `(d, dmin)` (`dmin` is 0 for formats without mins).
     fn supers(&self) -> (F16, F16);
@@ -78,6 +80,7 @@ fn scales_k4(s: &[u8; 12]) -> KScales {
 
 impl KQuant for BlockQ2K {
     const OFFSET: i16 = 0;
+    const HAS_MINS: bool = true;
     /// `scales[g]`: | min (4 bits) | scale (4 bits) |
     #[inline(always)]
     fn scales(&self) -> KScales {
@@ -105,6 +108,7 @@ impl KQuant for BlockQ2K {
 
 impl KQuant for BlockQ3K {
     const OFFSET: i16 = 4;
+    const HAS_MINS: bool = false;
     /// 16 6-bit scales: low 4 bits in bytes 0..8 (group `j` and `j + 8` share byte `j % 8`),
     /// high 2 bits in bytes 8..12 (group `j` at bits `2·(j / 4)` of byte `8 + j % 4`); minus 32.
     #[inline(always)]
@@ -138,6 +142,7 @@ impl KQuant for BlockQ3K {
 
 impl KQuant for BlockQ4K {
     const OFFSET: i16 = 0;
+    const HAS_MINS: bool = true;
     #[inline(always)]
     fn scales(&self) -> KScales {
         scales_k4(&self.scales)
@@ -161,6 +166,7 @@ impl KQuant for BlockQ4K {
 
 impl KQuant for BlockQ5K {
     const OFFSET: i16 = 0;
+    const HAS_MINS: bool = true;
     #[inline(always)]
     fn scales(&self) -> KScales {
         scales_k4(&self.scales)
@@ -185,6 +191,7 @@ impl KQuant for BlockQ5K {
 
 impl KQuant for BlockQ6K {
     const OFFSET: i16 = 32;
+    const HAS_MINS: bool = false;
     #[inline(always)]
     fn scales(&self) -> KScales {
         KScales {
@@ -257,7 +264,7 @@ fn tile_scalar<W: KQuant>(
     }
 }
 
-/// The scalar kernel against activations in element order (Q4_K, Q5_K: see [`tile_fn_seq`]).
+/// The scalar kernel against activations in element order (see [`tile_fn_seq`]).
 fn tile_scalar_seq<W: KQuant>(
     w: &[u8],
     row_bytes: usize,
@@ -295,13 +302,19 @@ fn tile_scalar_seq<W: KQuant>(
 }
 
 /// Whether `ty` dots with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`]) rather
-/// than in lane order ([`ActQ8K`], [`tile_fn`]): the formats with one scale per 32 elements.
+/// than in lane order ([`ActQ8K`], [`tile_fn`]). The element-order kernels need no transposes
+/// and were faster in decode (`cpu_matmul_bench`: Q4_K 16 -> 29 GB/s, Q2_K 19 -> 25, Q3_K
+/// 21 -> 27); for Q6_K the two were even in decode and the lane order's 512-bit prefill faster,
+/// so Q6_K stays in lane order (one kernel per format, each tested).
 pub(super) fn uses_seq(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
+    matches!(
+        ty,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K
+    )
 }
 
-/// The kernel for Q4_K or Q5_K on `isa` against activations in element order; `None` for other
-/// types.
+/// The kernel for `ty` (Q2_K .. Q5_K) on `isa` against activations in element order; `None` for
+/// other types.
 pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = super::kquants_x86::tile_fn_seq(ty, isa) {
@@ -309,26 +322,22 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     }
     let _ = isa;
     Some(match ty {
+        GgmlType::Q2_K => tile_scalar_seq::<BlockQ2K>,
+        GgmlType::Q3_K => tile_scalar_seq::<BlockQ3K>,
         GgmlType::Q4_K => tile_scalar_seq::<BlockQ4K>,
         GgmlType::Q5_K => tile_scalar_seq::<BlockQ5K>,
         _ => return None,
     })
 }
 
-/// The kernel for `ty` on `isa` against activations in lane order, `None` if `ty` is not a
-/// K-quant of that family (Q4_K and Q5_K take [`tile_fn_seq`]).
+/// The kernel for `ty` on `isa` against activations in lane order (Q6_K), `None` for other types.
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
-    if uses_seq(ty) {
-        return None;
-    }
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = super::kquants_x86::tile_fn(ty, isa) {
         return Some(f);
     }
     let _ = isa;
     Some(match ty {
-        GgmlType::Q2_K => tile_scalar::<BlockQ2K>,
-        GgmlType::Q3_K => tile_scalar::<BlockQ3K>,
         GgmlType::Q6_K => tile_scalar::<BlockQ6K>,
         _ => return None,
     })

@@ -1,4 +1,6 @@
-//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math).
+//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): Q6_K against
+//! activations in lane order (this part), Q2_K .. Q5_K against activations in element order (the
+//! last part of the file, `tile_seq_body`).
 //!
 //! A super-block unpacks once per tile into eight 256-bit registers of 32 unsigned `q` (0..64),
 //! which in-half 4 × 4 transposes turn into the activations' lane order ([`ActQ8K`]): 32-bit
@@ -408,9 +410,7 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     macro_rules! pick {
         ($f:ident) => {
             match ty {
-                GgmlType::Q2_K => Some($f::<BlockQ2K> as TileFn<ActQ8K>),
-                GgmlType::Q3_K => Some($f::<BlockQ3K>),
-                GgmlType::Q6_K => Some($f::<BlockQ6K>),
+                GgmlType::Q6_K => Some($f::<BlockQ6K> as TileFn<ActQ8K>),
                 _ => None,
             }
         };
@@ -423,72 +423,43 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q4_K and Q5_K against activations in element order (`ActQ8KSeq`).
+// Against activations in element order (`ActQ8KSeq`).
 //
-// Their scales and mins cover sub-blocks of 32, and `unpack_avx2` leaves sub-block `j` in register
-// `j` in element order, so each sub-block meets its 32 activations directly (no transposes):
+// `unpack_avx2` leaves elements 32j..32j + 32 in register `j`, groups 2j and 2j + 1 (16 each) in
+// its two 128-bit halves, so each register meets its 32 activations directly (no transposes),
+// with one scale per half:
 //
 // ```text
-// p     = maddubs(q[j], qx[32j..32j+32])        16 × i16: pairs of q·qx (≤ 2·31·127 = 7874)
-// sumi += madd(p, sc[j])  (VNNI: dpwssd)        8 × i32: Σ sc·q·qx
-// y    += d·dx · Σ sumi  −  dmin·dx · Σ_j mn[j]·(bsum[2j] + bsum[2j+1])
+// p     = maddubs(q[j], qx[32j..32j+32])        16 × i16: pairs of q·qx (≤ 2·63·127 = 16002)
+// sumi += madd(p, [sc[2j]; 8 | sc[2j+1]; 8])    8 × i32: Σ sc·q·qx     (VNNI: dpwssd)
+// sumi -= off · madd(bsums, sc)                 the offset, once per super-block
+// y    += d·dx · Σ sumi  −  dmin·dx · Σ madd(bsums, mn)
 // ```
 //
-// (the shape of ggml's `ggml_vec_dot_q4_K_q8_K` on AVX2; |sumi| ≤ 8·32·31·127·63 < 2³¹.)
+// (the shape of ggml's `ggml_vec_dot_q*_K_q8_K` on AVX2; |sumi| ≤ 256·63·127·127 < 2³¹.)
 
-/// A format with one 6-bit scale and min per sub-block of 32 (`scales_k4` packing).
-pub(super) trait K32X86: KQuantX86 {
-    fn packed_scales(&self) -> &[u8; 12];
-}
-
-impl K32X86 for BlockQ4K {
-    #[inline(always)]
-    fn packed_scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-}
-
-impl K32X86 for BlockQ5K {
-    #[inline(always)]
-    fn packed_scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-}
-
-/// The 8 sub-block scales as i16 in both 128-bit halves (for the per-sub-block broadcasts), and
-/// the 8 mins each repeated twice as 16 i16 (one per group of 16, to meet the `bsums`).
-#[inline(always)]
-unsafe fn sub_scales(s: &[u8; 12]) -> (__m256i, __m256i) {
-    let [a, b, c] = words(s);
-    let sc = (a & 0x3f3f_3f3f) as u64
-        | (((c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4)) as u64) << 32;
-    let mn = (b & 0x3f3f_3f3f) as u64
-        | ((((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4)) as u64) << 32;
-    let sc = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64));
-    let mn = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
-    let mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
-    (_mm256_broadcastsi128_si256(sc), mn2)
-}
-
-/// `pshufb` masks broadcasting i16 lane `j` of each 128-bit half.
-const fn sub_scale_masks() -> [[u8; 32]; 8] {
-    let mut m = [[0u8; 32]; 8];
-    let mut j = 0;
-    while j < 8 {
-        let mut k = 0;
-        while k < 16 {
-            m[j][2 * k] = 2 * j as u8;
-            m[j][2 * k + 1] = 2 * j as u8 + 1;
-            k += 1;
+/// `pshufb` masks for register `j`'s scales from a register holding 8 i16 group scales in each
+/// half: mask `k` (= j % 4) broadcasts i16 `2k` in the low half and `2k + 1` in the high half.
+const fn group_scale_masks() -> [[u8; 32]; 4] {
+    let mut m = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut e = 0;
+        while e < 8 {
+            m[k][2 * e] = 4 * k as u8;
+            m[k][2 * e + 1] = 4 * k as u8 + 1;
+            m[k][16 + 2 * e] = 4 * k as u8 + 2;
+            m[k][16 + 2 * e + 1] = 4 * k as u8 + 3;
+            e += 1;
         }
-        j += 1;
+        k += 1;
     }
     m
 }
-const SUB_SCALE_MASKS: [[u8; 32]; 8] = sub_scale_masks();
+const GROUP_SCALE_MASKS: [[u8; 32]; 4] = group_scale_masks();
 
 #[inline(always)]
-unsafe fn tile_seq_body<W: K32X86, const N: usize, const VNNI: bool>(
+unsafe fn tile_seq_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8KSeq]],
@@ -503,32 +474,53 @@ unsafe fn tile_seq_body<W: K32X86, const N: usize, const VNNI: bool>(
         );
         xs[i].as_ptr()
     });
-    let masks: [__m256i; 8] = std::array::from_fn(|j| load(&SUB_SCALE_MASKS[j]));
+    let masks: [__m256i; 4] = std::array::from_fn(|k| load(&GROUP_SCALE_MASKS[k]));
+    let off = _mm256_set1_epi32(W::OFFSET as i32);
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [_mm256_setzero_ps(); N];
         for (b, block) in blocks.iter().enumerate() {
             let q = block.unpack_avx2();
-            let (sc, mn) = sub_scales(block.packed_scales());
-            let scj: [__m256i; 8] = std::array::from_fn(|j| _mm256_shuffle_epi8(sc, masks[j]));
+            let (sc, mn) = block.scales_avx2(); // 16 × i8, 16 × u8, group order
+            let (sc_lo, sc_hi) = (
+                _mm_cvtepi8_epi16(sc),
+                _mm_cvtepi8_epi16(_mm_srli_si128::<8>(sc)),
+            );
+            let sc16 = _mm256_set_m128i(sc_hi, sc_lo);
+            let mn16 = _mm256_cvtepu8_epi16(mn);
+            let (lo, hi) = (
+                _mm256_broadcastsi128_si256(sc_lo),
+                _mm256_broadcastsi128_si256(sc_hi),
+            );
+            let scj: [__m256i; 8] = std::array::from_fn(|j| {
+                _mm256_shuffle_epi8(if j < 4 { lo } else { hi }, masks[j % 4])
+            });
             let (d, dmin) = block.supers();
             let (d, dmin) = (f16c(d), f16c(dmin));
             for i in 0..N {
                 let x = &*xs[i].add(b);
                 let mut sumi = _mm256_setzero_si256();
-                for j in 0..8 {
+                for (j, scj) in scj.iter().enumerate() {
                     let qx = _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i);
                     let p = _mm256_maddubs_epi16(q[j], qx);
                     sumi = if VNNI {
-                        _mm256_dpwssd_epi32(sumi, p, scj[j])
+                        _mm256_dpwssd_epi32(sumi, p, *scj)
                     } else {
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scj[j]))
+                        _mm256_add_epi32(sumi, _mm256_madd_epi16(p, *scj))
                     };
                 }
                 let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
-                let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mn));
+                if W::OFFSET != 0 {
+                    let o = _mm256_mullo_epi32(_mm256_madd_epi16(bsums, sc16), off);
+                    sumi = _mm256_sub_epi32(sumi, o);
+                }
                 let a = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(sumi), acc[i]);
-                acc[i] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x.d), mins, a);
+                acc[i] = if W::HAS_MINS {
+                    let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mn16));
+                    _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x.d), mins, a)
+                } else {
+                    a
+                };
             }
         }
         for i in 0..N {
@@ -538,7 +530,7 @@ unsafe fn tile_seq_body<W: K32X86, const N: usize, const VNNI: bool>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_seq_avx2_tf<W: K32X86>(
+unsafe fn tile_seq_avx2_tf<W: KQuantX86>(
     w: &[u8],
     rb: usize,
     xs: &[&[ActQ8KSeq]],
@@ -549,7 +541,7 @@ unsafe fn tile_seq_avx2_tf<W: K32X86>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_seq_vnni_tf<W: K32X86>(
+unsafe fn tile_seq_vnni_tf<W: KQuantX86>(
     w: &[u8],
     rb: usize,
     xs: &[&[ActQ8KSeq]],
@@ -559,7 +551,7 @@ unsafe fn tile_seq_vnni_tf<W: K32X86>(
     by_tile!(tile_seq_body, W, true, (w, rb, xs, out, stride))
 }
 
-fn tile_seq_avx2<W: K32X86>(
+fn tile_seq_avx2<W: KQuantX86>(
     w: &[u8],
     rb: usize,
     xs: &[&[ActQ8KSeq]],
@@ -570,7 +562,7 @@ fn tile_seq_avx2<W: K32X86>(
     unsafe { tile_seq_avx2_tf::<W>(w, rb, xs, out, stride) }
 }
 
-fn tile_seq_vnni<W: K32X86>(
+fn tile_seq_vnni<W: KQuantX86>(
     w: &[u8],
     rb: usize,
     xs: &[&[ActQ8KSeq]],
@@ -582,13 +574,22 @@ fn tile_seq_vnni<W: K32X86>(
     unsafe { tile_seq_vnni_tf::<W>(w, rb, xs, out, stride) }
 }
 
-/// The x86 kernel for Q4_K or Q5_K on `isa` against activations in element order.
+/// The x86 kernel for the K-quant `ty` on `isa` against activations in element order.
 pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
-    match (isa, ty) {
-        (Isa::Avx2, GgmlType::Q4_K) => Some(tile_seq_avx2::<BlockQ4K>),
-        (Isa::Avx2, GgmlType::Q5_K) => Some(tile_seq_avx2::<BlockQ5K>),
-        (Isa::Avx512Vnni, GgmlType::Q4_K) => Some(tile_seq_vnni::<BlockQ4K>),
-        (Isa::Avx512Vnni, GgmlType::Q5_K) => Some(tile_seq_vnni::<BlockQ5K>),
+    macro_rules! pick {
+        ($f:ident) => {
+            match ty {
+                GgmlType::Q2_K => Some($f::<BlockQ2K> as TileFn<ActQ8KSeq>),
+                GgmlType::Q3_K => Some($f::<BlockQ3K>),
+                GgmlType::Q4_K => Some($f::<BlockQ4K>),
+                GgmlType::Q5_K => Some($f::<BlockQ5K>),
+                _ => None,
+            }
+        };
+    }
+    match isa {
+        Isa::Avx2 => pick!(tile_seq_avx2),
+        Isa::Avx512Vnni => pick!(tile_seq_vnni),
         _ => None,
     }
 }
