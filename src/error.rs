@@ -19,6 +19,8 @@ pub enum Error {
     Perplexity(#[from] crate::perplexity::PerplexityError),
     #[error(transparent)]
     Record(#[from] crate::model::RecordError),
+    #[error(transparent)]
+    Export(#[from] crate::model::export::ExportError),
     /// A tensor could not be read back from the device.
     #[error("reading {what} back from the device: {reason}")]
     Readback { what: &'static str, reason: String },

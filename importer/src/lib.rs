@@ -1,12 +1,13 @@
-//! GGUF (llama.cpp's model format): reading, writing and dequantization, and GGUF tensors as Burn
-//! tensors (feature `burn`).
+//! GGUF (llama.cpp's model format): reading, writing, dequantization and quantization, and GGUF
+//! tensors as Burn tensors (feature `burn`).
 //!
 //! - [`GgufFile`]: a memory-mapped file; metadata and tensor infos are parsed at open, tensor data
 //!   is read when asked for. GGUF versions 1, 2 and 3.
 //! - [`Metadata`] and [`Value`]: the key/value table with typed accessors; key names in [`keys`].
 //! - [`GgmlType`]: the table of ggml types (block size, bytes per block).
 //! - [`quants`]: dequantization of F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
-//!   Q4_K, Q5_K, Q6_K, equal to ggml's.
+//!   Q4_K, Q5_K, Q6_K, equal to ggml's; quantization to F32, F16, BF16 and Q8_0
+//!   ([`quants::quantize()`]), byte for byte ggml's reference.
 //! - [`GgufWriter`]: writes GGUF files.
 //! - [`TensorInfo`]: where a tensor is; its module documents the dimension order rule
 //!   (`ne[0]` is contiguous, so `ne = [2048, 32000]` is row-major `[32000][2048]`).

@@ -49,6 +49,16 @@ impl Block {
         &self.ffn
     }
 
+    /// The norm before attention (`attn_norm`).
+    pub fn attn_norm(&self) -> &RmsNorm {
+        &self.attn_norm
+    }
+
+    /// The norm before the feed-forward network (`ffn_norm`).
+    pub fn ffn_norm(&self) -> &RmsNorm {
+        &self.ffn_norm
+    }
+
     /// Runs block `layer`, reporting intermediate tensors by llama.cpp's names, in its graph
     /// order: `attn_norm-{i}`, `Qcur-{i}`, `Vcur-{i}`, `Kcur-{i}`, `kqv_out-{i}`, `attn_out-{i}`,
     /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,

@@ -67,6 +67,16 @@ impl Linear {
         self.quantized.as_ref()
     }
 
+    /// The f32 weight `[n_out, n_in]` when the layer is dense.
+    pub fn dense_weight(&self) -> Option<Tensor<2>> {
+        self.dense.as_ref().map(Param::val)
+    }
+
+    /// The bias `[n_out]`, if any.
+    pub fn bias(&self) -> Option<Tensor<1>> {
+        self.bias.as_ref().map(Param::val)
+    }
+
     /// Whether the layer adds a bias.
     pub fn has_bias(&self) -> bool {
         self.bias.is_some()

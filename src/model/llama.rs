@@ -88,6 +88,11 @@ impl Llama {
         self.output.as_ref()
     }
 
+    /// The final norm (`output_norm`).
+    pub fn output_norm(&self) -> &RmsNorm {
+        &self.output_norm
+    }
+
     /// Rotary position embedding (with the file's per-pair frequency divisors, if any).
     pub fn rope(&self) -> &Rope {
         &self.rope

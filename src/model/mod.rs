@@ -34,6 +34,7 @@ pub mod block;
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod export;
 pub mod feed_forward;
 pub mod kv_cache;
 pub mod linear;

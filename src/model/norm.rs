@@ -28,6 +28,11 @@ impl RmsNorm {
         }
     }
 
+    /// The scale `[dim]`.
+    pub fn weight(&self) -> Tensor<1> {
+        self.weight.val()
+    }
+
     /// The device of the scale.
     pub fn device(&self) -> burn::tensor::Device {
         self.weight.val().device()

@@ -1,4 +1,5 @@
-//! Dequantization of ggml block formats into f32 (and f16/bf16 on request).
+//! Dequantization of ggml block formats into f32 (and f16/bf16 on request); quantization from f32
+//! to F32, F16, BF16 and Q8_0 in [`quantize`](mod@quantize).
 //!
 //! Each format is a `#[repr(C)]` block struct implementing [`Block`], with a compile-time size
 //! check, and a `dequantize` that mirrors ggml's `dequantize_row_*` (ggml-quants.c) operation for
@@ -11,10 +12,12 @@
 mod float;
 mod kquants;
 mod legacy;
+pub mod quantize;
 
 pub use float::{Bf16, F32Le, F16};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+pub use quantize::{quantize, QuantizeError};
 
 use bytemuck::Pod;
 use rayon::prelude::*;

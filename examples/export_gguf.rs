@@ -1,0 +1,52 @@
+//! Loads a GGUF model and saves it as a GGUF file of another type with `Llama::save_gguf`
+//! (matrices F32, F16 or Q8_0; norms, biases and RoPE factors F32), for llama.cpp to load.
+//!
+//! ```text
+//! cargo run --release --example export_gguf -- --model FILE.gguf --out OUT.gguf --type q8_0
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use gguf_llama::device::{self, DeviceName};
+use gguf_llama::gguf::GgufFile;
+use gguf_llama::model::export::ExportType;
+use gguf_llama::model::{Llama, Weights};
+
+#[derive(Parser)]
+#[command(about = "Save a GGUF model as a GGUF file of type F32, F16 or Q8_0")]
+struct Args {
+    /// The source GGUF file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the export (replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// f32, f16 or q8_0.
+    #[arg(long = "type", default_value = "f16")]
+    ty: ExportType,
+    /// flex, ndarray or wgpu.
+    #[arg(long, default_value = "flex")]
+    device: DeviceName,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let device = device::device(args.device)?;
+    let file =
+        GgufFile::open(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model = Llama::from_gguf_with_weights(&file, &device, Weights::Quantized)?;
+    model
+        .save_gguf(file.metadata(), &args.out, args.ty)
+        .with_context(|| format!("exporting {}", args.out.display()))?;
+    let out = GgufFile::open(&args.out)?;
+    println!(
+        "wrote {} ({}, {} tensors, {} bytes)",
+        args.out.display(),
+        args.ty,
+        out.tensors().len(),
+        std::fs::metadata(&args.out)?.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,220 @@
+"""Checks that llama.cpp loads and runs our GGUF exports (`Llama::save_gguf`).
+
+For each type (F32, F16, Q8_0 by default) runs
+
+    cargo run --release --example export_gguf -- --model M --out OUT --type T
+
+then:
+
+1. loads OUT with llama.cpp (llama-cpp-python: CPU, 2 threads, F32 KV cache, flash
+   attention off, as scripts/make_llama_fixtures.py does), evaluates a prompt and compares
+   its logits at every prompt position with llama.cpp's logits on the source file M
+   (max |diff|, and whether the argmax agrees at every position);
+2. quantizes M with llama.cpp itself (llama_model_quantize, `pure = True`, to the same
+   file type) and compares every tensor of OUT with llama.cpp's: same names, ggml types,
+   shapes and bytes (F32 export: the source's tensors).
+
+Writes the result to tests/fixtures/export/llama_cpp_check.json (per model and type: max
+|diff|, tensor comparison; versions, the commands run), and for tests/export.rs the logits
+[n_prompt, n_vocab] as float32 .npy in tests/fixtures/export/{model stem}/:
+
+    logits-source.npy          llama.cpp on the source file
+    logits-{TYPE}.npy          llama.cpp on the export of TYPE
+    logits-{TYPE}-f32deq.npy   llama.cpp on the export dequantized to F32 (f32 math on the
+                               export's weights; fixture_common.write_dequantized_f32)
+
+Exit status 1 if llama.cpp fails to load an export, or a tensor differs from llama.cpp's
+own quantization.
+
+Cargo builds into $CARGO_TARGET_DIR, by default $HOME/.cache/gguf-llama/target.
+
+Usage (needs llama-cpp-python, gguf, numpy, cargo):
+    python3 scripts/check_export.py   # stories260K and the synthetic Q4_K model, F32/F16/Q8_0
+    python3 scripts/check_export.py --models models/stories260k-f32.gguf --types f16
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+import fixture_common as fc  # noqa: E402
+
+PROMPT = "Once upon a time there was a little"
+N_CTX = 64
+EXPORT_DIR = fc.FIXTURES / "export"
+OUT_JSON = EXPORT_DIR / "llama_cpp_check.json"
+MODELS = [fc.STORIES_MODEL, fc.synth_path("Q4_K")]
+FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+
+
+def cargo_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("CARGO_TARGET_DIR"):
+        env["CARGO_TARGET_DIR"] = str(Path.home() / ".cache" / "gguf-llama" / "target")
+    return env
+
+
+def export(model: Path, out: Path, ty: str) -> list[str]:
+    cmd = [
+        "cargo", "run", "--release", "--quiet", "--example", "export_gguf", "--",
+        "--model", str(model), "--out", str(out), "--type", ty,
+    ]
+    subprocess.run(cmd, cwd=fc.REPO, env=cargo_env(), check=True)
+    return cmd
+
+
+def llama_logits(path: Path, text: str) -> tuple[list[int], np.ndarray]:
+    """Prompt tokens and llama.cpp's logits of every prompt position [n_prompt, n_vocab]."""
+    llm = fc.open_llama(path, N_CTX)
+    tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
+    llm.eval(tokens)
+    logits = np.array(llm.scores[: llm.n_tokens], dtype=np.float32)
+    llm.close()
+    return tokens, logits
+
+
+def llama_quantize(src: Path, dst: Path, ty: str) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = fc.N_THREADS
+    params.ftype = getattr(llama_cpp, FTYPES[ty])
+    params.allow_requantize = True  # a quantized source is dequantized to f32 first
+    params.quantize_output_tensor = True
+    params.pure = True
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize({FTYPES[ty]}) failed with {rc}")
+
+
+def tensors(path: Path) -> dict[str, tuple[str, list[int], bytes]]:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {
+        t.name: (t.tensor_type.name, [int(x) for x in t.shape], bytes(np.asarray(t.data).tobytes()))
+        for t in reader.tensors
+    }
+
+
+def compare_tensors(ours: Path, theirs: Path) -> dict:
+    a, b = tensors(ours), tensors(theirs)
+    differ = []
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            differ.append(f"{name}: only in {'ours' if name in a else 'llama.cpp'}")
+        elif a[name][:2] != b[name][:2]:
+            differ.append(f"{name}: ours {a[name][:2]}, llama.cpp {b[name][:2]}")
+        elif a[name][2] != b[name][2]:
+            differ.append(f"{name}: bytes differ")
+    types: dict[str, int] = {}
+    for ty, _, _ in a.values():
+        types[ty] = types.get(ty, 0) + 1
+    return {"n_tensors": len(a), "types": types, "identical": not differ, "differences": differ}
+
+
+def rel_or_abs(path: Path) -> str:
+    path = path.resolve()
+    return fc.rel(path) if path.is_relative_to(fc.REPO) else str(path)
+
+
+def check_model(model: Path, types: list[str], tmp: Path) -> tuple[dict, bool]:
+    """Exports `model` to each type and compares with llama.cpp; saves the logits fixtures."""
+    fixtures = EXPORT_DIR / model.stem
+    fixtures.mkdir(parents=True, exist_ok=True)
+    tokens, source_logits = llama_logits(model, PROMPT)
+    np.save(fixtures / "logits-source.npy", source_logits)
+    entry: dict = {
+        "prompt_tokens": tokens,
+        "logits_source": fc.rel(fixtures / "logits-source.npy"),
+        "max_abs_source_logit": float(np.abs(source_logits).max()),
+        "exports": {},
+    }
+    ok = True
+    for ty in types:
+        out = tmp / f"{model.stem}-{ty}.gguf"
+        cmd = export(model, out, ty)
+        try:
+            _, logits = llama_logits(out, PROMPT)
+        except Exception as e:  # llama.cpp refused the file
+            ok = False
+            entry["exports"][ty] = {"loaded": False, "error": str(e)}
+            print(f"{model.stem} {ty}: llama.cpp failed to load the export: {e}")
+            continue
+        deq = tmp / f"{model.stem}-{ty}-f32deq.gguf"
+        fc.write_dequantized_f32(out, deq)
+        _, deq_logits = llama_logits(deq, PROMPT)
+        name = ty.upper()
+        np.save(fixtures / f"logits-{name}.npy", logits)
+        np.save(fixtures / f"logits-{name}-f32deq.npy", deq_logits)
+        diff = np.abs(logits - source_logits)
+        deq_diff = np.abs(deq_logits - source_logits)
+        same_argmax = bool(np.all(logits.argmax(-1) == source_logits.argmax(-1)))
+        reference = tmp / f"{model.stem}-llama-cpp-{ty}.gguf"
+        llama_quantize(model, reference, ty)
+        vs_llama_cpp = compare_tensors(out, reference)
+        ok &= vs_llama_cpp["identical"]
+        entry["exports"][ty] = {
+            "command": " ".join(cmd[:6] + ["--", "--model", rel_or_abs(model), "--out", out.name, "--type", ty]),
+            "loaded": True,
+            "file_bytes": out.stat().st_size,
+            "logits_shape": list(logits.shape),
+            "max_abs_diff_vs_source": float(diff.max()),
+            "mean_abs_diff_vs_source": float(diff.mean()),
+            "f32deq_max_abs_diff_vs_source": float(deq_diff.max()),
+            "argmax_agrees_at_every_position": same_argmax,
+            "tensors_vs_llama_cpp_quantize": vs_llama_cpp,
+        }
+        print(
+            f"{model.stem} {ty:5} loaded by llama.cpp; max |logit diff| vs source {diff.max():.3g} "
+            f"(f32-dequantized export: {deq_diff.max():.3g}), argmax agrees: {same_argmax}; "
+            f"tensors identical to llama.cpp's quantization: {vs_llama_cpp['identical']} "
+            f"{vs_llama_cpp['types']}"
+        )
+        for d in vs_llama_cpp["differences"][:10]:
+            print(f"    {d}")
+    return entry, ok
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", type=Path, nargs="+", default=MODELS)
+    ap.add_argument("--types", nargs="+", default=["f32", "f16", "q8_0"], choices=sorted(FTYPES))
+    ap.add_argument("--json", type=Path, default=OUT_JSON)
+    args = ap.parse_args()
+    fc.quiet_llama()
+    result: dict = {
+        "generator": "scripts/check_export.py",
+        "versions": fc.versions(),
+        "settings": {
+            "n_threads": fc.N_THREADS,
+            "kv_cache": "F32",
+            "flash_attn": False,
+            "compared": "llama.cpp logits of every prompt position: export vs source file",
+            "reference_quantization": "llama_model_quantize, pure=True, same file type",
+        },
+        "prompt": PROMPT,
+        "models": {},
+    }
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            entry, model_ok = check_model(model.resolve(), args.types, Path(tmp))
+            result["models"][rel_or_abs(model)] = entry
+            ok &= model_ok
+    fc.write_json(args.json, result)
+    print(f"wrote {rel_or_abs(args.json)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
