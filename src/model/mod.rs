@@ -19,12 +19,14 @@
 //! which [`Llama::forward_traced`] reports them.
 //!
 //! - [`config`]: [`LlamaConfig::from_gguf`] and the metadata keys it reads.
-//! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights are dequantized to f32.
+//! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights kept in their blocks or
+//!   dequantized to f32 ([`Weights`]).
 //! - [`llama`]: the [`Llama`] module and its forward pass (one implementation, traced or not).
 //! - [`embedding`], [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
 //! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
+//! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16 or Q8_0.
 //!
 //! Dimension order: every weight has the row-major shape of ggml's `ne` reversed (see
 //! `gguf_importer::burn`); a linear weight is `[n_out, n_in]` and computes `y = x · Wᵀ`.
@@ -47,6 +49,7 @@ pub mod rope;
 pub use config::{LlamaConfig, RopeConfig, RopeStyle};
 pub use embedding::Embedding;
 pub use error::ModelError;
+pub use export::{ExportError, ExportType};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, Logits};
 pub use load::Weights;
