@@ -297,8 +297,17 @@ fn bound_terms(
                 } else {
                     0.0
                 };
+                // F16/BF16 weights: the activations are rounded to f16/bf16 first, as ggml does
+                // (to nearest: |x - x̂| ≤ |x|·2⁻¹¹ resp. |x|·2⁻⁸, and for f16 up to 2⁻²⁵ more
+                // where x̂ is subnormal).
+                let float_round = match ty {
+                    GgmlType::F16 => x[j].abs() as f64 * 2f64.powi(-11) + 2f64.powi(-25),
+                    GgmlType::BF16 => x[j].abs() as f64 * 2f64.powi(-8),
+                    _ => 0.0,
+                };
                 quant += d / 2.0 * (1.0 + 2f64.powi(-15)) * wa + f16_scale * (wa + c);
-                round += (wa + 2.0 * c) * (x[j].abs() as f64 + d / 2.0);
+                quant += float_round * wa;
+                round += (wa + 2.0 * c) * (x[j].abs() as f64 * (1.0 + 2f64.powi(-8)) + d / 2.0);
             }
             out.push((quant, round));
         }

@@ -236,6 +236,23 @@ pub fn qmatmul_with_isa(
         Family::Float => {
             let kernel =
                 float::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            // As ggml's CPU backend, which converts the activations to the weight's type (F16,
+            // BF16: its `vec_dot_type`) before the dot product: round them the same way (to
+            // nearest even), then multiply in f32 as its F16C / BF16 dot products do.
+            let rounded: Option<Vec<f32>> = match w.ty {
+                GgmlType::F16 => Some(
+                    x.par_iter()
+                        .map(|&v| half::f16::from_f32(v).to_f32())
+                        .collect(),
+                ),
+                GgmlType::BF16 => Some(
+                    x.par_iter()
+                        .map(|&v| half::bf16::from_f32(v).to_f32())
+                        .collect(),
+                ),
+                _ => None,
+            };
+            let x = rounded.as_deref().unwrap_or(x);
             let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
             drive(w, &rows, kernel, y);
         }
