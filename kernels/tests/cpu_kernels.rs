@@ -297,11 +297,9 @@ fn bound_terms(
                 } else {
                     0.0
                 };
-                // F16/BF16 weights: the activations are rounded to f16/bf16 first, as ggml does
-                // (to nearest: |x - x̂| ≤ |x|·2⁻¹¹ resp. |x|·2⁻⁸, and for f16 up to 2⁻²⁵ more
-                // where x̂ is subnormal).
+                // BF16 weights: the activations are rounded to bf16 first, as ggml does (to
+                // nearest: |x - x̂| ≤ |x|·2⁻⁸; bf16 has f32's exponent range).
                 let float_round = match ty {
-                    GgmlType::F16 => x[j].abs() as f64 * 2f64.powi(-11) + 2f64.powi(-25),
                     GgmlType::BF16 => x[j].abs() as f64 * 2f64.powi(-8),
                     _ => 0.0,
                 };
