@@ -200,6 +200,31 @@ impl QMatmulBackend for burn_cubecl::CubeBackend {
     }
 }
 
+/// `t` itself when its memory is a contiguous `E` slice, else a contiguous copy.
+#[cfg(feature = "flex")]
+fn flex_contiguous<E: burn::tensor::Element + bytemuck::Pod>(
+    t: burn::backend::flex::FlexTensor,
+) -> burn::backend::flex::FlexTensor {
+    if t.as_slice::<E>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// A tensor view's elements in order: borrowed when the view is one contiguous slice, else
+/// copied.
+#[cfg(feature = "ndarray")]
+fn slice_or_copy<'a, E: Copy>(
+    slice: Option<&'a [E]>,
+    elements: impl Iterator<Item = &'a E>,
+) -> std::borrow::Cow<'a, [E]> {
+    match slice {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(elements.copied().collect()),
+    }
+}
+
 #[cfg(feature = "flex")]
 impl QMatmulBackend for burn::backend::Flex {
     fn q_matmul(
@@ -212,19 +237,11 @@ impl QMatmulBackend for burn::backend::Flex {
         use burn::backend::flex::FlexTensor;
         use burn::tensor::TensorData;
 
-        let w = if w.as_slice::<u32>().is_some() {
-            w
-        } else {
-            w.to_contiguous()
-        };
+        let w = flex_contiguous::<u32>(w);
         let words = w
             .as_slice::<u32>()
             .expect("q_matmul: weight words must be u32");
-        let x = if x.as_slice::<f32>().is_some() {
-            x
-        } else {
-            x.to_contiguous()
-        };
+        let x = flex_contiguous::<f32>(x);
         let xs = x.as_slice::<f32>().expect("q_matmul: x must be f32");
         let m = xs.len() / cols;
         let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
@@ -240,19 +257,11 @@ impl QMatmulBackend for burn::backend::Flex {
     ) -> FloatTensor<Self> {
         use burn::backend::flex::FlexTensor;
 
-        let w = if w.as_slice::<u32>().is_some() {
-            w
-        } else {
-            w.to_contiguous()
-        };
+        let w = flex_contiguous::<u32>(w);
         let words = w
             .as_slice::<u32>()
             .expect("q_get_rows: weight words must be u32");
-        let ids = if ids.as_slice::<u32>().is_some() {
-            ids
-        } else {
-            ids.to_contiguous()
-        };
+        let ids = flex_contiguous::<u32>(ids);
         let ids = ids.as_slice::<u32>().expect("q_get_rows: ids must be u32");
         let out = cpu_q_get_rows(words, ids, ty_id, rows, cols);
         FlexTensor::from_data(TensorData::new(out, [ids.len(), cols]))
@@ -278,24 +287,10 @@ impl QMatmulBackend for burn::backend::NdArray {
             panic!("q_matmul: x must be f32");
         };
         let (w, x) = (w.view(), x.view());
-        let words_owned;
-        let words = match w.as_slice() {
-            Some(s) => s,
-            None => {
-                words_owned = w.iter().copied().collect::<Vec<u32>>();
-                &words_owned
-            }
-        };
-        let x_owned;
-        let xs = match x.as_slice() {
-            Some(s) => s,
-            None => {
-                x_owned = x.iter().copied().collect::<Vec<f32>>();
-                &x_owned
-            }
-        };
+        let words = slice_or_copy(w.as_slice(), w.iter());
+        let xs = slice_or_copy(x.as_slice(), x.iter());
         let m = xs.len() / cols;
-        let y = cpu_q_matmul(words, xs, ty_id, rows, cols);
+        let y = cpu_q_matmul(&words, &xs, ty_id, rows, cols);
         NdArrayTensor::from_data(TensorData::new(y, [m, rows]))
     }
 
@@ -314,17 +309,10 @@ impl QMatmulBackend for burn::backend::NdArray {
         let NdArrayTensor::U32(ids) = ids else {
             panic!("q_get_rows: ids must be u32");
         };
-        let w = w.view();
-        let words_owned;
-        let words = match w.as_slice() {
-            Some(s) => s,
-            None => {
-                words_owned = w.iter().copied().collect::<Vec<u32>>();
-                &words_owned
-            }
-        };
-        let ids: Vec<u32> = ids.view().iter().copied().collect();
-        let out = cpu_q_get_rows(words, &ids, ty_id, rows, cols);
+        let (w, ids) = (w.view(), ids.view());
+        let words = slice_or_copy(w.as_slice(), w.iter());
+        let ids = slice_or_copy(ids.as_slice(), ids.iter());
+        let out = cpu_q_get_rows(&words, &ids, ty_id, rows, cols);
         NdArrayTensor::from_data(TensorData::new(out, [ids.len(), cols]))
     }
 }

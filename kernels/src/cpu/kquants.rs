@@ -1,6 +1,6 @@
 //! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to 8 bits per 256
-//! ([`ActQ8K`] in lane order for Q2_K, Q3_K, Q6_K; [`ActQ8KSeq`] in element order for Q4_K and
-//! Q5_K, whose scales cover 32 elements): the portable scalar kernels and the per-format dispatch.
+//! ([`ActQ8KSeq`] in element order for Q2_K .. Q5_K, [`ActQ8K`] in lane order for Q6_K; see
+//! [`uses_seq`]): the portable scalar kernel and the per-format dispatch.
 //!
 //! Every format reduces to one integer core. A super-block of 256 unpacks to 256 unsigned
 //! integers `q` (0..64), 16 signed scales `sc[g]`, one per group `g` of 16 elements (formats with
@@ -24,7 +24,7 @@
 use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, F16};
 use gguf_importer::GgmlType;
 
-use super::quantize_act::{ActQ8K, ActQ8KSeq};
+use super::quantize_act::{ActQ8K, ActQ8KSeq, KActivations};
 use super::{Isa, TileFn, MAX_TILE};
 
 /// The per-group scales of a super-block.
@@ -227,11 +227,11 @@ impl KQuant for BlockQ6K {
     }
 }
 
-/// The scalar kernel (see [`TileFn`]).
-fn tile_scalar<W: KQuant>(
+/// The scalar kernel (see [`TileFn`]), for either activation layout.
+fn tile_scalar<W: KQuant, A: KActivations>(
     w: &[u8],
     row_bytes: usize,
-    xs: &[&[ActQ8K]],
+    xs: &[&[A]],
     out: &mut [f32],
     stride: usize,
 ) {
@@ -255,44 +255,7 @@ fn tile_scalar<W: KQuant>(
                     isum += s.sc[g] as i32 * (dot - W::OFFSET as i32 * bsum);
                     msum += s.mn[g] as i32 * bsum;
                 }
-                *acc += d * x.d * isum as f32 - dmin * x.d * msum as f32;
-            }
-        }
-        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            out[r * stride + i] = *acc;
-        }
-    }
-}
-
-/// The scalar kernel against activations in element order (see [`tile_fn_seq`]).
-fn tile_scalar_seq<W: KQuant>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    let mut q = [0u8; 256];
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [0f32; MAX_TILE];
-        for (b, block) in blocks.iter().enumerate() {
-            let s = block.scales();
-            let (d, dmin) = block.supers();
-            let (d, dmin) = (d.to_f32(), dmin.to_f32());
-            block.unpack(&mut q);
-            for (acc, x) in acc.iter_mut().zip(xs) {
-                let x = &x[b];
-                let (mut isum, mut msum) = (0i32, 0i32);
-                for g in 0..16 {
-                    let dot: i32 = (16 * g..16 * g + 16)
-                        .map(|e| q[e] as i32 * x.qs[e] as i32)
-                        .sum();
-                    let bsum = x.bsums[g] as i32;
-                    isum += s.sc[g] as i32 * (dot - W::OFFSET as i32 * bsum);
-                    msum += s.mn[g] as i32 * bsum;
-                }
-                *acc += d * x.d * isum as f32 - dmin * x.d * msum as f32;
+                *acc += d * x.d() * isum as f32 - dmin * x.d() * msum as f32;
             }
         }
         for (i, acc) in acc.iter().take(xs.len()).enumerate() {
@@ -322,10 +285,10 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     }
     let _ = isa;
     Some(match ty {
-        GgmlType::Q2_K => tile_scalar_seq::<BlockQ2K>,
-        GgmlType::Q3_K => tile_scalar_seq::<BlockQ3K>,
-        GgmlType::Q4_K => tile_scalar_seq::<BlockQ4K>,
-        GgmlType::Q5_K => tile_scalar_seq::<BlockQ5K>,
+        GgmlType::Q2_K => tile_scalar::<BlockQ2K, ActQ8KSeq>,
+        GgmlType::Q3_K => tile_scalar::<BlockQ3K, ActQ8KSeq>,
+        GgmlType::Q4_K => tile_scalar::<BlockQ4K, ActQ8KSeq>,
+        GgmlType::Q5_K => tile_scalar::<BlockQ5K, ActQ8KSeq>,
         _ => return None,
     })
 }
@@ -338,7 +301,7 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     }
     let _ = isa;
     Some(match ty {
-        GgmlType::Q6_K => tile_scalar::<BlockQ6K>,
+        GgmlType::Q6_K => tile_scalar::<BlockQ6K, ActQ8K>,
         _ => return None,
     })
 }

@@ -60,9 +60,9 @@ pub struct ActQ8K {
 }
 
 /// 256 activations as 8-bit integers in element order (ggml's `block_q8_K` layout, f32 scale),
-/// for the kernels of the formats with one scale per 32 elements (Q4_K, Q5_K): their sub-blocks
-/// unpack in element order too, so a sub-block meets its 32 activations in one register without
-/// the transposes [`ActQ8K`]'s lane order needs.
+/// for the K-quant kernels of Q2_K .. Q5_K: their super-blocks unpack in element order too, so
+/// each 32 weights meet their 32 activations in one register without the transposes
+/// [`ActQ8K`]'s lane order needs.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8KSeq {
@@ -72,23 +72,49 @@ pub struct ActQ8KSeq {
     pub d: f32,
 }
 
+/// A block of 256 quantized activations, whatever its layout: what the portable kernels read.
+pub trait KActivations {
+    /// The quantized element `e` (0..256).
+    fn q(&self, e: usize) -> i8;
+    /// The sum of group `g` (elements `16g..16g + 16`).
+    fn bsum(&self, g: usize) -> i16;
+    /// The scale.
+    fn d(&self) -> f32;
+}
+
+impl KActivations for ActQ8KSeq {
+    #[inline(always)]
+    fn q(&self, e: usize) -> i8 {
+        self.qs[e]
+    }
+    #[inline(always)]
+    fn bsum(&self, g: usize) -> i16 {
+        self.bsums[g]
+    }
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+}
+
 /// The lane of group `g` (0..16) in [`ActQ8K`].
 #[inline(always)]
 pub const fn lane(g: usize) -> usize {
     4 * (g % 4) + g / 4
 }
 
-impl ActQ8K {
-    /// The quantized element `e` (0..256).
+impl KActivations for ActQ8K {
     #[inline(always)]
-    pub fn q(&self, e: usize) -> i8 {
+    fn q(&self, e: usize) -> i8 {
         self.qs[e % 16 / 4][4 * lane(e / 16) + e % 4]
     }
-
-    /// The sum of group `g` (elements `16g..16g + 16`).
     #[inline(always)]
-    pub fn bsum(&self, g: usize) -> i16 {
+    fn bsum(&self, g: usize) -> i16 {
         self.bsums[lane(g)]
+    }
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
     }
 }
 
