@@ -11,31 +11,22 @@
 //! until its logits are on the host, fed back greedily. scripts/bench_llama_cpp.py runs llama.cpp
 //! the same way on the same file and writes the side-by-side table.
 
+mod common;
+
 use std::time::Instant;
 
 use clap::Parser;
+use common::ModelArgs;
 use gguf_llama::cli;
-use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::{last_logits, token_tensor};
-use gguf_llama::model::{Llama, Logits, Weights};
+use gguf_llama::model::{Llama, Logits};
 use gguf_llama::sampling::{Sampler, SamplerConfig};
 
 #[derive(Parser)]
 #[command(about = "Prefill/decode throughput, load time and peak memory of a GGUF model")]
 struct Args {
-    /// GGUF model; without it, the embedded stories260K.
-    #[arg(long)]
-    model: Option<std::path::PathBuf>,
-    #[arg(long, default_value = "flex")]
-    device: DeviceName,
-    /// Threads of the CPU devices (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// `quantized`: weights stay in their GGUF blocks, multiplied by the fused kernels (on CPU
-    /// devices activations are rounded to 8 bits per block, as llama.cpp does), so a quantized
-    /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
-    #[arg(long, default_value = "quantized")]
-    weights: Weights,
+    #[command(flatten)]
+    run: ModelArgs,
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
@@ -58,12 +49,11 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    cli::set_threads(args.threads);
-    let device = device::device(args.device)?;
+    let device = args.run.device()?;
 
     let load = Instant::now();
-    let file = cli::open_model(args.model.as_deref())?;
-    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
+    let file = cli::open_model(args.run.model.as_deref())?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.run.weights)?;
     let load_s = load.elapsed().as_secs_f64();
     let n_vocab = model.config().vocab_size as u32;
     let needed = args.prompt_tokens + args.gen_tokens;
@@ -109,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         println!(
             "device {} | load {:.2} s | prefill {} tokens: {:.1} tok/s | decode {} tokens: {:.1} tok/s | peak RSS {} (best of {})",
-            args.device,
+            args.run.device,
             load_s,
             args.prompt_tokens,
             best_pp,

@@ -9,23 +9,24 @@
 //! Streams the text as it is generated and ends with load time, prompt tok/s and generation
 //! tok/s; `--json` prints one JSON line instead.
 
+mod common;
+
 use std::io::Write;
 use std::time::Instant;
 
 use clap::Parser;
+use common::ModelArgs;
 use gguf_llama::cli;
-use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::{generate, GenerateConfig};
-use gguf_llama::model::{Llama, Weights};
+use gguf_llama::model::Llama;
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
 #[command(about = "Generate text with a GGUF Llama model (default: the embedded stories260K)")]
 struct Args {
-    /// GGUF model file; without it, the embedded stories260K.
-    #[arg(long)]
-    model: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    run: ModelArgs,
     /// The prompt.
     #[arg(long, default_value = "Once upon a time")]
     prompt: String,
@@ -56,17 +57,6 @@ struct Args {
     /// Random seed (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
-    /// Device: wgpu, vulkan, metal, flex, ndarray or cpu (what this build supports).
-    #[arg(long, default_value = "flex")]
-    device: DeviceName,
-    /// Threads of the CPU devices (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// `quantized`: weights stay in their GGUF blocks, multiplied by the fused kernels (on CPU
-    /// devices activations are rounded to 8 bits per block, as llama.cpp does), so a quantized
-    /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
-    #[arg(long, default_value = "quantized")]
-    weights: Weights,
     /// Print one JSON line {"prompt_tokens","tokens","text","timings"} instead of streaming.
     #[arg(long)]
     json: bool,
@@ -74,13 +64,12 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    cli::set_threads(args.threads);
-    let device = device::device(args.device)?;
+    let device = args.run.device()?;
 
     let load = Instant::now();
-    let file = cli::open_model(args.model.as_deref())?;
+    let file = cli::open_model(args.run.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;
-    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.run.weights)?;
     let load_s = load.elapsed().as_secs_f64();
 
     let prompt = cli::prompt_tokens(
@@ -143,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         t.prompt_tok_s(),
         t.generated_tokens,
         t.generation_tok_s(),
-        args.device,
+        args.run.device,
         g.stop
     );
     Ok(())

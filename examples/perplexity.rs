@@ -10,13 +10,15 @@
 //! perplexity after each window as llama.cpp does (`[1]21.7620,[2]45.0624,...`), the final
 //! estimate with its standard error, and the throughput; `--json` prints one JSON line instead.
 
+mod common;
+
 use std::io::Write;
 use std::time::Instant;
 
 use clap::Parser;
+use common::ModelArgs;
 use gguf_llama::cli;
-use gguf_llama::device::{self, DeviceName};
-use gguf_llama::model::{Llama, Weights};
+use gguf_llama::model::Llama;
 use gguf_llama::perplexity::{self, PerplexityConfig};
 use gguf_llama::tokenizer::Tokenizer;
 
@@ -25,9 +27,8 @@ use gguf_llama::tokenizer::Tokenizer;
     about = "Perplexity of a GGUF Llama model on a text (default model: the embedded stories260K)"
 )]
 struct Args {
-    /// GGUF model file; without it, the embedded stories260K.
-    #[arg(long)]
-    model: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    run: ModelArgs,
     /// The text file (UTF-8).
     #[arg(long)]
     text: std::path::PathBuf,
@@ -40,16 +41,6 @@ struct Args {
     /// Score only the first N windows (llama.cpp's --chunks).
     #[arg(long)]
     chunks: Option<usize>,
-    /// Device: wgpu, vulkan, metal, flex, ndarray or cpu (what this build supports).
-    #[arg(long, default_value = "flex")]
-    device: DeviceName,
-    /// Threads of the CPU devices (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// `quantized`: weights stay in their GGUF blocks (llama.cpp's arithmetic on a quantized
-    /// file); `f32`: dequantized to f32 at load.
-    #[arg(long, default_value = "quantized")]
-    weights: Weights,
     /// Print one JSON line {"ppl","ppl_stderr","running_ppl",...,"timings"} instead.
     #[arg(long)]
     json: bool,
@@ -57,13 +48,12 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    cli::set_threads(args.threads);
-    let device = device::device(args.device)?;
+    let device = args.run.device()?;
 
     let load = Instant::now();
-    let file = cli::open_model(args.model.as_deref())?;
+    let file = cli::open_model(args.run.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;
-    let model = Llama::from_gguf_with_weights(&file, &device, args.weights)?;
+    let model = Llama::from_gguf_with_weights(&file, &device, args.run.weights)?;
     let load_s = load.elapsed().as_secs_f64();
 
     let text = std::fs::read_to_string(&args.text)
@@ -86,8 +76,8 @@ fn main() -> anyhow::Result<()> {
             tokens.len(),
             args.ctx,
             args.batch,
-            args.device,
-            args.weights
+            args.run.device,
+            args.run.weights
         );
     }
     // A one-line progress display on stderr (indicatif would do this, but its dependency on
@@ -120,8 +110,8 @@ fn main() -> anyhow::Result<()> {
             "n_ctx": result.n_ctx,
             "batch": args.batch,
             "scored_tokens": result.scored_tokens,
-            "device": args.device.to_string(),
-            "weights": args.weights.to_string(),
+            "device": args.run.device.to_string(),
+            "weights": args.run.weights.to_string(),
             "timings": {
                 "load_s": load_s,
                 "eval_s": result.seconds,
@@ -150,8 +140,8 @@ fn main() -> anyhow::Result<()> {
         result.scored_tokens,
         result.seconds,
         result.tokens_per_s(),
-        args.device,
-        args.weights
+        args.run.device,
+        args.run.weights
     );
     Ok(())
 }

@@ -1,0 +1,35 @@
+//! What the model-running examples share: the flags that pick a model, a device and how the
+//! weights are held, and the start-up that applies the first two.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use gguf_llama::cli;
+use gguf_llama::device::{self, DeviceName};
+use gguf_llama::model::Weights;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file; without it, the embedded stories260K.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Device: wgpu, vulkan, metal, flex, ndarray or cpu (what this build supports).
+    #[arg(long, default_value = "flex")]
+    pub device: DeviceName,
+    /// Threads of the CPU devices (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// `quantized`: weights stay in their GGUF blocks, multiplied by the fused kernels (on CPU
+    /// devices activations are rounded to 8 bits per block, as llama.cpp does), so a quantized
+    /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
+    #[arg(long, default_value = "quantized")]
+    pub weights: Weights,
+}
+
+impl ModelArgs {
+    /// Sizes the CPU thread pool (`--threads`) and opens the device (`--device`).
+    pub fn device(&self) -> anyhow::Result<Device> {
+        cli::set_threads(self.threads);
+        Ok(device::device(self.device)?)
+    }
+}
