@@ -22,6 +22,8 @@
 //! no activation quantization (the first term is 0). Two kernels on the same quantized
 //! activations differ by at most twice the second term.
 
+mod qdata;
+
 use gguf_importer::quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8_0, F16,
@@ -30,22 +32,11 @@ use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, Isa, QMatrix};
 use gguf_kernels::error::KernelError;
 use gguf_kernels::reference;
+use qdata::{Rng, FLOATS, QUANTIZED};
 
-/// splitmix64: a fixed, dependency-free source of test data.
-struct Rng(u64);
-
+/// Test data beyond `qdata`'s (the same splitmix64 stream).
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
@@ -53,7 +44,7 @@ impl Rng {
     fn activations(&mut self, n: usize) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                let v = self.uniform(-1.0, 1.0);
+                let v = self.f32_in(-1.0, 1.0);
                 if self.next() & 63 == 0 {
                     8.0 * v
                 } else {
@@ -63,20 +54,6 @@ impl Rng {
             .collect()
     }
 }
-
-const QUANTIZED: [GgmlType; 10] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
-const FLOATS: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 
 // ---------------------------------------------------------------------------------------------
 // Weights: the 32-element formats by round-to-nearest from random f32 (as ggml's reference
@@ -178,7 +155,7 @@ fn quantize_legacy(ty: GgmlType, x: &[f32]) -> Vec<u8> {
 fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
     let mut data = rng.bytes(n_blocks * ty.type_size());
     let mut scale = |lo: f32, hi: f32| {
-        F16::from_f32(rng.uniform(lo, hi) * if rng.next() & 1 == 0 { 1.0 } else { -1.0 })
+        F16::from_f32(rng.f32_in(lo, hi) * if rng.next() & 1 == 0 { 1.0 } else { -1.0 })
     };
     macro_rules! set {
         ($t:ty, |$b:ident| $body:expr) => {
@@ -214,18 +191,18 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, from_f32: bool, rng: &mut Rng
     let n = rows * cols;
     match ty {
         GgmlType::F32 => (0..n)
-            .flat_map(|_| rng.uniform(-1.0, 1.0).to_le_bytes())
+            .flat_map(|_| rng.f32_in(-1.0, 1.0).to_le_bytes())
             .collect(),
         GgmlType::F16 => (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.uniform(-1.0, 1.0)).to_le_bytes())
+            .flat_map(|_| half::f16::from_f32(rng.f32_in(-1.0, 1.0)).to_le_bytes())
             .collect(),
         GgmlType::BF16 => (0..n)
-            .flat_map(|_| half::bf16::from_f32(rng.uniform(-1.0, 1.0)).to_le_bytes())
+            .flat_map(|_| half::bf16::from_f32(rng.f32_in(-1.0, 1.0)).to_le_bytes())
             .collect(),
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
             if from_f32 =>
         {
-            let x: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let x: Vec<f32> = (0..n).map(|_| rng.f32_in(-1.0, 1.0)).collect();
             quantize_legacy(ty, &x)
         }
         _ => random_blocks(ty, n / ty.block_size(), rng),

@@ -1,4 +1,5 @@
-//! Test data for the GPU kernel tests: random valid GGUF blocks of every format, random
+//! Test data for the kernel tests (the format lists and the random source are shared by all of
+//! them; the rest serves the GPU and extension tests): random valid GGUF blocks of every format, random
 //! activations, and the dequantize-then-matmul reference with its error bound.
 //!
 //! Random bytes are valid blocks of every format here once their f16 scales are finite: every
@@ -16,11 +17,8 @@ use gguf_importer::GgmlType;
 use gguf_kernels::cpu::QMatrix;
 use gguf_kernels::reference;
 
-/// Every format with a kernel.
-pub const ALL: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
+/// The quantized formats with a kernel.
+pub const QUANTIZED: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -32,6 +30,24 @@ pub const ALL: [GgmlType; 13] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
+
+/// The float formats with a kernel.
+pub const FLOATS: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+
+/// Every format with a kernel: [`FLOATS`], then [`QUANTIZED`].
+pub const ALL: [GgmlType; 13] = {
+    let mut all = [GgmlType::F32; 13];
+    let mut i = 0;
+    while i < FLOATS.len() {
+        all[i] = FLOATS[i];
+        i += 1;
+    }
+    while i < all.len() {
+        all[i] = QUANTIZED[i - FLOATS.len()];
+        i += 1;
+    }
+    all
+};
 
 /// splitmix64: a fixed, dependency-free source of test data.
 pub struct Rng(pub u64);
