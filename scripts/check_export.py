@@ -28,9 +28,17 @@ own quantization.
 
 Cargo builds into $CARGO_TARGET_DIR, by default $HOME/.cache/gguf-llama/target.
 
+With --lora, instead: fine-tunes LoRA adapters on stories260K with our finetune example
+(`cargo run --release --example finetune -- --steps 100 --out-dir TMP --export-types
+f32,f16,q8_0`), and for each merged export loads it with llama.cpp and compares llama.cpp's logits
+of the prompt with ours: our merged model's (our `activations` example on the F32 export, whose
+tensors are the merged weights bit for bit, tests/lora.rs) and our model on that same export file
+(`--weights quantized`). The result goes under "lora" in the same JSON (the rest is kept).
+
 Usage (needs llama-cpp-python, gguf, numpy, cargo):
     python3 scripts/check_export.py   # stories260K and the synthetic Q4_K model, F32/F16/Q8_0
     python3 scripts/check_export.py --models models/stories260k-f32.gguf --types f16
+    python3 scripts/check_export.py --lora
 """
 
 from __future__ import annotations
@@ -185,13 +193,91 @@ def check_model(model: Path, types: list[str], tmp: Path) -> tuple[dict, bool]:
     return entry, ok
 
 
+LORA_STEPS = 100
+
+
+def our_logits(model: Path, weights: str, out: Path) -> np.ndarray:
+    """Our logits of every prompt position (the activations example's result_output)."""
+    cmd = [
+        "cargo", "run", "--release", "--quiet", "--example", "activations", "--",
+        "--model", str(model), "--prompt", PROMPT, "--weights", weights, "--out", str(out),
+    ]
+    subprocess.run(cmd, cwd=fc.REPO, env=cargo_env(), check=True, stdout=subprocess.DEVNULL)
+    return np.load(out / "result_output.npy").astype(np.float32)
+
+
+def check_lora(types: list[str], tmp: Path) -> tuple[dict, bool]:
+    """Fine-tunes stories260K, exports the merged model, loads each export with llama.cpp."""
+    out_dir = tmp / "lora"
+    cmd = [
+        "cargo", "run", "--release", "--quiet", "--example", "finetune", "--",
+        "--steps", str(LORA_STEPS), "--out-dir", str(out_dir), "--export-types", ",".join(types),
+    ]
+    subprocess.run(cmd, cwd=fc.REPO, env=cargo_env(), check=True, stdout=subprocess.DEVNULL)
+    files = {ty: out_dir / f"merged-{ty.upper()}.gguf" for ty in types}
+    # Our merged model itself: the F32 export holds its weights bit for bit.
+    f32_export = files.get("f32")
+    if f32_export is None:
+        f32_export = out_dir / "merged-F32.gguf"
+        subprocess.run(
+            cmd[:-1] + ["f32"], cwd=fc.REPO, env=cargo_env(), check=True, stdout=subprocess.DEVNULL
+        )
+    ours_merged = our_logits(f32_export, "f32", tmp / "ours-merged")
+    base_tokens, base_logits = llama_logits(fc.STORIES_MODEL, PROMPT)
+    entry: dict = {
+        "command": " ".join(cmd[:6] + ["--", "--steps", str(LORA_STEPS), "--out-dir", "OUT",
+                                       "--export-types", ",".join(types)]),
+        "prompt_tokens": base_tokens,
+        "max_abs_logit_change_by_training": float(np.abs(ours_merged - base_logits).max()),
+        "exports": {},
+    }
+    ok = True
+    for ty, path in files.items():
+        try:
+            _, logits = llama_logits(path, PROMPT)
+        except Exception as e:  # llama.cpp refused the file
+            ok = False
+            entry["exports"][ty] = {"loaded": False, "error": str(e)}
+            print(f"LoRA merged {ty}: llama.cpp failed to load the export: {e}")
+            continue
+        same_file = our_logits(path, "quantized", tmp / f"ours-{ty}")
+        d_merged = np.abs(logits - ours_merged)
+        d_same = np.abs(logits - same_file)
+        entry["exports"][ty] = {
+            "loaded": True,
+            "file_bytes": path.stat().st_size,
+            "max_abs_diff_vs_our_merged_model": float(d_merged.max()),
+            "max_abs_diff_vs_ours_on_this_file": float(d_same.max()),
+            "argmax_agrees_with_our_merged_model": bool(
+                np.all(logits.argmax(-1) == ours_merged.argmax(-1))
+            ),
+        }
+        print(
+            f"LoRA merged {ty:5} loaded by llama.cpp; max |logit diff| vs our merged model "
+            f"{d_merged.max():.3g}, vs ours on the same file {d_same.max():.3g} "
+            f"(training moved the logits by up to {entry['max_abs_logit_change_by_training']:.3g})"
+        )
+    return entry, ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", type=Path, nargs="+", default=MODELS)
     ap.add_argument("--types", nargs="+", default=["f32", "f16", "q8_0"], choices=sorted(FTYPES))
     ap.add_argument("--json", type=Path, default=OUT_JSON)
+    ap.add_argument("--lora", action="store_true", help="check merged LoRA exports instead")
     args = ap.parse_args()
     fc.quiet_llama()
+    if args.lora:
+        import json
+
+        result = json.loads(args.json.read_text()) if args.json.exists() else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            entry, ok = check_lora(args.types, Path(tmp))
+        result["lora"] = entry
+        fc.write_json(args.json, result)
+        print(f"wrote {rel_or_abs(args.json)}")
+        return 0 if ok else 1
     result: dict = {
         "generator": "scripts/check_export.py",
         "versions": fc.versions(),

@@ -9,12 +9,15 @@
 //! - [`generate`]: the prompt in one pass, then token by token through the KV cache.
 //! - [`perplexity`]: perplexity of a text as llama.cpp's `perplexity` tool computes it, windows
 //!   batched.
+//! - [`finetune`]: the next-token loss and token windows of a fine-tuning loop (LoRA adapters:
+//!   [`model::lora`]).
 //! - [`cli`]: what the examples share (the embedded default model, prompt building).
 
 pub mod chat;
 pub mod cli;
 pub mod device;
 pub mod error;
+pub mod finetune;
 pub mod generate;
 pub mod model;
 pub mod perplexity;

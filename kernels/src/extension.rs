@@ -6,6 +6,10 @@
 //!   shape and dtype and runs when the stream is flushed; the fused neighbours stay fused around it.
 //! - `Flex` and `NdArray`: the words and `x` are read in place from the CPU tensors (no copy when
 //!   they are contiguous) and [`crate::cpu::qmatmul`] computes `y`.
+//! - `Autodiff` (any of the above under `device.autodiff()`): the forward pass of the inner backend
+//!   and a backward pass for `x` (the weights are frozen constants): `∂L/∂x = ∂L/∂y · W` with `W`
+//!   dequantized for the product (see [`autodiff`]), as ggml's own backward of a quantized
+//!   `mul_mat` does. This is what trains adapters (LoRA) on a quantized base.
 //!
 //! Model code calls [`q_matmul`] / [`q_matmul_3d`] with a [`QWeight`] and never names a backend.
 
@@ -25,7 +29,8 @@ use crate::packed::QWeight;
     Cube: cfg(feature = "wgpu"),
     Fusion: cfg(feature = "wgpu"),
     Flex: cfg(feature = "flex"),
-    NdArray: cfg(feature = "ndarray")
+    NdArray: cfg(feature = "ndarray"),
+    Autodiff
 )]
 pub trait QMatmulBackend: Backend {
     /// `y = x · Wᵀ`.
@@ -119,7 +124,7 @@ pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
         });
     }
     #[cfg(feature = "wgpu")]
-    crate::cube::launch::check(w.ty(), w.rows(), w.cols(), ids.len())?;
+    crate::cube::launch::check_get_rows(w.ty(), w.rows(), w.cols(), ids.len())?;
     let device = w.device();
     let ids = Tensor::<1, Int>::from_data(
         TensorData::new(ids.to_vec(), [ids.len()]),
@@ -133,6 +138,19 @@ pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
         w.cols(),
     );
     Ok(Tensor::from_dispatch(out))
+}
+
+/// The whole matrix of `w` dequantized: `[rows, cols]` f32 on `w`'s device (what merging an
+/// adapter into a quantized layer starts from). Rows are looked up 65535 at a time.
+pub fn dequantize(w: &QWeight) -> Result<Tensor<2>, KernelError> {
+    let step = u16::MAX as usize;
+    let mut parts = Vec::with_capacity(w.rows().div_ceil(step));
+    for start in (0..w.rows()).step_by(step) {
+        let end = (start + step).min(w.rows());
+        let ids: Vec<u32> = (start as u32..end as u32).collect();
+        parts.push(q_get_rows(w, &ids)?);
+    }
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// The CPU backends' lookup: rows `ids` of the `[rows, cols]` matrix in `words`, `[n, cols]` f32.
@@ -314,5 +332,111 @@ impl QMatmulBackend for burn::backend::NdArray {
         let ids = slice_or_copy(ids.as_slice(), ids.iter());
         let out = cpu_q_get_rows(&words, &ids, ty_id, rows, cols);
         NdArrayTensor::from_data(TensorData::new(out, [ids.len(), cols]))
+    }
+}
+
+/// The operations on Burn's Autodiff backend: gradients flow to `x`, never to the weight.
+///
+/// `y = x · Wᵀ` gives `∂L/∂x = ∂L/∂y · W`. The backward pass dequantizes `W` to f32 (the inner
+/// backend's [`QMatmulBackend::q_get_rows`] over every row, at most 65535 rows per call) and
+/// multiplies with the backend's own matmul: an `[rows, cols]` f32 transient per operation while
+/// the gradient is computed, freed right after; the weights stay quantized in the model. The
+/// gradient is therefore exactly that of the dequantized model's linear map; the forward pass
+/// itself rounds the activations to 8 bits on the CPU devices (as llama.cpp does), which the
+/// gradient does not see (a straight-through estimate, as in QLoRA).
+///
+/// [`QMatmulBackend::q_get_rows`] (a lookup with integer inputs only) has no gradient: its output
+/// is a constant of the graph.
+pub mod autodiff {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::tensor::{FloatTensor, IntTensor};
+    use burn::backend::{AutodiffBackend, TensorMetadata};
+    use burn::tensor::TensorData;
+
+    use super::QMatmulBackend;
+
+    /// Rows per [`QMatmulBackend::q_get_rows`] call (the GPU grid's limit).
+    const ROWS_PER_LOOKUP: usize = u16::MAX as usize;
+
+    /// The `[rows, cols]` f32 matrix of the packed words `w`, on `w`'s device.
+    pub fn dequantize<B: QMatmulBackend>(
+        w: IntTensor<B>,
+        ty_id: u32,
+        rows: usize,
+        cols: usize,
+    ) -> FloatTensor<B> {
+        let device = TensorMetadata::device(&w);
+        let mut parts = Vec::with_capacity(rows.div_ceil(ROWS_PER_LOOKUP));
+        for start in (0..rows).step_by(ROWS_PER_LOOKUP) {
+            let end = (start + ROWS_PER_LOOKUP).min(rows);
+            let ids: Vec<u32> = (start as u32..end as u32).collect();
+            let ids = B::int_from_data(TensorData::new(ids, [end - start]), &device);
+            parts.push(B::q_get_rows(w.clone(), ids, ty_id, rows, cols));
+        }
+        if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            B::float_cat(parts, 0)
+        }
+    }
+
+    /// The backward step of `q_matmul`: its state is the weight (words, type, shape).
+    #[derive(Debug)]
+    struct QMatmulBackward;
+
+    impl<B: QMatmulBackend> Backward<B, 1> for QMatmulBackward {
+        type State = (IntTensor<B>, u32, usize, usize);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let (w, ty_id, rows, cols) = ops.state;
+            unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                // grad: [m, rows] · W [rows, cols] = [m, cols]
+                B::float_matmul(grad, dequantize::<B>(w, ty_id, rows, cols))
+            });
+        }
+    }
+
+    impl<B: QMatmulBackend, C: CheckpointStrategy> QMatmulBackend for Autodiff<B, C> {
+        fn q_matmul(
+            x: FloatTensor<Self>,
+            w: IntTensor<Self>,
+            ty_id: u32,
+            rows: usize,
+            cols: usize,
+        ) -> FloatTensor<Self> {
+            let (x, node) = x.into_parts();
+            match QMatmulBackward
+                .prepare::<C>([node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = <B as QMatmulBackend>::q_matmul(x, w.clone(), ty_id, rows, cols);
+                    prep.finish((w, ty_id, rows, cols), y)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(<B as QMatmulBackend>::q_matmul(x, w, ty_id, rows, cols))
+                }
+            }
+        }
+
+        fn q_get_rows(
+            w: IntTensor<Self>,
+            ids: IntTensor<Self>,
+            ty_id: u32,
+            rows: usize,
+            cols: usize,
+        ) -> FloatTensor<Self> {
+            <Self as AutodiffBackend>::from_inner(B::q_get_rows(w, ids, ty_id, rows, cols))
+        }
     }
 }

@@ -306,3 +306,71 @@ fn get_rows_equals_dequantized_rows() {
         Err(KernelError::RowIndex { index: 4, rows: 4 })
     ));
 }
+
+/// The backward pass of `q_matmul` on Burn's Autodiff backend: for `L = Σ r ⊙ (x · Wᵀ)`,
+/// `∂L/∂x = r · W` with `W` the dequantized matrix (the importer's dequantizer, itself equal to
+/// gguf-py's), for every format, on every device, with the weight on the plain device and `x` on
+/// its autodiff twin (how adapters are trained on a frozen quantized base). The weight gets no
+/// gradient (its words are an int tensor), and `y` itself is the plain device's.
+///
+/// Tolerance: each gradient element is a dot product of `rows` f32 products, computed by the
+/// backend's matmul in some order: |error| ≤ γ(rows)·Σ|r·w| with γ(n) = n·u/(1 − n·u), u = 2⁻²⁴;
+/// on wgpu each dequantized element may also differ by 4 ulps of 2·max|row| (see
+/// `get_rows_equals_dequantized_rows`), which adds Σ|r|·that.
+#[test]
+fn autodiff_gradient_of_x_is_grad_times_dequantized_weight() {
+    let mut rng = Rng(0xAD);
+    let mut devices = vec![(Device::flex(), true), (Device::ndarray(), true)];
+    devices.extend(wgpu_device().map(|d| (d, false)));
+    let mut cases: Vec<(GgmlType, usize, usize, usize)> = ALL
+        .iter()
+        .map(|&ty| (ty, 37, 2 * ty.block_size().max(32), 3))
+        .collect();
+    // More rows than one GPU lookup takes (65535): the dequantization is done in parts.
+    cases.push((GgmlType::Q8_0, 65_537, 32, 2));
+    for (ty, rows, cols, m) in cases {
+        let w = random_weights(ty, rows, cols, &mut rng);
+        let mut full = vec![0f32; rows * cols];
+        gguf_importer::quants::dequantize_into("w", ty, &w, &mut full).unwrap();
+        let x = rng.vec_f32(m * cols, -1.0, 1.0);
+        let r = rng.vec_f32(m * rows, -1.0, 1.0);
+        for (device, cpu) in &devices {
+            let qw = QWeight::new(ty, rows, cols, &w, device).unwrap();
+            let ad = device.clone().autodiff();
+            let xt =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [m, cols]), &ad).require_grad();
+            let rt = Tensor::<2>::from_data(TensorData::new(r.clone(), [m, rows]), &ad);
+            let y = q_matmul(xt.clone(), &qw).unwrap();
+            assert!(y.is_tracked(), "{ty} on {device:?}: y is not in the graph");
+            let grads = (y * rt).sum().backward();
+            let got = host(xt.grad(&grads).expect("x has a gradient"));
+            assert_eq!(got.len(), m * cols);
+            let u = f32::EPSILON as f64 / 2.0;
+            let gamma = rows as f64 * u / (1.0 - rows as f64 * u);
+            for i in 0..m {
+                for k in 0..cols {
+                    let (mut want, mut mag, mut rsum) = (0f64, 0f64, 0f64);
+                    for j in 0..rows {
+                        let (rv, wv) = (r[i * rows + j] as f64, full[j * cols + k] as f64);
+                        want += rv * wv;
+                        mag += (rv * wv).abs();
+                        rsum += rv.abs();
+                    }
+                    let dq = if *cpu {
+                        0.0
+                    } else {
+                        // max |row| over all rows bounds each row's own.
+                        let amax = full.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                        4.0 * f32::EPSILON as f64 * 2.0 * amax * rsum
+                    };
+                    let tol = gamma * mag + dq + f32::MIN_POSITIVE as f64;
+                    let g = got[i * cols + k] as f64;
+                    assert!(
+                        (g - want).abs() <= tol,
+                        "{ty} {rows}x{cols} on {device:?}: dL/dx[{i},{k}] = {g}, want {want} ± {tol:e}"
+                    );
+                }
+            }
+        }
+    }
+}

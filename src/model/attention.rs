@@ -106,6 +106,21 @@ impl Attention {
         [&self.q, &self.k, &self.v, &self.output]
     }
 
+    /// The layer with `f(i, projection)` in place of each projection `i` of
+    /// [`Attention::linears`].
+    pub(crate) fn map_linears(
+        self,
+        f: &mut dyn FnMut(usize, Linear) -> Result<Linear, ModelError>,
+    ) -> Result<Attention, ModelError> {
+        Ok(Attention {
+            q: f(0, self.q)?,
+            k: f(1, self.k)?,
+            v: f(2, self.v)?,
+            output: f(3, self.output)?,
+            ..self
+        })
+    }
+
     /// Attends the `seq` new positions `cache.len() ..` to themselves and to the cached ones,
     /// appending their keys and values to layer `layer` of the cache. Reports `Qcur-{i}`,
     /// `Vcur-{i}`, `Kcur-{i}` (after RoPE, heads flattened) and `kqv_out-{i}` (all heads

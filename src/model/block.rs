@@ -8,6 +8,7 @@ use crate::model::attention::{Attention, MaskCache};
 use crate::model::error::ModelError;
 use crate::model::feed_forward::FeedForward;
 use crate::model::kv_cache::KvCache;
+use crate::model::linear::Linear;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::{Rope, RopeTables};
 
@@ -47,6 +48,19 @@ impl Block {
     /// The feed-forward network.
     pub fn feed_forward(&self) -> &FeedForward {
         &self.ffn
+    }
+
+    /// The block with `f(i, projection)` in place of each of its seven projections: the
+    /// attention's q, k, v, output (0 to 3), then the feed-forward's gate, up, down (4 to 6).
+    pub(crate) fn map_linears(
+        self,
+        f: &mut dyn FnMut(usize, Linear) -> Result<Linear, ModelError>,
+    ) -> Result<Block, ModelError> {
+        Ok(Block {
+            attn: self.attn.map_linears(f)?,
+            ffn: self.ffn.map_linears(&mut |i, l| f(4 + i, l))?,
+            ..self
+        })
     }
 
     /// The norm before attention (`attn_norm`).

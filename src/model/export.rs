@@ -138,6 +138,11 @@ pub enum ExportError {
         source: GgufError,
     },
 
+    /// The model still has LoRA adapters: GGUF holds the merged weights
+    /// ([`Llama::merge_lora`] first).
+    #[error("the model has {count} unmerged LoRA adapters: merge them first (Llama::merge_lora)")]
+    UnmergedAdapters { count: usize },
+
     /// The written file could not be moved over `path`.
     #[error("replacing {path} with the new file: {source}")]
     Io {
@@ -162,6 +167,10 @@ impl Llama {
     ) -> Result<(), ExportError> {
         let path = path.as_ref();
         check_metadata(self.config(), source_metadata)?;
+        let count = self.lora_adapters().len();
+        if count > 0 {
+            return Err(ExportError::UnmergedAdapters { count });
+        }
         let write_error = |source| ExportError::Write {
             path: path.to_path_buf(),
             source,

@@ -30,6 +30,19 @@ impl FeedForward {
         [&self.gate, &self.up, &self.down]
     }
 
+    /// The network with `f(i, projection)` in place of each projection `i` of
+    /// [`FeedForward::linears`].
+    pub(crate) fn map_linears(
+        self,
+        f: &mut dyn FnMut(usize, Linear) -> Result<Linear, ModelError>,
+    ) -> Result<FeedForward, ModelError> {
+        Ok(FeedForward {
+            gate: f(0, self.gate)?,
+            up: f(1, self.up)?,
+            down: f(2, self.down)?,
+        })
+    }
+
     /// Runs the network of block `layer`, reporting `ffn_gate-{i}`, `ffn_up-{i}` (the
     /// projections) and `ffn_swiglu-{i}` (`silu(gate) · up`) to `trace`.
     ///

@@ -3,17 +3,19 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use gguf_kernels::extension::q_matmul_3d;
+use gguf_kernels::extension::{dequantize, q_matmul_3d};
 use gguf_kernels::packed::QWeight;
 
 use crate::model::error::ModelError;
+use crate::model::lora::{check_adapter_shape, merge_weight, LoraAdapter};
 
 /// `y = x · Wᵀ (+ b)` with `W` in the row-major GGUF shape `[n_out, n_in]` (ggml
 /// `ne = [n_in, n_out]`): each output is the dot product of `x` with a contiguous row of `W`, as
 /// in ggml's `mul_mat(W, x)`.
 ///
 /// Exactly one of `dense` and `quantized` is set; either is part of the module's record (the
-/// quantized one as its packed u32 words, see [`QWeight`]).
+/// quantized one as its packed u32 words, see [`QWeight`]). An optional LoRA adapter adds
+/// `scale · (x · Aᵀ) · Bᵀ` (see [`crate::model::lora`]).
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[n_out, n_in]`, f32.
@@ -22,6 +24,8 @@ pub struct Linear {
     quantized: Option<QWeight>,
     /// `[n_out]`
     bias: Option<Param<Tensor<1>>>,
+    /// A LoRA adapter on this layer.
+    lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -31,6 +35,7 @@ impl Linear {
             dense: Some(Param::from_tensor(weight)),
             quantized: None,
             bias: bias.map(Param::from_tensor),
+            lora: None,
         }
     }
 
@@ -40,6 +45,7 @@ impl Linear {
             dense: None,
             quantized: Some(weight),
             bias: bias.map(Param::from_tensor),
+            lora: None,
         }
     }
 
@@ -49,12 +55,76 @@ impl Linear {
         dense: Option<Param<Tensor<2>>>,
         quantized: Option<QWeight>,
         bias: Option<Param<Tensor<1>>>,
+        lora: Option<LoraAdapter>,
     ) -> Linear {
         Linear {
             dense,
             quantized,
             bias,
+            lora,
         }
+    }
+
+    /// `[n_out, n_in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        match (&self.dense, &self.quantized) {
+            (Some(w), _) => w.dims(),
+            (None, Some(q)) => [q.rows(), q.cols()],
+            (None, None) => [0, 0],
+        }
+    }
+
+    /// The LoRA adapter, if any.
+    pub fn adapter(&self) -> Option<&LoraAdapter> {
+        self.lora.as_ref()
+    }
+
+    /// Removes the adapter and returns it.
+    pub(crate) fn take_adapter(&mut self) -> Option<LoraAdapter> {
+        self.lora.take()
+    }
+
+    /// The layer with `adapter` in place of its own (none with `None`).
+    ///
+    /// # Panics
+    /// If the adapter's shapes do not fit the layer (`[rank, n_in]`, `[n_out, rank]`): the
+    /// public constructors ([`crate::model::Llama::with_lora`]) build them from the layer.
+    pub(crate) fn with_adapter(self, adapter: Option<LoraAdapter>) -> Linear {
+        if let Some(a) = &adapter {
+            check_adapter_shape(&self, a).expect("adapter built for this layer");
+        }
+        Linear {
+            lora: adapter,
+            ..self
+        }
+    }
+
+    /// The layer with its adapter folded into a dense f32 weight (`W + scale · B · A`) on the
+    /// weight's device; unchanged without an adapter.
+    pub(crate) fn merged(self) -> Result<Linear, ModelError> {
+        let Some(adapter) = self.lora else {
+            return Ok(self);
+        };
+        let (weight, device) = match (self.dense, self.quantized) {
+            (Some(w), _) => {
+                let w = w.val();
+                let device = w.device();
+                (w, device)
+            }
+            (None, Some(q)) => (dequantize(&q)?, q.device()),
+            (None, None) => {
+                return Err(ModelError::InvalidInput {
+                    what: "a linear layer without a weight".into(),
+                })
+            }
+        };
+        let merged = merge_weight(weight, &adapter, &device);
+        Ok(Linear {
+            dense: Some(Param::from_tensor(merged)),
+            quantized: None,
+            bias: self.bias,
+            lora: None,
+        })
     }
 
     /// Whether the weight is kept quantized.
@@ -87,19 +157,26 @@ impl Linear {
     /// - output: `[batch, seq, n_out]`
     pub fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>, ModelError> {
         let bias = self.bias.as_ref().map(Param::val);
-        match (&self.dense, &self.quantized) {
-            (Some(w), _) => Ok(project(x, w.val(), bias)),
+        let delta = self.lora.as_ref().map(|a| a.forward(x.clone()));
+        let y = match (&self.dense, &self.quantized) {
+            (Some(w), _) => project(x, w.val(), bias),
             (None, Some(q)) => {
                 let y = q_matmul_3d(x, q)?; // [batch, seq, n_out]
-                Ok(match bias {
+                match bias {
                     Some(b) => y + b.unsqueeze::<3>(),
                     None => y,
+                }
+            }
+            (None, None) => {
+                return Err(ModelError::InvalidInput {
+                    what: "a linear layer without a weight".into(),
                 })
             }
-            (None, None) => Err(ModelError::InvalidInput {
-                what: "a linear layer without a weight".into(),
-            }),
-        }
+        };
+        Ok(match delta {
+            Some(d) => y + d,
+            None => y,
+        })
     }
 }
 

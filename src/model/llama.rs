@@ -10,6 +10,7 @@ use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::KvCache;
 use crate::model::linear::Linear;
+use crate::model::lora::LoraTarget;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
 
@@ -199,6 +200,20 @@ impl Llama {
         }; // [batch, seq or 1, n_vocab]
         trace("result_output", logits.clone());
         Ok(logits)
+    }
+
+    /// The model with `f(layer, target, projection)` in place of each projection of every block.
+    pub(crate) fn map_block_linears(
+        self,
+        f: &mut dyn FnMut(usize, LoraTarget, Linear) -> Result<Linear, ModelError>,
+    ) -> Result<Llama, ModelError> {
+        let blocks = self
+            .blocks
+            .into_iter()
+            .enumerate()
+            .map(|(layer, block)| block.map_linears(&mut |i, l| f(layer, LoraTarget::ALL[i], l)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Llama { blocks, ..self })
     }
 
     /// Rejects an input the forward pass cannot run, before anything runs; returns the token ids

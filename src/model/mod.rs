@@ -27,6 +27,8 @@
 //! - [`kv_cache`]: the [`KvCache`].
 //! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
 //! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16 or Q8_0.
+//! - [`lora`]: LoRA adapters on the projections ([`Llama::with_lora`], [`Llama::merge_lora`])
+//!   for fine-tuning on the frozen (quantized) base.
 //!
 //! Dimension order: every weight has the row-major shape of ggml's `ne` reversed (see
 //! `gguf_importer::burn`); a linear weight is `[n_out, n_in]` and computes `y = x · Wᵀ`.
@@ -42,6 +44,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod llama;
 pub mod load;
+pub mod lora;
 pub mod norm;
 pub mod record;
 pub mod rope;
@@ -53,5 +56,6 @@ pub use export::{ExportError, ExportType};
 pub use kv_cache::KvCache;
 pub use llama::{Llama, Logits};
 pub use load::Weights;
+pub use lora::{LoraAdapter, LoraConfig, LoraTarget};
 pub use record::RecordError;
 pub use rope::Rope;

@@ -14,6 +14,7 @@
 //! | `output.…` (absent when tied)          |       | as a linear layer below                 |
 //! | linear `….dense` / `….quantized.words` | F32 / U32 | `[n_out, n_in]` / `[⌈bytes / 4⌉]`   |
 //! | linear `….bias` (optional)             | F32   | `[n_out]`                               |
+//! | linear `….lora.{a,b}` (optional)       | F32   | `[rank, n_in]`, `[n_out, rank]`         |
 //!
 //! Quantized weights are their packed words ([`QWeight`]): the file's bytes, never converted to
 //! f32, so the record is about the size of the GGUF file's tensor data (each tensor padded to
@@ -52,6 +53,7 @@ use crate::model::error::ModelError;
 use crate::model::feed_forward::FeedForward;
 use crate::model::linear::Linear;
 use crate::model::llama::Llama;
+use crate::model::lora::LoraAdapter;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
 
@@ -143,6 +145,16 @@ struct LinearDescription {
     /// The ggml type of the weight when it is kept quantized; `None`: dense f32.
     quantized: Option<String>,
     bias: bool,
+    /// The layer's LoRA adapter (`….lora.a` `[rank, n_in]`, `….lora.b` `[n_out, rank]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lora: Option<LoraDescription>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoraDescription {
+    rank: usize,
+    /// `alpha / rank` as its f32 bit pattern.
+    scale_bits: u32,
 }
 
 /// The linear layers of a block, in [`BLOCK_LINEARS`] order.
@@ -265,6 +277,10 @@ fn describe(model: &Llama) -> Description {
     let linear = |l: &Linear| LinearDescription {
         quantized: l.quantized_weight().map(|q| q.ty().name().to_string()),
         bias: l.has_bias(),
+        lora: l.adapter().map(|a| LoraDescription {
+            rank: a.rank(),
+            scale_bits: a.scale().to_bits(),
+        }),
     };
     Description {
         format_version: FORMAT_VERSION,
@@ -457,9 +473,20 @@ fn linear(
     device: &Device,
 ) -> Result<Linear, SkeletonError> {
     let bias = d.bias.then(|| f32_param([shape[0]], device));
+    let lora = match &d.lora {
+        Some(l) if l.rank == 0 => {
+            return Err(SkeletonError::Metadata(format!("{path}: LoRA rank 0")))
+        }
+        Some(l) => Some(LoraAdapter::from_params(
+            f32_param([l.rank, shape[1]], device),
+            f32_param([shape[0], l.rank], device),
+            f32::from_bits(l.scale_bits),
+        )),
+        None => None,
+    };
     Ok(match &d.quantized {
-        Some(ty) => Linear::from_parts(None, Some(quantized(path, ty, shape, device)?), bias),
-        None => Linear::from_parts(Some(f32_param(shape, device)), None, bias),
+        Some(ty) => Linear::from_parts(None, Some(quantized(path, ty, shape, device)?), bias, lora),
+        None => Linear::from_parts(Some(f32_param(shape, device)), None, bias, lora),
     })
 }
 

@@ -52,6 +52,15 @@ pub fn check(ty: GgmlType, rows: usize, cols: usize, m: usize) -> Result<(), Ker
     Ok(())
 }
 
+/// [`check`] for a lookup of `n` rows ([`q_get_rows`]): the output is `[n, cols]`.
+pub fn check_get_rows(ty: GgmlType, rows: usize, cols: usize, n: usize) -> Result<(), KernelError> {
+    check(ty, rows, cols, 1)?;
+    if n as u64 * cols as u64 > u32::MAX as u64 - 4 {
+        return Err(KernelError::BadShape { rows, cols });
+    }
+    Ok(())
+}
+
 /// The kernel [`q_matmul`] picks for `m` activation rows on `client`'s device.
 pub fn pick_kernel(client: &Client, m: usize) -> Kernel {
     if m > MATVEC_MAX_M {
@@ -186,7 +195,7 @@ pub fn q_get_rows(
         ids.dtype
     );
     let n = shape[0];
-    if let Err(e) = check(ty, rows, cols, n) {
+    if let Err(e) = check_get_rows(ty, rows, cols, n) {
         panic!("q_get_rows: {e}");
     }
     let client = ids.client.clone();
