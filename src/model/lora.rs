@@ -17,7 +17,9 @@
 //! - [`Llama::merge_lora`] folds each adapter into its layer: `W' = dequantize(W) + scale · B · A`,
 //!   a dense f32 layer on the base's device, which a record ([`Llama::save_record`]) or a GGUF
 //!   export ([`Llama::save_gguf`], F32/F16/Q8_0) then saves like any other.
-//! - A model with adapters saves and loads its adapters in its record (unmerged).
+//! - A model with adapters saves and loads its adapters in its record (unmerged), on the plain
+//!   device it is loaded to; to train them further, give them the autodiff device with
+//!   [`Llama::map_lora`] (`LoraAdapter::from_tensors(a.a().autodiff(), a.b().autodiff(), ..)`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -229,11 +231,10 @@ impl LoraAdapter {
     /// - output: `[batch, seq, n_out]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, n_in] = x.dims();
-        let [n_out, rank] = self.b.dims();
+        let [n_out, _] = self.b.dims();
         let x: Tensor<2> = x.reshape([batch * seq, n_in]);
         let h = x.matmul(self.a.val().transpose()); // [batch · seq, rank]
         let y = h.matmul(self.b.val().transpose()).mul_scalar(self.scale); // [batch · seq, n_out]
-        debug_assert_eq!(rank, self.a.dims()[0]);
         y.reshape([batch, seq, n_out])
     }
 
