@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Parser;
 use common::ModelArgs;
 use gguf_llama::cli;
-use gguf_llama::generate::{last_logits, token_tensor};
+use gguf_llama::generate::last_logits;
 use gguf_llama::model::{Llama, Logits};
 use gguf_llama::sampling::{Sampler, SamplerConfig};
 
@@ -72,21 +72,13 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs.max(1) {
         let mut cache = model.new_cache(1, needed);
         let t = Instant::now();
-        let mut logits = last_logits(model.forward_logits(
-            token_tensor(&prompt, &device),
-            &mut cache,
-            Logits::Last,
-        )?)?;
+        let mut logits = last_logits(model.forward_ids(&prompt, 1, &mut cache, Logits::Last)?)?;
         best_pp = best_pp.max(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         for _ in 0..args.gen_tokens {
             let next = greedy.sample(&logits, &[])?;
-            logits = last_logits(model.forward_logits(
-                token_tensor(&[next], &device),
-                &mut cache,
-                Logits::Last,
-            )?)?;
+            logits = last_logits(model.forward_ids(&[next], 1, &mut cache, Logits::Last)?)?;
         }
         best_tg = best_tg.max(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
     }

@@ -116,7 +116,6 @@ pub fn generate(
         .min(context)
         .max(prompt.len());
     let mut cache: KvCache = model.new_cache(1, capacity);
-    let device = model.device();
     let mut sampler = Sampler::new(config.sampler)?;
     let mut detok = Detokenizer::new(false);
     let mut history: Vec<u32> = prompt.to_vec();
@@ -129,11 +128,7 @@ pub fn generate(
 
     // The prompt, in one forward pass.
     let start = Instant::now();
-    let mut logits = last_logits(model.forward_logits(
-        token_tensor(prompt, &device),
-        &mut cache,
-        Logits::Last,
-    )?)?;
+    let mut logits = last_logits(model.forward_ids(prompt, 1, &mut cache, Logits::Last)?)?;
     timings.prompt_s = start.elapsed().as_secs_f64();
 
     // Then one token at a time.
@@ -159,11 +154,7 @@ pub fn generate(
         if cache.len() >= capacity {
             break StopReason::ContextFull;
         }
-        logits = last_logits(model.forward_logits(
-            token_tensor(&[next], &device),
-            &mut cache,
-            Logits::Last,
-        )?)?;
+        logits = last_logits(model.forward_ids(&[next], 1, &mut cache, Logits::Last)?)?;
     };
     let rest = detok.finish();
     if !rest.is_empty() {

@@ -28,11 +28,10 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Llama};
+use crate::model::{KvCache, Llama, Logits};
 use crate::tokenizer::Tokenizer;
 
 /// How to cut and batch the text.
@@ -183,7 +182,6 @@ pub fn perplexity(
     let n_ctx = config.n_ctx;
     let first = n_ctx / 2;
     let n_scored = n_ctx - 1 - first; // scored tokens per window
-    let device = model.device();
 
     let mut nll = 0f64;
     let mut nll2 = 0f64;
@@ -196,13 +194,12 @@ pub fn perplexity(
         let b = config.batch.min(n_windows - batch_start);
 
         // The windows of this pass, row-major, each beginning with BOS if the model adds one.
-        let mut ids: Vec<i64> = Vec::with_capacity(b * n_ctx);
+        let mut ids: Vec<u32> = Vec::with_capacity(b * n_ctx);
         for w in batch_start..batch_start + b {
             let window = &tokens[w * n_ctx..(w + 1) * n_ctx];
-            ids.push(bos.unwrap_or(window[0]) as i64);
-            ids.extend(window[1..].iter().map(|&t| t as i64));
+            ids.push(bos.unwrap_or(window[0]));
+            ids.extend_from_slice(&window[1..]);
         }
-        let input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, n_ctx]), &device); // [b, n_ctx]
 
         // A fresh (or reset) cache per pass: every window starts at position 0.
         let cache = match &mut cache {
@@ -212,7 +209,7 @@ pub fn perplexity(
             }
             slot => slot.insert(model.new_cache(b, n_ctx)),
         };
-        let logits = model.forward(input, cache)?; // [b, n_ctx, n_vocab]
+        let logits = model.forward_ids(&ids, b, cache, Logits::All)?; // [b, n_ctx, n_vocab]
         let n_vocab = logits.dims()[2];
         let scored = logits
             .narrow(1, first, n_scored) // [b, n_scored, n_vocab]

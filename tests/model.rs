@@ -501,6 +501,54 @@ fn batched_sequences_equal_single_ones() {
     }
 }
 
+/// `forward_ids` (host ids, what generation and evaluation use) computes what `forward` computes
+/// on the same ids as a tensor, bit for bit, with the same typed errors.
+#[test]
+fn host_ids_equal_a_token_tensor() {
+    let prompts = fixture();
+    let (a, b) = (&prompts[0].prompt_tokens, &prompts[1].prompt_tokens);
+    for (name, device) in devices() {
+        let model = load(&device);
+        let ids: Vec<u32> = a.iter().chain(b).copied().collect();
+        let tensor = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [2, a.len()]),
+            &device,
+        );
+        let mut cache = model.new_cache(2, 16);
+        let want = to_vec(model.forward(tensor, &mut cache).expect("forward"));
+        let mut cache = model.new_cache(2, 16);
+        let got = to_vec(
+            model
+                .forward_ids(&ids, 2, &mut cache, Logits::All)
+                .expect("forward_ids"),
+        );
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(cache.len(), a.len());
+    }
+    let device = Device::flex();
+    let model = load(&device);
+    let mut cache = model.new_cache(1, 8);
+    for (ids, batch) in [
+        (&[1u32, 512][..], 1),
+        (&[][..], 1),
+        (&[1, 2, 3][..], 2),
+        (&[1][..], 0),
+    ] {
+        assert!(
+            matches!(
+                model.forward_ids(ids, batch, &mut cache, Logits::All),
+                Err(ModelError::InvalidInput { .. })
+            ),
+            "{ids:?} in {batch} rows"
+        );
+    }
+    assert!(cache.is_empty(), "failed passes cache nothing");
+}
+
 #[test]
 fn too_long_inputs_are_errors_not_panics() {
     let device = Device::flex();

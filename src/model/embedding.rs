@@ -3,7 +3,7 @@
 //! also uses it as the output projection (tied embeddings).
 
 use burn::module::{Module, Param};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use gguf_kernels::extension::{q_get_rows, q_matmul_3d};
 use gguf_kernels::packed::QWeight;
 
@@ -60,15 +60,21 @@ impl Embedding {
         self.quantized.as_ref()
     }
 
-    /// The rows of `ids` (already checked to be in the vocabulary), given both as the device
-    /// tensor and as host values.
+    /// The rows of `ids` (already checked to be in the vocabulary), from the host: a dense
+    /// embedding uploads them as an index tensor, a quantized one hands them to its lookup.
     ///
     /// # Shapes
-    /// - `tokens`: `[n]` (on the embedding's device), `ids`: the same `n` ids on the host
+    /// - `ids`: `n` ids
     /// - output: `[n, n_embd]`
-    pub fn forward(&self, tokens: Tensor<1, Int>, ids: &[u32]) -> Result<Tensor<2>, ModelError> {
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor<2>, ModelError> {
         match (&self.dense, &self.quantized) {
-            (Some(w), _) => Ok(w.val().select(0, tokens)),
+            (Some(w), _) => {
+                let w = w.val();
+                let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+                let tokens =
+                    Tensor::<1, Int>::from_data(TensorData::new(data, [ids.len()]), &w.device());
+                Ok(w.select(0, tokens))
+            }
             (None, Some(q)) => Ok(q_get_rows(q, ids)?),
             (None, None) => Err(missing()),
         }

@@ -140,6 +140,22 @@ impl Llama {
         })
     }
 
+    /// [`Llama::forward_logits`] for token ids on the host (row-major `[batch, seq]`, `batch`
+    /// rows of `ids.len() / batch`): what generation, benchmarks and evaluation hold anyway. The
+    /// ids go to the device once and are never read back (a token tensor is read back to check
+    /// its ids against the vocabulary).
+    pub fn forward_ids(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor<3>, ModelError> {
+        on_cpu_pool(&self.device(), || {
+            self.forward_ids_traced(ids, batch, cache, logits, &mut |_, _| {})
+        })
+    }
+
     /// [`Llama::forward`], handing each intermediate tensor to `trace` under the name llama.cpp's
     /// eval callback gives the same tensor, in llama.cpp's graph order: `embd` (the token
     /// embeddings; llama.cpp before its input-selection change called it `inp_embd`), then per
@@ -155,20 +171,28 @@ impl Llama {
         logits: Logits,
         trace: &mut dyn FnMut(&str, Tensor<3>),
     ) -> Result<Tensor<3>, ModelError> {
-        let [batch, seq] = tokens.dims();
-        let ids = self.check_input(&tokens, cache)?;
+        let [batch, _] = tokens.dims();
+        let ids = self.token_ids(&tokens)?;
+        self.forward_ids_traced(&ids, batch, cache, logits, trace)
+    }
+
+    /// [`Llama::forward_traced`] for token ids on the host (see [`Llama::forward_ids`]).
+    pub fn forward_ids_traced(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
+        let seq = self.check_input(ids, batch, cache)?;
         let start = cache.len();
         let device = self.device();
-        let tokens = if tokens.device() == device {
-            tokens
-        } else {
-            tokens.to_device(&device)
-        };
 
         // Token embeddings: row t of token_embd for token t.
         let x: Tensor<3> = self
             .token_embd
-            .forward(tokens.reshape([batch * seq]), &ids)? // [batch · seq, n_embd]
+            .forward(ids)? // [batch · seq, n_embd]
             .reshape([batch, seq, self.config.embedding_length]);
         trace("embd", x.clone());
 
@@ -216,19 +240,33 @@ impl Llama {
         Ok(Llama { blocks, ..self })
     }
 
-    /// Rejects an input the forward pass cannot run, before anything runs; returns the token ids
-    /// on the host, row-major.
-    fn check_input(
-        &self,
-        tokens: &Tensor<2, Int>,
-        cache: &KvCache,
-    ) -> Result<Vec<u32>, ModelError> {
-        let [batch, seq] = tokens.dims();
-        if batch == 0 || seq == 0 {
+    /// The ids of a token tensor on the host, row-major; an error for an id that is negative or
+    /// beyond u32.
+    fn token_ids(&self, tokens: &Tensor<2, Int>) -> Result<Vec<u32>, ModelError> {
+        let data = tokens.to_data();
+        data.iter::<i64>()
+            .enumerate()
+            .map(|(i, id)| {
+                u32::try_from(id).map_err(|_| ModelError::InvalidInput {
+                    what: format!(
+                        "token id {id} at index {i} is outside the vocabulary 0..{}",
+                        self.config.vocab_size
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Rejects an input the forward pass cannot run, before anything runs: `ids` must be
+    /// `batch` rows of the same length, each id in the vocabulary, and fit the cache and the
+    /// context. Returns the sequence length.
+    fn check_input(&self, ids: &[u32], batch: usize, cache: &KvCache) -> Result<usize, ModelError> {
+        if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
             return Err(ModelError::InvalidInput {
-                what: format!("empty token tensor of shape [{batch}, {seq}]"),
+                what: format!("{} token ids do not make {batch} rows of tokens", ids.len()),
             });
         }
+        let seq = ids.len() / batch;
         if cache.batch() != batch || cache.n_layers() != self.blocks.len() {
             return Err(ModelError::CacheMismatch {
                 what: format!(
@@ -249,20 +287,16 @@ impl Llama {
         cache.check_room(seq)?;
         // Token ids must index the embedding (a gather out of range is undefined on some backends).
         let n_vocab = self.config.vocab_size;
-        let data = tokens.to_data();
-        data.iter::<i64>()
+        if let Some((i, id)) = ids
+            .iter()
             .enumerate()
-            .map(|(i, id)| {
-                if id < 0 || id as u64 >= n_vocab as u64 {
-                    return Err(ModelError::InvalidInput {
-                        what: format!(
-                            "token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"
-                        ),
-                    });
-                }
-                Ok(id as u32)
-            })
-            .collect()
+            .find(|(_, &id)| id as usize >= n_vocab)
+        {
+            return Err(ModelError::InvalidInput {
+                what: format!("token id {id} at index {i} is outside the vocabulary 0..{n_vocab}"),
+            });
+        }
+        Ok(seq)
     }
 }
 
