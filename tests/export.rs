@@ -17,9 +17,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use common::{fixture, ids, max_abs_diff, read_json, read_npy, root, to_vec, token_tensor};
+use common::{fixture, ids, max_abs_diff, open, read_json, read_npy, root, to_vec, token_tensor};
 use gguf_llama::gguf::quants::quantize;
-use gguf_llama::gguf::{keys, GgmlType, GgufFile, Value};
+use gguf_llama::gguf::{keys, GgmlType, Value};
 use gguf_llama::model::export::{ExportError, ExportType};
 use gguf_llama::model::{Llama, Weights};
 
@@ -38,17 +38,8 @@ fn f32_tolerance(model: &str) -> f32 {
     }
 }
 
-/// A fresh path for `name` in the tests' temporary directory.
 fn temp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn open(path: &Path) -> GgufFile {
-    GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::temp("export", name)
 }
 
 fn stem(model: &str) -> &str {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{fixture, max_abs_diff, root, to_vec};
+use common::{fixture, max_abs_diff, open, root, to_vec};
 use gguf_llama::finetune::{next_token_loss, TokenWindows};
 use gguf_llama::gguf::quants::{dequantize, quantize};
 use gguf_llama::gguf::{GgmlType, GgufFile};
@@ -43,23 +43,23 @@ impl Rng {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lora");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn open(path: &std::path::Path) -> GgufFile {
-    GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn host2(t: Tensor<2>) -> Vec<f32> {
-    to_vec(t)
+    common::temp("lora", name)
 }
 
 fn tensor(v: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+/// `model`'s adapters with B uniform in ±0.1 on `device` (B = 0, the fresh state, would make
+/// every adapter a no-op).
+fn with_random_b(model: Llama, rng: &mut Rng, device: &Device) -> Llama {
+    model
+        .map_lora(&mut |_, _, a| {
+            let [n_out, r] = a.b().dims();
+            let b = tensor(&rng.vec(n_out * r, -0.1, 0.1), [n_out, r], device);
+            LoraAdapter::from_tensors(a.a(), b, a.scale())
+        })
+        .unwrap()
 }
 
 /// One adapter's A and B on the host, with their shapes.
@@ -76,9 +76,9 @@ fn adapter_values(model: &Llama) -> Vec<Values> {
         .lora_adapters()
         .iter()
         .map(|(_, _, a)| Values {
-            a: host2(a.a()),
+            a: to_vec(a.a()),
             a_shape: a.a().dims(),
-            b: host2(a.b()),
+            b: to_vec(a.b()),
             b_shape: a.b().dims(),
         })
         .collect()
@@ -132,7 +132,7 @@ fn loss_f64(model: &Llama, tokens: Tensor<2, Int>) -> f64 {
     let mut cache = model.new_cache(batch, seq);
     let logits = model.forward(tokens.narrow(1, 0, seq), &mut cache).unwrap();
     let [_, _, nv] = logits.dims();
-    let lg = common::to_vec(logits);
+    let lg = to_vec(logits);
     let mut nll = 0f64;
     for b in 0..batch {
         for p in 0..seq {
@@ -230,7 +230,7 @@ fn gradient_matches_finite_differences_of_the_dequantized_model() {
                 .map(|(_, _, a)| {
                     let ga = a.a().grad(&grads).expect("A has a gradient");
                     let gb = a.b().grad(&grads).expect("B has a gradient");
-                    (host2(ga), host2(gb))
+                    (to_vec(ga), to_vec(gb))
                 })
                 .collect();
             let g_norm = dot(&g, &g).sqrt();
@@ -354,7 +354,7 @@ fn training_lowers_the_loss_and_leaves_the_base_alone() {
         let mut losses = Vec::new();
         for _ in 0..steps {
             let loss = next_token_loss(&model, windows.next_batch(batch, &device)).unwrap();
-            losses.push(common::to_vec(loss.clone())[0]);
+            losses.push(to_vec(loss.clone())[0]);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-2, model, grads);
         }
@@ -393,17 +393,11 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
         targets: vec![LoraTarget::Query, LoraTarget::Value, LoraTarget::Down],
         seed: 3,
     };
-    let mut rng = Rng(11);
     let adapted = Llama::from_gguf_with_weights(&src, &device, Weights::F32)
         .unwrap()
         .with_lora(&config, &device)
-        .unwrap()
-        .map_lora(&mut |_, _, a| {
-            let [n_out, r] = a.b().dims();
-            let b = tensor(&rng.vec(n_out * r, -0.1, 0.1), [n_out, r], &device);
-            LoraAdapter::from_tensors(a.a(), b, a.scale())
-        })
         .unwrap();
+    let adapted = with_random_b(adapted, &mut Rng(11), &device);
     assert_eq!(adapted.lora_adapters().len(), 3 * adapted.blocks().len());
     let logits = |m: &Llama| {
         let mut cache = m.new_cache(1, prompt.len());
@@ -453,7 +447,7 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
             .unwrap()
             .dense_weight()
             .unwrap();
-        let (wm, w0, av, bv) = (host2(w), host2(orig), host2(a.a()), host2(a.b()));
+        let (wm, w0, av, bv) = (to_vec(w), to_vec(orig), to_vec(a.a()), to_vec(a.b()));
         let ([r, n_in], [n_out, _]) = (a.a().dims(), a.b().dims());
         for o in 0..n_out {
             for k in 0..n_in {
@@ -497,7 +491,7 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
                 let info = file.tensor(&tensor_name).unwrap().clone();
                 let w = l.dense_weight().unwrap();
                 let [n_out, n_in] = w.dims();
-                let values = host2(w);
+                let values = to_vec(w);
                 let bytes = file.tensor_data(&info);
                 let want = match ty {
                     ExportType::F32 => quantize(GgmlType::F32, n_in, &values).unwrap(),
@@ -531,17 +525,11 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
 fn record_round_trip_keeps_adapters() {
     let file = open(&fixture("synthetic/synth-Q4_K.gguf"));
     let device = Device::flex();
-    let mut rng = Rng(5);
     let model = Llama::from_gguf(&file, &device)
         .unwrap()
         .with_lora(&LoraConfig::default(), &device)
-        .unwrap()
-        .map_lora(&mut |_, _, a| {
-            let [n_out, r] = a.b().dims();
-            let b = tensor(&rng.vec(n_out * r, -0.1, 0.1), [n_out, r], &device);
-            LoraAdapter::from_tensors(a.a(), b, a.scale())
-        })
         .unwrap();
+    let model = with_random_b(model, &mut Rng(5), &device);
     let path = temp("adapters.bpk");
     model.save_record(&path).unwrap();
     let back = Llama::load_record(&path, &device).unwrap();
@@ -550,8 +538,8 @@ fn record_round_trip_keeps_adapters() {
     {
         assert_eq!((l0, t0), (l1, t1));
         assert_eq!(a0.scale().to_bits(), a1.scale().to_bits());
-        assert_eq!(host2(a0.a()), host2(a1.a()));
-        assert_eq!(host2(a0.b()), host2(a1.b()));
+        assert_eq!(to_vec(a0.a()), to_vec(a1.a()));
+        assert_eq!(to_vec(a0.b()), to_vec(a1.b()));
     }
     let tokens = synthetic_tokens(&device);
     let run = |m: &Llama| {

@@ -8,18 +8,14 @@
 //!   (gguf 0.19.0); each test gives the command.
 //!
 //! Every numerical test runs on flex and ndarray, and on wgpu when an adapter is present
-//! (lavapipe on machines without a GPU).
+//! (lavapipe on machines without a GPU; under CI a missing adapter fails, `common::devices`).
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{devices, max_abs_diff, root, to_vec};
 use gguf_importer::{GgufFile, Metadata};
 use gguf_llama::model::{Llama, LlamaConfig, Logits, ModelError, RopeStyle, Weights};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn model_file() -> GgufFile {
     let path = root().join("models/stories260k-f32.gguf");
@@ -30,37 +26,8 @@ fn load(device: &Device) -> Llama {
     Llama::from_gguf(&model_file(), device).expect("stories260k loads")
 }
 
-/// The wgpu device, initialized once per test process (a runtime cannot be initialized twice);
-/// `None` without an adapter.
-fn wgpu() -> Option<Device> {
-    static DEVICE: OnceLock<Option<Device>> = OnceLock::new();
-    DEVICE
-        .get_or_init(|| match Device::wgpu_options().init() {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("wgpu unavailable, skipping it: {e}");
-                None
-            }
-        })
-        .clone()
-}
-
-/// flex, ndarray and (if present) wgpu.
-#[allow(deprecated)] // ndarray is deprecated by Burn in favour of flex, and still supported here
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut out = vec![("flex", Device::flex()), ("ndarray", Device::ndarray())];
-    if let Some(d) = wgpu() {
-        out.push(("wgpu", d));
-    }
-    out
-}
-
 // `[1, n]` token ids on `device`.
-use gguf_llama::generate::token_tensor as tokens;
-
-fn to_vec(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 logits")
-}
+use common::token_tensor as tokens;
 
 fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
@@ -70,14 +37,6 @@ fn argmax(row: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -98,9 +57,7 @@ struct Prompt {
 }
 
 fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let path = root().join("tests/fixtures/llama").join(name);
-    let mut f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    gguf_importer::npy::read_f32(&mut f).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::read_npy(&common::fixture("llama").join(name))
 }
 
 fn fixture() -> Vec<Prompt> {

@@ -18,22 +18,13 @@ use std::path::{Path, PathBuf};
 use burn::store::burn_pack::{Reader, Writer};
 use burn::store::{bridge, BurnpackStore, ModuleSnapshot};
 use burn::tensor::{DType, Device};
-use common::{devices, ids, read_json, root, smollm2, token_tensor};
+use common::{devices, ids, open, read_json, root, smollm2, token_tensor};
 use gguf_llama::gguf::GgufFile;
 use gguf_llama::model::record::METADATA_KEY;
 use gguf_llama::model::{Llama, RecordError, Weights};
 
-/// A fresh path for `name` in the tests' temporary directory.
 fn temp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("record");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn open(path: &Path) -> GgufFile {
-    GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::temp("record", name)
 }
 
 /// The logits of every position of `prompt`, as f32 bit patterns.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use gguf_llama::device::{self, DeviceName};
 pub use gguf_llama::generate::token_tensor;
-use gguf_llama::gguf::npy;
+use gguf_llama::gguf::{npy, GgufFile};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +16,20 @@ pub fn root() -> PathBuf {
 
 pub fn fixture(path: &str) -> PathBuf {
     root().join("tests/fixtures").join(path)
+}
+
+/// A fresh path for `name` in `dir` of the tests' temporary directory (any file there removed).
+pub fn temp(dir: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Opens a GGUF file, panicking with its path.
+pub fn open(path: &Path) -> GgufFile {
+    GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 pub fn read_json(path: &str) -> serde_json::Value {
