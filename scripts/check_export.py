@@ -90,6 +90,15 @@ def llama_logits(path: Path, text: str) -> tuple[list[int], np.ndarray]:
     return tokens, logits
 
 
+def export_logits(path: Path, what: str) -> tuple[np.ndarray | None, dict | None]:
+    """llama.cpp's logits of PROMPT on an export, or (None, the entry saying why) if it refuses it."""
+    try:
+        return llama_logits(path, PROMPT)[1], None
+    except Exception as e:  # llama.cpp refused the file
+        print(f"{what}: llama.cpp failed to load the export: {e}")
+        return None, {"loaded": False, "error": str(e)}
+
+
 def llama_quantize(src: Path, dst: Path, ty: str) -> None:
     import llama_cpp
 
@@ -151,12 +160,10 @@ def check_model(model: Path, types: list[str], tmp: Path) -> tuple[dict, bool]:
     for ty in types:
         out = tmp / f"{model.stem}-{ty}.gguf"
         cmd = export(model, out, ty)
-        try:
-            _, logits = llama_logits(out, PROMPT)
-        except Exception as e:  # llama.cpp refused the file
+        logits, failed = export_logits(out, f"{model.stem} {ty}")
+        if failed:
             ok = False
-            entry["exports"][ty] = {"loaded": False, "error": str(e)}
-            print(f"{model.stem} {ty}: llama.cpp failed to load the export: {e}")
+            entry["exports"][ty] = failed
             continue
         deq = tmp / f"{model.stem}-{ty}-f32deq.gguf"
         fc.write_dequantized_f32(out, deq)
@@ -209,36 +216,30 @@ def our_logits(model: Path, weights: str, out: Path) -> np.ndarray:
 def check_lora(types: list[str], tmp: Path) -> tuple[dict, bool]:
     """Fine-tunes stories260K, exports the merged model, loads each export with llama.cpp."""
     out_dir = tmp / "lora"
+    # F32 is always exported: its tensors are our merged model's weights bit for bit
+    # (tests/lora.rs), so our logits on it are the merged model's.
+    exported = [t for t in FTYPES if t in types or t == "f32"]
     cmd = [
         "cargo", "run", "--release", "--quiet", "--example", "finetune", "--",
-        "--steps", str(LORA_STEPS), "--out-dir", str(out_dir), "--export-types", ",".join(types),
+        "--steps", str(LORA_STEPS), "--out-dir", str(out_dir), "--export-types", ",".join(exported),
     ]
     subprocess.run(cmd, cwd=fc.REPO, env=cargo_env(), check=True, stdout=subprocess.DEVNULL)
     files = {ty: out_dir / f"merged-{ty.upper()}.gguf" for ty in types}
-    # Our merged model itself: the F32 export holds its weights bit for bit.
-    f32_export = files.get("f32")
-    if f32_export is None:
-        f32_export = out_dir / "merged-F32.gguf"
-        subprocess.run(
-            cmd[:-1] + ["f32"], cwd=fc.REPO, env=cargo_env(), check=True, stdout=subprocess.DEVNULL
-        )
-    ours_merged = our_logits(f32_export, "f32", tmp / "ours-merged")
+    ours_merged = our_logits(out_dir / "merged-F32.gguf", "f32", tmp / "ours-merged")
     base_tokens, base_logits = llama_logits(fc.STORIES_MODEL, PROMPT)
     entry: dict = {
         "command": " ".join(cmd[:6] + ["--", "--steps", str(LORA_STEPS), "--out-dir", "OUT",
-                                       "--export-types", ",".join(types)]),
+                                       "--export-types", ",".join(exported)]),
         "prompt_tokens": base_tokens,
         "max_abs_logit_change_by_training": float(np.abs(ours_merged - base_logits).max()),
         "exports": {},
     }
     ok = True
     for ty, path in files.items():
-        try:
-            _, logits = llama_logits(path, PROMPT)
-        except Exception as e:  # llama.cpp refused the file
+        logits, failed = export_logits(path, f"LoRA merged {ty}")
+        if failed:
             ok = False
-            entry["exports"][ty] = {"loaded": False, "error": str(e)}
-            print(f"LoRA merged {ty}: llama.cpp failed to load the export: {e}")
+            entry["exports"][ty] = failed
             continue
         same_file = our_logits(path, "quantized", tmp / f"ours-{ty}")
         d_merged = np.abs(logits - ours_merged)
