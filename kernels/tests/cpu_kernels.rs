@@ -32,7 +32,7 @@ use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, Isa, QMatrix};
 use gguf_kernels::error::KernelError;
 use gguf_kernels::reference;
-use qdata::{Rng, FLOATS, QUANTIZED};
+use qdata::{random_weights, Rng, FLOATS, QUANTIZED};
 
 /// Test data beyond `qdata`'s (the same splitmix64 stream).
 impl Rng {
@@ -190,15 +190,7 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
 fn weights(ty: GgmlType, rows: usize, cols: usize, from_f32: bool, rng: &mut Rng) -> Vec<u8> {
     let n = rows * cols;
     match ty {
-        GgmlType::F32 => (0..n)
-            .flat_map(|_| rng.f32_in(-1.0, 1.0).to_le_bytes())
-            .collect(),
-        GgmlType::F16 => (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.f32_in(-1.0, 1.0)).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => (0..n)
-            .flat_map(|_| half::bf16::from_f32(rng.f32_in(-1.0, 1.0)).to_le_bytes())
-            .collect(),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => random_weights(ty, rows, cols, rng),
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
             if from_f32 =>
         {
