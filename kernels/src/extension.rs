@@ -17,7 +17,7 @@
 #![allow(deprecated)]
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{backend_extension, Backend, Dispatch};
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use gguf_importer::GgmlType;
 
@@ -140,17 +140,46 @@ pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
     Ok(Tensor::from_dispatch(out))
 }
 
+/// Rows per [`QMatmulBackend::q_get_rows`] call when a whole matrix is dequantized (the GPU
+/// grid's limit).
+const ROWS_PER_LOOKUP: usize = u16::MAX as usize;
+
 /// The whole matrix of `w` dequantized: `[rows, cols]` f32 on `w`'s device (what merging an
 /// adapter into a quantized layer starts from). Rows are looked up 65535 at a time.
 pub fn dequantize(w: &QWeight) -> Result<Tensor<2>, KernelError> {
-    let step = u16::MAX as usize;
-    let mut parts = Vec::with_capacity(w.rows().div_ceil(step));
-    for start in (0..w.rows()).step_by(step) {
-        let end = (start + step).min(w.rows());
+    #[cfg(feature = "wgpu")]
+    crate::cube::launch::check_get_rows(w.ty(), w.rows(), w.cols(), w.rows().min(ROWS_PER_LOOKUP))?;
+    let out = dequantize_words::<Dispatch>(
+        w.words().clone().into_dispatch(),
+        w.ty().id(),
+        w.rows(),
+        w.cols(),
+    );
+    Ok(Tensor::from_dispatch(out))
+}
+
+/// The `[rows, cols]` f32 matrix of the packed words `w` of ggml type id `ty_id`, on `w`'s
+/// device, on any backend of the extension: [`QMatmulBackend::q_get_rows`] over every row,
+/// [`ROWS_PER_LOOKUP`] at a time.
+fn dequantize_words<B: QMatmulBackend>(
+    w: IntTensor<B>,
+    ty_id: u32,
+    rows: usize,
+    cols: usize,
+) -> FloatTensor<B> {
+    let device = TensorMetadata::device(&w);
+    let mut parts = Vec::with_capacity(rows.div_ceil(ROWS_PER_LOOKUP));
+    for start in (0..rows).step_by(ROWS_PER_LOOKUP) {
+        let end = (start + ROWS_PER_LOOKUP).min(rows);
         let ids: Vec<u32> = (start as u32..end as u32).collect();
-        parts.push(q_get_rows(w, &ids)?);
+        let ids = B::int_from_data(TensorData::new(ids, [end - start]), &device);
+        parts.push(B::q_get_rows(w.clone(), ids, ty_id, rows, cols));
     }
-    Ok(Tensor::cat(parts, 0))
+    if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        B::float_cat(parts, 0)
+    }
 }
 
 /// The CPU backends' lookup: rows `ids` of the `[rows, cols]` matrix in `words`, `[n, cols]` f32.
@@ -354,35 +383,9 @@ pub mod autodiff {
     use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
     use burn::backend::autodiff::Autodiff;
     use burn::backend::tensor::{FloatTensor, IntTensor};
-    use burn::backend::{AutodiffBackend, TensorMetadata};
-    use burn::tensor::TensorData;
+    use burn::backend::AutodiffBackend;
 
-    use super::QMatmulBackend;
-
-    /// Rows per [`QMatmulBackend::q_get_rows`] call (the GPU grid's limit).
-    const ROWS_PER_LOOKUP: usize = u16::MAX as usize;
-
-    /// The `[rows, cols]` f32 matrix of the packed words `w`, on `w`'s device.
-    pub fn dequantize<B: QMatmulBackend>(
-        w: IntTensor<B>,
-        ty_id: u32,
-        rows: usize,
-        cols: usize,
-    ) -> FloatTensor<B> {
-        let device = TensorMetadata::device(&w);
-        let mut parts = Vec::with_capacity(rows.div_ceil(ROWS_PER_LOOKUP));
-        for start in (0..rows).step_by(ROWS_PER_LOOKUP) {
-            let end = (start + ROWS_PER_LOOKUP).min(rows);
-            let ids: Vec<u32> = (start as u32..end as u32).collect();
-            let ids = B::int_from_data(TensorData::new(ids, [end - start]), &device);
-            parts.push(B::q_get_rows(w.clone(), ids, ty_id, rows, cols));
-        }
-        if parts.len() == 1 {
-            parts.pop().expect("one part")
-        } else {
-            B::float_cat(parts, 0)
-        }
-    }
+    use super::{dequantize_words, QMatmulBackend};
 
     /// The backward step of `q_matmul`: its state is the weight (words, type, shape).
     #[derive(Debug)]
@@ -400,7 +403,7 @@ pub mod autodiff {
             let (w, ty_id, rows, cols) = ops.state;
             unary::<B, _>(ops.parents, ops.node, grads, |grad| {
                 // grad: [m, rows] · W [rows, cols] = [m, cols]
-                B::float_matmul(grad, dequantize::<B>(w, ty_id, rows, cols))
+                B::float_matmul(grad, dequantize_words::<B>(w, ty_id, rows, cols))
             });
         }
     }

@@ -252,16 +252,16 @@ fn non_contiguous_activations() {
     }
 }
 
-/// `q_get_rows` (the quantized embedding lookup) returns the rows of the dequantized matrix, for
-/// every format, with repeated and boundary ids, on every device. Expected rows: the importer's
-/// dequantizer (itself equal to gguf-py's, importer/tests/dequant_reference.rs). The CPU devices
+/// `q_get_rows` (the quantized embedding lookup) returns the rows of the dequantized matrix, and
+/// `dequantize` the whole of it, for every format, with repeated and boundary ids, on every
+/// device. Expected rows: the importer's dequantizer (itself equal to gguf-py's, importer/tests/dequant_reference.rs). The CPU devices
 /// run that same dequantizer, so they must equal it bit for bit; the GPU decoders compute each
 /// element with at most two f32 products and a difference (K-quants: `d·sc·q − dmin·m`) whose
 /// order may differ from the host code's: each rounding is ≤ ½ ulp of a term no larger than the
 /// row's largest |term| ≤ 2·max|row| for these random blocks, so ≤ 4 ulps of 2·max|row| in all.
 #[test]
 fn get_rows_equals_dequantized_rows() {
-    use gguf_kernels::extension::q_get_rows;
+    use gguf_kernels::extension::{dequantize, q_get_rows};
 
     let mut rng = Rng(0x6E7);
     let mut devices = vec![(Device::flex(), true), (Device::ndarray(), true)];
@@ -275,10 +275,19 @@ fn get_rows_equals_dequantized_rows() {
         let mut full = vec![0f32; rows * cols];
         gguf_importer::quants::dequantize_into("w", ty, &w, &mut full).unwrap();
         let ids = [0u32, 10, 3, 3, 7];
+        let all: Vec<u32> = (0..rows as u32).collect();
         for (device, exact) in &devices {
             let qw = QWeight::new(ty, rows, cols, &w, device).unwrap();
             let got = q_get_rows(&qw, &ids).unwrap();
             assert_eq!(got.dims(), [ids.len(), cols]);
+            // `dequantize`: every row, the same lookup.
+            let whole = dequantize(&qw).unwrap();
+            assert_eq!(whole.dims(), [rows, cols]);
+            assert_eq!(
+                host(whole),
+                host(q_get_rows(&qw, &all).unwrap()),
+                "{ty} on {device:?}"
+            );
             let got = host(got);
             for (t, &id) in ids.iter().enumerate() {
                 let want = &full[id as usize * cols..(id as usize + 1) * cols];
