@@ -146,11 +146,9 @@ fn main() -> anyhow::Result<()> {
     // drawing a new batch every step (not held out: the text is small).
     let eval_batch = TokenWindows::new(tokens, args.seq + 1, args.seed ^ 0x5EED)?
         .next_batch(args.batch, &device);
-    let eval_batch_loss = |m: &Llama| -> anyhow::Result<f32> {
-        // Evaluated without gradients: the adapters' values only, on the plain device.
-        let merged = m.clone().merge_lora()?;
-        Ok(scalar(next_token_loss(&merged, eval_batch.clone())?))
-    };
+    // The model as it trains (quantized base, adapters): its graph is dropped unused.
+    let eval_batch_loss =
+        |m: &Llama| -> anyhow::Result<f32> { Ok(scalar(next_token_loss(m, eval_batch.clone())?)) };
     println!("step     0  eval loss {:.4}", eval_batch_loss(&model)?);
 
     let mut optim = AdamConfig::new().init();
