@@ -127,6 +127,7 @@ def capture_activations(
     n_threads: int = 2,
     n_ctx: int = 0,
     flash_attn: bool = False,
+    last_alone: bool = False,
 ) -> tuple[list[int], dict[str, np.ndarray], list[tuple[str, str]]]:
     """Decodes `prompt` once with llama.cpp and returns (tokens, arrays, order).
 
@@ -134,6 +135,9 @@ def capture_activations(
     `{name}` (last occurrence) and `{name}#{k}` (earlier k-th occurrences) to float32
     arrays; `order` lists (key, ggml op name) in evaluation order. The KV cache is F32 and
     flash attention is off unless `flash_attn` (llama.cpp's own default is "auto").
+
+    With `last_alone`, the prompt but its last token is decoded first without capturing, then the
+    last token alone (a decoding step: one query row over the cached positions) is captured.
     """
     import llama_cpp
 
@@ -147,7 +151,11 @@ def capture_activations(
     counts: dict[str, int] = {}
     errors: list[str] = []
 
+    capturing = [not last_alone]
+
     def callback(t_ptr, ask, _user_data):
+        if not capturing[0]:
+            return not ask  # ask: nothing wanted; otherwise go on
         t = ctypes.cast(t_ptr, ctypes.POINTER(GgmlTensor)).contents
         name = t.name.decode(errors="replace")
         if ask:
@@ -207,20 +215,30 @@ def capture_activations(
             raise RuntimeError("llama_init_from_model failed")
 
         batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
-        for i, tok in enumerate(tokens):
-            batch.token[i] = tok
-            batch.pos[i] = i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = True
-        batch.n_tokens = len(tokens)
-        rc = llama_cpp.llama_decode(ctx, batch)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}")
+
+        def decode(first: int, last: int) -> None:
+            for i in range(first, last):
+                batch.token[i - first] = tokens[i]
+                batch.pos[i - first] = i
+                batch.n_seq_id[i - first] = 1
+                batch.seq_id[i - first][0] = 0
+                batch.logits[i - first] = True
+            batch.n_tokens = last - first
+            rc = llama_cpp.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+
+        if last_alone and len(tokens) > 1:
+            decode(0, len(tokens) - 1)
+            capturing[0] = True
+            decode(len(tokens) - 1, len(tokens))
+        else:
+            capturing[0] = True
+            decode(0, len(tokens))
         # Cross-check the captured logits against the context's own output.
         if "result_output" in counts:
             n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-            last = llama_cpp.llama_get_logits_ith(ctx, len(tokens) - 1)
+            last = llama_cpp.llama_get_logits_ith(ctx, -1)
             ref = np.ctypeslib.as_array(last, shape=(n_vocab,)).copy()
             got = captured[f"result_output#{counts['result_output'] - 1}"].reshape(-1, n_vocab)[-1]
             if not np.array_equal(ref, got):

@@ -8,6 +8,10 @@
 //! Row `g · seq + i` is the query of position `start + i` of head `kv · group + g`; the causal
 //! mask lets it see the keys `0 ..= start + i`.
 //!
+//! On the CPU devices the attention is ggml's own, bit for bit ([`gguf_kernels::ggml_ops::attention`],
+//! which reads the cache tensors in place); what follows describes the Burn-ops path of the
+//! other devices.
+//!
 //! Scores are `q · kᵀ · (1 / sqrt(key_length))` plus the mask (0 or -inf), softmax in f32 over
 //! the keys (max-subtracted), times the values: ggml's `soft_max_ext(kq, mask, scale)` then
 //! `mul_mat(v, kq)`. The attention is written with matmul and softmax rather than Burn's fused
@@ -19,6 +23,7 @@
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
 use crate::model::kv_cache::KvCache;
@@ -172,6 +177,18 @@ impl Attention {
             k.clone().reshape([batch, seq, n_kv * dk]),
         );
 
+        let scale = 1.0 / (dk as f32).sqrt();
+        if ggml_ops::runs_on(&q.device()) && ggml_ops::runs_on(&k.device()) {
+            // ggml's attention bit for bit, reading the whole cache tensors in place.
+            drop(cache.append(layer, k.swap_dims(1, 2), v.swap_dims(1, 2))?);
+            let (keys, values) = cache
+                .layer_tensors(layer)
+                .expect("the append above allocated the layer");
+            let kqv = ggml_ops::attention(q, keys, values, start, scale); // [batch, seq, n_head · dv]
+            trace(&format!("kqv_out-{layer}"), kqv.clone());
+            return self.output.forward(kqv);
+        }
+
         // Cache the new keys and values; get all of them back.
         let (keys, values) = cache.append(
             layer,
@@ -187,7 +204,6 @@ impl Attention {
 
         // Scaled scores of every stacked query row against every cached key:
         // [batch, n_kv, group · seq, start + seq].
-        let scale = 1.0 / (dk as f32).sqrt();
         let scores = q.matmul(keys.swap_dims(2, 3)) * scale;
         // Causal mask; a single new position sees every cached key and needs none.
         let scores = if seq > 1 {

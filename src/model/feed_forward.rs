@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
+use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
 use crate::model::linear::Linear;
@@ -59,7 +60,12 @@ impl FeedForward {
         trace(&format!("ffn_gate-{layer}"), gate.clone());
         let up = self.up.forward(x)?; // [batch, seq, n_ff]
         trace(&format!("ffn_up-{layer}"), up.clone());
-        let swiglu = silu(gate) * up; // [batch, seq, n_ff]
+        // ggml's swiglu bit for bit on the CPU devices, Burn's ops elsewhere.
+        let swiglu = if ggml_ops::runs_on(&gate.device()) && ggml_ops::runs_on(&up.device()) {
+            ggml_ops::swiglu(gate, up)
+        } else {
+            silu(gate) * up
+        }; // [batch, seq, n_ff]
         trace(&format!("ffn_swiglu-{layer}"), swiglu.clone());
         self.down.forward(swiglu) // [batch, seq, n_embd]
     }

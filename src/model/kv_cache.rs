@@ -153,6 +153,15 @@ impl KvCache {
         Ok((keys, values))
     }
 
+    /// The whole key and value tensors of `layer` (all `capacity` positions; those past
+    /// `len + seq` of the last [`KvCache::append`] hold nothing meaningful), `None` before its
+    /// first append. For operations that read the cache in place
+    /// ([`gguf_kernels::ggml_ops::attention`]); drop them before the next append, which writes in
+    /// place only while the cache alone holds its tensors.
+    pub fn layer_tensors(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {
+        self.layers.get(layer)?.clone()
+    }
+
     /// Marks `seq` appended positions as cached (after every layer appended them).
     pub fn advance(&mut self, seq: usize) -> Result<(), ModelError> {
         self.check_room(seq)?;

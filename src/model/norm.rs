@@ -1,7 +1,11 @@
 //! RMS normalization with a learned scale (ggml's `rms_norm` followed by `mul`).
+//!
+//! On the CPU devices it runs as ggml's CPU backend computes it, bit for bit
+//! ([`gguf_kernels::ggml_ops::rms_norm`]); elsewhere with Burn's tensor operations.
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+use gguf_kernels::ggml_ops;
 
 /// `y = x / sqrt(mean(x²) + eps) · weight`, over the last dimension.
 #[derive(Module, Debug)]
@@ -42,6 +46,9 @@ impl RmsNorm {
     /// - `x`: `[batch, seq, dim]`
     /// - output: `[batch, seq, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if ggml_ops::runs_on(&x.device()) {
+            return ggml_ops::rms_norm(x, self.weight.val(), self.eps as f32);
+        }
         let mean_sq = x.clone().square().mean_dim(2); // [batch, seq, 1]
         let inv_rms = (mean_sq + self.eps).sqrt().recip(); // [batch, seq, 1]
         x * inv_rms * self.weight.val().unsqueeze::<3>() // [batch, seq, dim]

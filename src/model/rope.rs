@@ -20,12 +20,15 @@
 //! `Halves` rotates `(x[i], x[i + n_rot/2])` (`LLAMA_ROPE_TYPE_NEOX`). Elements of a head past
 //! `n_rot` pass through unchanged.
 //!
-//! Both pairings are computed the same way, as `x · C + swap(x) · S`: the rotated part of a head
+//! On the CPU devices the rotation is ggml's own, bit for bit ([`gguf_kernels::ggml_ops::rope`]:
+//! `x0·cos - x1·sin` and `x0·sin + x1·cos` each with one fused multiply-add, as ggml's binary
+//! computes them). Elsewhere both pairings are computed the same way, as `x · C + swap(x) · S`: the rotated part of a head
 //! is viewed as `[n_rot/2, 2]` (adjacent) or `[2, n_rot/2]` (halves), `swap` flips the axis of
 //! size 2 so that each element meets its partner, and the tables hold `C = (cos, cos)` and
 //! `S = (-sin, sin)` laid out along the same axes.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use gguf_kernels::ggml_ops;
 
 use crate::model::config::{RopeConfig, RopeStyle};
 use crate::model::error::ModelError;
@@ -49,6 +52,9 @@ pub struct RopeTables {
     cos: Tensor<5>,
     /// `(-sin, sin)`, shaped as `cos`.
     sin: Tensor<5>,
+    /// On the CPU devices, ggml's own table `[seq, n_rot]` of `(cos, sin)` pairs, for
+    /// [`gguf_kernels::ggml_ops::rope`] (ggml's rotation bit for bit).
+    ggml: Option<Tensor<2>>,
     seq: usize,
 }
 
@@ -136,9 +142,14 @@ impl Rope {
             }
         }
         let shape = self.pair_shape(1, seq, 1);
+        let ggml = ggml_ops::runs_on(device).then(|| {
+            let cache: Vec<f32> = angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect();
+            Tensor::from_data(TensorData::new(cache, [seq, self.n_rot]), device)
+        });
         RopeTables {
             cos: Tensor::from_data(TensorData::new(cos, shape), device),
             sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            ggml,
             seq,
         }
     }
@@ -166,6 +177,12 @@ impl Rope {
         );
         if self.n_rot == 0 {
             return x;
+        }
+        if let Some(cache) = &tables.ggml {
+            if ggml_ops::runs_on(&x.device()) {
+                let neox = self.style == RopeStyle::Halves;
+                return ggml_ops::rope(x, cache.clone(), self.n_rot, neox);
+            }
         }
         let (rot, pass) = if self.n_rot < head_dim {
             let pass = x.clone().narrow(3, self.n_rot, head_dim - self.n_rot);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use gguf_llama::device::{self, DeviceName};
+#[allow(unused_imports)] // not every test makes token tensors
 pub use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::{npy, GgufFile};
 

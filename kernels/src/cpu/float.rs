@@ -78,7 +78,7 @@ fn tile_scalar<E: FloatElem>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::legacy_x86::hsum_ps;
+    use super::super::x86_util::hsum_ps;
     use super::{Bf16, FloatElem, F16, F32};
 
     /// Loads 8 weights as f32 from `p` (8 · `BYTES` readable bytes).

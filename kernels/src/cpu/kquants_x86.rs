@@ -20,8 +20,8 @@ use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use gguf_importer::GgmlType;
 
 use super::kquants::KQuant;
-use super::legacy_x86::{f16c, hsum_ps, transpose4};
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
+use super::x86_util::{f16c, hsum_ps, transpose4};
 use super::{Isa, TileFn};
 
 /// A super-block unpacked into registers.

@@ -1,5 +1,10 @@
-//! Dot products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with activations
-//! quantized to [`ActQ8x32`]: the portable scalar kernels and the per-format dispatch.
+//! The Q4_0 kernel: dot products with activations quantized to [`ActQ8x32`], whole blocks
+//! summed in integers and eight blocks per vector (the portable scalar kernel and the dispatch).
+//!
+//! The other 32-element formats take ggml's own order (`ggml_vec_dot.rs`), which reproduces
+//! llama.cpp bit for bit; llama.cpp's x86 backend multiplies Q4_0 with repacked (`q4_0_8x8`)
+//! kernels in yet another order, so Q4_0 keeps this faster one. The integer form below is
+//! written for every format (the trait could serve them again):
 //!
 //! Activations come in groups of 8 blocks (see [`ActQ8x32`] for the interleaved layout).
 //! Every format reduces to the same integer core. A weight block unpacks to 32 integers `q`
@@ -15,7 +20,7 @@
 //!
 //! (ggml's `ggml_vec_dot_q4_0_q8_0` .. `ggml_vec_dot_q8_0_q8_0` do the same per format.)
 
-use gguf_importer::quants::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use gguf_importer::quants::{Block, BlockQ4_0};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
@@ -38,15 +43,6 @@ fn nibbles(qs: &[u8; 16], q: &mut [i32; 32]) {
     }
 }
 
-/// Adds the fifth bits: bit `j` of the little-endian u32 `qh` is element `j`'s 16.
-#[inline(always)]
-fn fifth_bits(qh: [u8; 4], q: &mut [i32; 32]) {
-    let qh = u32::from_le_bytes(qh);
-    for (j, q) in q.iter_mut().enumerate() {
-        *q |= (((qh >> j) & 1) << 4) as i32;
-    }
-}
-
 impl Legacy for BlockQ4_0 {
     const SIGNED: bool = false;
     #[inline(always)]
@@ -54,47 +50,6 @@ impl Legacy for BlockQ4_0 {
         nibbles(&self.qs, q);
         let d = self.d.to_f32();
         (d, -8.0 * d)
-    }
-}
-
-impl Legacy for BlockQ4_1 {
-    const SIGNED: bool = false;
-    #[inline(always)]
-    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
-        nibbles(&self.qs, q);
-        (self.d.to_f32(), self.m.to_f32())
-    }
-}
-
-impl Legacy for BlockQ5_0 {
-    const SIGNED: bool = false;
-    #[inline(always)]
-    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
-        nibbles(&self.qs, q);
-        fifth_bits(self.qh, q);
-        let d = self.d.to_f32();
-        (d, -16.0 * d)
-    }
-}
-
-impl Legacy for BlockQ5_1 {
-    const SIGNED: bool = false;
-    #[inline(always)]
-    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
-        nibbles(&self.qs, q);
-        fifth_bits(self.qh, q);
-        (self.d.to_f32(), self.m.to_f32())
-    }
-}
-
-impl Legacy for BlockQ8_0 {
-    const SIGNED: bool = true;
-    #[inline(always)]
-    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
-        for (q, &v) in q.iter_mut().zip(&self.qs) {
-            *q = v as i32;
-        }
-        (self.d.to_f32(), 0.0)
     }
 }
 
@@ -138,10 +93,6 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
     let _ = isa;
     Some(match ty {
         GgmlType::Q4_0 => tile_scalar::<BlockQ4_0>,
-        GgmlType::Q4_1 => tile_scalar::<BlockQ4_1>,
-        GgmlType::Q5_0 => tile_scalar::<BlockQ5_0>,
-        GgmlType::Q5_1 => tile_scalar::<BlockQ5_1>,
-        GgmlType::Q8_0 => tile_scalar::<BlockQ8_0>,
         _ => return None,
     })
 }

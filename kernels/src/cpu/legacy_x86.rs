@@ -1,4 +1,4 @@
-//! AVX2 and AVX-512 VNNI kernels for the 32-element formats (see `legacy.rs` for the math).
+//! AVX2 and AVX-512 VNNI kernels of Q4_0 (see `legacy.rs` for the math and why only Q4_0).
 //!
 //! Eight weight blocks at a time are unpacked and transposed to the activations' interleaved
 //! layout ([`ActQ8x32`]): register `R` holds elements `4R..4R+4` of block `k` in its 32-bit lane
@@ -16,11 +16,12 @@
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, F16};
+use gguf_importer::quants::{BlockQ4_0, F16};
 use gguf_importer::GgmlType;
 
 use super::legacy::Legacy;
 use super::quantize_act::ActQ8x32;
+use super::x86_util::{hsum_ps, transpose4};
 use super::{Isa, TileFn};
 
 /// Eight weight blocks unpacked into registers.
@@ -33,14 +34,6 @@ pub(super) trait LegacyX86: Legacy {
     unsafe fn unpack8(blocks: &[Self; 8]) -> ([__m256i; 8], __m256, __m256);
 }
 
-/// An f16 scale as f32 through F16C (`F16::to_f32` is a software conversion).
-#[inline(always)]
-pub(super) unsafe fn f16c(h: F16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        u16::from_le_bytes(h.0) as i32
-    )))
-}
-
 /// Eight f16 scales as one vector.
 #[inline(always)]
 unsafe fn f16c8(h: [F16; 8]) -> __m256 {
@@ -48,22 +41,6 @@ unsafe fn f16c8(h: [F16; 8]) -> __m256 {
     _mm256_cvtph_ps(_mm_setr_epi16(
         h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
     ))
-}
-
-/// 4 × 4 transpose of 32-bit lanes within each 128-bit half: lane `j` of `t[i]` goes to lane
-/// `i` of `out[j]`.
-#[inline(always)]
-pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
-    let u0 = _mm256_unpacklo_epi32(t[0], t[1]); // t0.0 t1.0 t0.1 t1.1
-    let u1 = _mm256_unpackhi_epi32(t[0], t[1]); // t0.2 t1.2 t0.3 t1.3
-    let u2 = _mm256_unpacklo_epi32(t[2], t[3]);
-    let u3 = _mm256_unpackhi_epi32(t[2], t[3]);
-    [
-        _mm256_unpacklo_epi64(u0, u2),
-        _mm256_unpackhi_epi64(u0, u2),
-        _mm256_unpacklo_epi64(u1, u3),
-        _mm256_unpackhi_epi64(u1, u3),
-    ]
 }
 
 /// The 16 `qs` bytes of blocks `k` (low half) and `k + 4` (high half), transposed: dword `r` of
@@ -90,28 +67,6 @@ unsafe fn nibbles8(r: [__m256i; 4]) -> [__m256i; 8] {
     })
 }
 
-/// Adds the fifth bits: bit `e` of block `k`'s little-endian `qh` is 16 in element `e`, i.e.
-/// byte `j` of lane `k` of register `R` takes bit `4R + j`.
-#[inline(always)]
-unsafe fn add_fifth_bits(q: &mut [__m256i; 8], qh: [[u8; 4]; 8]) {
-    let qh = qh.map(i32::from_le_bytes);
-    let qh = _mm256_setr_epi32(qh[0], qh[1], qh[2], qh[3], qh[4], qh[5], qh[6], qh[7]);
-    // the lane's low byte into all four of its bytes; byte j keeps bit j
-    let spread = _mm256_setr_epi8(
-        0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, //
-        0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
-    );
-    let bit = _mm256_set1_epi32(0x0804_0201);
-    for (r, q) in q.iter_mut().enumerate() {
-        let v = _mm256_shuffle_epi8(
-            _mm256_srl_epi32(qh, _mm_cvtsi32_si128(4 * r as i32)),
-            spread,
-        );
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-        *q = _mm256_or_si256(*q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
-    }
-}
-
 impl LegacyX86 for BlockQ4_0 {
     #[inline(always)]
     unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
@@ -121,56 +76,6 @@ impl LegacyX86 for BlockQ4_0 {
             d,
             _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
         )
-    }
-}
-
-impl LegacyX86 for BlockQ4_1 {
-    #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        (
-            nibbles8(gather_qs16(b.each_ref().map(|b| &b.qs))),
-            f16c8(b.map(|b| b.d)),
-            f16c8(b.map(|b| b.m)),
-        )
-    }
-}
-
-impl LegacyX86 for BlockQ5_0 {
-    #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        let mut q = nibbles8(gather_qs16(b.each_ref().map(|b| &b.qs)));
-        add_fifth_bits(&mut q, b.map(|b| b.qh));
-        let d = f16c8(b.map(|b| b.d));
-        (q, d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0)))
-    }
-}
-
-impl LegacyX86 for BlockQ5_1 {
-    #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        let mut q = nibbles8(gather_qs16(b.each_ref().map(|b| &b.qs)));
-        add_fifth_bits(&mut q, b.map(|b| b.qh));
-        (q, f16c8(b.map(|b| b.d)), f16c8(b.map(|b| b.m)))
-    }
-}
-
-impl LegacyX86 for BlockQ8_0 {
-    /// An 8 × 8 transpose of 32-bit lanes: in-half 4 × 4 transposes of blocks 0..4 and 4..8,
-    /// then the halves recombined.
-    #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        let t: [__m256i; 8] =
-            std::array::from_fn(|k| _mm256_loadu_si256(b[k].qs.as_ptr() as *const __m256i));
-        let lo = transpose4([t[0], t[1], t[2], t[3]]); // lo[r]: dwords r | r + 4 of blocks 0..4
-        let hi = transpose4([t[4], t[5], t[6], t[7]]);
-        let q = std::array::from_fn(|r| {
-            if r < 4 {
-                _mm256_permute2x128_si256::<0x20>(lo[r], hi[r])
-            } else {
-                _mm256_permute2x128_si256::<0x31>(lo[r - 4], hi[r - 4])
-            }
-        });
-        (q, f16c8(b.map(|b| b.d)), _mm256_setzero_ps())
     }
 }
 
@@ -218,14 +123,6 @@ unsafe fn dot8<const SIGNED: bool, const VNNI: bool>(
         }
         acc
     }
-}
-
-#[inline(always)]
-pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
 }
 
 /// Eight weight blocks (group `g`) against the tile: `acc[i] += (a·dx)·dot + b·s`, lane-wise.
@@ -355,10 +252,6 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
         ($f:ident) => {
             match ty {
                 GgmlType::Q4_0 => Some($f::<BlockQ4_0> as TileFn<ActQ8x32>),
-                GgmlType::Q4_1 => Some($f::<BlockQ4_1>),
-                GgmlType::Q5_0 => Some($f::<BlockQ5_0>),
-                GgmlType::Q5_1 => Some($f::<BlockQ5_1>),
-                GgmlType::Q8_0 => Some($f::<BlockQ8_0>),
                 _ => None,
             }
         };

@@ -18,6 +18,8 @@
 //! [`qmatmul_with_isa`] forces one.
 
 mod float;
+pub mod ggml_ops;
+mod ggml_vec_dot;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_x86;
@@ -25,6 +27,8 @@ mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
 mod quantize_act;
+#[cfg(target_arch = "x86_64")]
+mod x86_util;
 
 use gguf_importer::GgmlType;
 use rayon::prelude::*;
@@ -255,13 +259,23 @@ pub fn qmatmul_with_isa(
             let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
             drive(w, &rows, kernel, y);
         }
-        Family::X32 => {
+        Family::X32 if w.ty == GgmlType::Q4_0 => {
+            // llama.cpp multiplies Q4_0 with its repacked (q4_0_8x8) kernels, in another order
+            // than `ggml_vec_dot_q4_0_q8_0`: the interleaved kernel, faster, is kept for it.
             let kernel =
                 legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_x32(x, w.cols);
             let rows: Vec<&[ActQ8x32]> = acts
                 .chunks_exact(quantize_act::groups_x32(w.cols))
                 .collect();
+            drive(w, &rows, kernel, y);
+        }
+        Family::X32 => {
+            // ggml's own float order (llama.cpp's results bit for bit), see ggml_vec_dot.rs.
+            let kernel = ggml_vec_dot::tile_fn(w.ty, isa)
+                .ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let acts = ggml_vec_dot::plain_blocks(&quantize_act::quantize_x32(x, w.cols), w.cols);
+            let rows: Vec<&[ggml_vec_dot::ActQ8Block]> = acts.chunks_exact(w.cols / 32).collect();
             drive(w, &rows, kernel, y);
         }
         Family::K if kquants::uses_seq(w.ty) => {

@@ -1,0 +1,324 @@
+//! The f32 operations of a Llama layer around its matmuls (RMS norm, RoPE, attention over the KV
+//! cache, SwiGLU), computed in the order of ggml's x86 CPU backend, so that the CPU devices give
+//! llama.cpp's activations bit for bit and not just to a few ulps.
+//!
+//! Why bit for bit: a quantized matmul rounds its input activations to 8 bits, so a last-bit
+//! difference upstream can move one activation across a rounding boundary, and 30 layers amplify
+//! that to logit differences of 0.1 to 1, enough to flip a near-tie in greedy decoding (measured
+//! on SmolLM2-135M Q4_1; see tests/parity.rs). Each function says which ggml routine it follows;
+//! the orders were read in ggml's sources (`ops.cpp`, `vec.cpp`, `vec.h`, `llamafile/sgemm.cpp`)
+//! and checked against llama.cpp's activations (scripts/llama_activations.py) of every layer.
+//!
+//! The orders are those of an x86 build with AVX-512 (llama.cpp built for the machine it runs on,
+//! as its default `GGML_NATIVE` does): 16-lane vectors, the AVX-512 `ggml_v_expf`. Another build
+//! (AVX2 only, NEON) sums in other orders; the results are then within a few ulps of it instead.
+//! Fused multiply-adds are written as [`f32::mul_add`] (one rounding), as the binary does.
+
+use rayon::prelude::*;
+
+/// Runs `$body` (a block) compiled with FMA and AVX2 when this CPU has them, else as portable code.
+/// The results are the same either way ([`f32::mul_add`] is always one rounding; without the
+/// target feature it is a call to the C library's `fmaf`): only the speed differs.
+macro_rules! with_fma {
+    ($body:block) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has the features `fast` is compiled for.
+                unsafe { fast(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
+/// `y = x / sqrt(mean(x²) + eps) · w` over rows of `w.len()` (ggml `rms_norm` + `mul`): the
+/// squares are rounded to f32 and summed in f64, the mean rounded to f32,
+/// `scale = 1 / sqrt(mean + eps)` in f32, then `(x · scale) · w`.
+pub fn rms_norm_mul(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let dim = w.len();
+    assert!(dim > 0 && x.len() == y.len() && x.len().is_multiple_of(dim));
+    y.par_chunks_mut(dim)
+        .zip(x.par_chunks(dim))
+        .for_each(|(y, x)| {
+            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum::<f64>();
+            let mean = (sum / dim as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * scale * w;
+            }
+        });
+}
+
+/// Rotates `x` `[seq, heads, head_dim]` in place by `cache` `[seq, n_rot]`, the `(cos θ, sin θ)`
+/// of each position's pairs (ggml's `ggml_rope_cache_init`, whose angles the caller computes),
+/// as ggml's `rope` (`rotate_pairs`): each pair `(x0, x1)` becomes
+/// `(fma(x0, cos, -(x1 · sin)), fma(x0, sin, x1 · cos))`. Pairs are adjacent elements
+/// (`neox = false`, llama.cpp's `LLAMA_ROPE_TYPE_NORM`) or `i, i + n_rot / 2` (NEOX); elements
+/// past `n_rot` are unchanged.
+pub fn rope(x: &mut [f32], cache: &[f32], head_dim: usize, n_rot: usize, neox: bool) {
+    assert!(n_rot <= head_dim && n_rot.is_multiple_of(2) && head_dim > 0);
+    let seq = cache.len() / n_rot.max(1);
+    assert!(n_rot == 0 || (cache.len() == seq * n_rot && x.len().is_multiple_of(seq * head_dim)));
+    if n_rot == 0 {
+        return;
+    }
+    let heads = x.len() / (seq * head_dim);
+    x.par_chunks_mut(heads * head_dim)
+        .zip(cache.par_chunks(n_rot))
+        .for_each(|(row, cache)| with_fma!({ rope_row(row, cache, head_dim, n_rot, neox) }));
+}
+
+#[inline(always)]
+fn rope_row(row: &mut [f32], cache: &[f32], head_dim: usize, n_rot: usize, neox: bool) {
+    for head in row.chunks_exact_mut(head_dim) {
+        for (i, cs) in cache.chunks_exact(2).enumerate() {
+            let (a, b) = if neox {
+                (i, i + n_rot / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            let (cos, sin) = (cs[0], cs[1]);
+            head[a] = x0.mul_add(cos, -(x1 * sin));
+            head[b] = x0.mul_add(sin, x1 * cos);
+        }
+    }
+}
+
+/// `y = silu(g) · u` (ggml's `vec_swiglu_f32`) over rows of `n`: 16 elements at a time with
+/// [`v_expf`] (`silu(x) = x / (1 + exp(0 - x))`), the rest of a row with the C library's `expf`.
+pub fn swiglu(g: &[f32], u: &[f32], n: usize, y: &mut [f32]) {
+    assert!(n > 0 && g.len() == u.len() && g.len() == y.len() && g.len().is_multiple_of(n));
+    y.par_chunks_mut(n)
+        .zip(g.par_chunks(n).zip(u.par_chunks(n)))
+        .for_each(|(y, (g, u))| with_fma!({ swiglu_row(g, u, y) }));
+}
+
+#[inline(always)]
+fn swiglu_row(g: &[f32], u: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    let whole = n - n % 16;
+    for i in 0..whole {
+        let x = g[i];
+        y[i] = x / (1.0 + v_expf(0.0 - x)) * u[i];
+    }
+    for i in whole..n {
+        let x = g[i];
+        y[i] = x / (1.0 + (-x).exp()) * u[i];
+    }
+}
+
+/// ggml's AVX-512 `ggml_v_expf`, one lane: a degree-5 polynomial on the reduced argument, scaled
+/// by `2^n` (`vscalefps`), 0 or infinity when `|n| > 192`.
+#[inline]
+pub fn v_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+                                                                  // vscalefps: j · 2^n with one rounding (exact in f64, then rounded once to f32);
+                                                                  // |n| <= 192 here, so 2^n is a normal f64.
+    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (j as f64 * pow2) as f32
+}
+
+/// GCC's `_mm512_reduce_add_ps`: halves added, then quarters, then pairs.
+#[inline(always)]
+fn reduce16(v: &[f32; 16]) -> f32 {
+    let t: [f32; 8] = std::array::from_fn(|j| v[j + 8] + v[j]);
+    let t: [f32; 4] = std::array::from_fn(|j| t[j + 4] + t[j]);
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// ggml's `vec_dot_f32` (AVX-512): four 16-lane accumulators over steps of 64 elements, summed
+/// `(a0 + a2) + (a1 + a3)` and reduced; the elements past the last whole 64 are added one by one.
+#[inline(always)]
+fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let whole = n - n % 64;
+    let mut acc = [[0f32; 16]; 4];
+    for i in (0..whole).step_by(64) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *a = x[e].mul_add(y[e], *a);
+            }
+        }
+    }
+    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut s = reduce16(&sum);
+    for e in whole..n {
+        s += x[e] * y[e];
+    }
+    s
+}
+
+/// The shapes of one [`attention`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    /// New positions (query rows per head).
+    pub seq: usize,
+    /// Positions cached before them: query `i` sees keys `0 ..= start + i`.
+    pub start: usize,
+    /// Rows of the cache tensors (`≥ start + seq`).
+    pub capacity: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub key_length: usize,
+    pub value_length: usize,
+    /// Applied to `q · k` before the mask (`1 / sqrt(key_length)`).
+    pub scale: f32,
+}
+
+/// Causal grouped-query attention of one sequence over its KV cache, as llama.cpp's graph without
+/// flash attention computes it: `kq = mul_mat(k, q)`, `soft_max_ext(kq, mask, scale)`,
+/// `kqv = mul_mat(v, kq)`.
+///
+/// - `q`: `[seq, n_head, key_length]` (after RoPE);
+/// - `k`: `[n_head_kv, capacity, key_length]`, `v`: `[n_head_kv, capacity, value_length]`;
+/// - `out`: `[seq, n_head, value_length]`; query head `h` reads key/value head
+///   `h / (n_head / n_head_kv)`.
+///
+/// The orders: each score is ggml's `vec_dot_f32` over `key_length`; the softmax is ggml's
+/// `soft_max_f32` (`x · scale` plus the mask, max, [`v_expf`] of `x - max` in 16-element chunks
+/// (the C library's `expf` past the last whole one), the chunk sums (reduced as
+/// `_mm512_reduce_add_ps`) summed in f64, then each value times `(f32)(1 / sum)`); the weighted
+/// sum of values is llamafile's `tinyBLAS` (one 16-lane accumulator over the keys, reduced) when
+/// `seq ≥ 2`, and `vec_dot_f32` when `seq = 1` (llamafile's sgemm only takes matrices of two or
+/// more columns). Keys past a query's last one weigh exactly 0 in ggml, so stopping at the last
+/// 16 (or 64) keys that hold one gives the same sums as ggml's loops over its padded cache.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape, out: &mut [f32]) {
+    let (dk, dv) = (s.key_length, s.value_length);
+    assert!(s.n_head > 0 && s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv));
+    assert!(s.start + s.seq <= s.capacity);
+    assert_eq!(q.len(), s.seq * s.n_head * dk);
+    assert_eq!(k.len(), s.n_head_kv * s.capacity * dk);
+    assert_eq!(v.len(), s.n_head_kv * s.capacity * dv);
+    assert_eq!(out.len(), s.seq * s.n_head * dv);
+    let group = s.n_head / s.n_head_kv;
+    // The values transposed, `[n_head_kv, dv, keys]` with the keys padded by zeros to a multiple
+    // of 64, so that each output element is a contiguous dot product over the keys.
+    let keys = (s.start + s.seq).next_multiple_of(64);
+    let mut vt = vec![0f32; s.n_head_kv * dv * keys];
+    vt.par_chunks_mut(dv * keys)
+        .enumerate()
+        .for_each(|(kv, vt)| {
+            let values = &v[kv * s.capacity * dv..];
+            for j in 0..s.start + s.seq {
+                for (d, &val) in values[j * dv..][..dv].iter().enumerate() {
+                    vt[d * keys + j] = val;
+                }
+            }
+        });
+    // One task per (query, head): its output is `out[i, h, ..]`.
+    out.par_chunks_mut(dv).enumerate().for_each(|(task, out)| {
+        let (i, h) = (task / s.n_head, task % s.n_head);
+        let kv = h / group;
+        let q = &q[(i * s.n_head + h) * dk..][..dk];
+        let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
+        let vt = &vt[kv * dv * keys..][..dv * keys];
+        with_fma!({ attend(q, k, vt, keys, s.start + i + 1, &s, out) })
+    });
+}
+
+/// One query row of [`attention`]: `q` `[dk]` over the first `n_keys` rows of `keys`
+/// `[capacity, dk]` and columns of `vt` `[dv, stride]` (the values transposed, zero past
+/// `n_keys`, `stride` a multiple of 64), into `out` `[dv]`.
+#[inline(always)]
+fn attend(
+    q: &[f32],
+    keys: &[f32],
+    vt: &[f32],
+    stride: usize,
+    n_keys: usize,
+    s: &AttentionShape,
+    out: &mut [f32],
+) {
+    let dk = s.key_length;
+    // Scores, padded with masked (-inf) keys to whole 16-element chunks.
+    let padded = n_keys.next_multiple_of(16);
+    let mut p = vec![f32::NEG_INFINITY; padded];
+    for (j, p) in p.iter_mut().take(n_keys).enumerate() {
+        *p = vec_dot_f32(&keys[j * dk..][..dk], q) * s.scale + 0.0;
+    }
+    let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0f64;
+    for chunk in p.chunks_exact_mut(16) {
+        for x in chunk.iter_mut() {
+            *x = v_expf(*x - max);
+        }
+        let chunk: &[f32; 16] = (&*chunk).try_into().expect("16 lanes");
+        sum += reduce16(chunk) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for x in p.iter_mut() {
+        *x *= inv;
+    }
+    // Weighted sum of the values.
+    if s.seq >= 2 {
+        // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order.
+        let chunks = padded / 16;
+        for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
+            let mut acc = [0f32; 16];
+            for (c, w) in col.chunks_exact(16).take(chunks).zip(p.chunks_exact(16)) {
+                for l in 0..16 {
+                    acc[l] = c[l].mul_add(w[l], acc[l]);
+                }
+            }
+            *o = reduce16(&acc);
+        }
+    } else {
+        // vec_dot_f32 of each value column with the weights (zero past the keys).
+        let padded = n_keys.next_multiple_of(64);
+        p.resize(padded, 0.0);
+        for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
+            *o = vec_dot_f32(&col[..padded], &p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v_expf_is_close_to_exp_and_saturates() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.05;
+            let (got, want) = (v_expf(x), (x as f64).exp());
+            if want > 1e-30 && want < 1e30 {
+                assert!(
+                    ((got as f64 - want) / want).abs() < 4e-7,
+                    "x = {x}: {got} vs {want}"
+                );
+            }
+        }
+        assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf(-200.0), 0.0);
+        assert_eq!(v_expf(200.0), f32::INFINITY);
+    }
+}

@@ -1,0 +1,38 @@
+//! x86 helpers shared by the SIMD kernels.
+
+use std::arch::x86_64::*;
+
+use gguf_importer::quants::F16;
+
+/// An f16 scale as f32 through F16C (`F16::to_f32` is a software conversion).
+#[inline(always)]
+pub(super) unsafe fn f16c(h: F16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        u16::from_le_bytes(h.0) as i32
+    )))
+}
+
+/// 4 × 4 transpose of 32-bit lanes within each 128-bit half: lane `j` of `t[i]` goes to lane
+/// `i` of `out[j]`.
+#[inline(always)]
+pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
+    let u0 = _mm256_unpacklo_epi32(t[0], t[1]); // t0.0 t1.0 t0.1 t1.1
+    let u1 = _mm256_unpackhi_epi32(t[0], t[1]); // t0.2 t1.2 t0.3 t1.3
+    let u2 = _mm256_unpacklo_epi32(t[2], t[3]);
+    let u3 = _mm256_unpackhi_epi32(t[2], t[3]);
+    [
+        _mm256_unpacklo_epi64(u0, u2),
+        _mm256_unpackhi_epi64(u0, u2),
+        _mm256_unpacklo_epi64(u1, u3),
+        _mm256_unpackhi_epi64(u1, u3),
+    ]
+}
+
+/// The sum of the eight lanes.
+#[inline(always)]
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}

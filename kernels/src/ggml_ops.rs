@@ -1,0 +1,292 @@
+//! The layer operations of [`crate::cpu::ggml_ops`] (RMS norm, RoPE, attention over the KV cache,
+//! SwiGLU, in ggml's x86 order) as a Burn backend extension of the CPU devices.
+//!
+//! Only `Flex` and `NdArray` implement [`GgmlOpsBackend`]: the model calls these functions when
+//! its activations are on one of them ([`runs_on`]) and composes Burn's own tensor operations
+//! everywhere else (wgpu, and the autodiff devices, which need the gradients of Burn's ops). The
+//! inputs are read in place when contiguous (the KV cache always is: pass the whole cache tensors,
+//! not views of their first positions).
+
+// Burn deprecates NdArray in favour of Flex; this project still supports it.
+#![allow(deprecated)]
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, TensorMetadata};
+use burn::tensor::{Device, Tensor};
+
+use crate::cpu::ggml_ops::{self, AttentionShape};
+
+/// The layer operations in ggml's order (see [`crate::cpu::ggml_ops`] for each one's definition).
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"))]
+pub trait GgmlOpsBackend: Backend {
+    /// `x` `[.., dim]`, `w` `[dim]` -> `x / rms(x) · w`, shaped as `x`.
+    fn ggml_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+
+    /// `x` `[batch, seq, heads, head_dim]` rotated by `cache` `[seq, n_rot]` (cos, sin pairs).
+    fn ggml_rope(
+        x: FloatTensor<Self>,
+        cache: FloatTensor<Self>,
+        n_rot: usize,
+        neox: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `silu(g) · u`, both `[.., n]`.
+    fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Causal attention of `q` `[batch, seq, n_head, key_length]` over the caches `k`
+    /// `[batch, n_head_kv, capacity, key_length]` and `v` `[batch, n_head_kv, capacity,
+    /// value_length]` whose positions `start .. start + seq` hold the new keys and values:
+    /// `[batch, seq, n_head · value_length]`.
+    fn ggml_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        start: usize,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether tensors on `device` take these operations: the plain CPU devices (flex, ndarray), not
+/// wgpu and not an autodiff device.
+pub fn runs_on(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch(),
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
+    )
+}
+
+/// ggml's `rms_norm` then `mul` over the last dimension of `x` (a [`runs_on`] device).
+pub fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f32) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_rms_norm(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        eps,
+    ))
+}
+
+/// ggml's `rope` of `x` `[batch, seq, heads, head_dim]` by `cache` `[seq, n_rot]` (`(cos θ, sin θ)`
+/// per pair and position); `neox` pairs `i` with `i + n_rot / 2`, else adjacent elements.
+pub fn rope(x: Tensor<4>, cache: Tensor<2>, n_rot: usize, neox: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_rope(
+        x.into_dispatch(),
+        cache.into_dispatch(),
+        n_rot,
+        neox,
+    ))
+}
+
+/// ggml's `swiglu`: `silu(g) · u`.
+pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_swiglu(
+        g.into_dispatch(),
+        u.into_dispatch(),
+    ))
+}
+
+/// Causal grouped-query attention (see [`GgmlOpsBackend::ggml_attention`]):
+/// `[batch, seq, n_head · value_length]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, scale: f32) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        start,
+        scale,
+    ))
+}
+
+/// Host access to a CPU backend's f32 tensors.
+trait Host: Backend {
+    /// `f` of the tensor's elements in row-major order (borrowed when contiguous).
+    fn read<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R;
+    /// A tensor of `shape` holding `data`.
+    fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self>;
+}
+
+#[cfg(feature = "flex")]
+impl Host for burn::backend::Flex {
+    fn read<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        match t.as_slice::<f32>() {
+            Some(s) => f(s),
+            None => {
+                let c = t.clone().to_contiguous();
+                f(c.as_slice::<f32>().expect("ggml ops: tensors must be f32"))
+            }
+        }
+    }
+
+    fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self> {
+        use burn::tensor::TensorData;
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape))
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl Host for burn::backend::NdArray {
+    fn read<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R {
+        use burn::backend::ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(a) = t else {
+            panic!("ggml ops: tensors must be f32");
+        };
+        let view = a.view();
+        match view.as_slice() {
+            Some(s) => f(s),
+            None => f(&view.iter().copied().collect::<Vec<f32>>()),
+        }
+    }
+
+    fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self> {
+        use burn::backend::ndarray::NdArrayTensor;
+        use burn::tensor::TensorData;
+        NdArrayTensor::from_data(TensorData::new(data, shape))
+    }
+}
+
+fn host_rms_norm<B: Host>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f32) -> FloatTensor<B> {
+    let shape = x.shape().to_vec();
+    let out = B::read(&x, |x| {
+        B::read(&w, |w| {
+            let mut y = vec![0f32; x.len()];
+            ggml_ops::rms_norm_mul(x, w, eps, &mut y);
+            y
+        })
+    });
+    B::make(out, shape)
+}
+
+fn host_rope<B: Host>(
+    x: FloatTensor<B>,
+    cache: FloatTensor<B>,
+    n_rot: usize,
+    neox: bool,
+) -> FloatTensor<B> {
+    let shape = x.shape().to_vec();
+    let [batch, seq, _, head_dim] = shape[..] else {
+        panic!("ggml rope: x must be [batch, seq, heads, head_dim], got {shape:?}");
+    };
+    let mut out = B::read(&x, |x| x.to_vec());
+    B::read(&cache, |cache| {
+        assert_eq!(
+            cache.len(),
+            seq * n_rot,
+            "ggml rope: cache must be [seq, n_rot]"
+        );
+        let per_batch = out.len() / batch.max(1);
+        for x in out.chunks_exact_mut(per_batch) {
+            ggml_ops::rope(x, cache, head_dim, n_rot, neox);
+        }
+    });
+    B::make(out, shape)
+}
+
+fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = g.shape().to_vec();
+    assert_eq!(shape, u.shape().to_vec(), "ggml swiglu: shapes differ");
+    let n = *shape.last().expect("ggml swiglu: a scalar");
+    let out = B::read(&g, |g| {
+        B::read(&u, |u| {
+            let mut y = vec![0f32; g.len()];
+            ggml_ops::swiglu(g, u, n, &mut y);
+            y
+        })
+    });
+    B::make(out, shape)
+}
+
+fn host_attention<B: Host>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    start: usize,
+    scale: f32,
+) -> FloatTensor<B> {
+    let (qs, ks, vs) = (q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec());
+    let (
+        &[batch, seq, n_head, key_length],
+        &[kb, n_head_kv, capacity, kd],
+        &[vb, vh, vc, value_length],
+    ) = (&qs[..], &ks[..], &vs[..])
+    else {
+        panic!("ggml attention: q, k, v must be 4-d, got {qs:?}, {ks:?}, {vs:?}");
+    };
+    assert!(
+        kb == batch && vb == batch && vh == n_head_kv && vc == capacity && kd == key_length,
+        "ggml attention: q {qs:?}, k {ks:?}, v {vs:?} do not fit"
+    );
+    let shape = AttentionShape {
+        seq,
+        start,
+        capacity,
+        n_head,
+        n_head_kv,
+        key_length,
+        value_length,
+        scale,
+    };
+    let per_out = seq * n_head * value_length;
+    let out = B::read(&q, |q| {
+        B::read(&k, |k| {
+            B::read(&v, |v| {
+                let mut out = vec![0f32; batch * per_out];
+                let (per_q, per_k, per_v) = (
+                    seq * n_head * key_length,
+                    n_head_kv * capacity * key_length,
+                    n_head_kv * capacity * value_length,
+                );
+                for b in 0..batch {
+                    ggml_ops::attention(
+                        &q[b * per_q..][..per_q],
+                        &k[b * per_k..][..per_k],
+                        &v[b * per_v..][..per_v],
+                        shape,
+                        &mut out[b * per_out..][..per_out],
+                    );
+                }
+                out
+            })
+        })
+    });
+    B::make(out, vec![batch, seq, n_head * value_length])
+}
+
+macro_rules! impl_ggml_ops {
+    ($backend:ty) => {
+        impl GgmlOpsBackend for $backend {
+            fn ggml_rms_norm(
+                x: FloatTensor<Self>,
+                w: FloatTensor<Self>,
+                eps: f32,
+            ) -> FloatTensor<Self> {
+                host_rms_norm::<Self>(x, w, eps)
+            }
+
+            fn ggml_rope(
+                x: FloatTensor<Self>,
+                cache: FloatTensor<Self>,
+                n_rot: usize,
+                neox: bool,
+            ) -> FloatTensor<Self> {
+                host_rope::<Self>(x, cache, n_rot, neox)
+            }
+
+            fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_swiglu::<Self>(g, u)
+            }
+
+            fn ggml_attention(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                start: usize,
+                scale: f32,
+            ) -> FloatTensor<Self> {
+                host_attention::<Self>(q, k, v, start, scale)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "flex")]
+impl_ggml_ops!(burn::backend::Flex);
+#[cfg(feature = "ndarray")]
+impl_ggml_ops!(burn::backend::NdArray);

@@ -1,0 +1,227 @@
+//! The layer operations the CPU devices compute in ggml's order (RMS norm, RoPE, attention over
+//! the KV cache, SwiGLU) give llama.cpp's own outputs bit for bit when fed llama.cpp's own inputs.
+//!
+//! Expected values: tests/fixtures/ggml_ops/, written by `python3 scripts/make_ggml_ops_fixtures.py`
+//! (llama.cpp through llama-cpp-python, its eval callback, layer 0 of stories260K and of
+//! SmolLM2-135M-Instruct Q4_1, a prefill of several tokens and a one-token decoding step; versions
+//! in the manifest). No tolerance: the point of these operations is that they are ggml's.
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{read_json, read_npy, to_vec};
+use gguf_kernels::ggml_ops;
+use gguf_llama::device::{self, DeviceName};
+use gguf_llama::model::{Rope, RopeConfig, RopeStyle};
+
+/// The CPU devices (the ones these operations run on).
+fn cpu_devices() -> Vec<(DeviceName, Device)> {
+    [DeviceName::Flex, DeviceName::NdArray]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                device::device(name).expect("CPU devices always exist"),
+            )
+        })
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    dir: PathBuf,
+    hp: serde_json::Value,
+}
+
+fn cases() -> Vec<Case> {
+    let manifest = read_json("ggml_ops/manifest.json");
+    ["stories260k", "smollm2"]
+        .into_iter()
+        .map(|name| Case {
+            name,
+            dir: common::fixture("ggml_ops").join(name),
+            hp: manifest["models"][name].clone(),
+        })
+        .collect()
+}
+
+fn load(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    read_npy(&dir.join(format!("{name}.npy")))
+}
+
+fn tensor<const D: usize>(shape: &[usize], data: Vec<f32>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape.to_vec()), device)
+}
+
+/// Asserts bit equality, naming the first element that differs.
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let diff = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    if let Some(i) = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        panic!(
+            "{what}: {diff} of {} elements differ from llama.cpp's; first at {i}: {} vs {}",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+#[test]
+fn rms_norm_is_llama_cpps() {
+    for case in cases() {
+        for dir in [case.dir.clone(), case.dir.join("decode")] {
+            let (shape, x) = load(&dir, "embd");
+            let (_, w) = load(&dir, "attn_norm_w");
+            let (_, want) = load(&dir, "attn_norm");
+            let eps = case.hp["eps"].as_f64().unwrap() as f32;
+            for (dev_name, device) in cpu_devices() {
+                let y = ggml_ops::rms_norm(
+                    tensor::<2>(&shape, x.clone(), &device),
+                    tensor::<1>(&[w.len()], w.clone(), &device),
+                    eps,
+                );
+                assert_bits(
+                    &format!("{} {} rms_norm on {dev_name}", case.name, dir.display()),
+                    &to_vec(y),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_is_llama_cpps() {
+    for case in cases() {
+        let n_tokens = case.hp["tokens"].as_array().unwrap().len();
+        for (dir, start) in [
+            (case.dir.clone(), 0),
+            (case.dir.join("decode"), n_tokens - 1),
+        ] {
+            for (pre, post) in [("q_pre", "q"), ("k_pre", "k")] {
+                let (shape, x) = load(&dir, pre);
+                let (_, want) = load(&dir, post);
+                let [seq, heads, head_dim] = shape[..] else {
+                    panic!("{pre}: {shape:?}")
+                };
+                let rope = Rope::new(
+                    &RopeConfig {
+                        style: RopeStyle::Adjacent,
+                        dimension_count: head_dim,
+                        freq_base: case.hp["freq_base"].as_f64().unwrap() as f32,
+                        freq_scale: 1.0,
+                    },
+                    None,
+                )
+                .unwrap();
+                for (dev_name, device) in cpu_devices() {
+                    let tables = rope.tables(start, seq, &device);
+                    let x = tensor::<4>(&[1, seq, heads, head_dim], x.clone(), &device);
+                    assert_bits(
+                        &format!(
+                            "{} {} RoPE of {pre} on {dev_name}",
+                            case.name,
+                            dir.display()
+                        ),
+                        &to_vec(rope.apply(x, &tables)),
+                        &want,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `[n, heads, d]` rows as the cache's `[1, heads, capacity, d]`, the rows past `n` NaN (they
+/// must never be read).
+fn cache(
+    rows: &[f32],
+    n: usize,
+    heads: usize,
+    d: usize,
+    capacity: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let mut data = vec![f32::NAN; heads * capacity * d];
+    for p in 0..n {
+        for h in 0..heads {
+            let src = &rows[(p * heads + h) * d..][..d];
+            data[(h * capacity + p) * d..][..d].copy_from_slice(src);
+        }
+    }
+    tensor::<4>(&[1, heads, capacity, d], data, device)
+}
+
+#[test]
+fn attention_is_llama_cpps() {
+    for case in cases() {
+        let n_tokens = case.hp["tokens"].as_array().unwrap().len();
+        // Prefill: every position attends to itself and those before; then the one-token step.
+        for (dir, k_name, v_name) in [
+            (case.dir.clone(), "k", "v"),
+            (case.dir.join("decode"), "k_all", "v_all"),
+        ] {
+            let (q_shape, q) = load(&dir, "q");
+            let (k_shape, k) = load(&dir, k_name);
+            let (v_shape, v) = load(&dir, v_name);
+            let (_, want) = load(&dir, "kqv_out");
+            let [seq, n_head, dk] = q_shape[..] else {
+                panic!("q: {q_shape:?}")
+            };
+            let [n, n_kv, _] = k_shape[..] else {
+                panic!("k: {k_shape:?}")
+            };
+            let dv = v_shape[2];
+            assert_eq!(n, n_tokens);
+            let scale = 1.0 / (dk as f32).sqrt();
+            for (dev_name, device) in cpu_devices() {
+                let capacity = n + 7;
+                let out = ggml_ops::attention(
+                    tensor::<4>(&[1, seq, n_head, dk], q.clone(), &device),
+                    cache(&k, n, n_kv, dk, capacity, &device),
+                    cache(&v, n, n_kv, dv, capacity, &device),
+                    n - seq,
+                    scale,
+                );
+                assert_bits(
+                    &format!("{} {} attention on {dev_name}", case.name, dir.display()),
+                    &to_vec(out),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn swiglu_is_llama_cpps() {
+    for case in cases() {
+        for dir in [case.dir.clone(), case.dir.join("decode")] {
+            let (shape, g) = load(&dir, "ffn_gate");
+            let (_, u) = load(&dir, "ffn_up");
+            let (_, want) = load(&dir, "ffn_swiglu");
+            for (dev_name, device) in cpu_devices() {
+                let y = ggml_ops::swiglu(
+                    tensor::<2>(&shape, g.clone(), &device),
+                    tensor::<2>(&shape, u.clone(), &device),
+                );
+                assert_bits(
+                    &format!("{} {} swiglu on {dev_name}", case.name, dir.display()),
+                    &to_vec(y),
+                    &want,
+                );
+            }
+        }
+    }
+}
