@@ -204,9 +204,14 @@ fn smollm2_greedy_matches_llama_cpp_on_the_same_weights() {
     }
 }
 
-#[test]
-fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
-    let Some(path) = smollm2() else { return };
+/// SmolLM2's greedy answer on flex (at most 64 tokens, stopping at the end of generation) to the
+/// chat prompt "What is the capital of France?" with `weights`, and llama.cpp's answer: `pick` of
+/// that prompt's record in the fixture.
+fn france_chat_answer(
+    path: &std::path::Path,
+    weights: Weights,
+    pick: impl Fn(&serde_json::Value) -> &serde_json::Value,
+) -> (gguf_llama::generate::Generation, serde_json::Value) {
     let reference = read_json("llama/smollm2.json");
     let p = reference["prompts"]
         .as_array()
@@ -214,11 +219,10 @@ fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
         .iter()
         .find(|p| p["prompt"] == "What is the capital of France?")
         .unwrap();
-    let answer = &p["f32_dequantized"]["full_answer"];
-    let file = GgufFile::open(&path).unwrap();
+    let file = GgufFile::open(path).unwrap();
     let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
-    let device = gguf_llama::device::device(gguf_llama::device::DeviceName::Flex).unwrap();
-    let model = Llama::from_gguf_with_weights(&file, &device, Weights::F32).unwrap();
+    let device = gguf_llama::device::device(DeviceName::Flex).unwrap();
+    let model = Llama::from_gguf_with_weights(&file, &device, weights).unwrap();
     let prompt = cli::prompt_tokens(
         &file,
         &tokenizer,
@@ -233,6 +237,15 @@ fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
         stop_at_eog: true,
     };
     let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
+    (g, pick(p).clone())
+}
+
+#[test]
+fn smollm2_chat_answer_as_llama_cpp_on_the_same_weights() {
+    let Some(path) = smollm2() else { return };
+    let (g, answer) = france_chat_answer(&path, Weights::F32, |p| {
+        &p["f32_dequantized"]["full_answer"]
+    });
     assert_eq!(g.text, answer["generated_text"].as_str().unwrap());
     assert_eq!(g.stop, gguf_llama::generate::StopReason::EndOfGeneration);
 }
@@ -341,33 +354,8 @@ fn smollm2_chat_answer_as_llama_cpp_quantized() {
         eprintln!("SKIPPED: llama.cpp's reference sums in another order than this CPU's");
         return;
     }
-    let reference = read_json("llama/smollm2.json");
-    let p = reference["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["prompt"] == "What is the capital of France?")
-        .unwrap();
-    let answer = &p["full_answer"];
-    let file = GgufFile::open(&path).unwrap();
-    let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
-    let device = gguf_llama::device::device(DeviceName::Flex).unwrap();
-    let model = Llama::from_gguf(&file, &device).unwrap();
-    let prompt = cli::prompt_tokens(
-        &file,
-        &tokenizer,
-        "What is the capital of France?",
-        true,
-        None,
-    )
-    .unwrap();
+    let (g, answer) = france_chat_answer(&path, Weights::Quantized, |p| &p["full_answer"]);
     let reference_tokens = ids(&answer["greedy_tokens"]);
-    let config = GenerateConfig {
-        max_tokens: reference_tokens.len(),
-        sampler: SamplerConfig::greedy(),
-        stop_at_eog: true,
-    };
-    let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
     assert_eq!(g.tokens, reference_tokens);
     assert_eq!(g.text, answer["generated_text"].as_str().unwrap());
 }

@@ -142,16 +142,25 @@ impl Host for burn::backend::NdArray {
     }
 }
 
-fn host_rms_norm<B: Host>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f32) -> FloatTensor<B> {
-    let shape = x.shape().to_vec();
-    let out = B::read(&x, |x| {
-        B::read(&w, |w| {
-            let mut y = vec![0f32; x.len()];
-            ggml_ops::rms_norm_mul(x, w, eps, &mut y);
+/// `f(a, b, y)` into a new tensor shaped as `a` (`y` as long as `a`).
+fn elementwise2<B: Host>(
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    f: impl FnOnce(&[f32], &[f32], &mut [f32]),
+) -> FloatTensor<B> {
+    let shape = a.shape().to_vec();
+    let out = B::read(&a, |a| {
+        B::read(&b, |b| {
+            let mut y = vec![0f32; a.len()];
+            f(a, b, &mut y);
             y
         })
     });
     B::make(out, shape)
+}
+
+fn host_rms_norm<B: Host>(x: FloatTensor<B>, w: FloatTensor<B>, eps: f32) -> FloatTensor<B> {
+    elementwise2::<B>(x, w, |x, w, y| ggml_ops::rms_norm_mul(x, w, eps, y))
 }
 
 fn host_rope<B: Host>(
@@ -183,14 +192,7 @@ fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> 
     let shape = g.shape().to_vec();
     assert_eq!(shape, u.shape().to_vec(), "ggml swiglu: shapes differ");
     let n = *shape.last().expect("ggml swiglu: a scalar");
-    let out = B::read(&g, |g| {
-        B::read(&u, |u| {
-            let mut y = vec![0f32; g.len()];
-            ggml_ops::swiglu(g, u, n, &mut y);
-            y
-        })
-    });
-    B::make(out, shape)
+    elementwise2::<B>(g, u, |g, u, y| ggml_ops::swiglu(g, u, n, y))
 }
 
 fn host_attention<B: Host>(
