@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench [-- FORMAT ...]
+//! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --rows 2048 Q4_0 Q8_0
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --bandwidth-only
 //! ```
+//!
+//! `--rows N` sets the weight's output features (default 5632; 2048 gives an attention-sized
+//! 2048 × 2048 matrix).
 //!
 //! `--bandwidth-only` measures the memory-read bandwidth alone (best of three fresh 1 GiB arrays)
 //! and prints one line, `memory_read_gb_s <GB/s>` (scripts/bench_llama_cpp.py reads it).
@@ -21,6 +25,7 @@ use gguf_importer::quants::F16;
 use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul, Isa, QMatrix};
 
+/// Output features unless `--rows` says otherwise.
 const ROWS: usize = 5632;
 const COLS: usize = 2048;
 const THREADS: usize = 2;
@@ -66,8 +71,8 @@ fn memory_bandwidth() -> f64 {
 }
 
 /// Random bytes with every f16 scale field small and finite, so the blocks are valid.
-fn random_weight(ty: GgmlType, seed: u64) -> Vec<u8> {
-    let n = ROWS * COLS / ty.block_size() * ty.type_size();
+fn random_weight(ty: GgmlType, rows: usize, seed: u64) -> Vec<u8> {
+    let n = rows * COLS / ty.block_size() * ty.type_size();
     let mut s = seed;
     let mut data: Vec<u8> = (0..n)
         .map(|_| {
@@ -114,6 +119,15 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut chosen: Vec<String> = std::env::args().skip(1).collect();
     let bandwidth_only = chosen.iter().any(|a| a == "--bandwidth-only");
     chosen.retain(|a| a != "--bandwidth-only");
+    let mut rows = ROWS;
+    if let Some(i) = chosen.iter().position(|a| a == "--rows") {
+        rows = chosen
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .ok_or("--rows takes a positive number")?;
+        chosen.drain(i..i + 2);
+    }
     pool.install(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if bandwidth_only {
             // best of three fresh arrays; on the shared VMs the result falls in one of two modes
@@ -123,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             return Ok(());
         }
         println!(
-            "instruction set: {:?}, threads: {THREADS}, weight {ROWS} x {COLS}",
+            "instruction set: {:?}, threads: {THREADS}, weight {rows} x {COLS}",
             Isa::detect()
         );
         let mem = memory_bandwidth();
@@ -151,17 +165,17 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             if !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(ty.name())) {
                 continue;
             }
-            let bytes = ROWS * COLS / ty.block_size() * ty.type_size();
+            let bytes = rows * COLS / ty.block_size() * ty.type_size();
             let copies = COLD_BYTES.div_ceil(bytes).max(2);
-            let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, c as u64 + 1)).collect();
+            let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, rows, c as u64 + 1)).collect();
             let mats = weights
                 .iter()
-                .map(|d| QMatrix::new(ty, ROWS, COLS, d))
+                .map(|d| QMatrix::new(ty, rows, COLS, d))
                 .collect::<Result<Vec<_>, _>>()?;
 
             // decode: one activation row, a different (cold) copy of the weight each call
             let x1: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-            let mut y1 = vec![0f32; ROWS];
+            let mut y1 = vec![0f32; rows];
             let iters = copies.max(8);
             let t1 = best_of(RUNS, iters, |i| {
                 qmatmul(&mats[i % copies], &x1, 1, &mut y1).expect("shapes checked")
@@ -174,9 +188,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let xm: Vec<f32> = (0..m * COLS)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
-            let mut ym = vec![0f32; m * ROWS];
+            let mut ym = vec![0f32; m * rows];
             let tm = best_of(5, 1, |_| qmatmul(&mats[0], &xm, m, &mut ym).expect("shapes checked"));
-            let gflops = 2.0 * (m * ROWS * COLS) as f64 / tm / 1e9;
+            let gflops = 2.0 * (m * rows * COLS) as f64 / tm / 1e9;
             println!(
                 "{:<6} {:>9.1} | {:>9.3} {:>7.1} {:>8.0}% {:>10.1} | {:>11.1}",
                 ty.name(),

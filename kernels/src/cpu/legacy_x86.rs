@@ -1,203 +1,374 @@
-//! AVX2 and AVX-512 VNNI kernels of Q4_0 (see `legacy.rs` for the math and why only Q4_0).
-//!
-//! Eight weight blocks at a time are unpacked and transposed to the activations' interleaved
-//! layout ([`ActQ8x32`]): register `R` holds elements `4R..4R+4` of block `k` in its 32-bit lane
-//! `k`. A multiply-add of 4 byte pairs per lane over the eight registers then leaves each block's
-//! dot product in its own lane, with no horizontal sums:
+//! AVX2 and AVX-512 VNNI kernels of the 32-element formats, in ggml's float order (see
+//! `legacy.rs`). Each weight block is unpacked once per tile into one 256-bit register, in
+//! element order, and meets each activation block of the tile there, as in ggml's
+//! `ggml_vec_dot_*_q8_*`:
 //!
 //! ```text
-//! AVX-512 VNNI: acc = dpbusd(acc, q[R], qx[R])                   R in 0..8
-//! AVX2:         acc += madd(maddubs(q[R], qx[R]) + ..., 1)        (i16 sums of up to 4 registers)
-//! then          y  += cvt(acc) · (a · dx)  +  b · s               (8 blocks per vector op)
+//! P   = exact 4-byte dot products per 32-bit lane
+//! acc = fma(set1(wd · ad), cvt(P), acc)        one accumulator per (weight row, activation row)
 //! ```
 //!
-//! The byte products are unsigned × signed; Q8_0's signed weights take the sign trick
-//! `|q| · (qx · sign(q))`.
+//! The float operations are the scalar kernel's; only the integer sums `P` take other routes:
+//!
+//! ```text
+//! AVX-512 VNNI, one activation row:  P = dpbusd(-c·Σa, q, a)      q unsigned: the stored integers
+//!                                                                  (Q8_0: w + 128), c their offset
+//! AVX-512 VNNI, a tile of rows:      P = dpbusd(-128·Σw, a + 128, w)   w signed, -128·Σw once per
+//!                                                                  weight block for the whole tile
+//! AVX2:                              P = madd(maddubs(|w|, sign(a, w)), 1)   (or q, a when unsigned)
+//! ```
+//!
+//! (`Σa`, `Σw` per group of four; `a + 128` is `a ^ 0x80` as an unsigned byte.) The products
+//! `wd · ad` of a weight block with the tile's activation blocks are one vector multiply, and the
+//! min terms of Q4_1/Q5_1 (`summs = fma(wm, as, summs)`) one vector multiply-add with the
+//! activation rows in the lanes; each lane is still its own chain in block order, so every output
+//! takes exactly the scalar kernel's roundings.
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::{BlockQ4_0, F16};
+use gguf_importer::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, F16};
 use gguf_importer::GgmlType;
 
 use super::legacy::Legacy;
-use super::quantize_act::ActQ8x32;
-use super::x86_util::{hsum_ps, transpose4};
-use super::{Isa, TileFn};
+use super::quantize_act::ActQ8Block;
+use super::{Isa, TileFn, MAX_TILE};
 
-/// Eight weight blocks unpacked into registers.
+/// A weight block's integers in a register.
 pub(super) trait LegacyX86: Legacy {
-    /// The blocks' integers (u8, or i8 when `SIGNED`) in the interleaved layout, and the
-    /// per-block `(a, b)` of `legacy.rs` in lane `k`.
+    /// [`Legacy::raw`] in a register (unsigned bytes, or signed for Q8_0). `AVX512`: the CPU has
+    /// AVX-512 BW and VL as well.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and F16C.
-    unsafe fn unpack8(blocks: &[Self; 8]) -> ([__m256i; 8], __m256, __m256);
+    /// The CPU must have AVX2.
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i;
 }
 
-/// Eight f16 scales as one vector.
+/// The 16 bytes of nibbles as 32 bytes: low nibbles (elements 0..16) first.
 #[inline(always)]
-unsafe fn f16c8(h: [F16; 8]) -> __m256 {
-    let h = h.map(|h| i16::from_le_bytes(h.0));
-    _mm256_cvtph_ps(_mm_setr_epi16(
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
-    ))
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr() as *const __m128i));
+    // shifting the high half's 32-bit lanes by 4 moves each byte's high nibble down (and the next
+    // byte's low nibble up, which the mask drops)
+    let v = _mm256_srlv_epi32(v, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
 }
 
-/// The 16 `qs` bytes of blocks `k` (low half) and `k + 4` (high half), transposed: dword `r` of
-/// every block in register `r`, block `k` in lane `k`.
+/// Adds 16 to byte `e` where bit `e` of the little-endian `qh` is set.
 #[inline(always)]
-unsafe fn gather_qs16(qs: [&[u8; 16]; 8]) -> [__m256i; 4] {
-    let load = |q: &[u8; 16]| _mm_loadu_si128(q.as_ptr() as *const __m128i);
-    transpose4(std::array::from_fn(|k| {
-        _mm256_set_m128i(load(qs[k + 4]), load(qs[k]))
-    }))
-}
-
-/// Low nibbles of dword `r` are elements `4r..4r+4`, high nibbles `16+4r..`: registers `r` and
-/// `4 + r` of the interleaved layout.
-#[inline(always)]
-unsafe fn nibbles8(r: [__m256i; 4]) -> [__m256i; 8] {
-    let m = _mm256_set1_epi8(0x0F);
-    std::array::from_fn(|i| {
-        if i < 4 {
-            _mm256_and_si256(r[i], m)
-        } else {
-            _mm256_and_si256(_mm256_srli_epi16::<4>(r[i - 4]), m)
-        }
-    })
+unsafe fn fifth_bits<const AVX512: bool>(low: __m256i, qh: [u8; 4]) -> __m256i {
+    let qh = u32::from_le_bytes(qh);
+    if AVX512 {
+        _mm256_mask_add_epi8(low, qh, low, _mm256_set1_epi8(16))
+    } else {
+        // byte e gets byte e / 8 of qh, then its bit e % 8 is tested
+        let bytes = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh as i32),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+        _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(16)))
+    }
 }
 
 impl LegacyX86 for BlockQ4_0 {
     #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        let d = f16c8(b.map(|b| b.d));
-        (
-            nibbles8(gather_qs16(b.each_ref().map(|b| &b.qs))),
-            d,
-            _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
-        )
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i {
+        nibbles(&self.qs)
     }
 }
 
-/// Σ over the 8 registers of the byte products, per 32-bit lane (one block per lane).
-#[inline(always)]
-unsafe fn dot8<const SIGNED: bool, const VNNI: bool>(
-    q: &[__m256i; 8],
-    x: &[[i8; 32]; 8],
-) -> __m256i {
-    let load = |r: usize| _mm256_loadu_si256(x[r].as_ptr() as *const __m256i);
-    // |q| is an unsigned byte (even for -128); qx · sign(q) stays in -127..=127
-    let operands = |r: usize| {
-        if SIGNED {
-            (
-                _mm256_sign_epi8(q[r], q[r]),
-                _mm256_sign_epi8(load(r), q[r]),
-            )
-        } else {
-            (q[r], load(r))
-        }
-    };
-    if VNNI {
-        // two chains, so the multiply-adds overlap
-        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        for r in (0..8).step_by(2) {
-            let (u, s) = operands(r);
-            even = _mm256_dpbusd_epi32(even, u, s);
-            let (u, s) = operands(r + 1);
-            odd = _mm256_dpbusd_epi32(odd, u, s);
-        }
-        _mm256_add_epi32(even, odd)
-    } else {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_si256();
-        // i16 pair sums are at most 2·31·127 = 7874 for unsigned q < 32, so four registers
-        // add up before widening (31496 < 32767); Q8_0's reach 2·128·127 and widen at once.
-        let per = if SIGNED { 1 } else { 4 };
-        for r0 in (0..8).step_by(per) {
-            let mut s16 = _mm256_setzero_si256();
-            for r in r0..r0 + per {
-                let (u, s) = operands(r);
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u, s));
-            }
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
-        }
-        acc
+impl LegacyX86 for BlockQ4_1 {
+    #[inline(always)]
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i {
+        nibbles(&self.qs)
     }
 }
 
-/// Eight weight blocks (group `g`) against the tile: `acc[i] += (a·dx)·dot + b·s`, lane-wise.
+impl LegacyX86 for BlockQ5_0 {
+    #[inline(always)]
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i {
+        fifth_bits::<AVX512>(nibbles(&self.qs), self.qh)
+    }
+}
+
+impl LegacyX86 for BlockQ5_1 {
+    #[inline(always)]
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i {
+        fifth_bits::<AVX512>(nibbles(&self.qs), self.qh)
+    }
+}
+
+impl LegacyX86 for BlockQ8_0 {
+    #[inline(always)]
+    unsafe fn load<const AVX512: bool>(&self) -> __m256i {
+        _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
+    }
+}
+
+/// An f16 as f32 in every lane (F16C).
 #[inline(always)]
-unsafe fn group<W: LegacyX86, const N: usize, const VNNI: bool>(
-    blocks: &[W; 8],
-    xs: &[*const ActQ8x32; N],
-    g: usize,
-    acc: &mut [__m256; N],
-) {
-    let (q, a, off) = W::unpack8(blocks);
-    for i in 0..N {
-        let x = &*xs[i].add(g);
-        let dot = if W::SIGNED {
-            dot8::<true, VNNI>(&q, &x.qs)
-        } else {
-            dot8::<false, VNNI>(&q, &x.qs)
+unsafe fn f16_set1(h: F16) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(h.0)))
+}
+
+/// ggml's `hsum_float_8`, operation for operation.
+#[inline(always)]
+unsafe fn hsum8(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// 32 bytes, 32-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Bytes32([i8; 32]);
+
+/// Eight f32 or i32 lanes, 32-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Lanes<T>([T; 8]);
+
+/// A tile's activation factors, block-major (the quantized values are read in place).
+struct TileActs {
+    /// Tiles of several rows: `qs[b · N + i]` is block `b` of activation row `i`, as quantized
+    /// (signed), or `a + 128` (`a ^ 0x80`) for the VNNI kernel; block-major and without the
+    /// scales, so that the tile stays in the L1 cache.
+    qs: Vec<Bytes32>,
+    /// `-c · Σa` per group of four elements, `c` the weight format's offset (128 for Q8_0): the
+    /// VNNI kernel of one activation row.
+    init: Vec<Lanes<i32>>,
+    /// The blocks' scales `ad`, activation row `i` in lane `i`.
+    ad: Vec<Lanes<f32>>,
+    /// The blocks' `s = d·Σa`, likewise (formats with a min).
+    asum: Vec<Lanes<f32>>,
+}
+
+impl TileActs {
+    /// `offset`: the `c` of `init` (none if 0); `bias`: 0 or `i8::MIN`, xor-ed into `qs`.
+    fn new(xs: &[&[ActQ8Block]], nb: usize, offset: i32, sums: bool, bias: i8) -> Self {
+        let n = xs.len();
+        let mut t = TileActs {
+            qs: vec![Bytes32([0; 32]); if n > 1 { nb * n } else { 0 }],
+            init: Vec::with_capacity(if offset != 0 { nb } else { 0 }),
+            ad: vec![Lanes([0.0; 8]); nb],
+            asum: vec![Lanes([0.0; 8]); if sums { nb } else { 0 }],
         };
-        let scale = _mm256_mul_ps(a, _mm256_loadu_ps(x.d.as_ptr()));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[i]);
-        if !W::SIGNED {
-            acc[i] = _mm256_fmadd_ps(off, _mm256_loadu_ps(x.s.as_ptr()), acc[i]);
+        for b in 0..nb {
+            for (i, x) in xs.iter().enumerate() {
+                let x = &x[b];
+                if n > 1 {
+                    t.qs[b * n + i] = Bytes32(x.qs.map(|q| q ^ bias));
+                }
+                t.ad[b].0[i] = x.d;
+                if sums {
+                    t.asum[b].0[i] = x.s;
+                }
+            }
+            if offset != 0 {
+                let qs = &xs[0][b].qs;
+                t.init.push(Lanes(std::array::from_fn(|g| {
+                    -offset * qs[4 * g..4 * g + 4].iter().map(|&q| q as i32).sum::<i32>()
+                })));
+            }
         }
+        t
     }
 }
 
+/// `R` weight rows (`blocks[r]`, `nb` blocks each) against the `N` activation rows `xs` (with
+/// their factors `t`): returns `y[r][i]`. `dd`: room for `nb · R` vectors.
 #[inline(always)]
-unsafe fn tile_body<W: LegacyX86, const N: usize, const VNNI: bool>(
+unsafe fn rows<W: LegacyX86, const R: usize, const N: usize, const VNNI: bool>(
+    blocks: [*const W; R],
+    nb: usize,
+    xs: &[*const ActQ8Block; N],
+    t: &TileActs,
+    dd: &mut [Lanes<f32>],
+) -> [[f32; N]; R] {
+    let offset = W::OFFSET != 0 || W::SIGNED;
+    let biased = VNNI && N > 1; // signed weights against a + 128
+    let init_act = VNNI && N == 1 && offset; // unsigned weights, -c·Σa from the activations
+    let sign_trick = !VNNI && offset;
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[_mm256_setzero_ps(); N]; R];
+    let mut summs = [_mm256_setzero_ps(); R];
+    // First the scales: dd[b·R + r] = wd · ad (activation row i in lane i), and the min chains.
+    // (Computed in the main loop, the products would have to be broadcast from a vector by a
+    // shuffle each, or stored and loaded back right away, which stalls.)
+    if N > 1 || W::HAS_MIN {
+        for b in 0..nb {
+            let ad = _mm256_load_ps(t.ad.get_unchecked(b).0.as_ptr());
+            for r in 0..R {
+                let block = &*blocks[r].add(b);
+                if N > 1 {
+                    let prod = _mm256_mul_ps(f16_set1(block.d()), ad);
+                    _mm256_store_ps(dd.get_unchecked_mut(b * R + r).0.as_mut_ptr(), prod);
+                }
+                if W::HAS_MIN {
+                    let asum = _mm256_load_ps(t.asum.get_unchecked(b).0.as_ptr());
+                    summs[r] = _mm256_fmadd_ps(f16_set1(block.m()), asum, summs[r]);
+                }
+            }
+        }
+    }
+    let dd = dd.as_ptr();
+    for b in 0..nb {
+        let mut u = [zero; R]; // the unsigned operand (weights)
+        let mut w = [zero; R]; // the signed weights
+        let mut init = [zero; R];
+        let mut dd1 = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            let block = &*blocks[r].add(b);
+            let raw = block.load::<VNNI>();
+            let signed = if W::OFFSET != 0 {
+                _mm256_sub_epi8(raw, _mm256_set1_epi8(W::OFFSET))
+            } else {
+                raw
+            };
+            if biased {
+                w[r] = signed;
+                // -128·Σw, so that dpbusd(init, a + 128, w) = Σ a·w
+                let sum128 = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(i8::MIN), signed);
+                init[r] = _mm256_sub_epi32(zero, sum128);
+            } else if VNNI {
+                u[r] = if W::SIGNED {
+                    _mm256_xor_si256(raw, _mm256_set1_epi8(i8::MIN))
+                } else {
+                    raw
+                };
+            } else if sign_trick {
+                w[r] = signed;
+                u[r] = _mm256_abs_epi8(signed);
+            } else {
+                u[r] = raw;
+            }
+            if N == 1 {
+                let ad = _mm256_set1_ps(t.ad.get_unchecked(b).0[0]);
+                dd1[r] = _mm256_mul_ps(f16_set1(block.d()), ad);
+            }
+        }
+        let init1 = if init_act {
+            _mm256_load_si256(t.init.get_unchecked(b).0.as_ptr() as *const __m256i)
+        } else {
+            zero
+        };
+        for i in 0..N {
+            let a = if N == 1 {
+                _mm256_loadu_si256((*xs[i].add(b)).qs.as_ptr() as *const __m256i)
+            } else {
+                _mm256_load_si256(t.qs.get_unchecked(b * N + i).0.as_ptr() as *const __m256i)
+            };
+            for r in 0..R {
+                let p = if biased {
+                    _mm256_dpbusd_epi32(init[r], a, w[r])
+                } else if VNNI {
+                    _mm256_dpbusd_epi32(init1, u[r], a)
+                } else {
+                    let s = if sign_trick {
+                        _mm256_sign_epi8(a, w[r])
+                    } else {
+                        a
+                    };
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(u[r], s), _mm256_set1_epi16(1))
+                };
+                let d = if N == 1 {
+                    dd1[r]
+                } else {
+                    _mm256_broadcast_ss(&(*dd.add(b * R + r)).0[i])
+                };
+                acc[r][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r][i]);
+            }
+        }
+    }
+    let mut y = [[0f32; N]; R];
+    for r in 0..R {
+        let mut sm = Lanes([0f32; 8]);
+        _mm256_store_ps(sm.0.as_mut_ptr(), summs[r]);
+        for i in 0..N {
+            y[r][i] = if W::HAS_MIN {
+                hsum8(acc[r][i]) + sm.0[i]
+            } else {
+                hsum8(acc[r][i])
+            };
+        }
+    }
+    y
+}
+
+/// Weight rows `R` at a time against a tile of `N` activation rows.
+#[inline(always)]
+unsafe fn tile_n<W: LegacyX86, const N: usize, const VNNI: bool, const R: usize>(
     w: &[u8],
     row_bytes: usize,
-    xs: &[&[ActQ8x32]],
+    xs: &[&[ActQ8Block]],
     out: &mut [f32],
     stride: usize,
 ) {
     let nb = row_bytes / size_of::<W>();
-    let xs: [*const ActQ8x32; N] = std::array::from_fn(|i| {
-        assert!(
-            xs[i].len() >= nb.div_ceil(8),
-            "activation row shorter than a weight row"
+    assert_eq!(xs.len(), N);
+    for x in xs {
+        assert!(x.len() >= nb, "activation row shorter than a weight row");
+    }
+    let offset = if VNNI && N == 1 && W::SIGNED {
+        128
+    } else if VNNI && N == 1 {
+        W::OFFSET as i32
+    } else {
+        0
+    };
+    let bias = if VNNI { i8::MIN } else { 0 };
+    let t = TileActs::new(xs, nb, offset, W::HAS_MIN, bias);
+    let xs: [*const ActQ8Block; N] = std::array::from_fn(|i| xs[i].as_ptr());
+    let n_rows = w.len() / row_bytes;
+    assert!(out.len() >= n_rows.saturating_sub(1) * stride + N);
+    let mut dd = vec![Lanes([0f32; 8]); if N > 1 { nb * R } else { 0 }];
+    let row = |r: usize| w.as_ptr().add(r * row_bytes) as *const W;
+    // The R rows of a pass come from R equal segments of the rows, so that each is read as one
+    // long stream (R neighbouring rows would be R short streams, which the hardware prefetchers
+    // follow badly when the weights come from memory, as in decoding).
+    let seg = n_rows / R;
+    for j in 0..seg {
+        let y = rows::<W, R, N, VNNI>(
+            std::array::from_fn(|k| row(k * seg + j)),
+            nb,
+            &xs,
+            &t,
+            &mut dd,
         );
-        xs[i].as_ptr()
-    });
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut groups = blocks.chunks_exact(8);
-        for (g, eight) in (&mut groups).enumerate() {
-            let eight: &[W; 8] = eight.try_into().expect("chunks of 8");
-            group::<W, N, VNNI>(eight, &xs, g, &mut acc);
+        for (k, y) in y.iter().enumerate() {
+            out[(k * seg + j) * stride..][..N].copy_from_slice(y);
         }
-        let tail = groups.remainder();
-        if !tail.is_empty() {
-            // zero blocks (d = 0, m = 0) beyond the row's end meet the activations' zero padding
-            let mut eight = [W::zeroed(); 8];
-            eight[..tail.len()].copy_from_slice(tail);
-            group::<W, N, VNNI>(&eight, &xs, nb / 8, &mut acc);
-        }
-        for i in 0..N {
-            out[r * stride + i] = hsum_ps(acc[i]);
-        }
+    }
+    for r in R * seg..n_rows {
+        let [y] = rows::<W, 1, N, VNNI>([row(r)], nb, &xs, &t, &mut dd);
+        out[r * stride..][..N].copy_from_slice(&y);
     }
 }
 
+/// Calls `tile_n` with the tile size as a constant (so the accumulators stay in registers) and
+/// `R` weight rows per pass: `$r1` for one activation row, `$r` for more.
 macro_rules! by_tile {
-    ($body:ident, $w:ty, $vnni:literal, $args:expr) => {{
+    ($w:ty, $vnni:literal, $r1:literal, $r:literal, $args:expr) => {{
         let (w, row_bytes, xs, out, stride) = $args;
         match xs.len() {
-            1 => $body::<$w, 1, $vnni>(w, row_bytes, xs, out, stride),
-            2 => $body::<$w, 2, $vnni>(w, row_bytes, xs, out, stride),
-            3 => $body::<$w, 3, $vnni>(w, row_bytes, xs, out, stride),
-            4 => $body::<$w, 4, $vnni>(w, row_bytes, xs, out, stride),
-            5 => $body::<$w, 5, $vnni>(w, row_bytes, xs, out, stride),
-            6 => $body::<$w, 6, $vnni>(w, row_bytes, xs, out, stride),
-            7 => $body::<$w, 7, $vnni>(w, row_bytes, xs, out, stride),
-            _ => $body::<$w, 8, $vnni>(w, row_bytes, xs, out, stride),
+            1 => tile_n::<$w, 1, $vnni, $r1>(w, row_bytes, xs, out, stride),
+            2 => tile_n::<$w, 2, $vnni, $r>(w, row_bytes, xs, out, stride),
+            3 => tile_n::<$w, 3, $vnni, $r>(w, row_bytes, xs, out, stride),
+            4 => tile_n::<$w, 4, $vnni, $r>(w, row_bytes, xs, out, stride),
+            5 => tile_n::<$w, 5, $vnni, $r>(w, row_bytes, xs, out, stride),
+            6 => tile_n::<$w, 6, $vnni, $r>(w, row_bytes, xs, out, stride),
+            7 => tile_n::<$w, 7, $vnni, $r>(w, row_bytes, xs, out, stride),
+            n => {
+                assert_eq!(n, MAX_TILE, "tiles are 1..={MAX_TILE} rows");
+                tile_n::<$w, 8, $vnni, $r>(w, row_bytes, xs, out, stride)
+            }
         }
     }};
 }
@@ -206,28 +377,28 @@ macro_rules! by_tile {
 unsafe fn tile_avx2_tf<W: LegacyX86>(
     w: &[u8],
     rb: usize,
-    xs: &[&[ActQ8x32]],
+    xs: &[&[ActQ8Block]],
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, false, (w, rb, xs, out, stride))
+    by_tile!(W, false, 4, 1, (w, rb, xs, out, stride))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_vnni_tf<W: LegacyX86>(
     w: &[u8],
     rb: usize,
-    xs: &[&[ActQ8x32]],
+    xs: &[&[ActQ8Block]],
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, true, (w, rb, xs, out, stride))
+    by_tile!(W, true, 4, 2, (w, rb, xs, out, stride))
 }
 
 fn tile_avx2<W: LegacyX86>(
     w: &[u8],
     rb: usize,
-    xs: &[&[ActQ8x32]],
+    xs: &[&[ActQ8Block]],
     out: &mut [f32],
     stride: usize,
 ) {
@@ -238,7 +409,7 @@ fn tile_avx2<W: LegacyX86>(
 fn tile_vnni<W: LegacyX86>(
     w: &[u8],
     rb: usize,
-    xs: &[&[ActQ8x32]],
+    xs: &[&[ActQ8Block]],
     out: &mut [f32],
     stride: usize,
 ) {
@@ -247,18 +418,22 @@ fn tile_vnni<W: LegacyX86>(
 }
 
 /// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.
-pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8Block>> {
     macro_rules! pick {
         ($f:ident) => {
-            match ty {
-                GgmlType::Q4_0 => Some($f::<BlockQ4_0> as TileFn<ActQ8x32>),
-                _ => None,
-            }
+            Some(match ty {
+                GgmlType::Q4_0 => $f::<BlockQ4_0> as TileFn<ActQ8Block>,
+                GgmlType::Q4_1 => $f::<BlockQ4_1>,
+                GgmlType::Q5_0 => $f::<BlockQ5_0>,
+                GgmlType::Q5_1 => $f::<BlockQ5_1>,
+                GgmlType::Q8_0 => $f::<BlockQ8_0>,
+                _ => return None,
+            })
         };
     }
     match isa {
         Isa::Avx2 => pick!(tile_avx2),
         Isa::Avx512Vnni => pick!(tile_vnni),
-        _ => None,
+        Isa::Scalar => None,
     }
 }

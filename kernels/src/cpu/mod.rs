@@ -1,8 +1,9 @@
 //! The CPU half of the fused quantized matmul: `y = x · Wᵀ` straight from GGUF blocks.
 //!
 //! As in llama.cpp's CPU backend, each activation row is quantized once per call to 8 bits
-//! (`quantize_act.rs`: blocks of 32 for the 32-element formats, Q8_K-style blocks of 256 for the
-//! K-quants, both interleaved for the SIMD kernels), and every weight block meets it in an
+//! (`quantize_act.rs`: blocks of 32 for the 32-element formats, in element order as ggml's
+//! `block_q8_0`/`block_q8_1` (`legacy.rs`, ggml's float order) or interleaved by eight for Q4_0
+//! prefill (`q4_0_interleaved.rs`), Q8_K-style blocks of 256 for the K-quants), and every weight block meets it in an
 //! integer dot product; the block scales are applied in f32. Plain float weights (F32, F16,
 //! BF16) take an f32 dot product.
 //!
@@ -19,13 +20,15 @@
 
 mod float;
 pub mod ggml_ops;
-mod ggml_vec_dot;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_x86;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
+mod q4_0_interleaved;
+#[cfg(target_arch = "x86_64")]
+mod q4_0_interleaved_x86;
 mod quantize_act;
 #[cfg(target_arch = "x86_64")]
 mod x86_util;
@@ -33,7 +36,7 @@ mod x86_util;
 use gguf_importer::GgmlType;
 use rayon::prelude::*;
 
-use self::quantize_act::{ActQ8K, ActQ8KSeq, ActQ8x32};
+use self::quantize_act::{ActQ8Block, ActQ8K, ActQ8KSeq, ActQ8x32};
 use super::error::KernelError;
 
 /// Activation rows dotted with each weight block per pass.
@@ -259,11 +262,12 @@ pub fn qmatmul_with_isa(
             let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
             drive(w, &rows, kernel, y);
         }
-        Family::X32 if w.ty == GgmlType::Q4_0 => {
-            // llama.cpp multiplies Q4_0 with its repacked (q4_0_8x8) kernels, in another order
-            // than `ggml_vec_dot_q4_0_q8_0`: the interleaved kernel, faster, is kept for it.
-            let kernel =
-                legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+        Family::X32 if w.ty == GgmlType::Q4_0 && m > 1 => {
+            // Q4_0 prefill: llama.cpp multiplies Q4_0 with its repacked (q4_0_8x8) kernels, in
+            // another order than `ggml_vec_dot_q4_0_q8_0`; the interleaved kernel is faster on
+            // tiles of several rows (see q4_0_interleaved.rs).
+            let kernel = q4_0_interleaved::tile_fn(w.ty, isa)
+                .ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_x32(x, w.cols);
             let rows: Vec<&[ActQ8x32]> = acts
                 .chunks_exact(quantize_act::groups_x32(w.cols))
@@ -271,11 +275,12 @@ pub fn qmatmul_with_isa(
             drive(w, &rows, kernel, y);
         }
         Family::X32 => {
-            // ggml's own float order (llama.cpp's results bit for bit), see ggml_vec_dot.rs.
-            let kernel = ggml_vec_dot::tile_fn(w.ty, isa)
-                .ok_or(KernelError::UnsupportedType { ty: w.ty })?;
-            let acts = ggml_vec_dot::plain_blocks(&quantize_act::quantize_x32(x, w.cols), w.cols);
-            let rows: Vec<&[ggml_vec_dot::ActQ8Block]> = acts.chunks_exact(w.cols / 32).collect();
+            // ggml's own float order (`ggml_vec_dot_<fmt>_q8_*`: llama.cpp's results bit for
+            // bit), see legacy.rs.
+            let kernel =
+                legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let acts = quantize_act::quantize_blocks(x, w.cols);
+            let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(w.cols / 32).collect();
             drive(w, &rows, kernel, y);
         }
         Family::K if kquants::uses_seq(w.ty) => {

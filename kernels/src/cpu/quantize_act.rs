@@ -7,6 +7,24 @@
 
 use rayon::prelude::*;
 
+/// One block of 32 activations as 8-bit integers in element order, for the 32-element weight
+/// formats (Q4_0 .. Q8_0): ggml's `block_q8_0` / `block_q8_1` with its f16 fields as f32, so that
+/// one weight block and one activation block meet in one 256-bit register, as in ggml's
+/// `ggml_vec_dot_*_q8_*`.
+///
+/// ```text
+/// qs[e] = q of element e
+/// d     = the scale, rounded to f16 (ggml's `GGML_FP32_TO_FP16(d)`)
+/// s     = d · Σ qs, rounded to f16 (block_q8_1's `s`: the formats with a min use it)
+/// ```
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy)]
+pub struct ActQ8Block {
+    pub qs: [i8; 32],
+    pub d: f32,
+    pub s: f32,
+}
+
 /// Eight blocks of 32 activations as 8-bit integers, for the 32-element weight formats
 /// (Q4_0 .. Q8_0), interleaved so that one 256-bit register holds four consecutive elements of
 /// each of the eight blocks:
@@ -181,6 +199,19 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
     }
 }
 
+/// Quantizes one row (`x.len()` a multiple of 32) into `out` (`x.len() / 32` blocks).
+fn quantize_row_blocks(x: &[f32], out: &mut [ActQ8Block]) {
+    for (x, b) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let (d, id) = scales(x, false);
+        quantize_into(x, id, &mut b.qs);
+        let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+        // As ggml's block_q8_0 / block_q8_1: the quantized values come from the f32 scale, and
+        // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
+        b.d = half::f16::from_f32(d).to_f32();
+        b.s = half::f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
 /// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks).
 fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
     let mut q = [0i8; 256];
@@ -233,6 +264,21 @@ pub(super) fn quantize_x32(x: &[f32], cols: usize) -> Vec<ActQ8x32> {
     out.par_chunks_mut(ng)
         .zip(x.par_chunks(cols))
         .for_each(|(out, x)| quantize_row_x32(x, out));
+    out
+}
+
+/// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`, `cols` a multiple of 32) to
+/// blocks of 32 in element order, rows in parallel.
+pub(super) fn quantize_blocks(x: &[f32], cols: usize) -> Vec<ActQ8Block> {
+    const EMPTY: ActQ8Block = ActQ8Block {
+        qs: [0; 32],
+        d: 0.0,
+        s: 0.0,
+    };
+    let mut out = vec![EMPTY; x.len() / 32];
+    out.par_chunks_mut(cols / 32)
+        .zip(x.par_chunks(cols))
+        .for_each(|(out, x)| quantize_row_blocks(x, out));
     out
 }
 

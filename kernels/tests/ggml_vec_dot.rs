@@ -1,0 +1,123 @@
+//! The CPU matmul of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) gives llama.cpp's dot
+//! products bit for bit, on every instruction set of this CPU, for one activation row at a time
+//! (decoding) and, except Q4_0, for tiles of several (prefill: the fixture's rows, and eleven rows
+//! stacked from them, so a full tile of 8 and a partial one), on all weight rows and on an odd
+//! number of them.
+//!
+//! Expected values: tests/fixtures/ggml_vec_dot/, written by
+//! `python3 scripts/make_ggml_vec_dot_fixtures.py`: ggml's own `quantize_row_q8_0` / `quantize_row_q8_1`
+//! and `ggml_vec_dot_<fmt>_q8_<0|1>` (llama-cpp-python's x86 build, AVX2 / AVX-512 VNNI, called
+//! through ctypes) on gguf-py-quantized and random valid weight blocks. No tolerance: the kernels
+//! follow ggml's order of float operations (see `src/cpu/legacy.rs`).
+
+use std::path::PathBuf;
+
+use gguf_importer::GgmlType;
+use gguf_kernels::cpu::{qmatmul_with_isa, Isa, QMatrix};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ggml_vec_dot")
+        .join(name)
+}
+
+fn read_f32(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+struct Case {
+    ty: GgmlType,
+    n: usize,
+    rows: usize,
+    m: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture("cases.txt")).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Case {
+                ty: GgmlType::from_name(f[0]).unwrap_or_else(|| panic!("format {}", f[0])),
+                n: f[1].parse().unwrap(),
+                rows: f[2].parse().unwrap(),
+                m: f[3].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// `y` [m, rows] against ggml's `want` [m_fixture, all_rows]: row `i` of `y` is activation row
+/// `i % m_fixture`, its `rows` columns the first weight rows.
+fn assert_bits(
+    what: &str,
+    y: &[f32],
+    rows: usize,
+    want: &[f32],
+    all_rows: usize,
+    m_fixture: usize,
+) {
+    for (i, y) in y.chunks_exact(rows).enumerate() {
+        let want = &want[(i % m_fixture) * all_rows..][..rows];
+        for (r, (g, e)) in y.iter().zip(want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                e.to_bits(),
+                "{what}: y[{i}, {r}] = {g:e}, ggml's {e:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
+    let cases = cases();
+    assert_eq!(cases.len(), 25, "5 formats × 5 lengths");
+    for Case { ty, n, rows, m } in cases {
+        let stem = format!("{}-{n}", ty.name());
+        let weights = std::fs::read(fixture(&format!("{stem}.w"))).unwrap();
+        let x = read_f32(&format!("x-{n}.f32"));
+        let want = read_f32(&format!("{stem}.y.f32"));
+        assert_eq!((x.len(), want.len()), (m * n, m * rows), "{stem}: sizes");
+        let row_bytes = weights.len() / rows;
+        // eleven activation rows: the fixture's, cycled
+        let stacked: Vec<f32> = (0..11)
+            .flat_map(|i| x[(i % m) * n..][..n].iter().copied())
+            .collect();
+        for isa in Isa::available() {
+            // all weight rows, then an odd number of them (5)
+            for w_rows in [rows, 5] {
+                let w = QMatrix::new(ty, w_rows, n, &weights[..w_rows * row_bytes]).unwrap();
+                let what = |kind: &str| format!("{stem} {} {w_rows} rows, {kind}", isa.name());
+                // Q4_0 tiles take the interleaved kernel (llama.cpp's repacked Q4_0 kernels have
+                // an order of their own); cpu_kernels.rs bounds their error.
+                if ty != GgmlType::Q4_0 {
+                    let mut y = vec![f32::NAN; m * w_rows];
+                    qmatmul_with_isa(&w, &x, m, &mut y, isa).unwrap();
+                    assert_bits(&what("tile"), &y, w_rows, &want, rows, m);
+                    let mut y = vec![f32::NAN; 11 * w_rows];
+                    qmatmul_with_isa(&w, &stacked, 11, &mut y, isa).unwrap();
+                    assert_bits(&what("11 rows"), &y, w_rows, &want, rows, m);
+                }
+                for i in 0..m {
+                    let mut y = vec![f32::NAN; w_rows];
+                    qmatmul_with_isa(&w, &x[i * n..][..n], 1, &mut y, isa).unwrap();
+                    let want_i = &want[i * rows..][..rows];
+                    assert_bits(
+                        &what(&format!("row {i} alone")),
+                        &y,
+                        w_rows,
+                        want_i,
+                        rows,
+                        1,
+                    );
+                }
+            }
+        }
+    }
+}
