@@ -356,6 +356,18 @@ fn quantized_formats_odd_shapes() {
     }
 }
 
+/// Decoding takes several weight rows per pass from equal segments of a thread's rows: enough
+/// rows per thread (301 over up to 16 tasks) for whole passes and a remainder.
+#[test]
+fn quantized_formats_decode_many_rows() {
+    let mut rng = Rng(5);
+    for ty in QUANTIZED {
+        for rows in [301, 1001] {
+            check_case(ty, rows, 3 * ty.block_size(), 1, true, &mut rng);
+        }
+    }
+}
+
 #[test]
 fn legacy_formats_random_blocks() {
     // every bit pattern, including Q8_0's -128 that ggml's quantizer never writes

@@ -1,6 +1,6 @@
-//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): Q6_K against
-//! activations in lane order (this part), Q2_K .. Q5_K against activations in element order (the
-//! last part of the file, `tile_seq_body`).
+//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): Q6_K prefill
+//! against activations in lane order (this part), everything else against activations in
+//! element order (the last part of the file, `tile_seq_body` and, decoding, `decode_seq`).
 //!
 //! A super-block unpacks once per tile into eight 256-bit registers of 32 unsigned `q` (0..64),
 //! which in-half 4 × 4 transposes turn into the activations' lane order ([`ActQ8K`]): 32-bit
@@ -458,6 +458,113 @@ const fn group_scale_masks() -> [[u8; 32]; 4] {
 }
 const GROUP_SCALE_MASKS: [[u8; 32]; 4] = group_scale_masks();
 
+/// Weight rows per pass in decoding: AVX-512 has 32 vector registers, AVX2 16.
+const DECODE_ROWS_VNNI: usize = 4;
+const DECODE_ROWS_AVX2: usize = 2;
+
+/// The 8 × i16 scales of each register `j` of a super-block (see [`group_scale_masks`]), the 16
+/// group scales (i16) and mins (u16) for the `bsums` terms.
+#[inline(always)]
+unsafe fn seq_scales<W: KQuantX86>(
+    block: &W,
+    masks: &[__m256i; 4],
+) -> ([__m256i; 8], __m256i, __m256i) {
+    let (sc, mn) = block.scales_avx2(); // 16 × i8, 16 × u8, group order
+    let (sc_lo, sc_hi) = (
+        _mm_cvtepi8_epi16(sc),
+        _mm_cvtepi8_epi16(_mm_srli_si128::<8>(sc)),
+    );
+    let (lo, hi) = (
+        _mm256_broadcastsi128_si256(sc_lo),
+        _mm256_broadcastsi128_si256(sc_hi),
+    );
+    let scj =
+        std::array::from_fn(|j| _mm256_shuffle_epi8(if j < 4 { lo } else { hi }, masks[j % 4]));
+    (
+        scj,
+        _mm256_set_m128i(sc_hi, sc_lo),
+        _mm256_cvtepu8_epi16(mn),
+    )
+}
+
+/// `R` weight rows (`blocks[r]`, `nb` super-blocks each) against one activation row: each
+/// activation register is loaded once for all `R`, and `R` independent chains of multiply-adds
+/// are in flight.
+#[inline(always)]
+unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
+    blocks: [*const W; R],
+    nb: usize,
+    x: *const ActQ8KSeq,
+    masks: &[__m256i; 4],
+) -> [f32; R] {
+    let off = _mm256_set1_epi32(W::OFFSET as i32);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let x = &*x.add(b);
+        let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+        let qx: [__m256i; 8] =
+            std::array::from_fn(
+                |j| _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
+            );
+        for r in 0..R {
+            let block = &*blocks[r].add(b);
+            let q = block.unpack_avx2();
+            let (scj, sc16, mn16) = seq_scales(block, masks);
+            // two chains of four multiply-adds rather than one of eight
+            let mut sumi = [_mm256_setzero_si256(); 2];
+            for j in 0..8 {
+                let p = _mm256_maddubs_epi16(q[j], qx[j]);
+                sumi[j % 2] = if VNNI {
+                    _mm256_dpwssd_epi32(sumi[j % 2], p, scj[j])
+                } else {
+                    _mm256_add_epi32(sumi[j % 2], _mm256_madd_epi16(p, scj[j]))
+                };
+            }
+            let mut sumi = _mm256_add_epi32(sumi[0], sumi[1]);
+            if W::OFFSET != 0 {
+                let o = _mm256_mullo_epi32(_mm256_madd_epi16(bsums, sc16), off);
+                sumi = _mm256_sub_epi32(sumi, o);
+            }
+            let (d, dmin) = block.supers();
+            let (d, dmin) = (f16c(d), f16c(dmin));
+            let a = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = if W::HAS_MINS {
+                let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mn16));
+                _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x.d), mins, a)
+            } else {
+                a
+            };
+        }
+    }
+    acc.map(|a| hsum_ps(a))
+}
+
+/// Decoding (one activation row), `R` weight rows per pass from `R` equal segments of the rows,
+/// so that each is read as one long stream (as in `legacy_x86.rs`).
+#[inline(always)]
+unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    x: *const ActQ8KSeq,
+    out: &mut [f32],
+    stride: usize,
+    masks: &[__m256i; 4],
+) {
+    let nb = row_bytes / size_of::<W>();
+    let n_rows = w.len() / row_bytes;
+    let row = |r: usize| w.as_ptr().add(r * row_bytes) as *const W;
+    let seg = n_rows / R;
+    for j in 0..seg {
+        let y = decode_rows::<W, R, VNNI>(std::array::from_fn(|k| row(k * seg + j)), nb, x, masks);
+        for (k, y) in y.iter().enumerate() {
+            out[(k * seg + j) * stride] = *y;
+        }
+    }
+    for r in R * seg..n_rows {
+        out[r * stride] = decode_rows::<W, 1, VNNI>([row(r)], nb, x, masks)[0];
+    }
+}
+
 #[inline(always)]
 unsafe fn tile_seq_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     w: &[u8],
@@ -476,25 +583,17 @@ unsafe fn tile_seq_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     });
     let masks: [__m256i; 4] = std::array::from_fn(|k| load(&GROUP_SCALE_MASKS[k]));
     let off = _mm256_set1_epi32(W::OFFSET as i32);
+    if N == 1 && VNNI {
+        return decode_seq::<W, DECODE_ROWS_VNNI, VNNI>(w, row_bytes, xs[0], out, stride, &masks);
+    } else if N == 1 {
+        return decode_seq::<W, DECODE_ROWS_AVX2, VNNI>(w, row_bytes, xs[0], out, stride, &masks);
+    }
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [_mm256_setzero_ps(); N];
         for (b, block) in blocks.iter().enumerate() {
             let q = block.unpack_avx2();
-            let (sc, mn) = block.scales_avx2(); // 16 × i8, 16 × u8, group order
-            let (sc_lo, sc_hi) = (
-                _mm_cvtepi8_epi16(sc),
-                _mm_cvtepi8_epi16(_mm_srli_si128::<8>(sc)),
-            );
-            let sc16 = _mm256_set_m128i(sc_hi, sc_lo);
-            let mn16 = _mm256_cvtepu8_epi16(mn);
-            let (lo, hi) = (
-                _mm256_broadcastsi128_si256(sc_lo),
-                _mm256_broadcastsi128_si256(sc_hi),
-            );
-            let scj: [__m256i; 8] = std::array::from_fn(|j| {
-                _mm256_shuffle_epi8(if j < 4 { lo } else { hi }, masks[j % 4])
-            });
+            let (scj, sc16, mn16) = seq_scales(block, &masks);
             let (d, dmin) = block.supers();
             let (d, dmin) = (f16c(d), f16c(dmin));
             for i in 0..N {
@@ -583,6 +682,7 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
                 GgmlType::Q3_K => Some($f::<BlockQ3K>),
                 GgmlType::Q4_K => Some($f::<BlockQ4K>),
                 GgmlType::Q5_K => Some($f::<BlockQ5K>),
+                GgmlType::Q6_K => Some($f::<BlockQ6K>),
                 _ => None,
             }
         };
