@@ -5,11 +5,13 @@
 //! ```text
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench [-- FORMAT ...]
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --rows 2048 Q4_0 Q8_0
+//! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --isa avx2 Q4_K
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --bandwidth-only
 //! ```
 //!
 //! `--rows N` sets the weight's output features (default 5632; 2048 gives an attention-sized
-//! 2048 × 2048 matrix).
+//! 2048 × 2048 matrix). `--isa scalar|avx2|avx512vnni` forces an instruction set (default: the
+//! best this CPU runs).
 //!
 //! `--bandwidth-only` measures the memory-read bandwidth alone (best of three fresh 1 GiB arrays)
 //! and prints one line, `memory_read_gb_s <GB/s>` (scripts/bench_llama_cpp.py reads it).
@@ -23,7 +25,7 @@ use std::time::Instant;
 
 use gguf_importer::quants::F16;
 use gguf_importer::GgmlType;
-use gguf_kernels::cpu::{qmatmul, Isa, QMatrix};
+use gguf_kernels::cpu::{qmatmul_with_isa, Isa, QMatrix};
 
 /// Output features unless `--rows` says otherwise.
 const ROWS: usize = 5632;
@@ -128,6 +130,22 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .ok_or("--rows takes a positive number")?;
         chosen.drain(i..i + 2);
     }
+    let mut isa = Isa::detect();
+    if let Some(i) = chosen.iter().position(|a| a == "--isa") {
+        let name = chosen
+            .get(i + 1)
+            .ok_or("--isa takes scalar, avx2 or avx512vnni")?;
+        isa = Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name() == name)
+            .ok_or_else(|| format!("unknown instruction set {name:?}"))?;
+        if !isa.is_available() {
+            return Err(format!("this CPU does not run {name}").into());
+        }
+        chosen.drain(i..i + 2);
+    }
+    let qmatmul =
+        |w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]| qmatmul_with_isa(w, x, m, y, isa);
     pool.install(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if bandwidth_only {
             // best of three fresh arrays; on the shared VMs the result falls in one of two modes
@@ -137,8 +155,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             return Ok(());
         }
         println!(
-            "instruction set: {:?}, threads: {THREADS}, weight {rows} x {COLS}",
-            Isa::detect()
+            "instruction set: {}, threads: {THREADS}, weight {rows} x {COLS}",
+            isa.name()
         );
         let mem = memory_bandwidth();
         println!("memory read bandwidth (parallel sum of 256 MiB slices of a 1 GiB u64 array): {mem:.1} GB/s\n");

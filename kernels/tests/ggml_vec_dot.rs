@@ -1,8 +1,9 @@
 //! The CPU matmul of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) gives llama.cpp's dot
 //! products bit for bit, on every instruction set of this CPU, for one activation row at a time
-//! (decoding) and, except Q4_0, for tiles of several (prefill: the fixture's rows, and eleven rows
-//! stacked from them, so a full tile of 8 and a partial one), on all weight rows and on an odd
-//! number of them.
+//! (decoding) and, where `follows_ggml_vec_dot` says so (not Q4_0, nor Q8_0 with AVX-512 VNNI:
+//! they take the interleaved prefill kernel), for tiles of several (prefill: the fixture's rows,
+//! and eleven rows stacked from them, so a full tile of 8 and a partial one), on all weight rows
+//! and on an odd number of them.
 //!
 //! Expected values: tests/fixtures/ggml_vec_dot/, written by
 //! `python3 scripts/make_ggml_vec_dot_fixtures.py`: ggml's own `quantize_row_q8_0` / `quantize_row_q8_1`
@@ -13,7 +14,7 @@
 use std::path::PathBuf;
 
 use gguf_importer::GgmlType;
-use gguf_kernels::cpu::{qmatmul_with_isa, Isa, QMatrix};
+use gguf_kernels::cpu::{follows_ggml_vec_dot, qmatmul_with_isa, Isa, QMatrix};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,9 +95,10 @@ fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
             for w_rows in [rows, 5] {
                 let w = QMatrix::new(ty, w_rows, n, &weights[..w_rows * row_bytes]).unwrap();
                 let what = |kind: &str| format!("{stem} {} {w_rows} rows, {kind}", isa.name());
-                // Q4_0 tiles take the interleaved kernel (llama.cpp's repacked Q4_0 kernels have
-                // an order of their own); cpu_kernels.rs bounds their error.
-                if ty != GgmlType::Q4_0 {
+                // the interleaved prefill kernel has an order of its own (so have llama.cpp's
+                // prefill kernels for those formats); cpu_kernels.rs bounds its error
+                if follows_ggml_vec_dot(ty, 11, isa) {
+                    assert!(follows_ggml_vec_dot(ty, m, isa));
                     let mut y = vec![f32::NAN; m * w_rows];
                     qmatmul_with_isa(&w, &x, m, &mut y, isa).unwrap();
                     assert_bits(&what("tile"), &y, w_rows, &want, rows, m);
@@ -104,6 +106,7 @@ fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
                     qmatmul_with_isa(&w, &stacked, 11, &mut y, isa).unwrap();
                     assert_bits(&what("11 rows"), &y, w_rows, &want, rows, m);
                 }
+                assert!(follows_ggml_vec_dot(ty, 1, isa));
                 for i in 0..m {
                     let mut y = vec![f32::NAN; w_rows];
                     qmatmul_with_isa(&w, &x[i * n..][..n], 1, &mut y, isa).unwrap();

@@ -154,19 +154,68 @@ fn reduce16(v: &[f32; 16]) -> f32 {
     (t[0] + t[2]) + (t[1] + t[3])
 }
 
+/// 16 f32 lanes multiplied and added lane by lane, one rounding each (ggml's 16-lane FMA
+/// vectors): portable code, or two AVX2 registers. Both give the same bits.
+trait Lanes16 {
+    /// `acc[l] = a[l] · b[l] + acc[l]` for every lane.
+    ///
+    /// # Safety
+    /// The CPU must have the implementation's instruction set.
+    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]);
+}
+
+struct Portable;
+
+impl Lanes16 for Portable {
+    #[inline(always)]
+    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]) {
+        for l in 0..16 {
+            acc[l] = a[l].mul_add(b[l], acc[l]);
+        }
+    }
+}
+
+/// AVX2 with FMA (the compiler leaves [`Portable`]'s lanes scalar).
+#[cfg(target_arch = "x86_64")]
+struct Avx2Fma;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes16 for Avx2Fma {
+    #[inline(always)]
+    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]) {
+        use std::arch::x86_64::*;
+        for h in 0..2 {
+            let (a, b, c) = (
+                a.as_ptr().add(8 * h),
+                b.as_ptr().add(8 * h),
+                acc.as_mut_ptr().add(8 * h),
+            );
+            _mm256_storeu_ps(
+                c,
+                _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), _mm256_loadu_ps(c)),
+            );
+        }
+    }
+}
+
 /// ggml's `vec_dot_f32` (AVX-512): four 16-lane accumulators over steps of 64 elements, summed
 /// `(a0 + a2) + (a1 + a3)` and reduced; the elements past the last whole 64 are added one by one.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
 #[inline(always)]
-fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let whole = n - n % 64;
     let mut acc = [[0f32; 16]; 4];
-    for i in (0..whole).step_by(64) {
+    for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
         for (j, acc) in acc.iter_mut().enumerate() {
-            for (l, a) in acc.iter_mut().enumerate() {
-                let e = i + 16 * j + l;
-                *a = x[e].mul_add(y[e], *a);
-            }
+            let (x, y) = (&x[16 * j..][..16], &y[16 * j..][..16]);
+            L::fma(
+                acc,
+                x.try_into().expect("16 lanes"),
+                y.try_into().expect("16 lanes"),
+            );
         }
     }
     let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
@@ -241,15 +290,43 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape, out: &mut [
         let q = &q[(i * s.n_head + h) * dk..][..dk];
         let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
         let vt = &vt[kv * dv * keys..][..dv * keys];
-        with_fma!({ attend(q, k, vt, keys, s.start + i + 1, &s, out) })
+        let n_keys = s.start + i + 1;
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { attend_avx2(q, k, vt, keys, n_keys, &s, out) };
+        }
+        // SAFETY: portable code.
+        unsafe { attend::<Portable>(q, k, vt, keys, n_keys, &s, out) }
     });
+}
+
+/// [`attend`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    q: &[f32],
+    keys: &[f32],
+    vt: &[f32],
+    stride: usize,
+    n_keys: usize,
+    s: &AttentionShape,
+    out: &mut [f32],
+) {
+    attend::<Avx2Fma>(q, keys, vt, stride, n_keys, s, out)
 }
 
 /// One query row of [`attention`]: `q` `[dk]` over the first `n_keys` rows of `keys`
 /// `[capacity, dk]` and columns of `vt` `[dv, stride]` (the values transposed, zero past
 /// `n_keys`, `stride` a multiple of 64), into `out` `[dv]`.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
 #[inline(always)]
-fn attend(
+unsafe fn attend<L: Lanes16>(
     q: &[f32],
     keys: &[f32],
     vt: &[f32],
@@ -263,7 +340,7 @@ fn attend(
     let padded = n_keys.next_multiple_of(16);
     let mut p = vec![f32::NEG_INFINITY; padded];
     for (j, p) in p.iter_mut().take(n_keys).enumerate() {
-        *p = vec_dot_f32(&keys[j * dk..][..dk], q) * s.scale + 0.0;
+        *p = vec_dot_f32::<L>(&keys[j * dk..][..dk], q) * s.scale + 0.0;
     }
     let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let mut sum = 0f64;
@@ -285,9 +362,11 @@ fn attend(
         for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
             let mut acc = [0f32; 16];
             for (c, w) in col.chunks_exact(16).take(chunks).zip(p.chunks_exact(16)) {
-                for l in 0..16 {
-                    acc[l] = c[l].mul_add(w[l], acc[l]);
-                }
+                L::fma(
+                    &mut acc,
+                    c.try_into().expect("16 lanes"),
+                    w.try_into().expect("16 lanes"),
+                );
             }
             *o = reduce16(&acc);
         }
@@ -296,7 +375,7 @@ fn attend(
         let padded = n_keys.next_multiple_of(64);
         p.resize(padded, 0.0);
         for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
-            *o = vec_dot_f32(&col[..padded], &p);
+            *o = vec_dot_f32::<L>(&col[..padded], &p);
         }
     }
 }

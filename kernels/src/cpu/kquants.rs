@@ -1,5 +1,5 @@
 //! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to 8 bits per 256
-//! ([`ActQ8KSeq`] in element order for Q2_K .. Q5_K, [`ActQ8K`] in lane order for Q6_K; see
+//! ([`ActQ8KSeq`] in element order for decoding, [`ActQ8K`] in lane order for prefill; see
 //! [`uses_seq`]): the portable scalar kernel and the per-format dispatch.
 //!
 //! Every format reduces to one integer core. A super-block of 256 unpacks to 256 unsigned
@@ -264,18 +264,18 @@ fn tile_scalar<W: KQuant, A: KActivations>(
     }
 }
 
-/// Whether `ty` dots with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`]) rather
-/// than in lane order ([`ActQ8K`], [`tile_fn`]) for `m` activation rows. The element-order
-/// kernels need no transposes and were faster in decode (`cpu_matmul_bench`: Q4_K 16 -> 29
-/// GB/s, Q2_K 19 -> 25, Q3_K 21 -> 27); Q6_K decodes in element order too (several weight rows
-/// per pass: 0.57 -> 0.44 ms on 5632 × 2048), and its prefill, in lane order, runs 512-bit dot
-/// products over all 16 groups at once (299 GFLOP/s against 230 for Q4_K in element order).
-pub(super) fn uses_seq(ty: GgmlType, m: usize) -> bool {
-    match ty {
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K => true,
-        GgmlType::Q6_K => m == 1,
-        _ => false,
-    }
+/// Whether the K-quants dot with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`])
+/// rather than in lane order ([`ActQ8K`], [`tile_fn`]) for `m` activation rows: element order
+/// in decoding, lane order in prefill. The element-order kernels need no transposes, which
+/// decoding (one activation row per unpacked super-block) cannot amortize, and they read several
+/// weight rows per pass; the lane-order kernels apply the group scales lane-wise in f32 after
+/// plain byte dot products, with 512-bit `dpbusd` over all 16 groups on VNNI.
+/// `cpu_matmul_bench` on 5632 × 2048, 2 threads (BENCHMARKS.md's machine): decode in element
+/// order Q4_K 16 -> 29 GB/s, Q2_K 19 -> 25, Q3_K 21 -> 27, Q6_K 0.57 -> 0.48 ms; prefill in lane
+/// order, GFLOP/s with VNNI (AVX2): Q2_K 254 -> 286 (180 -> 199), Q3_K 237 -> 267, Q4_K 224 ->
+/// 268 (166 -> 177), Q5_K 220 -> 259 (170 -> 175), Q6_K 300 either way (AVX2 177 / 180).
+pub(super) fn uses_seq(m: usize) -> bool {
+    m == 1
 }
 
 /// The kernel for the K-quant `ty` on `isa` against activations in element order; `None` for
@@ -296,7 +296,8 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     })
 }
 
-/// The kernel for `ty` on `isa` against activations in lane order (Q6_K), `None` for other types.
+/// The kernel for the K-quant `ty` on `isa` against activations in lane order; `None` for other
+/// types.
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = super::kquants_x86::tile_fn(ty, isa) {
@@ -304,6 +305,10 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     }
     let _ = isa;
     Some(match ty {
+        GgmlType::Q2_K => tile_scalar::<BlockQ2K, ActQ8K>,
+        GgmlType::Q3_K => tile_scalar::<BlockQ3K, ActQ8K>,
+        GgmlType::Q4_K => tile_scalar::<BlockQ4K, ActQ8K>,
+        GgmlType::Q5_K => tile_scalar::<BlockQ5K, ActQ8K>,
         GgmlType::Q6_K => tile_scalar::<BlockQ6K, ActQ8K>,
         _ => return None,
     })

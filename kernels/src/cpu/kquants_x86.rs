@@ -1,6 +1,6 @@
-//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): Q6_K prefill
-//! against activations in lane order (this part), everything else against activations in
-//! element order (the last part of the file, `tile_seq_body` and, decoding, `decode_seq`).
+//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): prefill
+//! against activations in lane order (this part), decoding against activations in element order
+//! (the last part of the file, `decode_seq`).
 //!
 //! A super-block unpacks once per tile into eight 256-bit registers of 32 unsigned `q` (0..64),
 //! which in-half 4 × 4 transposes turn into the activations' lane order ([`ActQ8K`]): 32-bit
@@ -21,7 +21,7 @@ use gguf_importer::GgmlType;
 
 use super::kquants::KQuant;
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
-use super::x86_util::{f16c, hsum_ps, transpose4};
+use super::x86_util::{by_tile, f16c, hsum_ps, transpose4};
 use super::{Isa, TileFn};
 
 /// A super-block unpacked into registers.
@@ -292,19 +292,19 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                     ))
                 };
                 let (s, c) = (wide(s), wide(c));
+                // acc += (s·dx)·dot - c·(dx·bsum): one chain of multiply-adds per row (the
+                // rows of the tile overlap), then two f32 multiply-adds
                 for i in 0..N {
                     let x = &*xs[i].add(b);
-                    let qx = |r: usize| _mm512_loadu_si512(x.qs[r].as_ptr() as *const __m512i);
-                    let even = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
-                    let odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[1], qx(1));
-                    let even = _mm512_dpbusd_epi32(even, q[2], qx(2));
-                    let odd = _mm512_dpbusd_epi32(odd, q[3], qx(3));
-                    let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
-                    let bsum = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256(
-                        x.bsums.as_ptr() as *const __m256i,
-                    )));
-                    let u = _mm512_fmsub_ps(s, dot, _mm512_mul_ps(c, bsum));
-                    acc512[i] = _mm512_fmadd_ps(u, _mm512_set1_ps(x.d), acc512[i]);
+                    let qx = |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
+                    let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
+                    for r in 1..4 {
+                        dot = _mm512_dpbusd_epi32(dot, q[r], qx(r));
+                    }
+                    let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
+                    let a = _mm512_fnmadd_ps(c, dbsum, acc512[i]);
+                    let sdx = _mm512_mul_ps(s, _mm512_set1_ps(x.d));
+                    acc512[i] = _mm512_fmadd_ps(sdx, _mm512_cvtepi32_ps(dot), a);
                 }
                 continue;
             }
@@ -357,22 +357,6 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     }
 }
 
-macro_rules! by_tile {
-    ($body:ident, $w:ty, $vnni:literal, $args:expr) => {{
-        let (w, row_bytes, xs, out, stride) = $args;
-        match xs.len() {
-            1 => $body::<$w, 1, $vnni>(w, row_bytes, xs, out, stride),
-            2 => $body::<$w, 2, $vnni>(w, row_bytes, xs, out, stride),
-            3 => $body::<$w, 3, $vnni>(w, row_bytes, xs, out, stride),
-            4 => $body::<$w, 4, $vnni>(w, row_bytes, xs, out, stride),
-            5 => $body::<$w, 5, $vnni>(w, row_bytes, xs, out, stride),
-            6 => $body::<$w, 6, $vnni>(w, row_bytes, xs, out, stride),
-            7 => $body::<$w, 7, $vnni>(w, row_bytes, xs, out, stride),
-            _ => $body::<$w, 8, $vnni>(w, row_bytes, xs, out, stride),
-        }
-    }};
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2_tf<W: KQuantX86>(
     w: &[u8],
@@ -381,7 +365,7 @@ unsafe fn tile_avx2_tf<W: KQuantX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, false, (w, rb, xs, out, stride))
+    by_tile!(tile_body, W, false, 8, (w, rb, xs, out, stride))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -392,7 +376,7 @@ unsafe fn tile_vnni_tf<W: KQuantX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, true, (w, rb, xs, out, stride))
+    by_tile!(tile_body, W, true, 16, (w, rb, xs, out, stride))
 }
 
 fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: &mut [f32], stride: usize) {
@@ -410,7 +394,11 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     macro_rules! pick {
         ($f:ident) => {
             match ty {
-                GgmlType::Q6_K => Some($f::<BlockQ6K> as TileFn<ActQ8K>),
+                GgmlType::Q2_K => Some($f::<BlockQ2K> as TileFn<ActQ8K>),
+                GgmlType::Q3_K => Some($f::<BlockQ3K>),
+                GgmlType::Q4_K => Some($f::<BlockQ4K>),
+                GgmlType::Q5_K => Some($f::<BlockQ5K>),
+                GgmlType::Q6_K => Some($f::<BlockQ6K>),
                 _ => None,
             }
         };
@@ -565,8 +553,9 @@ unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
     }
 }
 
+/// Each activation row of `xs` (decoding: one) against all weight rows, in element order.
 #[inline(always)]
-unsafe fn tile_seq_body<W: KQuantX86, const N: usize, const VNNI: bool>(
+unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8KSeq]],
@@ -574,56 +563,14 @@ unsafe fn tile_seq_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     stride: usize,
 ) {
     let nb = row_bytes / size_of::<W>();
-    let xs: [*const ActQ8KSeq; N] = std::array::from_fn(|i| {
-        assert!(
-            xs[i].len() >= nb,
-            "activation row shorter than a weight row"
-        );
-        xs[i].as_ptr()
-    });
     let masks: [__m256i; 4] = std::array::from_fn(|k| load(&GROUP_SCALE_MASKS[k]));
-    let off = _mm256_set1_epi32(W::OFFSET as i32);
-    if N == 1 && VNNI {
-        return decode_seq::<W, DECODE_ROWS_VNNI, VNNI>(w, row_bytes, xs[0], out, stride, &masks);
-    } else if N == 1 {
-        return decode_seq::<W, DECODE_ROWS_AVX2, VNNI>(w, row_bytes, xs[0], out, stride, &masks);
-    }
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [_mm256_setzero_ps(); N];
-        for (b, block) in blocks.iter().enumerate() {
-            let q = block.unpack_avx2();
-            let (scj, sc16, mn16) = seq_scales(block, &masks);
-            let (d, dmin) = block.supers();
-            let (d, dmin) = (f16c(d), f16c(dmin));
-            for i in 0..N {
-                let x = &*xs[i].add(b);
-                let mut sumi = _mm256_setzero_si256();
-                for (j, scj) in scj.iter().enumerate() {
-                    let qx = _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i);
-                    let p = _mm256_maddubs_epi16(q[j], qx);
-                    sumi = if VNNI {
-                        _mm256_dpwssd_epi32(sumi, p, *scj)
-                    } else {
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(p, *scj))
-                    };
-                }
-                let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
-                if W::OFFSET != 0 {
-                    let o = _mm256_mullo_epi32(_mm256_madd_epi16(bsums, sc16), off);
-                    sumi = _mm256_sub_epi32(sumi, o);
-                }
-                let a = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(sumi), acc[i]);
-                acc[i] = if W::HAS_MINS {
-                    let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mn16));
-                    _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x.d), mins, a)
-                } else {
-                    a
-                };
-            }
-        }
-        for i in 0..N {
-            out[r * stride + i] = hsum_ps(acc[i]);
+    for (i, x) in xs.iter().enumerate() {
+        assert!(x.len() >= nb, "activation row shorter than a weight row");
+        let out = &mut out[i..];
+        if VNNI {
+            decode_seq::<W, DECODE_ROWS_VNNI, true>(w, row_bytes, x.as_ptr(), out, stride, &masks);
+        } else {
+            decode_seq::<W, DECODE_ROWS_AVX2, false>(w, row_bytes, x.as_ptr(), out, stride, &masks);
         }
     }
 }
@@ -636,7 +583,7 @@ unsafe fn tile_seq_avx2_tf<W: KQuantX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_seq_body, W, false, (w, rb, xs, out, stride))
+    tile_seq_body::<W, false>(w, rb, xs, out, stride)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -647,7 +594,7 @@ unsafe fn tile_seq_vnni_tf<W: KQuantX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_seq_body, W, true, (w, rb, xs, out, stride))
+    tile_seq_body::<W, true>(w, rb, xs, out, stride)
 }
 
 fn tile_seq_avx2<W: KQuantX86>(

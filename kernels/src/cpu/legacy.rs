@@ -23,9 +23,10 @@
 //! the definition; the AVX2 and AVX-512 ones (`legacy_x86.rs`) give the same bits, and
 //! kernels/tests/ggml_vec_dot.rs checks all of them against ggml's own results.
 //!
-//! One exception: Q4_0 on tiles of several activation rows (prefill) takes the interleaved
-//! kernel of `q4_0_interleaved.rs`, faster there; llama.cpp multiplies Q4_0 with repacked
-//! kernels of another order, so ggml's `ggml_vec_dot_q4_0_q8_0` order has no result to match.
+//! Exceptions: Q4_0, and Q8_0 with AVX-512 VNNI, on tiles of several activation rows (prefill)
+//! take the interleaved kernel of `interleaved.rs`, faster there; llama.cpp multiplies them with
+//! kernels of other orders (repacked Q4_0, llamafile's tinyBLAS), so ggml's `ggml_vec_dot_*`
+//! order has no result to match ([`super::follows_ggml_vec_dot`] says which cases keep it).
 
 use gguf_importer::quants::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, F16};
 use gguf_importer::GgmlType;

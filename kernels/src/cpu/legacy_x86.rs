@@ -31,7 +31,7 @@ use gguf_importer::GgmlType;
 
 use super::legacy::Legacy;
 use super::quantize_act::ActQ8Block;
-use super::{Isa, TileFn, MAX_TILE};
+use super::{Isa, TileFn, TILE};
 
 /// A weight block's integers in a register.
 pub(super) trait LegacyX86: Legacy {
@@ -366,7 +366,7 @@ macro_rules! by_tile {
             6 => tile_n::<$w, 6, $vnni, $r>(w, row_bytes, xs, out, stride),
             7 => tile_n::<$w, 7, $vnni, $r>(w, row_bytes, xs, out, stride),
             n => {
-                assert_eq!(n, MAX_TILE, "tiles are 1..={MAX_TILE} rows");
+                assert_eq!(n, TILE, "tiles are 1..={TILE} rows");
                 tile_n::<$w, 8, $vnni, $r>(w, row_bytes, xs, out, stride)
             }
         }

@@ -3,9 +3,10 @@
 //! As in llama.cpp's CPU backend, each activation row is quantized once per call to 8 bits
 //! (`quantize_act.rs`: blocks of 32 for the 32-element formats, in element order as ggml's
 //! `block_q8_0`/`block_q8_1` (`legacy.rs`, ggml's float order) or interleaved by eight for Q4_0
-//! prefill (`q4_0_interleaved.rs`), Q8_K-style blocks of 256 for the K-quants), and every weight block meets it in an
-//! integer dot product; the block scales are applied in f32. Plain float weights (F32, F16,
-//! BF16) take an f32 dot product.
+//! and Q8_0 prefill (`interleaved.rs`), Q8_K-style blocks of 256 for the K-quants), and every
+//! weight block meets it in an integer dot product; the block scales are applied in f32. Plain
+//! float weights (F32, F16, BF16) take an f32 dot product. [`follows_ggml_vec_dot`] says which
+//! cases give ggml's `ggml_vec_dot_*` results bit for bit.
 //!
 //! Work split (rayon, all threads): the output rows are cut into tasks of whole weight rows.
 //! Decode (`m = 1`) streams each task's weight bytes once. Prefill (`m > 1`) walks a task's rows
@@ -20,15 +21,15 @@
 
 mod float;
 pub mod ggml_ops;
+mod interleaved;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_x86;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_x86;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
-mod q4_0_interleaved;
-#[cfg(target_arch = "x86_64")]
-mod q4_0_interleaved_x86;
 mod quantize_act;
 #[cfg(target_arch = "x86_64")]
 mod x86_util;
@@ -39,8 +40,15 @@ use rayon::prelude::*;
 use self::quantize_act::{ActQ8Block, ActQ8K, ActQ8KSeq, ActQ8x32};
 use super::error::KernelError;
 
-/// Activation rows dotted with each weight block per pass.
-pub const MAX_TILE: usize = 8;
+/// Activation rows dotted with each weight block per pass (a tile), at most: the kernels hold
+/// each row's accumulators in registers, 8 rows in general; the K-quant prefill kernels with
+/// AVX-512 (32 vector registers, one 512-bit accumulator per row) take 16, which halves the
+/// unpacking of each weight block per activation row (`cpu_matmul_bench`, m = 128: Q4_K 268 ->
+/// 300-335 GFLOP/s, Q6_K 300 -> 310-335). The interleaved Q4_0/Q8_0 kernel (8 registers of
+/// weights, 256-bit accumulators) ran slower with 16 (Q8_0 312 -> 282): it keeps 8.
+pub const MAX_TILE: usize = 16;
+/// The tile of the other kernels.
+const TILE: usize = 8;
 
 /// Weight bytes per rayon task in prefill: small enough to stay in L2 (2 MB per core on the
 /// benchmark machine) across the passes over the activation tiles, big enough to amortize the
@@ -262,19 +270,19 @@ pub fn qmatmul_with_isa(
             };
             let x = rounded.as_deref().unwrap_or(x);
             let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
-            drive(w, &rows, kernel, y);
+            drive(w, &rows, kernel, TILE, y);
         }
-        Family::X32 if w.ty == GgmlType::Q4_0 && m > 1 => {
-            // Q4_0 prefill: llama.cpp multiplies Q4_0 with its repacked (q4_0_8x8) kernels, in
-            // another order than `ggml_vec_dot_q4_0_q8_0`; the interleaved kernel is faster on
-            // tiles of several rows (see q4_0_interleaved.rs).
-            let kernel = q4_0_interleaved::tile_fn(w.ty, isa)
-                .ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+        Family::X32 if !follows_ggml_vec_dot(w.ty, m, isa) => {
+            // Q4_0 and Q8_0 prefill: llama.cpp does not take `ggml_vec_dot_*`'s order there
+            // either; the interleaved kernel is faster on tiles of several rows (see
+            // interleaved.rs).
+            let kernel =
+                interleaved::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_x32(x, w.cols);
             let rows: Vec<&[ActQ8x32]> = acts
                 .chunks_exact(quantize_act::groups_x32(w.cols))
                 .collect();
-            drive(w, &rows, kernel, y);
+            drive(w, &rows, kernel, TILE, y);
         }
         Family::X32 => {
             // ggml's own float order (`ggml_vec_dot_<fmt>_q8_*`: llama.cpp's results bit for
@@ -283,24 +291,34 @@ pub fn qmatmul_with_isa(
                 legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_blocks(x, w.cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(w.cols / 32).collect();
-            drive(w, &rows, kernel, y);
+            drive(w, &rows, kernel, TILE, y);
         }
-        Family::K if kquants::uses_seq(w.ty, m) => {
+        Family::K if kquants::uses_seq(m) => {
             let kernel =
                 kquants::tile_fn_seq(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_k_seq(x, w.cols);
             let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(w.cols / 256).collect();
-            drive(w, &rows, kernel, y);
+            drive(w, &rows, kernel, TILE, y);
         }
         Family::K => {
             let kernel =
                 kquants::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
             let acts = quantize_act::quantize_k(x, w.cols);
             let rows: Vec<&[ActQ8K]> = acts.chunks_exact(w.cols / 256).collect();
-            drive(w, &rows, kernel, y);
+            drive(w, &rows, kernel, wide_tile(isa), y);
         }
     }
     Ok(())
+}
+
+/// Whether [`qmatmul_with_isa`] on `m` activation rows of a 32-element format (Q4_0 .. Q8_0)
+/// computes in ggml's order of float operations, giving `ggml_vec_dot_<fmt>_q8_<0|1>`'s results
+/// bit for bit (`legacy.rs`). True for decoding (`m == 1`); for prefill tiles, false where the
+/// interleaved kernel (`interleaved.rs`) is faster: Q4_0, and Q8_0 with AVX-512 VNNI. False for
+/// the other formats (the K-quants and float weights sum in orders of their own).
+pub fn follows_ggml_vec_dot(ty: GgmlType, m: usize, isa: Isa) -> bool {
+    matches!(kernel_family(ty), Some(Family::X32))
+        && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
 }
 
 /// Weight rows per rayon task: 8 tasks per thread when the matrix allows it, so work stealing
@@ -316,11 +334,22 @@ fn rows_per_task(rows: usize, row_bytes: usize, m: usize) -> usize {
     by_cache.min(by_balance)
 }
 
-/// Runs `kernel` over all weight rows and activation rows `xs` (`m` of them), writing `y` `[m, rows]`.
-fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, y: &mut [f32]) {
+/// The tile of the kernels that take 16 rows with AVX-512 (see [`MAX_TILE`]).
+fn wide_tile(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni => MAX_TILE,
+        _ => TILE,
+    }
+}
+
+/// Runs `kernel` over all weight rows and activation rows `xs` (`m` of them) in tiles of `tile`
+/// rows, writing `y` `[m, rows]`.
+fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, tile: usize, y: &mut [f32]) {
     let row_bytes = w.row_bytes();
     let m = xs.len();
     let task_rows = rows_per_task(w.rows, row_bytes, m);
+    let w_rows = w.rows;
+    assert_eq!(y.len(), m * w_rows, "y is [m, rows]");
     let weights = w.data.par_chunks(task_rows * row_bytes);
     if m == 1 {
         // Decode: y is one row, laid out as the weight rows are.
@@ -329,19 +358,32 @@ fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, y: &mut [f32]) {
             .for_each(|(y, w)| kernel(w, row_bytes, xs, y, 1));
         return;
     }
-    // Prefill: each task fills its rows of yᵀ [rows, m], one tile of activation rows at a time.
-    let mut yt = vec![0f32; w.rows * m]; // [rows, m]
-    yt.par_chunks_mut(task_rows * m)
-        .zip(weights)
-        .for_each(|(yt, w)| {
-            for (t, tile) in xs.chunks(MAX_TILE).enumerate() {
-                kernel(w, row_bytes, tile, &mut yt[t * MAX_TILE..], m);
+    // Prefill: each task walks its weight rows once per tile of activation rows, into a small
+    // buffer [task rows, tile], and copies that into its columns of y [m, rows].
+    let out = SharedOut(y.as_mut_ptr());
+    let out = &out;
+    weights.enumerate().for_each(|(t, w)| {
+        let (r0, n_rows) = (t * task_rows, w.len() / row_bytes);
+        let mut buf = vec![0f32; n_rows * tile]; // [n_rows, tile]
+        for (ti, xs) in xs.chunks(tile).enumerate() {
+            kernel(w, row_bytes, xs, &mut buf, tile);
+            for i in 0..xs.len() {
+                let row = ti * tile + i;
+                // SAFETY: y has m · rows elements (asserted above) and row < m,
+                // r0 + n_rows <= rows; each task writes only its own columns r0..r0 + n_rows of
+                // each row, so no two tasks touch the same element, and `y` is borrowed mutably
+                // for the whole call.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out.0.add(row * w_rows + r0), n_rows) };
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = buf[r * tile + i];
+                }
             }
-        });
-    // yᵀ [rows, m] -> y [m, rows]
-    y.par_chunks_mut(w.rows).enumerate().for_each(|(i, y)| {
-        for (r, v) in y.iter_mut().enumerate() {
-            *v = yt[r * m + i];
         }
     });
 }
+
+/// `y`'s pointer, shared by the prefill tasks, which write disjoint elements.
+struct SharedOut(*mut f32);
+// SAFETY: see `drive`: the tasks write disjoint elements, and the buffer outlives them.
+unsafe impl Sync for SharedOut {}

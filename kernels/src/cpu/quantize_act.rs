@@ -32,19 +32,22 @@ pub struct ActQ8Block {
 /// ```text
 /// qs[R][4k + j] = q of element 4R + j of block k        R, k in 0..8, j in 0..4
 /// d[k], s[k]    = scale of block k, and s = d · Σ q (the block's sum)
+/// bias[k]       = -128 · Σ q of block k
 /// ```
 ///
 /// A SIMD kernel transposes eight weight blocks the same way, so one multiply-add per register
 /// leaves block k's dot product in 32-bit lane k, and the eight block scales apply in one vector
 /// multiply. Like ggml's Q8_1 but with f32 scales: `s` lets formats with an offset or a min
-/// (`w = d·q + m`) fold the constant part into one multiply per block. A row's last group is
-/// padded with zero blocks.
+/// (`w = d·q + m`) fold the constant part into one multiply per block, and `bias` lets Q8_0's
+/// signed weights enter the unsigned × signed byte products as `q + 128` (the kernel starts each
+/// block's integer sum at `bias`). A row's last group is padded with zero blocks.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8x32 {
     pub qs: [[i8; 32]; 8],
     pub d: [f32; 8],
     pub s: [f32; 8],
+    pub bias: [i32; 8],
 }
 
 impl ActQ8x32 {
@@ -62,6 +65,7 @@ impl ActQ8x32 {
 /// ```text
 /// qs[r][4·lane(g) + j] = q of element 16g + 4r + j      r in 0..4, g in 0..16, j in 0..4
 /// bsums[lane(g)]       = Σ q of group g                  (the K-quants' mins and offsets)
+/// dbsums[lane(g)]      = d · Σ q of group g, in f32       (the same, ready for the f32 lanes)
 /// lane(g)              = 4·(g % 4) + g / 4                (a 4 × 4 transpose; lane(lane(g)) = g)
 /// ```
 ///
@@ -73,6 +77,7 @@ impl ActQ8x32 {
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8K {
     pub qs: [[i8; 64]; 4],
+    pub dbsums: [f32; 16],
     pub bsums: [i16; 16],
     pub d: f32,
 }
@@ -196,6 +201,7 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
         // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
         g.d[k] = half::f16::from_f32(d).to_f32();
         g.s[k] = half::f16::from_f32(d * sum as f32).to_f32();
+        g.bias[k] = -128 * sum;
     }
 }
 
@@ -224,6 +230,7 @@ fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
             }
             b.bsums[lane(g)] = q.iter().map(|&q| q as i16).sum();
         }
+        b.dbsums = b.bsums.map(|s| d * s as f32);
         b.d = d;
     }
 }
@@ -245,9 +252,11 @@ const EMPTY_X32: ActQ8x32 = ActQ8x32 {
     qs: [[0; 32]; 8],
     d: [0.0; 8],
     s: [0.0; 8],
+    bias: [0; 8],
 };
 const EMPTY_K: ActQ8K = ActQ8K {
     qs: [[0; 64]; 4],
+    dbsums: [0.0; 16],
     bsums: [0; 16],
     d: 0.0,
 };

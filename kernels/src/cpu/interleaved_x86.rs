@@ -1,5 +1,5 @@
-//! AVX2 and AVX-512 VNNI kernels of Q4_0 (prefill tiles; see
-//! `q4_0_interleaved.rs` for the math and why only Q4_0).
+//! AVX2 and AVX-512 VNNI kernels of Q4_0 and Q8_0 (prefill tiles; see `interleaved.rs` for the
+//! math and why only these).
 //!
 //! Eight weight blocks at a time are unpacked and transposed to the activations' interleaved
 //! layout ([`ActQ8x32`]): register `R` holds elements `4R..4R+4` of block `k` in its 32-bit lane
@@ -12,23 +12,27 @@
 //! then          y  += cvt(acc) · (a · dx)  +  b · s               (8 blocks per vector op)
 //! ```
 //!
-//! The byte products are unsigned × signed; Q8_0's signed weights take the sign trick
-//! `|q| · (qx · sign(q))`.
+//! The byte products are unsigned × signed. Q8_0's signed weights enter as `q + 128` (`q ^ 0x80`)
+//! with each lane's sum starting at the activation block's `bias = -128 · Σ qx`, so the integer
+//! result is `Σ q·qx` exactly, at one `dpbusd` per register and activation row (the sign trick
+//! `|q| · (qx · sign(q))` takes a `vpsignb` per register and row on top). Only with VNNI: AVX2's
+//! `maddubs` adds pairs of products in saturating 16 bits, and `2 · 255 · 127` does not fit, so
+//! Q8_0 on AVX2 keeps ggml's order (`legacy_x86.rs`).
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::{BlockQ4_0, F16};
+use gguf_importer::quants::{BlockQ4_0, BlockQ8_0, F16};
 use gguf_importer::GgmlType;
 
-use super::q4_0_interleaved::Interleaved;
+use super::interleaved::Interleaved;
 use super::quantize_act::ActQ8x32;
-use super::x86_util::{hsum_ps, transpose4};
+use super::x86_util::{by_tile, hsum_ps, transpose4};
 use super::{Isa, TileFn};
 
 /// Eight weight blocks unpacked into registers.
 pub(super) trait InterleavedX86: Interleaved {
-    /// The blocks' integers (u8, or i8 when `SIGNED`) in the interleaved layout, and the
-    /// per-block `(a, b)` of `q4_0_interleaved.rs` in lane `k`.
+    /// The blocks' integers as unsigned bytes (`q + 128` when `SIGNED`) in the interleaved
+    /// layout, and the per-block `(a, b)` of `interleaved.rs` in lane `k`.
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
@@ -80,45 +84,47 @@ impl InterleavedX86 for BlockQ4_0 {
     }
 }
 
-/// Σ over the 8 registers of the byte products, per 32-bit lane (one block per lane).
+impl InterleavedX86 for BlockQ8_0 {
+    #[inline(always)]
+    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
+        let d = f16c8(b.each_ref().map(|b| b.d));
+        let halves = b
+            .each_ref()
+            .map(|b| bytemuck::cast_ref::<[i8; 32], [[u8; 16]; 2]>(&b.qs));
+        // dwords 0..4 of every block are registers 0..4, dwords 4..8 registers 4..8
+        let lo = gather_qs16(halves.map(|h| &h[0]));
+        let hi = gather_qs16(halves.map(|h| &h[1]));
+        let flip = _mm256_set1_epi8(i8::MIN);
+        (
+            std::array::from_fn(|r| _mm256_xor_si256(if r < 4 { lo[r] } else { hi[r - 4] }, flip)),
+            d,
+            _mm256_setzero_ps(),
+        )
+    }
+}
+
+/// `init` plus the sum over the 8 registers of the byte products (unsigned `q` × signed `qx`),
+/// per 32-bit lane (one block per lane).
 #[inline(always)]
-unsafe fn dot8<const SIGNED: bool, const VNNI: bool>(
-    q: &[__m256i; 8],
-    x: &[[i8; 32]; 8],
-) -> __m256i {
+unsafe fn dot8<const VNNI: bool>(q: &[__m256i; 8], x: &[[i8; 32]; 8], init: __m256i) -> __m256i {
     let load = |r: usize| _mm256_loadu_si256(x[r].as_ptr() as *const __m256i);
-    // |q| is an unsigned byte (even for -128); qx · sign(q) stays in -127..=127
-    let operands = |r: usize| {
-        if SIGNED {
-            (
-                _mm256_sign_epi8(q[r], q[r]),
-                _mm256_sign_epi8(load(r), q[r]),
-            )
-        } else {
-            (q[r], load(r))
-        }
-    };
     if VNNI {
         // two chains, so the multiply-adds overlap
-        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let (mut even, mut odd) = (init, _mm256_setzero_si256());
         for r in (0..8).step_by(2) {
-            let (u, s) = operands(r);
-            even = _mm256_dpbusd_epi32(even, u, s);
-            let (u, s) = operands(r + 1);
-            odd = _mm256_dpbusd_epi32(odd, u, s);
+            even = _mm256_dpbusd_epi32(even, q[r], load(r));
+            odd = _mm256_dpbusd_epi32(odd, q[r + 1], load(r + 1));
         }
         _mm256_add_epi32(even, odd)
     } else {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_si256();
-        // i16 pair sums are at most 2·31·127 = 7874 for unsigned q < 32, so four registers
-        // add up before widening (31496 < 32767); Q8_0's reach 2·128·127 and widen at once.
-        let per = if SIGNED { 1 } else { 4 };
-        for r0 in (0..8).step_by(per) {
+        let mut acc = init;
+        // i16 pair sums are at most 2·31·127 = 7874 for q < 32 (Q4_0: < 16), so four registers
+        // add up before widening (31496 < 32767)
+        for r0 in (0..8).step_by(4) {
             let mut s16 = _mm256_setzero_si256();
-            for r in r0..r0 + per {
-                let (u, s) = operands(r);
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u, s));
+            for r in r0..r0 + 4 {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[r], load(r)));
             }
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
         }
@@ -138,9 +144,10 @@ unsafe fn group<W: InterleavedX86, const N: usize, const VNNI: bool>(
     for i in 0..N {
         let x = &*xs[i].add(g);
         let dot = if W::SIGNED {
-            dot8::<true, VNNI>(&q, &x.qs)
+            let bias = _mm256_loadu_si256(x.bias.as_ptr() as *const __m256i);
+            dot8::<VNNI>(&q, &x.qs, bias)
         } else {
-            dot8::<false, VNNI>(&q, &x.qs)
+            dot8::<VNNI>(&q, &x.qs, _mm256_setzero_si256())
         };
         let scale = _mm256_mul_ps(a, _mm256_loadu_ps(x.d.as_ptr()));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[i]);
@@ -187,22 +194,6 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
     }
 }
 
-macro_rules! by_tile {
-    ($body:ident, $w:ty, $vnni:literal, $args:expr) => {{
-        let (w, row_bytes, xs, out, stride) = $args;
-        match xs.len() {
-            1 => $body::<$w, 1, $vnni>(w, row_bytes, xs, out, stride),
-            2 => $body::<$w, 2, $vnni>(w, row_bytes, xs, out, stride),
-            3 => $body::<$w, 3, $vnni>(w, row_bytes, xs, out, stride),
-            4 => $body::<$w, 4, $vnni>(w, row_bytes, xs, out, stride),
-            5 => $body::<$w, 5, $vnni>(w, row_bytes, xs, out, stride),
-            6 => $body::<$w, 6, $vnni>(w, row_bytes, xs, out, stride),
-            7 => $body::<$w, 7, $vnni>(w, row_bytes, xs, out, stride),
-            _ => $body::<$w, 8, $vnni>(w, row_bytes, xs, out, stride),
-        }
-    }};
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2_tf<W: InterleavedX86>(
     w: &[u8],
@@ -211,7 +202,7 @@ unsafe fn tile_avx2_tf<W: InterleavedX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, false, (w, rb, xs, out, stride))
+    by_tile!(tile_body, W, false, 8, (w, rb, xs, out, stride))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -222,7 +213,7 @@ unsafe fn tile_vnni_tf<W: InterleavedX86>(
     out: &mut [f32],
     stride: usize,
 ) {
-    by_tile!(tile_body, W, true, (w, rb, xs, out, stride))
+    by_tile!(tile_body, W, true, 8, (w, rb, xs, out, stride))
 }
 
 fn tile_avx2<W: InterleavedX86>(
@@ -232,6 +223,7 @@ fn tile_avx2<W: InterleavedX86>(
     out: &mut [f32],
     stride: usize,
 ) {
+    const { assert!(!W::SIGNED, "maddubs would overflow on q + 128") };
     // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
     unsafe { tile_avx2_tf::<W>(w, rb, xs, out, stride) }
 }
@@ -247,19 +239,13 @@ fn tile_vnni<W: InterleavedX86>(
     unsafe { tile_vnni_tf::<W>(w, rb, xs, out, stride) }
 }
 
-/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.
+/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats (Q8_0 only with VNNI, see
+/// the module doc).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
-    macro_rules! pick {
-        ($f:ident) => {
-            match ty {
-                GgmlType::Q4_0 => Some($f::<BlockQ4_0> as TileFn<ActQ8x32>),
-                _ => None,
-            }
-        };
-    }
-    match isa {
-        Isa::Avx2 => pick!(tile_avx2),
-        Isa::Avx512Vnni => pick!(tile_vnni),
+    match (isa, ty) {
+        (Isa::Avx2, GgmlType::Q4_0) => Some(tile_avx2::<BlockQ4_0>),
+        (Isa::Avx512Vnni, GgmlType::Q4_0) => Some(tile_vnni::<BlockQ4_0>),
+        (Isa::Avx512Vnni, GgmlType::Q8_0) => Some(tile_vnni::<BlockQ8_0>),
         _ => None,
     }
 }

@@ -1,14 +1,15 @@
-//! The Q4_0 prefill kernel: dot products with activations quantized to [`ActQ8x32`], whole
-//! blocks summed in integers and eight blocks per vector (the portable scalar kernel and the
-//! dispatch).
+//! The prefill kernels of Q4_0 and Q8_0: dot products with activations quantized to
+//! [`ActQ8x32`], whole blocks summed in integers and eight blocks per vector (the portable scalar
+//! kernel and the dispatch).
 //!
 //! Decoding (one activation row) takes ggml's own order (`legacy.rs`), like every 32-element
-//! format. Tiles of several rows (prefill) of Q4_0 come here instead: llama.cpp's x86 backend
-//! multiplies Q4_0 with repacked (`q4_0_8x8`) kernels in an order of its own, so there is no
-//! bit-exact result to keep, and this order applies the block scales eight blocks per vector
-//! (about 1.7x the tile throughput of ggml's order, which needs a float multiply-add per block and
-//! activation row; `cargo run --release -p gguf-kernels --example cpu_matmul_bench -- Q4_0`).
-//! The integer form below is written for every format (the trait could serve them again):
+//! format. Tiles of several rows (prefill) of Q4_0 and Q8_0 come here instead: llama.cpp's x86
+//! backend does not use `ggml_vec_dot_*` there either (Q4_0 goes through its repacked `q4_0_8x8`
+//! kernels, Q8_0 through llamafile's tinyBLAS), so there is no bit-exact result to keep, and this
+//! order applies the block scales eight blocks per vector instead of a float multiply-add per
+//! block and activation row (`cargo run --release -p gguf-kernels --example cpu_matmul_bench`:
+//! on the AVX-512 VNNI machine of BENCHMARKS.md, Q4_0 tiles 1.7x and Q8_0 tiles 1.5x the
+//! throughput of ggml's order).
 //!
 //! Activations come in groups of 8 blocks (see [`ActQ8x32`] for the interleaved layout).
 //! Every format reduces to the same integer core. A weight block unpacks to 32 integers `q`
@@ -22,9 +23,11 @@
 //! Q8_0: w = d·q         -> a = d, b = 0
 //! ```
 //!
-//! (ggml's `ggml_vec_dot_q4_0_q8_0` .. `ggml_vec_dot_q8_0_q8_0` do the same per format.)
+//! (ggml's `ggml_vec_dot_q4_0_q8_0` .. `ggml_vec_dot_q8_0_q8_0` do the same per format.) The
+//! integer sum `Σ q·qx` is exact in every order, so the kernels differ from one another only in
+//! how the f32 terms are added.
 
-use gguf_importer::quants::{Block, BlockQ4_0};
+use gguf_importer::quants::{Block, BlockQ4_0, BlockQ8_0};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
@@ -32,7 +35,7 @@ use super::{Isa, TileFn, MAX_TILE};
 
 /// A 32-element weight block in the integer form above.
 pub(super) trait Interleaved: Block {
-    /// Whether `q` is signed (Q8_0) rather than in `0..32`.
+    /// Whether `q` is signed (Q8_0, -128..=127) rather than in `0..32`.
     const SIGNED: bool;
     /// Writes the block's 32 integers into `q` (element order) and returns `(a, b)`.
     fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32);
@@ -54,6 +57,17 @@ impl Interleaved for BlockQ4_0 {
         nibbles(&self.qs, q);
         let d = self.d.to_f32();
         (d, -8.0 * d)
+    }
+}
+
+impl Interleaved for BlockQ8_0 {
+    const SIGNED: bool = true;
+    #[inline(always)]
+    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
+        for (q, &v) in q.iter_mut().zip(&self.qs) {
+            *q = v as i32;
+        }
+        (self.d.to_f32(), 0.0)
     }
 }
 
@@ -88,15 +102,16 @@ fn tile_scalar<W: Interleaved>(
     }
 }
 
-/// The kernel for `ty` on `isa`, `None` if `ty` is not a 32-element format.
+/// The kernel for `ty` on `isa`, `None` where prefill keeps ggml's order (`legacy.rs`): the
+/// formats other than Q4_0 and Q8_0, and Q8_0 without AVX-512 VNNI (AVX2's `maddubs` cannot take
+/// Q8_0's weights as unsigned bytes without overflowing its 16-bit sums; see `interleaved_x86.rs`).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(f) = super::q4_0_interleaved_x86::tile_fn(ty, isa) {
+    if let Some(f) = super::interleaved_x86::tile_fn(ty, isa) {
         return Some(f);
     }
-    let _ = isa;
-    Some(match ty {
-        GgmlType::Q4_0 => tile_scalar::<BlockQ4_0>,
-        _ => return None,
-    })
+    match (ty, isa) {
+        (GgmlType::Q4_0, Isa::Scalar) => Some(tile_scalar::<BlockQ4_0>),
+        _ => None,
+    }
 }
