@@ -9,8 +9,9 @@
 //! cargo run --release -p gguf-kernels --example cpu_matmul_bench -- --bandwidth-only
 //! ```
 //!
-//! `--rows N` sets the weight's output features (default 5632; 2048 gives an attention-sized
-//! 2048 × 2048 matrix). `--isa scalar|avx2|avx512vnni` forces an instruction set (default: the
+//! `--rows N` and `--cols N` set the weight's output and input features (default 5632 × 2048;
+//! `--rows 2048` gives an attention-sized 2048 × 2048 matrix, `--rows 1536 --cols 576` one of
+//! SmolLM2-135M's). `--isa scalar|avx2|avx512vnni` forces an instruction set (default: the
 //! best this CPU runs).
 //!
 //! `--bandwidth-only` measures the memory-read bandwidth alone (best of three fresh 1 GiB arrays)
@@ -29,6 +30,7 @@ use gguf_kernels::cpu::{qmatmul_with_isa, Isa, QMatrix};
 
 /// Output features unless `--rows` says otherwise.
 const ROWS: usize = 5632;
+/// Input features unless `--cols` says otherwise.
 const COLS: usize = 2048;
 const THREADS: usize = 2;
 const COLD_BYTES: usize = 256 << 20;
@@ -73,8 +75,8 @@ fn memory_bandwidth() -> f64 {
 }
 
 /// Random bytes with every f16 scale field small and finite, so the blocks are valid.
-fn random_weight(ty: GgmlType, rows: usize, seed: u64) -> Vec<u8> {
-    let n = rows * COLS / ty.block_size() * ty.type_size();
+fn random_weight(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let n = rows * cols / ty.block_size() * ty.type_size();
     let mut s = seed;
     let mut data: Vec<u8> = (0..n)
         .map(|_| {
@@ -130,6 +132,15 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .ok_or("--rows takes a positive number")?;
         chosen.drain(i..i + 2);
     }
+    let mut cols = COLS;
+    if let Some(i) = chosen.iter().position(|a| a == "--cols") {
+        cols = chosen
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .filter(|&n: &usize| n > 0 && n.is_multiple_of(32))
+            .ok_or("--cols takes a positive multiple of 32")?;
+        chosen.drain(i..i + 2);
+    }
     let mut isa = Isa::detect();
     if let Some(i) = chosen.iter().position(|a| a == "--isa") {
         let name = chosen
@@ -155,7 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             return Ok(());
         }
         println!(
-            "instruction set: {}, threads: {THREADS}, weight {rows} x {COLS}",
+            "instruction set: {}, threads: {THREADS}, weight {rows} x {cols}",
             isa.name()
         );
         let mem = memory_bandwidth();
@@ -183,16 +194,20 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             if !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(ty.name())) {
                 continue;
             }
-            let bytes = rows * COLS / ty.block_size() * ty.type_size();
+            if !cols.is_multiple_of(ty.block_size()) {
+                println!("{:<6} (no whole blocks of {} in {cols} columns)", ty.name(), ty.block_size());
+                continue;
+            }
+            let bytes = rows * cols / ty.block_size() * ty.type_size();
             let copies = COLD_BYTES.div_ceil(bytes).max(2);
-            let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, rows, c as u64 + 1)).collect();
+            let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, rows, cols, c as u64 + 1)).collect();
             let mats = weights
                 .iter()
-                .map(|d| QMatrix::new(ty, rows, COLS, d))
+                .map(|d| QMatrix::new(ty, rows, cols, d))
                 .collect::<Result<Vec<_>, _>>()?;
 
             // decode: one activation row, a different (cold) copy of the weight each call
-            let x1: Vec<f32> = (0..COLS).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let x1: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let mut y1 = vec![0f32; rows];
             let iters = copies.max(8);
             let t1 = best_of(RUNS, iters, |i| {
@@ -203,12 +218,12 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
             // prefill: 128 rows on one (warm) copy
             let m = 128;
-            let xm: Vec<f32> = (0..m * COLS)
+            let xm: Vec<f32> = (0..m * cols)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut ym = vec![0f32; m * rows];
             let tm = best_of(5, 1, |_| qmatmul(&mats[0], &xm, m, &mut ym).expect("shapes checked"));
-            let gflops = 2.0 * (m * rows * COLS) as f64 / tm / 1e9;
+            let gflops = 2.0 * (m * rows * cols) as f64 / tm / 1e9;
             println!(
                 "{:<6} {:>9.1} | {:>9.3} {:>7.1} {:>8.0}% {:>10.1} | {:>11.1}",
                 ty.name(),
