@@ -123,8 +123,8 @@ unsafe fn dot8<const VNNI: bool>(q: &[__m256i; 8], x: &[[i8; 32]; 8], init: __m2
         // add up before widening (31496 < 32767)
         for r0 in (0..8).step_by(4) {
             let mut s16 = _mm256_setzero_si256();
-            for r in r0..r0 + 4 {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[r], load(r)));
+            for (r, q) in q.iter().enumerate().skip(r0).take(4) {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(*q, load(r)));
             }
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
         }

@@ -21,7 +21,7 @@ use gguf_importer::GgmlType;
 
 use super::kquants::KQuant;
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
-use super::x86_util::{by_tile, f16c, hsum_ps, transpose4};
+use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4};
 use super::{Isa, TileFn};
 
 /// A super-block unpacked into registers.
@@ -298,8 +298,8 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                     let x = &*xs[i].add(b);
                     let qx = |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
                     let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
-                    for r in 1..4 {
-                        dot = _mm512_dpbusd_epi32(dot, q[r], qx(r));
+                    for (r, q) in q.iter().enumerate().skip(1) {
+                        dot = _mm512_dpbusd_epi32(dot, *q, qx(r));
                     }
                     let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
                     let a = _mm512_fnmadd_ps(c, dbsum, acc512[i]);
@@ -496,6 +496,7 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
             );
         for r in 0..R {
             let block = &*blocks[r].add(b);
+            prefetch_ahead(block as *const W as *const u8, size_of::<W>());
             let q = block.unpack_avx2();
             let (scj, sc16, mn16) = seq_scales(block, masks);
             // two chains of four multiply-adds rather than one of eight

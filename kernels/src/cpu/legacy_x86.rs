@@ -31,6 +31,7 @@ use gguf_importer::GgmlType;
 
 use super::legacy::Legacy;
 use super::quantize_act::ActQ8Block;
+use super::x86_util::prefetch_ahead;
 use super::{Isa, TileFn, TILE};
 
 /// A weight block's integers in a register.
@@ -226,6 +227,9 @@ unsafe fn rows<W: LegacyX86, const R: usize, const N: usize, const VNNI: bool>(
         let mut dd1 = [_mm256_setzero_ps(); R];
         for r in 0..R {
             let block = &*blocks[r].add(b);
+            if N == 1 {
+                prefetch_ahead(block as *const W as *const u8, size_of::<W>());
+            }
             let raw = block.load::<VNNI>();
             let signed = if W::OFFSET != 0 {
                 _mm256_sub_epi8(raw, _mm256_set1_epi8(W::OFFSET))

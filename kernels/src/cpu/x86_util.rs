@@ -28,6 +28,22 @@ pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
     ]
 }
 
+/// Bytes past the current weight block that the decoding kernels ask the cache for. Decoding
+/// streams every weight from memory once per token, a few rows at a time; with the hardware
+/// prefetchers alone the kernels waited on the loads (`cpu_matmul_bench`, m = 1 on 5632 × 2048:
+/// Q4_K 16 -> 32 GB/s, Q6_K 20 -> 34 GB/s with this).
+pub(super) const PREFETCH_AHEAD: usize = 1024;
+
+/// Asks for the cache lines of the `len` bytes at [`PREFETCH_AHEAD`] past `p`. A hint: it never
+/// faults, even past the end of the weights.
+#[inline(always)]
+pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    for line in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+    }
+}
+
 /// The sum of the eight lanes.
 #[inline(always)]
 pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
