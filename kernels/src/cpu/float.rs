@@ -4,7 +4,7 @@
 
 use gguf_importer::GgmlType;
 
-use super::{Isa, TileFn, MAX_TILE};
+use super::{Isa, Out, TileFn, MAX_TILE};
 
 /// A float weight element stored in `BYTES` little-endian bytes.
 trait FloatElem {
@@ -46,13 +46,7 @@ impl FloatElem for Bf16 {
 const LANES: usize = 8;
 
 /// The scalar kernel (see [`TileFn`]).
-fn tile_scalar<E: FloatElem>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[f32]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_scalar<E: FloatElem>(w: &[u8], row_bytes: usize, xs: &[&[f32]], out: Out) {
     let mut wv = [0f32; LANES];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let mut acc = [[0f32; LANES]; MAX_TILE];
@@ -69,7 +63,7 @@ fn tile_scalar<E: FloatElem>(
             }
         }
         for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            out[r * stride + i] = acc.iter().sum();
+            out.set(r, i, acc.iter().sum());
         }
     }
 }
@@ -79,7 +73,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::x86_util::hsum_ps;
-    use super::{Bf16, FloatElem, F16, F32};
+    use super::{Bf16, FloatElem, Out, F16, F32};
 
     /// Loads 8 weights as f32 from `p` (8 · `BYTES` readable bytes).
     pub(super) trait FloatX86: FloatElem {
@@ -150,8 +144,7 @@ mod x86 {
         w: &[u8],
         row_bytes: usize,
         xs: &[&[f32]],
-        out: &mut [f32],
-        stride: usize,
+        out: Out,
     ) {
         let cols = row_bytes / E::BYTES;
         let xs: [&[f32]; N] = std::array::from_fn(|i| &xs[i][..cols]);
@@ -161,46 +154,34 @@ mod x86 {
             let (a, b) = pair.split_at(row_bytes);
             let y = rows_body::<E, 2, N>([a, b], &xs, cols);
             for (k, y) in y.iter().enumerate() {
-                out[(r + k) * stride..][..N].copy_from_slice(y);
+                out.set_row(r + k, y);
             }
             r += 2;
         }
         if !pairs.remainder().is_empty() {
             let y = rows_body::<E, 1, N>([pairs.remainder()], &xs, cols);
-            out[r * stride..][..N].copy_from_slice(&y[0]);
+            out.set_row(r, &y[0]);
         }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_avx2_tf<E: FloatX86>(
-        w: &[u8],
-        rb: usize,
-        xs: &[&[f32]],
-        out: &mut [f32],
-        stride: usize,
-    ) {
+    unsafe fn tile_avx2_tf<E: FloatX86>(w: &[u8], rb: usize, xs: &[&[f32]], out: Out) {
         // at most 4 activation rows per pass: 2 × 4 accumulators fit the 16 AVX2 registers
         for (t, xs) in xs.chunks(4).enumerate() {
-            let out = &mut out[4 * t..];
+            let out = out.skip_cols(4 * t);
             match xs.len() {
-                1 => tile_body::<E, 1>(w, rb, xs, out, stride),
-                2 => tile_body::<E, 2>(w, rb, xs, out, stride),
-                3 => tile_body::<E, 3>(w, rb, xs, out, stride),
-                _ => tile_body::<E, 4>(w, rb, xs, out, stride),
+                1 => tile_body::<E, 1>(w, rb, xs, out),
+                2 => tile_body::<E, 2>(w, rb, xs, out),
+                3 => tile_body::<E, 3>(w, rb, xs, out),
+                _ => tile_body::<E, 4>(w, rb, xs, out),
             }
         }
     }
 
-    pub(super) fn tile_avx2<E: FloatX86>(
-        w: &[u8],
-        rb: usize,
-        xs: &[&[f32]],
-        out: &mut [f32],
-        stride: usize,
-    ) {
+    pub(super) fn tile_avx2<E: FloatX86>(w: &[u8], rb: usize, xs: &[&[f32]], out: Out) {
         // SAFETY: handed out by `tile_fn` for `Isa::Avx2` and `Isa::Avx512Vnni` only (both
         // include AVX2, FMA and F16C), which `qmatmul_with_isa` checked.
-        unsafe { tile_avx2_tf::<E>(w, rb, xs, out, stride) }
+        unsafe { tile_avx2_tf::<E>(w, rb, xs, out) }
     }
 }
 

@@ -31,7 +31,7 @@ use gguf_importer::quants::{Block, BlockQ4_0, BlockQ8_0};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
-use super::{Isa, TileFn, MAX_TILE};
+use super::{Isa, Out, TileFn, MAX_TILE};
 
 /// A 32-element weight block in the integer form above.
 pub(super) trait Interleaved: Block {
@@ -72,13 +72,7 @@ impl Interleaved for BlockQ8_0 {
 }
 
 /// The scalar kernel (see [`TileFn`]).
-fn tile_scalar<W: Interleaved>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_scalar<W: Interleaved>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8x32]], out: Out) {
     let mut q = [0i32; 32];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
@@ -97,7 +91,7 @@ fn tile_scalar<W: Interleaved>(
             }
         }
         for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            out[r * stride + i] = *acc;
+            out.set(r, i, *acc);
         }
     }
 }

@@ -27,7 +27,7 @@ use gguf_importer::GgmlType;
 use super::interleaved::Interleaved;
 use super::quantize_act::ActQ8x32;
 use super::x86_util::{by_tile, hsum_ps, transpose4};
-use super::{Isa, TileFn};
+use super::{Isa, Out, TileFn};
 
 /// Eight weight blocks unpacked into registers.
 pub(super) trait InterleavedX86: Interleaved {
@@ -162,8 +162,7 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
+    out: Out,
 ) {
     let nb = row_bytes / size_of::<W>();
     let xs: [*const ActQ8x32; N] = std::array::from_fn(|i| {
@@ -188,55 +187,31 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
             eight[..tail.len()].copy_from_slice(tail);
             group::<W, N, VNNI>(&eight, &xs, nb / 8, &mut acc);
         }
-        for i in 0..N {
-            out[r * stride + i] = hsum_ps(acc[i]);
+        for (i, acc) in acc.iter().enumerate() {
+            out.set(r, i, hsum_ps(*acc));
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_tf<W: InterleavedX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(tile_body, W, false, 8, (w, rb, xs, out, stride))
+unsafe fn tile_avx2_tf<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
+    by_tile!(tile_body, W, false, 8, (w, rb, xs, out))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_vnni_tf<W: InterleavedX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(tile_body, W, true, 8, (w, rb, xs, out, stride))
+unsafe fn tile_vnni_tf<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
+    by_tile!(tile_body, W, true, 8, (w, rb, xs, out))
 }
 
-fn tile_avx2<W: InterleavedX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_avx2<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
     const { assert!(!W::SIGNED, "maddubs would overflow on q + 128") };
     // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_avx2_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
 }
 
-fn tile_vnni<W: InterleavedX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8x32]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_vnni<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
     // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_vnni_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
 }
 
 /// The x86 kernel for `ty` on `isa`, `None` for other sets and formats (Q8_0 only with VNNI, see

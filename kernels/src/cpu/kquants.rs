@@ -25,7 +25,7 @@ use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, Block
 use gguf_importer::GgmlType;
 
 use super::quantize_act::{ActQ8K, ActQ8KSeq, KActivations};
-use super::{Isa, TileFn, MAX_TILE};
+use super::{Isa, Out, TileFn, MAX_TILE};
 
 /// The per-group scales of a super-block.
 pub(super) struct KScales {
@@ -228,13 +228,7 @@ impl KQuant for BlockQ6K {
 }
 
 /// The scalar kernel (see [`TileFn`]), for either activation layout.
-fn tile_scalar<W: KQuant, A: KActivations>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[A]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_scalar<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&[A]], out: Out) {
     let mut q = [0u8; 256];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
@@ -259,7 +253,7 @@ fn tile_scalar<W: KQuant, A: KActivations>(
             }
         }
         for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            out[r * stride + i] = *acc;
+            out.set(r, i, *acc);
         }
     }
 }

@@ -22,7 +22,7 @@ use gguf_importer::GgmlType;
 use super::kquants::KQuant;
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
 use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4};
-use super::{Isa, TileFn};
+use super::{Isa, Out, TileFn};
 
 /// A super-block unpacked into registers.
 pub(super) trait KQuantX86: KQuant {
@@ -259,8 +259,7 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8K]],
-    out: &mut [f32],
-    stride: usize,
+    out: Out,
 ) {
     let nb = row_bytes / size_of::<W>();
     let xs: [*const ActQ8K; N] = std::array::from_fn(|i| {
@@ -346,47 +345,35 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
             }
         }
         if VNNI && N > 1 {
-            for i in 0..N {
-                out[r * stride + i] = _mm512_reduce_add_ps(acc512[i]);
+            for (i, acc) in acc512.iter().enumerate() {
+                out.set(r, i, _mm512_reduce_add_ps(*acc));
             }
             continue;
         }
-        for i in 0..N {
-            out[r * stride + i] = hsum_ps(acc[i]);
+        for (i, acc) in acc.iter().enumerate() {
+            out.set(r, i, hsum_ps(*acc));
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_tf<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8K]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(tile_body, W, false, 8, (w, rb, xs, out, stride))
+unsafe fn tile_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
+    by_tile!(tile_body, W, false, 8, (w, rb, xs, out))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_vnni_tf<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8K]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(tile_body, W, true, 16, (w, rb, xs, out, stride))
+unsafe fn tile_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
+    by_tile!(tile_body, W, true, 16, (w, rb, xs, out))
 }
 
-fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: &mut [f32], stride: usize) {
+fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
     // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_avx2_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
 }
 
-fn tile_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: &mut [f32], stride: usize) {
+fn tile_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
     // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_vnni_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
 }
 
 /// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.
@@ -535,8 +522,7 @@ unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     x: *const ActQ8KSeq,
-    out: &mut [f32],
-    stride: usize,
+    out: Out,
     masks: &[__m256i; 4],
 ) {
     let nb = row_bytes / size_of::<W>();
@@ -546,11 +532,11 @@ unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
     for j in 0..seg {
         let y = decode_rows::<W, R, VNNI>(std::array::from_fn(|k| row(k * seg + j)), nb, x, masks);
         for (k, y) in y.iter().enumerate() {
-            out[(k * seg + j) * stride] = *y;
+            out.set(k * seg + j, 0, *y);
         }
     }
     for r in R * seg..n_rows {
-        out[r * stride] = decode_rows::<W, 1, VNNI>([row(r)], nb, x, masks)[0];
+        out.set(r, 0, decode_rows::<W, 1, VNNI>([row(r)], nb, x, masks)[0]);
     }
 }
 
@@ -560,65 +546,40 @@ unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
+    out: Out,
 ) {
     let nb = row_bytes / size_of::<W>();
     let masks: [__m256i; 4] = std::array::from_fn(|k| load(&GROUP_SCALE_MASKS[k]));
     for (i, x) in xs.iter().enumerate() {
         assert!(x.len() >= nb, "activation row shorter than a weight row");
-        let out = &mut out[i..];
+        let out = out.skip_cols(i);
         if VNNI {
-            decode_seq::<W, DECODE_ROWS_VNNI, true>(w, row_bytes, x.as_ptr(), out, stride, &masks);
+            decode_seq::<W, DECODE_ROWS_VNNI, true>(w, row_bytes, x.as_ptr(), out, &masks);
         } else {
-            decode_seq::<W, DECODE_ROWS_AVX2, false>(w, row_bytes, x.as_ptr(), out, stride, &masks);
+            decode_seq::<W, DECODE_ROWS_AVX2, false>(w, row_bytes, x.as_ptr(), out, &masks);
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_seq_avx2_tf<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    tile_seq_body::<W, false>(w, rb, xs, out, stride)
+unsafe fn tile_seq_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    tile_seq_body::<W, false>(w, rb, xs, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_seq_vnni_tf<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    tile_seq_body::<W, true>(w, rb, xs, out, stride)
+unsafe fn tile_seq_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    tile_seq_body::<W, true>(w, rb, xs, out)
 }
 
-fn tile_seq_avx2<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_seq_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     // SAFETY: handed out by `tile_fn_seq` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_seq_avx2_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_seq_avx2_tf::<W>(w, rb, xs, out) }
 }
 
-fn tile_seq_vnni<W: KQuantX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_seq_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     // SAFETY: handed out by `tile_fn_seq` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa`
     // checked.
-    unsafe { tile_seq_vnni_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_seq_vnni_tf::<W>(w, rb, xs, out) }
 }
 
 /// The x86 kernel for the K-quant `ty` on `isa` against activations in element order.

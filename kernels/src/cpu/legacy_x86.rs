@@ -32,7 +32,7 @@ use gguf_importer::GgmlType;
 use super::legacy::Legacy;
 use super::quantize_act::ActQ8Block;
 use super::x86_util::prefetch_ahead;
-use super::{Isa, TileFn, TILE};
+use super::{Isa, Out, TileFn, TILE};
 
 /// A weight block's integers in a register.
 pub(super) trait LegacyX86: Legacy {
@@ -312,8 +312,7 @@ unsafe fn tile_n<W: LegacyX86, const N: usize, const VNNI: bool, const R: usize>
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8Block]],
-    out: &mut [f32],
-    stride: usize,
+    out: Out,
 ) {
     let nb = row_bytes / size_of::<W>();
     assert_eq!(xs.len(), N);
@@ -331,7 +330,10 @@ unsafe fn tile_n<W: LegacyX86, const N: usize, const VNNI: bool, const R: usize>
     let t = TileActs::new(xs, nb, offset, W::HAS_MIN, bias);
     let xs: [*const ActQ8Block; N] = std::array::from_fn(|i| xs[i].as_ptr());
     let n_rows = w.len() / row_bytes;
-    assert!(out.len() >= n_rows.saturating_sub(1) * stride + N);
+    assert!(
+        out.rows() >= n_rows && out.cols() >= N,
+        "output smaller than the tile"
+    );
     let mut dd = vec![Lanes([0f32; 8]); if N > 1 { nb * R } else { 0 }];
     let row = |r: usize| w.as_ptr().add(r * row_bytes) as *const W;
     // The R rows of a pass come from R equal segments of the rows, so that each is read as one
@@ -347,12 +349,12 @@ unsafe fn tile_n<W: LegacyX86, const N: usize, const VNNI: bool, const R: usize>
             &mut dd,
         );
         for (k, y) in y.iter().enumerate() {
-            out[(k * seg + j) * stride..][..N].copy_from_slice(y);
+            out.set_row(k * seg + j, y);
         }
     }
     for r in R * seg..n_rows {
         let [y] = rows::<W, 1, N, VNNI>([row(r)], nb, &xs, &t, &mut dd);
-        out[r * stride..][..N].copy_from_slice(&y);
+        out.set_row(r, &y);
     }
 }
 
@@ -360,65 +362,41 @@ unsafe fn tile_n<W: LegacyX86, const N: usize, const VNNI: bool, const R: usize>
 /// `R` weight rows per pass: `$r1` for one activation row, `$r` for more.
 macro_rules! by_tile {
     ($w:ty, $vnni:literal, $r1:literal, $r:literal, $args:expr) => {{
-        let (w, row_bytes, xs, out, stride) = $args;
+        let (w, row_bytes, xs, out) = $args;
         match xs.len() {
-            1 => tile_n::<$w, 1, $vnni, $r1>(w, row_bytes, xs, out, stride),
-            2 => tile_n::<$w, 2, $vnni, $r>(w, row_bytes, xs, out, stride),
-            3 => tile_n::<$w, 3, $vnni, $r>(w, row_bytes, xs, out, stride),
-            4 => tile_n::<$w, 4, $vnni, $r>(w, row_bytes, xs, out, stride),
-            5 => tile_n::<$w, 5, $vnni, $r>(w, row_bytes, xs, out, stride),
-            6 => tile_n::<$w, 6, $vnni, $r>(w, row_bytes, xs, out, stride),
-            7 => tile_n::<$w, 7, $vnni, $r>(w, row_bytes, xs, out, stride),
+            1 => tile_n::<$w, 1, $vnni, $r1>(w, row_bytes, xs, out),
+            2 => tile_n::<$w, 2, $vnni, $r>(w, row_bytes, xs, out),
+            3 => tile_n::<$w, 3, $vnni, $r>(w, row_bytes, xs, out),
+            4 => tile_n::<$w, 4, $vnni, $r>(w, row_bytes, xs, out),
+            5 => tile_n::<$w, 5, $vnni, $r>(w, row_bytes, xs, out),
+            6 => tile_n::<$w, 6, $vnni, $r>(w, row_bytes, xs, out),
+            7 => tile_n::<$w, 7, $vnni, $r>(w, row_bytes, xs, out),
             n => {
                 assert_eq!(n, TILE, "tiles are 1..={TILE} rows");
-                tile_n::<$w, 8, $vnni, $r>(w, row_bytes, xs, out, stride)
+                tile_n::<$w, 8, $vnni, $r>(w, row_bytes, xs, out)
             }
         }
     }};
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_tf<W: LegacyX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8Block]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(W, false, 4, 1, (w, rb, xs, out, stride))
+unsafe fn tile_avx2_tf<W: LegacyX86>(w: &[u8], rb: usize, xs: &[&[ActQ8Block]], out: Out) {
+    by_tile!(W, false, 4, 1, (w, rb, xs, out))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_vnni_tf<W: LegacyX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8Block]],
-    out: &mut [f32],
-    stride: usize,
-) {
-    by_tile!(W, true, 4, 2, (w, rb, xs, out, stride))
+unsafe fn tile_vnni_tf<W: LegacyX86>(w: &[u8], rb: usize, xs: &[&[ActQ8Block]], out: Out) {
+    by_tile!(W, true, 4, 2, (w, rb, xs, out))
 }
 
-fn tile_avx2<W: LegacyX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8Block]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_avx2<W: LegacyX86>(w: &[u8], rb: usize, xs: &[&[ActQ8Block]], out: Out) {
     // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_avx2_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
 }
 
-fn tile_vnni<W: LegacyX86>(
-    w: &[u8],
-    rb: usize,
-    xs: &[&[ActQ8Block]],
-    out: &mut [f32],
-    stride: usize,
-) {
+fn tile_vnni<W: LegacyX86>(w: &[u8], rb: usize, xs: &[&[ActQ8Block]], out: Out) {
     // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
-    unsafe { tile_vnni_tf::<W>(w, rb, xs, out, stride) }
+    unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
 }
 
 /// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.

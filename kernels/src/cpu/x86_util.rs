@@ -53,27 +53,27 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Calls `$body::<$w, N, $vnni>(w, row_bytes, tile, out, stride)` over the activation rows `xs`
+/// Calls `$body::<$w, N, $vnni>(w, row_bytes, tile, out)` over the activation rows `xs`
 /// in tiles with `N` a constant (so the accumulators stay in registers): tiles of `$max` rows (8
 /// or 16) while that many are left, then one of 1..=8 rows at a time.
 macro_rules! by_tile {
     ($body:ident, $w:ty, $vnni:literal, $max:literal, $args:expr) => {{
-        let (w, row_bytes, xs, out, stride) = $args;
+        let (w, row_bytes, xs, out) = $args;
         let mut start = 0;
         while start < xs.len() {
             let left = xs.len() - start;
             let n = if left >= $max { $max } else { left.min(8) };
-            let (tile, out) = (&xs[start..start + n], &mut out[start..]);
+            let (tile, out) = (&xs[start..start + n], out.skip_cols(start));
             match n {
-                1 => $body::<$w, 1, $vnni>(w, row_bytes, tile, out, stride),
-                2 => $body::<$w, 2, $vnni>(w, row_bytes, tile, out, stride),
-                3 => $body::<$w, 3, $vnni>(w, row_bytes, tile, out, stride),
-                4 => $body::<$w, 4, $vnni>(w, row_bytes, tile, out, stride),
-                5 => $body::<$w, 5, $vnni>(w, row_bytes, tile, out, stride),
-                6 => $body::<$w, 6, $vnni>(w, row_bytes, tile, out, stride),
-                7 => $body::<$w, 7, $vnni>(w, row_bytes, tile, out, stride),
-                8 => $body::<$w, 8, $vnni>(w, row_bytes, tile, out, stride),
-                _ => $body::<$w, $max, $vnni>(w, row_bytes, tile, out, stride),
+                1 => $body::<$w, 1, $vnni>(w, row_bytes, tile, out),
+                2 => $body::<$w, 2, $vnni>(w, row_bytes, tile, out),
+                3 => $body::<$w, 3, $vnni>(w, row_bytes, tile, out),
+                4 => $body::<$w, 4, $vnni>(w, row_bytes, tile, out),
+                5 => $body::<$w, 5, $vnni>(w, row_bytes, tile, out),
+                6 => $body::<$w, 6, $vnni>(w, row_bytes, tile, out),
+                7 => $body::<$w, 7, $vnni>(w, row_bytes, tile, out),
+                8 => $body::<$w, 8, $vnni>(w, row_bytes, tile, out),
+                _ => $body::<$w, $max, $vnni>(w, row_bytes, tile, out),
             }
             start += n;
         }
