@@ -27,16 +27,15 @@
 //! integer sum `Σ q·qx` is exact in every order, so the kernels differ from one another only in
 //! how the f32 terms are added.
 
-use gguf_importer::quants::{Block, BlockQ4_0, BlockQ8_0};
+use gguf_importer::quants::{Block, BlockQ4_0};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
 use super::{Isa, Out, TileFn, MAX_TILE};
 
-/// A 32-element weight block in the integer form above.
+/// A 32-element weight block in the integer form above (the scalar kernel's view; the x86
+/// kernels unpack eight blocks at a time, `interleaved_x86.rs`).
 pub(super) trait Interleaved: Block {
-    /// Whether `q` is signed (Q8_0, -128..=127) rather than in `0..32`.
-    const SIGNED: bool;
     /// Writes the block's 32 integers into `q` (element order) and returns `(a, b)`.
     fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32);
 }
@@ -51,23 +50,11 @@ fn nibbles(qs: &[u8; 16], q: &mut [i32; 32]) {
 }
 
 impl Interleaved for BlockQ4_0 {
-    const SIGNED: bool = false;
     #[inline(always)]
     fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
         nibbles(&self.qs, q);
         let d = self.d.to_f32();
         (d, -8.0 * d)
-    }
-}
-
-impl Interleaved for BlockQ8_0 {
-    const SIGNED: bool = true;
-    #[inline(always)]
-    fn unpack(&self, q: &mut [i32; 32]) -> (f32, f32) {
-        for (q, &v) in q.iter_mut().zip(&self.qs) {
-            *q = v as i32;
-        }
-        (self.d.to_f32(), 0.0)
     }
 }
 

@@ -21,16 +21,17 @@
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::{BlockQ4_0, BlockQ8_0, F16};
+use gguf_importer::quants::{Block, BlockQ4_0, BlockQ8_0, F16};
 use gguf_importer::GgmlType;
 
-use super::interleaved::Interleaved;
 use super::quantize_act::ActQ8x32;
 use super::x86_util::{by_tile, hsum_ps, transpose4};
 use super::{Isa, Out, TileFn};
 
 /// Eight weight blocks unpacked into registers.
-pub(super) trait InterleavedX86: Interleaved {
+pub(super) trait InterleavedX86: Block {
+    /// Whether `q` is signed (Q8_0, -128..=127) rather than in `0..32`.
+    const SIGNED: bool;
     /// The blocks' integers as unsigned bytes (`q + 128` when `SIGNED`) in the interleaved
     /// layout, and the per-block `(a, b)` of `interleaved.rs` in lane `k`.
     ///
@@ -73,6 +74,7 @@ unsafe fn nibbles8(r: [__m256i; 4]) -> [__m256i; 8] {
 }
 
 impl InterleavedX86 for BlockQ4_0 {
+    const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
         let d = f16c8(b.map(|b| b.d));
@@ -85,6 +87,7 @@ impl InterleavedX86 for BlockQ4_0 {
 }
 
 impl InterleavedX86 for BlockQ8_0 {
+    const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
         let d = f16c8(b.each_ref().map(|b| b.d));

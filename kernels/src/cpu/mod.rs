@@ -185,35 +185,28 @@ impl Isa {
 pub(crate) type TileFn<A> = fn(w: &[u8], row_bytes: usize, xs: &[&[A]], out: Out);
 
 /// Where a kernel writes its results: element `(r, i)` (weight row `r` of the task, activation
-/// row `i` of the tile) at `ptr + r · row_step + i · col_step`, for `r < rows`, `i < cols`. In
-/// prefill the tasks write straight into `y` `[m, rows]` (`row_step` 1, `col_step` the weight's
-/// rows), each its own columns, so no task's elements are another's; a transposed buffer and its
-/// copy cost 10-15% of a small model's prefill.
+/// row `i` of the tile) at `ptr + r + i · col_step`, for `r < rows`, `i < cols`: the weight rows
+/// of a task are always consecutive elements of `y` `[m, rows]`, the activation rows `col_step`
+/// (the weight's rows) apart. In prefill the tasks write straight into `y`, each its own columns,
+/// so no task's elements are another's (a transposed buffer and its copy, by count of operations
+/// about a seventh of the kernel's work on 576-column matrices, are not needed).
 #[derive(Clone, Copy)]
 pub(crate) struct Out {
     ptr: *mut f32,
     rows: usize,
     cols: usize,
-    row_step: usize,
     col_step: usize,
 }
 
 impl Out {
     /// # Safety
-    /// For `r < rows` and `i < cols`, `ptr + r · row_step + i · col_step` must be valid for
-    /// writes for as long as the `Out` (and its copies) is used, and written by no one else.
-    unsafe fn new(
-        ptr: *mut f32,
-        rows: usize,
-        cols: usize,
-        row_step: usize,
-        col_step: usize,
-    ) -> Out {
+    /// For `r < rows` and `i < cols`, `ptr + r + i · col_step` must be valid for writes for as
+    /// long as the `Out` (and its copies) is used, and written by no one else.
+    unsafe fn new(ptr: *mut f32, rows: usize, cols: usize, col_step: usize) -> Out {
         Out {
             ptr,
             rows,
             cols,
-            row_step,
             col_step,
         }
     }
@@ -221,7 +214,7 @@ impl Out {
     /// The whole of `y` as one activation row (decoding): element `(r, 0)` is `y[r]`.
     fn column(y: &mut [f32]) -> Out {
         // SAFETY: y[r] for r < y.len(), borrowed mutably by the caller.
-        unsafe { Out::new(y.as_mut_ptr(), y.len(), 1, 1, 0) }
+        unsafe { Out::new(y.as_mut_ptr(), y.len(), 1, 0) }
     }
 
     /// Writes element `(r, i)`.
@@ -232,7 +225,7 @@ impl Out {
             "kernel output out of its tile"
         );
         // SAFETY: in bounds (checked above), valid and exclusive per `Out::new`'s contract.
-        unsafe { *self.ptr.add(r * self.row_step + i * self.col_step) = v }
+        unsafe { *self.ptr.add(r + i * self.col_step) = v }
     }
 
     /// Writes elements `(r, 0..v.len())`.
@@ -446,7 +439,7 @@ fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, tile: usize, y: &
         // (r, i) -> y[i · rows + r0 + r] stays in y for r < n_rows, i < m; the tasks' column
         // ranges are disjoint, so no element is written by two tasks; `y` is borrowed mutably
         // for the whole call.
-        let out = unsafe { Out::new(y_ptr.0.add(r0), n_rows, m, 1, w_rows) };
+        let out = unsafe { Out::new(y_ptr.0.add(r0), n_rows, m, w_rows) };
         for (ti, xs) in xs.chunks(tile).enumerate() {
             kernel(w, row_bytes, xs, out.skip_cols(ti * tile));
         }

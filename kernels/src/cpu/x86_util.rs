@@ -31,7 +31,7 @@ pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
 /// Bytes past the current weight block that the decoding kernels ask the cache for. Decoding
 /// streams every weight from memory once per token, a few rows at a time; with the hardware
 /// prefetchers alone the kernels waited on the loads (`cpu_matmul_bench`, m = 1 on 5632 × 2048:
-/// Q4_K 16 -> 32 GB/s, Q6_K 20 -> 34 GB/s with this).
+/// Q4_K 16 -> 31 GB/s, Q6_K 20 -> 31 GB/s with this).
 pub(super) const PREFETCH_AHEAD: usize = 1024;
 
 /// Asks for the cache lines of the `len` bytes at [`PREFETCH_AHEAD`] past `p`. A hint: it never
