@@ -205,6 +205,28 @@ def weight_bytes_per_token(model: Path) -> tuple[int, int]:
     return total, read
 
 
+def kv_cache_bytes(model: Path, positions: int) -> int:
+    """Bytes of an f32 KV cache of `positions` positions for the file's model (what `bench`
+    allocates: per layer n_head_kv x (key_length + value_length) x positions x 4 bytes)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(model))
+
+    def value(key: str):
+        field = reader.get_field(key)
+        return None if field is None else field.contents()
+
+    arch = value("general.architecture")
+    n_layer = int(value(f"{arch}.block_count"))
+    n_embd = int(value(f"{arch}.embedding_length"))
+    n_head = int(value(f"{arch}.attention.head_count"))
+    kv = value(f"{arch}.attention.head_count_kv")
+    kv_heads = [int(x) for x in kv] if isinstance(kv, list) else [int(kv if kv is not None else n_head)] * n_layer
+    dk = int(value(f"{arch}.attention.key_length") or n_embd // n_head)
+    dv = int(value(f"{arch}.attention.value_length") or n_embd // n_head)
+    return sum(h * (dk + dv) * positions * 4 for h in kv_heads)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -223,8 +245,10 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}×"
 
 
-def table_row(model: Path, label: str, ref: dict | None, ours: dict | None, bw: float) -> str:
+def table_row(model: Path, label: str, ref: dict | None, ours: dict | None, bw: float, positions: int) -> str:
     size = model.stat().st_size
+    # Issue 4's memory bound: file + KV cache + 15%.
+    bound = (size + kv_cache_bytes(model, positions)) * 1.15
     _, read = weight_bytes_per_token(model)
     r = ref or {}
     o = ours or {}
@@ -237,7 +261,8 @@ def table_row(model: Path, label: str, ref: dict | None, ours: dict | None, bw: 
         f"{ratio(o.get('pp_tok_s'), r.get('pp_tok_s'))} | "
         f"{fmt(o.get('tg_tok_s'), '.1f')} | {fmt(r.get('tg_tok_s'), '.1f')} | "
         f"{ratio(o.get('tg_tok_s'), r.get('tg_tok_s'))} | "
-        f"{fmt(o.get('load_s'), '.2f', ' s')} | {fmt(rss / 1e6 if rss else None, '.0f', ' MB')} | "
+        f"{fmt(o.get('load_s'), '.2f', ' s')} | {fmt(rss / 1e6 if rss else None, '.0f', ' MB')} "
+        f"({bound / 1e6:.0f} MB) | "
         f"{fmt(gbs_ref, '.1f')} / {fmt(gbs_ours, '.1f')} | "
         f"{fmt(gbs_ref / bw if gbs_ref is not None else None, '.0%')} / "
         f"{fmt(gbs_ours / bw if gbs_ours is not None else None, '.0%')} |"
@@ -246,7 +271,8 @@ def table_row(model: Path, label: str, ref: dict | None, ours: dict | None, bw: 
 
 HEADER = [
     "| model | file | weights read per token | device (ours) | prefill tok/s (ours) | prefill tok/s (llama.cpp) "
-    "| ratio | decode tok/s (ours) | decode tok/s (llama.cpp) | ratio | load (ours) | peak RSS (ours) "
+    "| ratio | decode tok/s (ours) | decode tok/s (llama.cpp) | ratio | load (ours) "
+    "| peak RSS (ours; bound: file + KV cache + 15%) "
     "| decode GB/s of weights (llama.cpp / ours) | decode share of read bandwidth (llama.cpp / ours) |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
@@ -306,11 +332,11 @@ def main() -> int:
             model, args.device, args.threads, args.prompt_tokens, args.gen_tokens, args.runs, ours_weights
         )
         results.append((model, ref, ours))
-        print(table_row(model, label, ref, ours, bw_before), flush=True)
+        print(table_row(model, label, ref, ours, bw_before, args.prompt_tokens + args.gen_tokens), flush=True)
     bw_after, _ = measure_bandwidth(args.bandwidth, args.threads)
     bw = max(bw_before, bw_after)
     print(f"memory read bandwidth after the runs: {bw_after:.1f} GB/s", flush=True)
-    rows = [table_row(model, label, ref, ours, bw) for model, ref, ours in results]
+    rows = [table_row(model, label, ref, ours, bw, args.prompt_tokens + args.gen_tokens) for model, ref, ours in results]
 
     opts = (
         f"--device {args.device} --threads {args.threads} --prompt-tokens {args.prompt_tokens}"

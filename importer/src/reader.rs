@@ -34,6 +34,10 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 pub const MAX_DIMS: u32 = 4;
 
 /// The bytes behind a [`GgufFile`]: a memory map of a file, or a buffer in memory.
+/// The span of pages a page fault of a file mapping maps at once (Linux's default
+/// `fault_around_bytes`).
+const FAULT_AROUND: usize = 64 << 10;
+
 enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
@@ -157,24 +161,41 @@ impl GgufFile {
     /// packed weight): a loader that copies every tensor then peaks at the size of its copies, not
     /// twice the file. The mapping stays valid; a later read faults the pages in again from the
     /// file. No-op for a file read into memory, and where the OS does not support the advice.
+    ///
+    /// The range released is widened to whole [`FAULT_AROUND`] windows: a page fault maps the
+    /// cached pages around it too (Linux's fault-around), so copying a tensor also maps the
+    /// neighbours' pages at its ends, and releasing only its own would leave those resident, a
+    /// few tens of KiB per tensor. A neighbour still to be read faults its pages in again.
     pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        let start = (self.data_offset + info.offset) as usize;
+        let end = start + info.n_bytes as usize;
+        let start = start - start % FAULT_AROUND;
+        let end = end
+            .next_multiple_of(FAULT_AROUND)
+            .min(self.bytes.as_slice().len());
+        self.release_range(start, end - start);
+    }
+
+    /// [`GgufFile::release_tensor_pages`] for the whole file: the header (already parsed into
+    /// [`GgufFile::metadata`] and the tensor infos) and every tensor, for a loader that has copied
+    /// all it needs. The pages the OS read ahead around the tensors go too.
+    pub fn release_pages(&self) {
+        self.release_range(0, self.bytes.as_slice().len());
+    }
+
+    fn release_range(&self, start: usize, len: usize) {
         #[cfg(unix)]
         if let Bytes::Mapped(map) = &self.bytes {
-            let start = (self.data_offset + info.offset) as usize;
             // Safety: the map is a read-only shared mapping of a file, so MADV_DONTNEED discards
             // no data (no private or dirty pages): the pages are re-read from the file on the
             // next access, and every slice borrowed from the map stays valid. A failure only
             // leaves the pages resident, so the result is ignored.
             let _ = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    info.n_bytes as usize,
-                )
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
             };
         }
         #[cfg(not(unix))]
-        let _ = info;
+        let _ = (start, len);
     }
 
     /// A tensor dequantized to f32, row-major (see [`TensorInfo::shape`]).

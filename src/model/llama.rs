@@ -106,12 +106,16 @@ impl Llama {
 
     /// An empty KV cache for `batch` sequences of up to `max_seq` positions.
     ///
-    /// Memory is allocated at the first forward pass: per layer,
+    /// Memory is allocated now, on the model's device ([`KvCache::allocated`]): per layer,
     /// `batch · n_head_kv · max_seq · (key_length + value_length)` f32. Passes beyond
     /// `min(max_seq, context_length)` positions fail with [`ModelError::CacheFull`] or
     /// [`ModelError::ContextOverflow`].
     pub fn new_cache(&self, batch: usize, max_seq: usize) -> KvCache {
-        KvCache::new(self.blocks.len(), batch, max_seq)
+        let c = &self.config;
+        let shapes: Vec<_> = (0..self.blocks.len())
+            .map(|l| (c.head_count_kv[l], c.key_length, c.value_length))
+            .collect();
+        KvCache::allocated(&shapes, batch, max_seq, &self.device())
     }
 
     /// Logits of the positions `cache.len() .. cache.len() + seq`, appending them to the cache.
@@ -300,8 +304,8 @@ impl Llama {
     }
 }
 
-/// Runs `f` on a thread of rayon's global pool when `device` is a CPU device and the caller is not
-/// one already (then `f` runs in place).
+/// Runs `f` on worker 0 of rayon's global pool when `device` is a CPU device and the caller is not
+/// a worker already (then `f` runs in place).
 ///
 /// The CPU devices and the quantized-matmul kernels split every operation over that pool. Called
 /// from outside it, each parallel operation is handed to the pool while the caller sleeps until it
@@ -318,7 +322,22 @@ fn on_cpu_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
         DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
     );
     if cpu && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| f())
+        // On worker 0 every time: each worker's temporaries come from its own malloc arena,
+        // which keeps what a forward pass freed for the next one; passes that hopped between
+        // workers made every arena that large (SmolLM2 Q8_0 `bench --runs 5`: peak RSS 175-176
+        // MB, 170-171 MB with every pass on worker 0; same speed).
+        let job = std::sync::Mutex::new(Some(f));
+        let out = rayon::broadcast(|ctx| match ctx.index() {
+            0 => job
+                .lock()
+                .map(|mut job| job.take().map(|f| f()))
+                .unwrap_or(None),
+            _ => None,
+        });
+        out.into_iter()
+            .flatten()
+            .next()
+            .expect("worker 0 ran the job")
     } else {
         f()
     }

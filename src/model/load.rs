@@ -149,6 +149,8 @@ impl Llama {
         let blocks = (0..config.block_count)
             .map(|layer| loader.block(&config, layer))
             .collect::<Result<Vec<_>, _>>()?;
+        // The header's pages: its metadata and tensor infos were parsed at open.
+        file.release_pages();
 
         Ok(Llama::from_parts(
             config,

@@ -7,53 +7,48 @@
 //! is not a token is written as single-byte tokens where those exist.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use super::pretokenize::{self, PreTokenizerSpec};
+use super::table::PairTable;
 use super::unicode::byte_encode_into;
 use super::vocab::Vocab;
 
 /// The merge table: `(left, right)` -> rank (its line number in `tokenizer.ggml.merges`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MergeRanks {
-    /// Keyed by `merge_key(left, right)`.
-    ranks: HashMap<String, u32>,
-}
-
-/// An unambiguous key for a pair of strings: the left length, a separator, both texts.
-fn merge_key(buf: &mut String, left: &str, right: &str) {
-    use std::fmt::Write;
-    buf.clear();
-    // Writing to a String cannot fail.
-    let _ = write!(buf, "{}:{left}{right}", left.len());
+    pairs: PairTable,
 }
 
 impl MergeRanks {
     /// Reads merge lines `"left right"`: the split is at the first space after the first byte
     /// (as llama.cpp splits them); the first line for a pair wins. Lines without such a space
-    /// are skipped.
+    /// are skipped, and so are lines past `u32::MAX` merges or bytes.
     pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut ranks = HashMap::new();
+        let mut pairs = PairTable::default();
         for (rank, line) in lines.into_iter().enumerate() {
             let Some(pos) = line.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
                 continue;
             };
-            let mut key = String::new();
-            merge_key(&mut key, &line[..pos], &line[pos + 1..]);
-            ranks.entry(key).or_insert(rank as u32);
+            let Ok(rank) = u32::try_from(rank) else {
+                break;
+            };
+            if pairs.insert(&line[..pos], &line[pos + 1..], rank).is_none() {
+                break;
+            }
         }
-        MergeRanks { ranks }
+        pairs.shrink_to_fit();
+        MergeRanks { pairs }
     }
 
     /// The number of distinct merges.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.ranks.len()
+        self.pairs.len()
     }
 
-    fn rank(&self, buf: &mut String, left: &str, right: &str) -> Option<u32> {
-        merge_key(buf, left, right);
-        self.ranks.get(buf.as_str()).copied()
+    fn rank(&self, left: &str, right: &str) -> Option<u32> {
+        self.pairs.rank(left, right)
     }
 }
 
@@ -100,7 +95,6 @@ pub(crate) fn tokenize(
     out: &mut Vec<u32>,
 ) {
     let mut word = String::new();
-    let mut key = String::new();
     for raw in pretokenize::split(text, &pre.steps) {
         word.clear();
         byte_encode_into(raw.as_bytes(), &mut word);
@@ -110,7 +104,7 @@ pub(crate) fn tokenize(
                 continue;
             }
         }
-        for piece in merge_word(merges, &word, &mut key) {
+        for piece in merge_word(merges, &word) {
             match vocab.id_of(piece) {
                 Some(id) => out.push(id),
                 // Not a token: each byte of the piece's UTF-8 as a one-byte token, where the
@@ -127,7 +121,7 @@ pub(crate) fn tokenize(
 }
 
 /// Merges a byte-encoded word by rank; returns its final pieces in order.
-fn merge_word<'w>(merges: &MergeRanks, word: &'w str, key: &mut String) -> Vec<&'w str> {
+fn merge_word<'w>(merges: &MergeRanks, word: &'w str) -> Vec<&'w str> {
     let n_chars = word.chars().count();
     let mut symbols: Vec<Symbol> = word
         .char_indices()
@@ -142,15 +136,15 @@ fn merge_word<'w>(merges: &MergeRanks, word: &'w str, key: &mut String) -> Vec<&
 
     let text = |s: &Symbol| &word[s.start..s.start + s.len];
     let mut queue = BinaryHeap::new();
-    let mut try_add = |symbols: &[Symbol],
-                       queue: &mut BinaryHeap<Bigram>,
-                       left: Option<usize>,
-                       right: Option<usize>| {
+    let try_add = |symbols: &[Symbol],
+                   queue: &mut BinaryHeap<Bigram>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
         let (Some(left), Some(right)) = (left, right) else {
             return;
         };
         let (l, r) = (&symbols[left], &symbols[right]);
-        if let Some(rank) = merges.rank(key, text(l), text(r)) {
+        if let Some(rank) = merges.rank(text(l), text(r)) {
             queue.push(Bigram {
                 rank,
                 left,
@@ -192,11 +186,10 @@ mod tests {
     #[test]
     fn merge_lines_split_at_first_space_after_first_byte() {
         let m = MergeRanks::from_lines(["a b", "ab c", "  x", "a b", "nospace"]);
-        let mut k = String::new();
-        assert_eq!(m.rank(&mut k, "a", "b"), Some(0));
-        assert_eq!(m.rank(&mut k, "ab", "c"), Some(1));
+        assert_eq!(m.rank("a", "b"), Some(0));
+        assert_eq!(m.rank("ab", "c"), Some(1));
         // "  x": the first space at index >= 1 is the second one.
-        assert_eq!(m.rank(&mut k, " ", "x"), Some(2));
+        assert_eq!(m.rank(" ", "x"), Some(2));
         assert_eq!(m.len(), 3);
     }
 
@@ -204,9 +197,8 @@ mod tests {
     fn merges_lowest_rank_first() {
         // With "b c" ranked before "a b", "abc" merges b+c first and then finds no "a bc".
         let m = MergeRanks::from_lines(["b c", "a b"]);
-        let mut k = String::new();
-        assert_eq!(merge_word(&m, "abc", &mut k), ["a", "bc"]);
+        assert_eq!(merge_word(&m, "abc"), ["a", "bc"]);
         let m = MergeRanks::from_lines(["a b", "ab c"]);
-        assert_eq!(merge_word(&m, "abc", &mut k), ["abc"]);
+        assert_eq!(merge_word(&m, "abc"), ["abc"]);
     }
 }

@@ -87,7 +87,7 @@ impl Tokenizer {
         {
             return &[];
         }
-        self.pieces.get(id as usize).map_or(&[], Vec::as_slice)
+        self.pieces.get(id as usize).unwrap_or(&[])
     }
 
     /// Ids to bytes, as llama.cpp's `llama_detokenize`: `remove_special` drops a leading BOS

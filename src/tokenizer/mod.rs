@@ -29,6 +29,7 @@ mod error;
 mod pretokenize;
 mod special;
 mod spm;
+mod table;
 mod unicode;
 mod vocab;
 
@@ -41,6 +42,7 @@ use gguf_importer::{keys, Metadata};
 use bpe::MergeRanks;
 use pretokenize::{PreTokenizerSpec, SUPPORTED_PRE};
 use special::Fragment;
+use table::ByteTable;
 use vocab::Vocab;
 
 /// The tokenization algorithm of a vocabulary.
@@ -77,7 +79,7 @@ pub struct Tokenizer {
     /// llama.cpp's `clean_up_tokenization_spaces` when decoding.
     clean_spaces: bool,
     /// Each token's bytes with special tokens rendered (llama.cpp's piece cache).
-    pieces: Vec<Vec<u8>>,
+    pieces: ByteTable,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -178,9 +180,17 @@ impl Tokenizer {
             add_eos = v;
         }
 
-        let pieces = (0..vocab.len() as u32)
-            .map(|id| detokenize::piece_bytes(&vocab, &model, id))
-            .collect();
+        let mut pieces = ByteTable::default();
+        for id in 0..vocab.len() as u32 {
+            // The pieces are at most a few bytes longer than the texts, which fit.
+            pieces
+                .push(&detokenize::piece_bytes(&vocab, &model, id))
+                .ok_or_else(|| TokenizerError::BadValue {
+                    key: k::TOKENS,
+                    reason: "the token pieces take more than 4 GiB".to_string(),
+                })?;
+        }
+        pieces.shrink_to_fit();
         vocab.apply_name_rules(md);
 
         Ok(Tokenizer {

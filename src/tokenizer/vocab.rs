@@ -1,10 +1,11 @@
 //! The vocabulary: token texts, scores and attributes, the special token ids, and the rules by
 //! which llama.cpp (`llama_vocab::impl::load`) fills in what the metadata leaves out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use gguf_importer::{keys, Metadata, Value};
 
+use super::table::StrTable;
 use super::TokenizerError;
 
 /// What kind of token an id is (llama.cpp's `llama_token_attr` bit set). GGUF stores one type
@@ -179,10 +180,10 @@ const ALWAYS_RENDERED_TEXTS: &[&str] =
 /// The vocabulary proper.
 #[derive(Debug, Clone)]
 pub(crate) struct Vocab {
-    texts: Vec<String>,
+    /// Token texts, looked up by id and by text.
+    texts: StrTable,
     scores: Vec<f32>,
     attrs: Vec<TokenAttr>,
-    ids: HashMap<String, u32>,
     pub special: SpecialTokens,
     eog: BTreeSet<u32>,
     /// Control, user-defined and unknown tokens, longest text first: the order in which
@@ -222,17 +223,19 @@ impl Vocab {
                 reason: format!("{n} tokens; a vocabulary needs between 1 and 2^32 - 1"),
             });
         }
-        let texts: Vec<String> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if t.is_empty() {
-                    format!("[EMPTY_{i}]")
-                } else {
-                    t.to_string()
-                }
-            })
-            .collect();
+        // Later duplicates win the lookup, as in llama.cpp's `token_to_id[word] = i`.
+        let mut texts = StrTable::default();
+        for (i, t) in raw.iter().enumerate() {
+            let pushed = match t.is_empty() {
+                true => texts.push(&format!("[EMPTY_{i}]")),
+                false => texts.push(t),
+            };
+            pushed.ok_or_else(|| TokenizerError::BadValue {
+                key: k::TOKENS,
+                reason: "the token texts take more than 4 GiB".to_string(),
+            })?;
+        }
+        texts.shrink_to_fit();
 
         let scores = match md.contains(k::SCORES) {
             true => {
@@ -264,13 +267,6 @@ impl Vocab {
             }
             false => vec![TokenAttr::NORMAL; n],
         };
-
-        // Later duplicates win, as in llama.cpp's `token_to_id[word] = i`.
-        let ids: HashMap<String, u32> = texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
 
         // Special ids: a default outside the vocabulary is dropped; a key outside it is ignored.
         let in_range = |id: Option<u32>| id.filter(|&id| (id as usize) < n);
@@ -326,7 +322,6 @@ impl Vocab {
             texts,
             scores,
             attrs: Vec::new(),
-            ids,
             special,
             eog: BTreeSet::new(),
             special_by_len: Vec::new(),
@@ -345,7 +340,7 @@ impl Vocab {
         // Longest first; ties by id (llama.cpp's sort leaves ties in an unspecified order).
         vocab
             .special_by_len
-            .sort_by_key(|&id| std::cmp::Reverse(vocab.texts[id as usize].len()));
+            .sort_by_key(|&id| std::cmp::Reverse(vocab.texts.get(id as usize).map_or(0, str::len)));
         Ok(vocab)
     }
 
@@ -368,7 +363,7 @@ impl Vocab {
             if slot(&mut self.special).is_some() {
                 continue;
             }
-            let found = texts.iter().find_map(|t| self.ids.get(*t).copied());
+            let found = texts.iter().find_map(|t| self.texts.find(t));
             if let Some(id) = found {
                 *slot(&mut self.special) = Some(id);
                 attrs[id as usize] = attrs[id as usize].union(TokenAttr::CONTROL);
@@ -387,13 +382,13 @@ impl Vocab {
         self.eog
             .extend([s.fim_pad, s.fim_rep, s.fim_sep].into_iter().flatten());
         for text in EOG_TEXTS {
-            if let Some(&id) = self.ids.get(*text) {
+            if let Some(id) = self.texts.find(text) {
                 self.eog.insert(id);
                 attrs[id as usize] = attrs[id as usize].union(TokenAttr::CONTROL);
             }
         }
         for text in ALWAYS_RENDERED_TEXTS {
-            if let Some(&id) = self.ids.get(*text) {
+            if let Some(id) = self.texts.find(text) {
                 attrs[id as usize] = TokenAttr::USER_DEFINED;
             }
         }
@@ -405,7 +400,7 @@ impl Vocab {
             vocab
                 .eog
                 .iter()
-                .find(|&&id| vocab.texts[id as usize] == t)
+                .find(|&&id| vocab.texts.get(id as usize) == Some(t))
                 .copied()
         };
         let has = |t: &str| eog_text(self, t).is_some();
@@ -435,11 +430,11 @@ impl Vocab {
             for &id in &self.special_by_len {
                 self.attrs[id as usize] = self.attrs[id as usize].union(TokenAttr::RSTRIP);
             }
-            if let Some(&id) = self.ids.get("</s>") {
+            if let Some(id) = self.texts.find("</s>") {
                 self.attrs[id as usize] = self.attrs[id as usize].union(TokenAttr::RSTRIP);
             }
             for t in ["<unk>", "<s>", "<|endoftext|>"] {
-                if let Some(&id) = self.ids.get(t) {
+                if let Some(id) = self.texts.find(t) {
                     self.attrs[id as usize] =
                         TokenAttr(self.attrs[id as usize].0 & !TokenAttr::RSTRIP.0);
                 }
@@ -452,11 +447,11 @@ impl Vocab {
     }
 
     pub fn id_of(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.texts.find(text)
     }
 
     pub fn text(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(String::as_str)
+        self.texts.get(id as usize)
     }
 
     /// The score of a token (0 for ids outside the vocabulary).
