@@ -143,8 +143,8 @@ fn rope_is_llama_cpps() {
     }
 }
 
-/// `[n, heads, d]` rows as the cache's `[1, heads, capacity, d]`, the rows past `n` NaN (they
-/// must never be read).
+/// `[n, heads, d]` rows as the key cache's `[1, heads, capacity, d]`, the rows past `n` NaN
+/// (they must never be read).
 fn cache(
     rows: &[f32],
     n: usize,
@@ -161,6 +161,27 @@ fn cache(
         }
     }
     tensor::<4>(&[1, heads, capacity, d], data, device)
+}
+
+/// `[n, heads, d]` rows as the value cache's `[1, heads, d, capacity]` (transposed, as the CPU
+/// devices keep it), the positions past `n` NaN (they must never be read).
+fn cache_transposed(
+    rows: &[f32],
+    n: usize,
+    heads: usize,
+    d: usize,
+    capacity: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let mut data = vec![f32::NAN; heads * d * capacity];
+    for p in 0..n {
+        for h in 0..heads {
+            for (e, &v) in rows[(p * heads + h) * d..][..d].iter().enumerate() {
+                data[(h * d + e) * capacity + p] = v;
+            }
+        }
+    }
+    tensor::<4>(&[1, heads, d, capacity], data, device)
 }
 
 #[test]
@@ -190,7 +211,7 @@ fn attention_is_llama_cpps() {
                 let out = ggml_ops::attention(
                     tensor::<4>(&[1, seq, n_head, dk], q.clone(), &device),
                     cache(&k, n, n_kv, dk, capacity, &device),
-                    cache(&v, n, n_kv, dv, capacity, &device),
+                    cache_transposed(&v, n, n_kv, dv, capacity, &device),
                     n - seq,
                     scale,
                 );

@@ -34,13 +34,14 @@ pub trait GgmlOpsBackend: Backend {
     fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Causal attention of `q` `[batch, seq, n_head, key_length]` over the caches `k`
-    /// `[batch, n_head_kv, capacity, key_length]` and `v` `[batch, n_head_kv, capacity,
-    /// value_length]` whose positions `start .. start + seq` hold the new keys and values:
+    /// `[batch, n_head_kv, capacity, key_length]` and `vt` (the values transposed, as llama.cpp
+    /// caches them) `[batch, n_head_kv, value_length, capacity]` whose positions
+    /// `start .. start + seq` hold the new keys and values; later positions are not read:
     /// `[batch, seq, n_head · value_length]`.
     fn ggml_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        vt: FloatTensor<Self>,
         start: usize,
         scale: f32,
     ) -> FloatTensor<Self>;
@@ -85,11 +86,11 @@ pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
 
 /// Causal grouped-query attention (see [`GgmlOpsBackend::ggml_attention`]):
 /// `[batch, seq, n_head · value_length]`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, scale: f32) -> Tensor<3> {
+pub fn attention(q: Tensor<4>, k: Tensor<4>, vt: Tensor<4>, start: usize, scale: f32) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_attention(
         q.into_dispatch(),
         k.into_dispatch(),
-        v.into_dispatch(),
+        vt.into_dispatch(),
         start,
         scale,
     ))
@@ -198,22 +199,22 @@ fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> 
 fn host_attention<B: Host>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
-    v: FloatTensor<B>,
+    vt: FloatTensor<B>,
     start: usize,
     scale: f32,
 ) -> FloatTensor<B> {
-    let (qs, ks, vs) = (q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec());
+    let (qs, ks, vs) = (q.shape().to_vec(), k.shape().to_vec(), vt.shape().to_vec());
     let (
         &[batch, seq, n_head, key_length],
         &[kb, n_head_kv, capacity, kd],
-        &[vb, vh, vc, value_length],
+        &[vb, vh, value_length, vc],
     ) = (&qs[..], &ks[..], &vs[..])
     else {
-        panic!("ggml attention: q, k, v must be 4-d, got {qs:?}, {ks:?}, {vs:?}");
+        panic!("ggml attention: q, k, vt must be 4-d, got {qs:?}, {ks:?}, {vs:?}");
     };
     assert!(
         kb == batch && vb == batch && vh == n_head_kv && vc == capacity && kd == key_length,
-        "ggml attention: q {qs:?}, k {ks:?}, v {vs:?} do not fit"
+        "ggml attention: q {qs:?}, k {ks:?}, vt {vs:?} do not fit"
     );
     let shape = AttentionShape {
         seq,
@@ -228,7 +229,7 @@ fn host_attention<B: Host>(
     let per_out = seq * n_head * value_length;
     let out = B::read(&q, |q| {
         B::read(&k, |k| {
-            B::read(&v, |v| {
+            B::read(&vt, |vt| {
                 let mut out = vec![0f32; batch * per_out];
                 let (per_q, per_k, per_v) = (
                     seq * n_head * key_length,
@@ -239,7 +240,7 @@ fn host_attention<B: Host>(
                     ggml_ops::attention(
                         &q[b * per_q..][..per_q],
                         &k[b * per_k..][..per_k],
-                        &v[b * per_v..][..per_v],
+                        &vt[b * per_v..][..per_v],
                         shape,
                         &mut out[b * per_out..][..per_out],
                     );
@@ -278,11 +279,11 @@ macro_rules! impl_ggml_ops {
             fn ggml_attention(
                 q: FloatTensor<Self>,
                 k: FloatTensor<Self>,
-                v: FloatTensor<Self>,
+                vt: FloatTensor<Self>,
                 start: usize,
                 scale: f32,
             ) -> FloatTensor<Self> {
-                host_attention::<Self>(q, k, v, start, scale)
+                host_attention::<Self>(q, k, vt, start, scale)
             }
         }
     };

@@ -181,10 +181,11 @@ impl Attention {
         if ggml_ops::runs_on(&q.device()) && ggml_ops::runs_on(&k.device()) {
             // ggml's attention bit for bit, reading the whole cache tensors in place.
             drop(cache.append(layer, k.swap_dims(1, 2), v.swap_dims(1, 2))?);
-            let (keys, values) = cache
+            // Keys [batch, n_kv, capacity, dk], values transposed [batch, n_kv, dv, capacity].
+            let (keys, values_t) = cache
                 .layer_tensors(layer)
                 .expect("the append above allocated the layer");
-            let kqv = ggml_ops::attention(q, keys, values, start, scale); // [batch, seq, n_head · dv]
+            let kqv = ggml_ops::attention(q, keys, values_t, start, scale); // [batch, seq, n_head · dv]
             trace(&format!("kqv_out-{layer}"), kqv.clone());
             return self.output.forward(kqv);
         }

@@ -5,6 +5,12 @@
 //! llama.cpp does). A forward pass writes the new positions with `slice_assign` and attends to
 //! the view `0 .. len + seq`.
 //!
+//! On the CPU devices (those of [`gguf_kernels::ggml_ops::runs_on`]) the values are kept
+//! transposed, `[batch, n_head_kv, value_length, capacity]`, as llama.cpp keeps them without
+//! flash attention: [`gguf_kernels::ggml_ops::attention`] then reads each value column where it
+//! lies, and a decoding step writes one column entry per value element instead of the attention
+//! transposing the whole cache. [`KvCache::append`] returns the usual layout either way.
+//!
 //! Preallocated rather than grown by concatenation: concatenating copies the whole cache on every
 //! token, while `slice_assign` on a tensor the cache alone holds writes in place on backends that
 //! reuse unshared buffers (flex, ndarray, the CubeCL backends); the memory a session needs is
@@ -21,11 +27,32 @@ use burn::tensor::{Device, Tensor};
 
 use crate::model::error::ModelError;
 
+/// Whether a cache on `device` keeps its values transposed (see the module documentation).
+fn values_transposed(device: &Device) -> bool {
+    gguf_kernels::ggml_ops::runs_on(device)
+}
+
+/// A zeroed value tensor of a layer on `device`, in that device's layout.
+fn zero_values(
+    batch: usize,
+    n_kv: usize,
+    capacity: usize,
+    dv: usize,
+    device: &Device,
+) -> Tensor<4> {
+    match values_transposed(device) {
+        true => Tensor::zeros([batch, n_kv, dv, capacity], device),
+        false => Tensor::zeros([batch, n_kv, capacity, dv], device),
+    }
+}
+
 /// Keys and values of the positions seen so far, per layer.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     /// Per layer: keys `[batch, n_head_kv, capacity, key_length]`, values
-    /// `[batch, n_head_kv, capacity, value_length]`; `None` until the first append.
+    /// `[batch, n_head_kv, capacity, value_length]` (transposed,
+    /// `[batch, n_head_kv, value_length, capacity]`, on the CPU devices); `None` until the
+    /// first append.
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     batch: usize,
     capacity: usize,
@@ -60,7 +87,7 @@ impl KvCache {
             .map(|&(n_kv, dk, dv)| {
                 Some((
                     Tensor::zeros([batch, n_kv, capacity, dk], device),
-                    Tensor::zeros([batch, n_kv, capacity, dv], device),
+                    zero_values(batch, n_kv, capacity, dv, device),
                 ))
             })
             .collect();
@@ -154,7 +181,10 @@ impl KvCache {
         let (k_all, v_all) = match slot.take() {
             Some((ck, cv)) => {
                 let [_, ch, _, cdk] = ck.dims();
-                let [_, _, _, cdv] = cv.dims();
+                let cdv = match values_transposed(&cv.device()) {
+                    true => cv.dims()[2],
+                    false => cv.dims()[3],
+                };
                 if (ch, cdk, cdv) != (kh, dk, dv) {
                     // Put the tensors back: a mismatched call must not lose the cache.
                     *slot = Some((ck, cv));
@@ -170,22 +200,34 @@ impl KvCache {
                 let device = k.device();
                 (
                     Tensor::zeros([self.batch, kh, self.capacity, dk], &device),
-                    Tensor::zeros([self.batch, kh, self.capacity, dv], &device),
+                    zero_values(self.batch, kh, self.capacity, dv, &device),
                 )
             }
         };
         let (start, end) = (self.len, self.len + seq);
         let k_all = k_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dk], k);
-        let v_all = v_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dv], v);
         let keys = k_all.clone().narrow(2, 0, end); // [batch, n_head_kv, len + seq, dk]
-        let values = v_all.clone().narrow(2, 0, end); // [batch, n_head_kv, len + seq, dv]
+        let (v_all, values) = match values_transposed(&v_all.device()) {
+            true => {
+                let b = self.batch;
+                let v_all = v_all.slice_assign([0..b, 0..kh, 0..dv, start..end], v.swap_dims(2, 3));
+                let values = v_all.clone().narrow(3, 0, end).swap_dims(2, 3);
+                (v_all, values)
+            }
+            false => {
+                let v_all = v_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dv], v);
+                let values = v_all.clone().narrow(2, 0, end);
+                (v_all, values)
+            }
+        }; // values: [batch, n_head_kv, len + seq, dv]
         *slot = Some((k_all, v_all));
         Ok((keys, values))
     }
 
-    /// The whole key and value tensors of `layer` (all `capacity` positions; those past
-    /// `len + seq` of the last [`KvCache::append`] hold nothing meaningful), `None` before its
-    /// first append. For operations that read the cache in place
+    /// The whole key and value tensors of `layer` as stored (all `capacity` positions; those
+    /// past `len + seq` of the last [`KvCache::append`] hold nothing meaningful; the values
+    /// transposed, `[batch, n_head_kv, value_length, capacity]`, on the CPU devices), `None`
+    /// before its first append. For operations that read the cache in place
     /// ([`gguf_kernels::ggml_ops::attention`]); drop them before the next append, which writes in
     /// place only while the cache alone holds its tensors.
     pub fn layer_tensors(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {

@@ -162,6 +162,14 @@ trait Lanes16 {
     /// # Safety
     /// The CPU must have the implementation's instruction set.
     unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]);
+
+    /// [`Lanes16::fma`] with `a` shorter than 16 (at most 16): the lanes past its end are left
+    /// as they are, which is what adding `0 · b[l]` does for a finite `b[l]` (an accumulator
+    /// started at +0 never holds -0). Nothing past the end of `a` is read.
+    ///
+    /// # Safety
+    /// As [`Lanes16::fma`].
+    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]);
 }
 
 struct Portable;
@@ -171,6 +179,13 @@ impl Lanes16 for Portable {
     unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]) {
         for l in 0..16 {
             acc[l] = a[l].mul_add(b[l], acc[l]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]) {
+        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *acc = a.mul_add(b, *acc);
         }
     }
 }
@@ -196,6 +211,33 @@ impl Lanes16 for Avx2Fma {
             );
         }
     }
+
+    #[inline(always)]
+    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]) {
+        use std::arch::x86_64::*;
+        let len = a.len().min(16) as i32;
+        for h in 0..2 {
+            // Lanes below the prefix's length load `a`, the others load zero and touch no
+            // memory (`vmaskmovps`), so the pointer may point past `a`'s end.
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(len - 8 * h as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            let (a, b, c) = (
+                a.as_ptr().wrapping_add(8 * h),
+                b.as_ptr().add(8 * h),
+                acc.as_mut_ptr().add(8 * h),
+            );
+            _mm256_storeu_ps(
+                c,
+                _mm256_fmadd_ps(
+                    _mm256_maskload_ps(a, mask),
+                    _mm256_loadu_ps(b),
+                    _mm256_loadu_ps(c),
+                ),
+            );
+        }
+    }
 }
 
 /// ggml's `vec_dot_f32` (AVX-512): four 16-lane accumulators over steps of 64 elements, summed
@@ -209,14 +251,7 @@ unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
     let whole = n - n % 64;
     let mut acc = [[0f32; 16]; 4];
     for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let (x, y) = (&x[16 * j..][..16], &y[16 * j..][..16]);
-            L::fma(
-                acc,
-                x.try_into().expect("16 lanes"),
-                y.try_into().expect("16 lanes"),
-            );
-        }
+        fma64::<L>(&mut acc, x, y);
     }
     let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
     let mut s = reduce16(&sum);
@@ -248,9 +283,16 @@ pub struct AttentionShape {
 /// `kqv = mul_mat(v, kq)`.
 ///
 /// - `q`: `[seq, n_head, key_length]` (after RoPE);
-/// - `k`: `[n_head_kv, capacity, key_length]`, `v`: `[n_head_kv, capacity, value_length]`;
+/// - `k`: `[n_head_kv, capacity, key_length]`;
+/// - `vt`: the values transposed, `[n_head_kv, value_length, capacity]`, as llama.cpp's cache
+///   keeps them without flash attention: each output element is a dot product over contiguous
+///   positions, and a decoding step reads the cache where it lies (transposing a
+///   `[capacity, value_length]` cache on every call took 16% of SmolLM2's decode time at 1152
+///   positions, measured with `perf`);
 /// - `out`: `[seq, n_head, value_length]`; query head `h` reads key/value head
 ///   `h / (n_head / n_head_kv)`.
+///
+/// Positions `≥ start + seq` of `k` and `vt` are never read (they may hold anything).
 ///
 /// The orders: each score is ggml's `vec_dot_f32` over `key_length`; the softmax is ggml's
 /// `soft_max_f32` (`x · scale` plus the mask, max, [`v_expf`] of `x - max` in 16-element chunks
@@ -260,44 +302,30 @@ pub struct AttentionShape {
 /// `seq ≥ 2`, and `vec_dot_f32` when `seq = 1` (llamafile's sgemm only takes matrices of two or
 /// more columns). Keys past a query's last one weigh exactly 0 in ggml, so stopping at the last
 /// 16 (or 64) keys that hold one gives the same sums as ggml's loops over its padded cache.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape, out: &mut [f32]) {
+pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut [f32]) {
     let (dk, dv) = (s.key_length, s.value_length);
     assert!(s.n_head > 0 && s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv));
     assert!(s.start + s.seq <= s.capacity);
     assert_eq!(q.len(), s.seq * s.n_head * dk);
     assert_eq!(k.len(), s.n_head_kv * s.capacity * dk);
-    assert_eq!(v.len(), s.n_head_kv * s.capacity * dv);
+    assert_eq!(vt.len(), s.n_head_kv * dv * s.capacity);
     assert_eq!(out.len(), s.seq * s.n_head * dv);
     let group = s.n_head / s.n_head_kv;
-    // The values transposed, `[n_head_kv, dv, keys]` with the keys padded by zeros to a multiple
-    // of 64, so that each output element is a contiguous dot product over the keys.
-    let keys = (s.start + s.seq).next_multiple_of(64);
-    let mut vt = vec![0f32; s.n_head_kv * dv * keys];
-    vt.par_chunks_mut(dv * keys)
-        .enumerate()
-        .for_each(|(kv, vt)| {
-            let values = &v[kv * s.capacity * dv..];
-            for j in 0..s.start + s.seq {
-                for (d, &val) in values[j * dv..][..dv].iter().enumerate() {
-                    vt[d * keys + j] = val;
-                }
-            }
-        });
     // One task per (query, head): its output is `out[i, h, ..]`.
     out.par_chunks_mut(dv).enumerate().for_each(|(task, out)| {
         let (i, h) = (task / s.n_head, task % s.n_head);
         let kv = h / group;
         let q = &q[(i * s.n_head + h) * dk..][..dk];
         let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
-        let vt = &vt[kv * dv * keys..][..dv * keys];
+        let vt = &vt[kv * dv * s.capacity..][..dv * s.capacity];
         let n_keys = s.start + i + 1;
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { attend_avx2(q, k, vt, keys, n_keys, &s, out) };
+            return unsafe { attend_avx2(q, k, vt, n_keys, &s, out) };
         }
         // SAFETY: portable code.
-        unsafe { attend::<Portable>(q, k, vt, keys, n_keys, &s, out) }
+        unsafe { attend::<Portable>(q, k, vt, n_keys, &s, out) }
     });
 }
 
@@ -311,17 +339,16 @@ unsafe fn attend_avx2(
     q: &[f32],
     keys: &[f32],
     vt: &[f32],
-    stride: usize,
     n_keys: usize,
     s: &AttentionShape,
     out: &mut [f32],
 ) {
-    attend::<Avx2Fma>(q, keys, vt, stride, n_keys, s, out)
+    attend::<Avx2Fma>(q, keys, vt, n_keys, s, out)
 }
 
 /// One query row of [`attention`]: `q` `[dk]` over the first `n_keys` rows of `keys`
-/// `[capacity, dk]` and columns of `vt` `[dv, stride]` (the values transposed, zero past
-/// `n_keys`, `stride` a multiple of 64), into `out` `[dv]`.
+/// `[capacity, dk]` and columns of `vt` `[dv, capacity]` (the values transposed), into `out`
+/// `[dv]`.
 ///
 /// # Safety
 /// As [`Lanes16::fma`].
@@ -330,7 +357,6 @@ unsafe fn attend<L: Lanes16>(
     q: &[f32],
     keys: &[f32],
     vt: &[f32],
-    stride: usize,
     n_keys: usize,
     s: &AttentionShape,
     out: &mut [f32],
@@ -355,29 +381,83 @@ unsafe fn attend<L: Lanes16>(
     for x in p.iter_mut() {
         *x *= inv;
     }
-    // Weighted sum of the values.
+    // Weighted sum of the values: each output element is a dot product of the weights with a
+    // value column over the keys, as if the column were zero past `n_keys` (ggml's weights are
+    // zero there); the cache past `n_keys` is not read ([`Lanes16::fma_prefix`]).
+    let columns = vt.chunks_exact(s.capacity);
+    let whole = n_keys / 16;
     if s.seq >= 2 {
         // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order.
-        let chunks = padded / 16;
-        for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
+        for (o, col) in out.iter_mut().zip(columns) {
             let mut acc = [0f32; 16];
-            for (c, w) in col.chunks_exact(16).take(chunks).zip(p.chunks_exact(16)) {
+            for (v, w) in col.chunks_exact(16).zip(p.chunks_exact(16)).take(whole) {
                 L::fma(
                     &mut acc,
-                    c.try_into().expect("16 lanes"),
+                    v.try_into().expect("16 lanes"),
                     w.try_into().expect("16 lanes"),
+                );
+            }
+            if whole * 16 < n_keys {
+                L::fma_prefix(
+                    &mut acc,
+                    &col[whole * 16..n_keys],
+                    p[whole * 16..][..16].try_into().expect("16 lanes"),
                 );
             }
             *o = reduce16(&acc);
         }
     } else {
-        // vec_dot_f32 of each value column with the weights (zero past the keys).
-        let padded = n_keys.next_multiple_of(64);
-        p.resize(padded, 0.0);
-        for (o, col) in out.iter_mut().zip(vt.chunks_exact(stride)) {
-            *o = vec_dot_f32::<L>(&col[..padded], &p);
+        // vec_dot_f32 of each value column with the weights (zero past the keys), over whole
+        // steps of 64: ggml's loop over its cache padded to 256 positions adds nothing more.
+        p.resize(n_keys.next_multiple_of(64), 0.0);
+        for (o, col) in out.iter_mut().zip(columns) {
+            *o = vec_dot_f32_padded::<L>(col, &p, n_keys);
         }
     }
+}
+
+/// One step of 64 elements of [`vec_dot_f32`]: 16 lanes each of `x[16j ..]·y[16j ..]` into
+/// `acc[j]`.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn fma64<L: Lanes16>(acc: &mut [[f32; 16]; 4], x: &[f32], y: &[f32]) {
+    for (j, acc) in acc.iter_mut().enumerate() {
+        L::fma(
+            acc,
+            x[16 * j..][..16].try_into().expect("16 lanes"),
+            y[16 * j..][..16].try_into().expect("16 lanes"),
+        );
+    }
+}
+
+/// [`vec_dot_f32`] of `x`, as if zero at and past `n` (not read there), with `y` (`n` rounded up
+/// to a multiple of 64 long, zero past `n`): whole steps of 64 only, the partial last one through
+/// [`Lanes16::fma_prefix`].
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn vec_dot_f32_padded<L: Lanes16>(x: &[f32], y: &[f32], n: usize) -> f32 {
+    let mut acc = [[0f32; 16]; 4];
+    let whole = n / 64;
+    for (x, y) in x.chunks_exact(64).zip(y.chunks_exact(64)).take(whole) {
+        fma64::<L>(&mut acc, x, y);
+    }
+    let tail = whole * 64;
+    if tail < n {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let start = (tail + 16 * j).min(n);
+            L::fma_prefix(
+                acc,
+                &x[start..n.min(start + 16)],
+                y[tail + 16 * j..][..16].try_into().expect("16 lanes"),
+            );
+        }
+    }
+    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    reduce16(&sum)
 }
 
 #[cfg(test)]
