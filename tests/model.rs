@@ -15,7 +15,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{devices, max_abs_diff, root, to_vec};
 use gguf_importer::{GgufFile, Metadata};
-use gguf_llama::model::{Llama, LlamaConfig, Logits, ModelError, RopeStyle, Weights};
+use gguf_llama::model::{Llama, LlamaConfig, Logits, ModelError, RopeStyle, Weights, UBATCH};
 
 fn model_file() -> GgufFile {
     let path = root().join("models/stories260k-f32.gguf");
@@ -424,6 +424,57 @@ fn incremental_decoding_equals_full_recompute() {
         assert!(
             d2 <= 1e-4 * scale,
             "{name}: chunked differs by {d2} (scale {scale})"
+        );
+    }
+}
+
+/// An input longer than [`UBATCH`] positions is computed in passes of `UBATCH` (llama.cpp's
+/// `n_ubatch` split): one call gives, bit for bit, what the same split made by hand gives, for
+/// both logits modes and a batch of two, and leaves the cache at the whole length.
+#[test]
+fn inputs_longer_than_a_ubatch_run_in_ubatches() {
+    let file = model_file();
+    let seq = UBATCH + 88;
+    let mut config = LlamaConfig::from_file(&file).expect("config");
+    config.context_length = seq + 8; // stories260K's own is 512
+    let ids: Vec<u32> = (0..2 * seq as u32).map(|i| (i * 7919 + 13) % 512).collect();
+    let rows: Vec<&[u32]> = ids.chunks_exact(seq).collect();
+    let piece = |r: std::ops::Range<usize>| -> Vec<u32> {
+        rows.iter()
+            .flat_map(|row| &row[r.clone()])
+            .copied()
+            .collect()
+    };
+    for (name, device) in devices() {
+        let model =
+            Llama::from_gguf_with_config(&file, config.clone(), &device, Weights::Quantized)
+                .expect("stories260k loads");
+        let mut cache = model.new_cache(2, seq);
+        let all = model
+            .forward_ids(&ids, 2, &mut cache, Logits::All)
+            .expect("forward");
+        assert_eq!(all.dims(), [2, seq, 512], "{name}");
+        assert_eq!(cache.len(), seq, "{name}");
+
+        let mut cache = model.new_cache(2, seq);
+        let first = model
+            .forward_ids(&piece(0..UBATCH), 2, &mut cache, Logits::All)
+            .expect("first pass");
+        let rest = model
+            .forward_ids(&piece(UBATCH..seq), 2, &mut cache, Logits::All)
+            .expect("second pass");
+        let by_hand = Tensor::cat(vec![first, rest], 1);
+        assert_eq!(to_vec(all.clone()), to_vec(by_hand), "{name}: Logits::All");
+
+        let mut cache = model.new_cache(2, seq);
+        let last = model
+            .forward_ids(&ids, 2, &mut cache, Logits::Last)
+            .expect("forward");
+        assert_eq!(last.dims(), [2, 1, 512], "{name}");
+        assert_eq!(
+            to_vec(last),
+            to_vec(all.narrow(1, seq - 1, 1)),
+            "{name}: Logits::Last"
         );
     }
 }

@@ -54,7 +54,7 @@ pub use embedding::Embedding;
 pub use error::ModelError;
 pub use export::{ExportError, ExportType};
 pub use kv_cache::KvCache;
-pub use llama::{Llama, Logits};
+pub use llama::{Llama, Logits, UBATCH};
 pub use load::Weights;
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget};
 pub use record::RecordError;
