@@ -311,22 +311,28 @@ pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut 
     assert_eq!(vt.len(), s.n_head_kv * dv * s.capacity);
     assert_eq!(out.len(), s.seq * s.n_head * dv);
     let group = s.n_head / s.n_head_kv;
-    // One task per (query, head): its output is `out[i, h, ..]`.
-    out.par_chunks_mut(dv).enumerate().for_each(|(task, out)| {
-        let (i, h) = (task / s.n_head, task % s.n_head);
-        let kv = h / group;
-        let q = &q[(i * s.n_head + h) * dk..][..dk];
-        let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
-        let vt = &vt[kv * dv * s.capacity..][..dv * s.capacity];
-        let n_keys = s.start + i + 1;
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { attend_avx2(q, k, vt, n_keys, &s, out) };
-        }
-        // SAFETY: portable code.
-        unsafe { attend::<Portable>(q, k, vt, n_keys, &s, out) }
-    });
+    // One task per query and key/value head in prefill (the `group` query heads that read one
+    // key/value head read each key row and value column once for all of them), per query and
+    // head in decoding (a few heads: as many tasks as possible). The output of query `i` and
+    // heads `h ..` is `out[i, h.., ..]`, contiguous.
+    let rows = if s.seq >= 2 { group } else { 1 };
+    out.par_chunks_mut(rows * dv)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let (i, h) = (task * rows / s.n_head, task * rows % s.n_head);
+            let kv = h / group;
+            let q = &q[(i * s.n_head + h) * dk..][..rows * dk];
+            let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
+            let vt = &vt[kv * dv * s.capacity..][..dv * s.capacity];
+            let n_keys = s.start + i + 1;
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { attend_avx2(q, k, vt, n_keys, &s, out) };
+            }
+            // SAFETY: portable code.
+            unsafe { attend::<Portable>(q, k, vt, n_keys, &s, out) }
+        });
 }
 
 /// [`attend`] compiled for AVX2 and FMA.
@@ -346,74 +352,121 @@ unsafe fn attend_avx2(
     attend::<Avx2Fma>(q, keys, vt, n_keys, s, out)
 }
 
-/// One query row of [`attention`]: `q` `[dk]` over the first `n_keys` rows of `keys`
-/// `[capacity, dk]` and columns of `vt` `[dv, capacity]` (the values transposed), into `out`
-/// `[dv]`.
+/// One query position of [`attention`] for some query heads that read the same key/value head:
+/// `qs` `[rows, dk]` over the first `n_keys` rows of `keys` `[capacity, dk]` and columns of `vt`
+/// `[dv, capacity]` (the values transposed), into `out` `[rows, dv]`. Each output element is
+/// summed in the same order whatever `rows` is.
 ///
 /// # Safety
 /// As [`Lanes16::fma`].
 #[inline(always)]
 unsafe fn attend<L: Lanes16>(
-    q: &[f32],
+    qs: &[f32],
     keys: &[f32],
     vt: &[f32],
     n_keys: usize,
     s: &AttentionShape,
     out: &mut [f32],
 ) {
-    let dk = s.key_length;
-    // Scores, padded with masked (-inf) keys to whole 16-element chunks.
+    let (dk, dv) = (s.key_length, s.value_length);
+    let rows = qs.len() / dk;
+    // Scores, padded with masked (-inf) keys to whole 16-element chunks; in decoding, zeros
+    // after them up to a multiple of 64 (the weights of `vec_dot_f32_padded`).
     let padded = n_keys.next_multiple_of(16);
-    let mut p = vec![f32::NEG_INFINITY; padded];
-    for (j, p) in p.iter_mut().take(n_keys).enumerate() {
-        *p = vec_dot_f32::<L>(&keys[j * dk..][..dk], q) * s.scale + 0.0;
+    let stride = match s.seq {
+        1 => n_keys.next_multiple_of(64),
+        _ => padded,
+    };
+    let mut p = vec![0f32; rows * stride];
+    for p in p.chunks_exact_mut(stride) {
+        p[n_keys..padded].fill(f32::NEG_INFINITY);
     }
-    let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0f64;
-    for chunk in p.chunks_exact_mut(16) {
-        for x in chunk.iter_mut() {
-            *x = v_expf(*x - max);
+    for j in 0..n_keys {
+        let k = &keys[j * dk..][..dk];
+        for (r, q) in qs.chunks_exact(dk).enumerate() {
+            p[r * stride + j] = vec_dot_f32::<L>(k, q) * s.scale + 0.0;
         }
-        let chunk: &[f32; 16] = (&*chunk).try_into().expect("16 lanes");
-        sum += reduce16(chunk) as f64;
     }
-    let inv = (1.0 / sum) as f32;
-    for x in p.iter_mut() {
-        *x *= inv;
+    for p in p.chunks_exact_mut(stride) {
+        let p = &mut p[..padded];
+        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0f64;
+        for chunk in p.chunks_exact_mut(16) {
+            for x in chunk.iter_mut() {
+                *x = v_expf(*x - max);
+            }
+            let chunk: &[f32; 16] = (&*chunk).try_into().expect("16 lanes");
+            sum += reduce16(chunk) as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for x in p.iter_mut() {
+            *x *= inv;
+        }
     }
     // Weighted sum of the values: each output element is a dot product of the weights with a
     // value column over the keys, as if the column were zero past `n_keys` (ggml's weights are
     // zero there); the cache past `n_keys` is not read ([`Lanes16::fma_prefix`]).
     let columns = vt.chunks_exact(s.capacity);
-    let whole = n_keys / 16;
     if s.seq >= 2 {
-        // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order.
-        for (o, col) in out.iter_mut().zip(columns) {
-            let mut acc = [0f32; 16];
-            for (v, w) in col.chunks_exact(16).zip(p.chunks_exact(16)).take(whole) {
-                L::fma(
-                    &mut acc,
-                    v.try_into().expect("16 lanes"),
-                    w.try_into().expect("16 lanes"),
-                );
+        // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order; up to four heads
+        // per pass over a value column.
+        for (d, col) in columns.enumerate() {
+            let mut r = 0;
+            while r < rows {
+                let ps = |g: usize| &p[(r + g) * stride..][..stride];
+                let sums: &[f32] = match rows - r {
+                    1 => &weighted_sums::<L, 1>(col, [ps(0)], n_keys),
+                    2 => &weighted_sums::<L, 2>(col, [ps(0), ps(1)], n_keys),
+                    3 => &weighted_sums::<L, 3>(col, [ps(0), ps(1), ps(2)], n_keys),
+                    _ => &weighted_sums::<L, 4>(col, [ps(0), ps(1), ps(2), ps(3)], n_keys),
+                };
+                for (g, &v) in sums.iter().enumerate() {
+                    out[(r + g) * dv + d] = v;
+                }
+                r += sums.len();
             }
-            if whole * 16 < n_keys {
-                L::fma_prefix(
-                    &mut acc,
-                    &col[whole * 16..n_keys],
-                    p[whole * 16..][..16].try_into().expect("16 lanes"),
-                );
-            }
-            *o = reduce16(&acc);
         }
     } else {
         // vec_dot_f32 of each value column with the weights (zero past the keys), over whole
         // steps of 64: ggml's loop over its cache padded to 256 positions adds nothing more.
-        p.resize(n_keys.next_multiple_of(64), 0.0);
-        for (o, col) in out.iter_mut().zip(columns) {
-            *o = vec_dot_f32_padded::<L>(col, &p, n_keys);
+        for (r, p) in p.chunks_exact(stride).enumerate() {
+            for (o, col) in out[r * dv..][..dv].iter_mut().zip(columns.clone()) {
+                *o = vec_dot_f32_padded::<L>(col, p, n_keys);
+            }
         }
     }
+}
+
+/// tinyBLAS's sums `Σ_j col[j]·ps[g][j]` over the first `n` keys, one 16-lane accumulator per
+/// head `g` (lane `l` takes the keys `j ≡ l (mod 16)` in order), reduced; the column is read
+/// once for all `G`.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn weighted_sums<L: Lanes16, const G: usize>(
+    col: &[f32],
+    ps: [&[f32]; G],
+    n: usize,
+) -> [f32; G] {
+    let mut acc = [[0f32; 16]; G];
+    let whole = n / 16;
+    for c in 0..whole {
+        let v: &[f32; 16] = col[16 * c..][..16].try_into().expect("16 lanes");
+        for (acc, p) in acc.iter_mut().zip(&ps) {
+            L::fma(acc, v, p[16 * c..][..16].try_into().expect("16 lanes"));
+        }
+    }
+    if whole * 16 < n {
+        for (acc, p) in acc.iter_mut().zip(&ps) {
+            L::fma_prefix(
+                acc,
+                &col[whole * 16..n],
+                p[whole * 16..][..16].try_into().expect("16 lanes"),
+            );
+        }
+    }
+    acc.map(|a| reduce16(&a))
 }
 
 /// One step of 64 elements of [`vec_dot_f32`]: 16 lanes each of `x[16j ..]·y[16j ..]` into
