@@ -143,45 +143,40 @@ fn rope_is_llama_cpps() {
     }
 }
 
-/// `[n, heads, d]` rows as the key cache's `[1, heads, capacity, d]`, the rows past `n` NaN
-/// (they must never be read).
+/// How a cache tensor lays out its positions.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `[1, heads, capacity, d]`: the key cache.
+    Rows,
+    /// `[1, heads, d, capacity]`: the value cache of the CPU devices (transposed).
+    Columns,
+}
+
+/// `[n, heads, d]` rows as a cache tensor of `capacity` positions in `layout`, the positions
+/// past `n` NaN (they must never be read).
 fn cache(
     rows: &[f32],
-    n: usize,
-    heads: usize,
-    d: usize,
-    capacity: usize,
+    [n, heads, d, capacity]: [usize; 4],
+    layout: Layout,
     device: &Device,
 ) -> Tensor<4> {
     let mut data = vec![f32::NAN; heads * capacity * d];
     for p in 0..n {
         for h in 0..heads {
-            let src = &rows[(p * heads + h) * d..][..d];
-            data[(h * capacity + p) * d..][..d].copy_from_slice(src);
-        }
-    }
-    tensor::<4>(&[1, heads, capacity, d], data, device)
-}
-
-/// `[n, heads, d]` rows as the value cache's `[1, heads, d, capacity]` (transposed, as the CPU
-/// devices keep it), the positions past `n` NaN (they must never be read).
-fn cache_transposed(
-    rows: &[f32],
-    n: usize,
-    heads: usize,
-    d: usize,
-    capacity: usize,
-    device: &Device,
-) -> Tensor<4> {
-    let mut data = vec![f32::NAN; heads * d * capacity];
-    for p in 0..n {
-        for h in 0..heads {
             for (e, &v) in rows[(p * heads + h) * d..][..d].iter().enumerate() {
-                data[(h * d + e) * capacity + p] = v;
+                let at = match layout {
+                    Layout::Rows => (h * capacity + p) * d + e,
+                    Layout::Columns => (h * d + e) * capacity + p,
+                };
+                data[at] = v;
             }
         }
     }
-    tensor::<4>(&[1, heads, d, capacity], data, device)
+    let shape = match layout {
+        Layout::Rows => [1, heads, capacity, d],
+        Layout::Columns => [1, heads, d, capacity],
+    };
+    tensor::<4>(&shape, data, device)
 }
 
 #[test]
@@ -210,8 +205,8 @@ fn attention_is_llama_cpps() {
                 let capacity = n + 7;
                 let out = ggml_ops::attention(
                     tensor::<4>(&[1, seq, n_head, dk], q.clone(), &device),
-                    cache(&k, n, n_kv, dk, capacity, &device),
-                    cache_transposed(&v, n, n_kv, dv, capacity, &device),
+                    cache(&k, [n, n_kv, dk, capacity], Layout::Rows, &device),
+                    cache(&v, [n, n_kv, dv, capacity], Layout::Columns, &device),
                     n - seq,
                     scale,
                 );

@@ -21,7 +21,7 @@ use gguf_importer::GgmlType;
 
 use super::kquants::KQuant;
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
-use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4};
+use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4, unroll16};
 use super::{Isa, Out, TileFn};
 
 /// A super-block unpacked into registers.
@@ -292,19 +292,28 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                 };
                 let (s, c) = (wide(s), wide(c));
                 // acc += (s·dx)·dot - c·(dx·bsum): one chain of multiply-adds per row (the
-                // rows of the tile overlap), then two f32 multiply-adds
-                for i in 0..N {
-                    let x = &*xs[i].add(b);
-                    let qx = |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
-                    let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
-                    for (r, q) in q.iter().enumerate().skip(1) {
-                        dot = _mm512_dpbusd_epi32(dot, *q, qx(r));
-                    }
-                    let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
-                    let a = _mm512_fnmadd_ps(c, dbsum, acc512[i]);
-                    let sdx = _mm512_mul_ps(s, _mm512_set1_ps(x.d));
-                    acc512[i] = _mm512_fmadd_ps(sdx, _mm512_cvtepi32_ps(dot), a);
+                // rows of the tile overlap), then two f32 multiply-adds. The rows are written
+                // out with constant indices (`unroll16!`) so that the 16 accumulators stay in
+                // registers: as a loop, the compiler kept them on the stack, a store and a load
+                // per row and block.
+                macro_rules! row {
+                    ($i:literal) => {
+                        if $i < N {
+                            let x = &*xs[$i].add(b);
+                            let qx =
+                                |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
+                            let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
+                            dot = _mm512_dpbusd_epi32(dot, q[1], qx(1));
+                            dot = _mm512_dpbusd_epi32(dot, q[2], qx(2));
+                            dot = _mm512_dpbusd_epi32(dot, q[3], qx(3));
+                            let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
+                            let a = _mm512_fnmadd_ps(c, dbsum, acc512[$i]);
+                            let sdx = _mm512_mul_ps(s, _mm512_set1_ps(x.d));
+                            acc512[$i] = _mm512_fmadd_ps(sdx, _mm512_cvtepi32_ps(dot), a);
+                        }
+                    };
                 }
+                unroll16!(row);
                 continue;
             }
             for i in 0..N {
