@@ -4,8 +4,9 @@
 //! A position-independent Rust executable with burn's backends in it carries 4.2 MB of
 //! `R_X86_64_RELATIVE` entries, which the dynamic loader reads at every start: 4-5 MB of resident
 //! memory for as long as the process runs, 3% of a SmolLM2 `generate`. Packed, they take 40 KB.
-//! Measured in `/proc/self/status` at the start of an example: RSS 9 -> 4 MiB. The library itself is unaffected; an application that embeds it can pass the
-//! same flag to its own link (`-C link-arg=-Wl,-z,pack-relative-relocs`).
+//! Measured in `/proc/self/status` at the start of an example: RSS 9 -> 4 MiB. The library
+//! itself is unaffected; an application that embeds it can pass the same flag to its own link
+//! (`-C link-arg=-Wl,-z,pack-relative-relocs`).
 
 use std::process::Command;
 

@@ -33,11 +33,11 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 /// ggml's `GGML_MAX_DIMS`.
 pub const MAX_DIMS: u32 = 4;
 
-/// The bytes behind a [`GgufFile`]: a memory map of a file, or a buffer in memory.
 /// The span of pages a page fault of a file mapping maps at once (Linux's default
 /// `fault_around_bytes`).
 const FAULT_AROUND: usize = 64 << 10;
 
+/// The bytes behind a [`GgufFile`]: a memory map of a file, or a buffer in memory.
 enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),

@@ -32,18 +32,20 @@ fn values_transposed(device: &Device) -> bool {
     gguf_kernels::ggml_ops::runs_on(device)
 }
 
-/// A zeroed value tensor of a layer on `device`, in that device's layout.
-fn zero_values(
+/// A layer's zeroed key and value tensors on `device`, the values in that device's layout.
+fn zero_layer(
     batch: usize,
     n_kv: usize,
     capacity: usize,
-    dv: usize,
+    (dk, dv): (usize, usize),
     device: &Device,
-) -> Tensor<4> {
-    match values_transposed(device) {
+) -> (Tensor<4>, Tensor<4>) {
+    let keys = Tensor::zeros([batch, n_kv, capacity, dk], device);
+    let values = match values_transposed(device) {
         true => Tensor::zeros([batch, n_kv, dv, capacity], device),
         false => Tensor::zeros([batch, n_kv, capacity, dv], device),
-    }
+    };
+    (keys, values)
 }
 
 /// Keys and values of the positions seen so far, per layer.
@@ -84,12 +86,7 @@ impl KvCache {
     ) -> KvCache {
         let layers = shapes
             .iter()
-            .map(|&(n_kv, dk, dv)| {
-                Some((
-                    Tensor::zeros([batch, n_kv, capacity, dk], device),
-                    zero_values(batch, n_kv, capacity, dv, device),
-                ))
-            })
+            .map(|&(n_kv, dk, dv)| Some(zero_layer(batch, n_kv, capacity, (dk, dv), device)))
             .collect();
         KvCache {
             layers,
@@ -196,13 +193,7 @@ impl KvCache {
                 }
                 (ck, cv)
             }
-            None => {
-                let device = k.device();
-                (
-                    Tensor::zeros([self.batch, kh, self.capacity, dk], &device),
-                    zero_values(self.batch, kh, self.capacity, dv, &device),
-                )
-            }
+            None => zero_layer(self.batch, kh, self.capacity, (dk, dv), &k.device()),
         };
         let (start, end) = (self.len, self.len + seq);
         let k_all = k_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dk], k);

@@ -23,8 +23,16 @@ impl ByteTable {
     /// Appends `s` as string `len()`. `None`, and nothing appended, once the strings would take
     /// more than `u32::MAX` bytes.
     pub fn push(&mut self, s: &[u8]) -> Option<()> {
-        let end = u32::try_from(self.bytes.len() + s.len()).ok()?;
-        self.bytes.extend_from_slice(s);
+        self.push_concat(&[s])
+    }
+
+    /// Appends the concatenation of `parts` as one string, as [`ByteTable::push`].
+    fn push_concat(&mut self, parts: &[&[u8]]) -> Option<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let end = u32::try_from(self.bytes.len() + len).ok()?;
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
         self.ends.push(end);
         Some(())
     }
@@ -43,6 +51,12 @@ impl ByteTable {
         self.ends.len()
     }
 
+    /// String `i` of an index taken from a table's hash index (so in range).
+    fn at(&self, i: u32) -> &[u8] {
+        self.get(i as usize)
+            .expect("indices in the hash table are in the table")
+    }
+
     /// Releases the spare capacity of a finished table.
     pub fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
@@ -50,7 +64,8 @@ impl ByteTable {
     }
 }
 
-/// UTF-8 strings numbered from 0, with a lookup by content: the token texts.
+/// UTF-8 strings numbered from 0, with a lookup by content: the token texts. The hash index
+/// hashes and compares bytes; only [`StrTable::get`] and [`StrTable::iter`] read them as `str`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StrTable {
     strings: ByteTable,
@@ -66,14 +81,17 @@ impl StrTable {
     pub fn push(&mut self, s: &str) -> Option<()> {
         let id = u32::try_from(self.strings.len()).ok()?;
         self.strings.push(s.as_bytes())?;
-        let hash = self.hasher.hash_one(s);
+        let hash = self.hasher.hash_one(s.as_bytes());
         let strings = &self.strings;
-        match self.index.find_mut(hash, |&i| str_at(strings, i) == s) {
+        match self
+            .index
+            .find_mut(hash, |&i| strings.at(i) == s.as_bytes())
+        {
             Some(slot) => *slot = id,
             None => {
                 let hasher = &self.hasher;
                 self.index
-                    .insert_unique(hash, id, |&i| hasher.hash_one(str_at(strings, i)));
+                    .insert_unique(hash, id, |&i| hasher.hash_one(strings.at(i)));
             }
         }
         Some(())
@@ -86,9 +104,9 @@ impl StrTable {
 
     /// The index of `s` (the last pushed, for a duplicate).
     pub fn find(&self, s: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(s);
+        let hash = self.hasher.hash_one(s.as_bytes());
         self.index
-            .find(hash, |&i| str_at(&self.strings, i) == s)
+            .find(hash, |&i| self.strings.at(i) == s.as_bytes())
             .copied()
     }
 
@@ -98,7 +116,7 @@ impl StrTable {
 
     /// The strings in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        (0..self.len()).map(|i| str_at(&self.strings, i as u32))
+        (0..self.len()).map(|i| as_str(self.strings.at(i as u32)))
     }
 
     /// Releases the spare capacity of a finished table.
@@ -107,11 +125,12 @@ impl StrTable {
         let hasher = &self.hasher;
         let strings = &self.strings;
         self.index
-            .shrink_to_fit(|&i| hasher.hash_one(str_at(strings, i)));
+            .shrink_to_fit(|&i| hasher.hash_one(strings.at(i)));
     }
 }
 
-/// A table of pairs of strings with a rank each, looked up by the pair: BPE's merges.
+/// A table of pairs of strings with a rank each, looked up by the pair: BPE's merges (hashed and
+/// compared as bytes).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PairTable {
     /// Each pair as `left` then `right`.
@@ -129,16 +148,14 @@ impl PairTable {
     /// Adds `(left, right)` with `rank` unless the pair is already there (the first rank wins).
     /// `None`, and nothing added, past `u32::MAX` pairs or bytes.
     pub fn insert(&mut self, left: &str, right: &str, rank: u32) -> Option<()> {
+        let (left, right) = (left.as_bytes(), right.as_bytes());
         let hash = self.hasher.hash_one((left, right));
         if self.find_index(hash, left, right).is_some() {
             return Some(());
         }
         let i = u32::try_from(self.strings.len()).ok()?;
         let split = u32::try_from(left.len()).ok()?;
-        let mut both = Vec::with_capacity(left.len() + right.len());
-        both.extend_from_slice(left.as_bytes());
-        both.extend_from_slice(right.as_bytes());
-        self.strings.push(&both)?;
+        self.strings.push_concat(&[left, right])?;
         self.splits.push(split);
         self.ranks.push(rank);
         let (hasher, strings, splits) = (&self.hasher, &self.strings, &self.splits);
@@ -149,12 +166,13 @@ impl PairTable {
 
     /// The rank of `(left, right)`.
     pub fn rank(&self, left: &str, right: &str) -> Option<u32> {
+        let (left, right) = (left.as_bytes(), right.as_bytes());
         let hash = self.hasher.hash_one((left, right));
         self.find_index(hash, left, right)
             .map(|i| self.ranks[i as usize])
     }
 
-    fn find_index(&self, hash: u64, left: &str, right: &str) -> Option<u32> {
+    fn find_index(&self, hash: u64, left: &[u8], right: &[u8]) -> Option<u32> {
         self.index
             .find(hash, |&i| {
                 pair_at(&self.strings, &self.splits, i) == (left, right)
@@ -184,17 +202,9 @@ fn as_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).expect("the table holds only strings pushed as &str")
 }
 
-fn str_at(t: &ByteTable, i: u32) -> &str {
-    as_str(
-        t.get(i as usize)
-            .expect("indices in the hash table are in the table"),
-    )
-}
-
-fn pair_at<'t>(t: &'t ByteTable, splits: &[u32], i: u32) -> (&'t str, &'t str) {
-    let s = str_at(t, i);
-    // Both halves were pushed as whole `&str`s, so the split is a char boundary.
-    s.split_at(splits[i as usize] as usize)
+/// Pair `i` as its left and right bytes.
+fn pair_at<'t>(t: &'t ByteTable, splits: &[u32], i: u32) -> (&'t [u8], &'t [u8]) {
+    t.at(i).split_at(splits[i as usize] as usize)
 }
 
 #[cfg(test)]

@@ -253,8 +253,7 @@ unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
     for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
         fma64::<L>(&mut acc, x, y);
     }
-    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    let mut s = reduce16(&sum);
+    let mut s = reduce_acc4(&acc);
     for e in whole..n {
         s += x[e] * y[e];
     }
@@ -469,6 +468,14 @@ unsafe fn weighted_sums<L: Lanes16, const G: usize>(
     acc.map(|a| reduce16(&a))
 }
 
+/// The end of [`vec_dot_f32`]'s whole steps: the four accumulators summed
+/// `(a0 + a2) + (a1 + a3)` lane by lane, then reduced.
+#[inline(always)]
+fn reduce_acc4(acc: &[[f32; 16]; 4]) -> f32 {
+    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    reduce16(&sum)
+}
+
 /// One step of 64 elements of [`vec_dot_f32`]: 16 lanes each of `x[16j ..]·y[16j ..]` into
 /// `acc[j]`.
 ///
@@ -509,8 +516,7 @@ unsafe fn vec_dot_f32_padded<L: Lanes16>(x: &[f32], y: &[f32], n: usize) -> f32 
             );
         }
     }
-    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    reduce16(&sum)
+    reduce_acc4(&acc)
 }
 
 #[cfg(test)]
