@@ -11,6 +11,7 @@
 //! order) and `DIR/tokens.txt` (the prompt's token ids, tokenized as `generate` does).
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -18,7 +19,7 @@ use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::npy;
-use gguf_llama::model::{Llama, Logits, Weights};
+use gguf_llama::model::{CacheTypes, KvType, Llama, Logits, Weights};
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -37,12 +38,22 @@ struct Args {
     /// `quantized` (weights in their GGUF blocks, as `generate` runs them) or `f32`.
     #[arg(long, default_value = "quantized")]
     weights: Weights,
+    /// KV cache type of the keys: f16 (llama.cpp's default) or f32.
+    #[arg(long, default_value = "f16")]
+    cache_type_k: KvType,
+    /// KV cache type of the values: f16 (llama.cpp's default) or f32.
+    #[arg(long, default_value = "f16")]
+    cache_type_v: KvType,
     /// Output directory.
     #[arg(long)]
     out: std::path::PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = device::device(args.device)?;
     let file = cli::open_model(args.model.as_deref())?;
@@ -53,7 +64,11 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
 
     let tokens = token_tensor(&prompt, &device);
-    let mut cache = model.new_cache(1, prompt.len());
+    let types = CacheTypes {
+        k: args.cache_type_k,
+        v: args.cache_type_v,
+    };
+    let mut cache = model.new_cache_with(1, prompt.len(), types);
     let mut order = Vec::new();
     let mut failure = None;
     model.forward_traced(tokens, &mut cache, Logits::All, &mut |name, t| {

@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -27,12 +28,16 @@ use gguf_llama::sampling::{Sampler, SamplerConfig};
 struct Args {
     #[command(flatten)]
     run: ModelArgs,
+    /// Prompt tokens of the prefill pass (at least 1).
     #[arg(long, default_value_t = 128)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     prompt_tokens: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Tokens decoded one by one after the prefill (0: prefill only).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     gen_tokens: usize,
-    /// Repetitions; the best is reported.
+    /// Repetitions (at least 1); the best is reported.
     #[arg(long, default_value_t = 3)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     runs: usize,
     /// One JSON line {"pp_tok_s","tg_tok_s","load_s","peak_rss_bytes"}.
     #[arg(long)]
@@ -47,7 +52,11 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.run.device()?;
 
@@ -58,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     // The weights are copied out of the file: its parsed metadata is not needed any more.
     drop(file);
     let n_vocab = model.config().vocab_size as u32;
-    let needed = args.prompt_tokens + args.gen_tokens;
+    let needed = args.prompt_tokens.saturating_add(args.gen_tokens);
     anyhow::ensure!(
         needed <= model.config().context_length,
         "--prompt-tokens + --gen-tokens = {needed} exceeds the context length {}",
@@ -72,8 +81,8 @@ fn main() -> anyhow::Result<()> {
     let mut greedy = Sampler::new(SamplerConfig::greedy())?;
     let (mut best_pp, mut best_tg) = (0f64, 0f64);
     // One cache, emptied before each run (as llama-bench clears its KV cache).
-    let mut cache = model.new_cache(1, needed);
-    for _ in 0..args.runs.max(1) {
+    let mut cache = model.new_cache_with(1, needed, args.run.cache());
+    for _ in 0..args.runs {
         cache.reset();
         let t = Instant::now();
         let mut logits = last_logits(model.forward_ids(&prompt, 1, &mut cache, Logits::Last)?)?;

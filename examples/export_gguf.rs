@@ -6,9 +6,11 @@
 //! ```
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::gguf::GgufFile;
 use gguf_llama::model::export::ExportType;
@@ -31,7 +33,11 @@ struct Args {
     device: DeviceName,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = device::device(args.device)?;
     let file =

@@ -17,6 +17,7 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -41,38 +42,45 @@ struct Args {
     /// The training text (UTF-8); default: three Grimm tales (tests/fixtures/perplexity).
     #[arg(long)]
     text: Option<PathBuf>,
-    /// Optimizer steps.
+    /// Optimizer steps (at least 1).
     #[arg(long, default_value_t = 300)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     steps: usize,
-    /// Windows per step.
+    /// Windows per step (at least 1).
     #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     batch: usize,
-    /// Tokens per window (the loss predicts tokens 1..=seq from 0..seq).
+    /// Tokens per window (the loss predicts tokens 1..=seq from 0..seq; at least 1, at most the
+    /// context length).
     #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     seq: usize,
-    /// Adam's learning rate.
+    /// Adam's learning rate (above 0).
     #[arg(long, default_value_t = 3e-3)]
+    #[arg(value_parser = cli::positive_number, allow_negative_numbers = true)]
     lr: f64,
-    /// LoRA rank.
+    /// LoRA rank (at least 1).
     #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     rank: usize,
     /// LoRA alpha (the adapters' output is scaled by alpha / rank).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
     alpha: f32,
     /// Projections that get adapters, comma-separated: q, k, v, o, gate, up, down.
     #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
     targets: Vec<LoraTarget>,
     /// Seed of the adapters' initial values and of the windows drawn.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
-    /// Print the losses every N steps.
+    /// Print the losses every N steps (at least 1).
     #[arg(long, default_value_t = 25)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     log_every: usize,
     /// The prompt of the samples before and after.
     #[arg(long, default_value = "Once upon a time")]
     prompt: String,
-    /// Tokens per sample.
-    #[arg(long, default_value_t = 48)]
+    /// Tokens per sample (0: no samples).
+    #[arg(long, default_value_t = 48, allow_negative_numbers = true)]
     sample_tokens: usize,
     /// Save the merged model here (merged.bpk, merged-<type>.gguf).
     #[arg(long)]
@@ -93,6 +101,7 @@ fn sample(
         max_tokens: n,
         sampler: SamplerConfig::greedy(),
         stop_at_eog: true,
+        ..GenerateConfig::default()
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
@@ -104,7 +113,11 @@ fn sample(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.run.device()?;
     let file = cli::open_model(args.run.model.as_deref())?;

@@ -12,6 +12,7 @@
 mod common;
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -36,34 +37,52 @@ struct Args {
     /// A system message (with --chat).
     #[arg(long, requires = "chat")]
     system: Option<String>,
-    /// Tokens to generate at most.
+    // Numeric flags take negative numbers as values, so that `--top-p -1` is reported as an
+    // invalid value of --top-p rather than as an unknown flag `-1`.
+    /// Tokens to generate at most (at least 1).
     #[arg(long, default_value_t = 128)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     max_tokens: usize,
-    /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    /// Temperature; 0 (or below) = greedy.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temp: f32,
     /// Top-k (0 = off).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
     top_k: usize,
     /// Top-p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
     /// Min-p (0 = off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     min_p: f32,
     /// Repetition penalty (1 = off), over the last 64 tokens.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     repeat_penalty: f32,
     /// Random seed (default: from the clock).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Print one JSON line {"prompt_tokens","tokens","text","timings"} instead of streaming.
     #[arg(long)]
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    let sampler = SamplerConfig {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    };
+    // Out-of-range sampler flags fail before the model is loaded.
+    sampler.validate()?;
     let device = args.run.device()?;
 
     let load = Instant::now();
@@ -84,16 +103,9 @@ fn main() -> anyhow::Result<()> {
     drop(file);
     let config = GenerateConfig {
         max_tokens: args.max_tokens,
-        sampler: SamplerConfig {
-            temperature: args.temp,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
-            seed: args.seed,
-            ..SamplerConfig::default()
-        },
+        sampler,
         stop_at_eog: true,
+        cache: args.run.cache(),
     };
 
     let stdout = std::io::stdout();

@@ -9,9 +9,11 @@
 //! On a bad file it exits non-zero with the error on stderr.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use gguf_llama::cli;
 use gguf_llama::gguf::{npy, GgufFile};
 
 #[derive(Parser)]
@@ -27,7 +29,11 @@ struct Args {
     out: Option<std::path::PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let file =
         GgufFile::open(&args.file).with_context(|| format!("reading {}", args.file.display()))?;

@@ -13,6 +13,7 @@
 mod common;
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -32,21 +33,27 @@ struct Args {
     /// The text file (UTF-8).
     #[arg(long)]
     text: std::path::PathBuf,
+    // Ranges are checked by `perplexity::perplexity` (PerplexityError); negative numbers are
+    // taken as values so that they are reported as invalid values of their flag.
     /// Tokens per window (llama.cpp's -c); the second half of each window is scored.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     ctx: usize,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     batch: usize,
     /// Score only the first N windows (llama.cpp's --chunks).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     chunks: Option<usize>,
     /// Print one JSON line {"ppl","ppl_stderr","running_ppl",...,"timings"} instead.
     #[arg(long)]
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.run.device()?;
 
@@ -68,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         n_ctx: args.ctx,
         batch: args.batch,
         max_windows: args.chunks,
+        cache: args.run.cache(),
     };
 
     if !args.json {

@@ -11,10 +11,12 @@
 //! `Llama::load_record`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::GgufFile;
@@ -35,27 +37,33 @@ struct Args {
     /// quantized (weights in their blocks) or f32 (dequantized).
     #[arg(long, default_value = "quantized")]
     weights: Weights,
-    /// Timed loads of each kind; the fastest is reported.
+    /// Timed loads of each kind (at least 1); the fastest is reported.
     #[arg(long, default_value_t = 3)]
+    #[arg(value_parser = cli::positive_count, allow_negative_numbers = true)]
     runs: usize,
 }
 
-/// The fastest of `runs` calls of `f`, and the last result.
+/// The fastest of `runs` calls of `f` (at least one), and the last result.
 fn fastest<T>(
     runs: usize,
     mut f: impl FnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, Duration)> {
-    let mut best = Duration::MAX;
-    let mut last = None;
-    for _ in 0..runs.max(1) {
+    let start = Instant::now();
+    let mut last = f()?;
+    let mut best = start.elapsed();
+    for _ in 1..runs {
         let start = Instant::now();
-        last = Some(f()?);
+        last = f()?;
         best = best.min(start.elapsed());
     }
-    Ok((last.expect("at least one run"), best))
+    Ok((last, best))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = device::device(args.device)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -116,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         "load         GGUF open+load {:.1} ms, record load {:.1} ms (fastest of {})",
         gguf_load.as_secs_f64() * 1e3,
         record_load.as_secs_f64() * 1e3,
-        args.runs.max(1)
+        args.runs
     );
     println!(
         "first pass   {} tokens: GGUF model {:.1} ms, record model {:.1} ms",

@@ -5,6 +5,8 @@
 //! cargo run --release --example tokenize -- --model M.gguf --prompt "<|im_start|>user" --pieces
 //! ```
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use gguf_llama::cli;
 use gguf_llama::tokenizer::Tokenizer;
@@ -29,7 +31,11 @@ struct Args {
     pieces: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    cli::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let file = cli::open_model(args.model.as_deref())?;
     let tokenizer = Tokenizer::from_gguf(file.metadata())?;

@@ -16,8 +16,10 @@ For each model it measures, best of --runs:
 - llama.cpp: after one untimed single-token eval (warm-up), prefill = one llm.eval over
   --prompt-tokens tokens from an empty cache;
   decode = --gen-tokens single-token llm.eval calls after it, fed back greedily (n_threads =
-  --threads, n_batch >= the prompt, F32 KV cache as our cache is f32, flash attention off);
-- ours: `cargo run --release --example bench -- --json` with the same arguments and `--weights`
+  --threads, n_batch >= the prompt, KV cache of --cache-type: f16 by default, llama.cpp's
+  default, as its users run it; flash attention off, llama-cpp-python's default);
+- ours: `cargo run --release --example bench -- --json` with the same arguments, the same
+  cache type (`--cache-type-k/-v`) and `--weights`
   (default quantized: the weights stay in their GGUF blocks; `--quantized` is the older
   spelling, and is what is passed to a bench example that predates `--weights`).
 Before and after the runs it measures this machine's memory-read bandwidth with 2 threads
@@ -72,9 +74,10 @@ def cargo_env() -> dict:
     env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/gguf-llama/target"))
     return env
 
-def llama_cpp_bench(model: Path, threads: int, n_prompt: int, n_gen: int, runs: int) -> dict:
+def llama_cpp_bench(model: Path, threads: int, n_prompt: int, n_gen: int, runs: int, cache_type: str) -> dict:
     import llama_cpp
 
+    kv = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}[cache_type]
     t = time.perf_counter()
     llm = llama_cpp.Llama(
         model_path=str(model),
@@ -83,8 +86,8 @@ def llama_cpp_bench(model: Path, threads: int, n_prompt: int, n_gen: int, runs: 
         n_ubatch=max(512, n_prompt),
         n_threads=threads,
         n_threads_batch=threads,
-        type_k=llama_cpp.GGML_TYPE_F32,
-        type_v=llama_cpp.GGML_TYPE_F32,
+        type_k=kv,
+        type_v=kv,
         flash_attn=False,
         logits_all=False,
         n_gpu_layers=0,
@@ -127,11 +130,14 @@ def weights_args(weights: str) -> list[str]:
     raise SystemExit("the bench example has neither --weights nor --quantized:\n" + proc.stdout)
 
 
-def ours_bench(model: Path, device: str, threads: int, n_prompt: int, n_gen: int, runs: int, weights: list[str]) -> dict:
+def ours_bench(
+    model: Path, device: str, threads: int, n_prompt: int, n_gen: int, runs: int, weights: list[str], cache_type: str
+) -> dict:
     cmd = [
         "cargo", "run", "--release", "--quiet", "--example", "bench", "--",
         "--model", str(model), "--device", device, "--threads", str(threads),
         "--prompt-tokens", str(n_prompt), "--gen-tokens", str(n_gen), "--runs", str(runs), "--json",
+        "--cache-type-k", cache_type, "--cache-type-v", cache_type,
         *weights,
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=cargo_env())
@@ -205,9 +211,9 @@ def weight_bytes_per_token(model: Path) -> tuple[int, int]:
     return total, read
 
 
-def kv_cache_bytes(model: Path, positions: int) -> int:
-    """Bytes of an f32 KV cache of `positions` positions for the file's model (what `bench`
-    allocates: per layer n_head_kv x (key_length + value_length) x positions x 4 bytes)."""
+def kv_cache_bytes(model: Path, positions: int, elem_bytes: int) -> int:
+    """Bytes of a KV cache of `positions` positions for the file's model (what `bench`
+    allocates: per layer n_head_kv x (key_length + value_length) x positions x `elem_bytes`)."""
     import gguf
 
     reader = gguf.GGUFReader(str(model))
@@ -224,7 +230,7 @@ def kv_cache_bytes(model: Path, positions: int) -> int:
     kv_heads = [int(x) for x in kv] if isinstance(kv, list) else [int(kv if kv is not None else n_head)] * n_layer
     dk = int(value(f"{arch}.attention.key_length") or n_embd // n_head)
     dv = int(value(f"{arch}.attention.value_length") or n_embd // n_head)
-    return sum(h * (dk + dv) * positions * 4 for h in kv_heads)
+    return sum(h * (dk + dv) * positions * elem_bytes for h in kv_heads)
 
 
 def cpu_name() -> str:
@@ -245,10 +251,12 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}×"
 
 
-def table_row(model: Path, label: str, ref: dict | None, ours: dict | None, bw: float, positions: int) -> str:
+def table_row(
+    model: Path, label: str, ref: dict | None, ours: dict | None, bw: float, positions: int, cache_type: str
+) -> str:
     size = model.stat().st_size
     # Issue 4's memory bound: file + KV cache + 15%.
-    bound = (size + kv_cache_bytes(model, positions)) * 1.15
+    bound = (size + kv_cache_bytes(model, positions, {"f16": 2, "f32": 4}[cache_type])) * 1.15
     _, read = weight_bytes_per_token(model)
     r = ref or {}
     o = ours or {}
@@ -299,6 +307,8 @@ def main() -> int:
     side.add_argument("--llama-only", action="store_true", help="run llama.cpp only")
     side.add_argument("--ours-only", action="store_true", help="run our bench example only")
     ap.add_argument("--bandwidth", default="rust", help="rust (default), numpy, or a value in GB/s")
+    ap.add_argument("--cache-type", default="f16", choices=["f16", "f32"],
+                    help="KV cache type of both sides (f16: llama.cpp's default)")
     ap.add_argument("--marker", help="marker name in --write's file (default: bench, or bench-<suite>)")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
@@ -326,22 +336,26 @@ def main() -> int:
     results = []
     for model in models:
         ref = None if args.ours_only else llama_cpp_bench(
-            model, args.threads, args.prompt_tokens, args.gen_tokens, args.runs
+            model, args.threads, args.prompt_tokens, args.gen_tokens, args.runs, args.cache_type
         )
         ours = None if args.llama_only else ours_bench(
-            model, args.device, args.threads, args.prompt_tokens, args.gen_tokens, args.runs, ours_weights
+            model, args.device, args.threads, args.prompt_tokens, args.gen_tokens, args.runs, ours_weights,
+            args.cache_type,
         )
         results.append((model, ref, ours))
-        print(table_row(model, label, ref, ours, bw_before, args.prompt_tokens + args.gen_tokens), flush=True)
+        positions = args.prompt_tokens + args.gen_tokens
+        print(table_row(model, label, ref, ours, bw_before, positions, args.cache_type), flush=True)
     bw_after, _ = measure_bandwidth(args.bandwidth, args.threads)
     bw = max(bw_before, bw_after)
     print(f"memory read bandwidth after the runs: {bw_after:.1f} GB/s", flush=True)
-    rows = [table_row(model, label, ref, ours, bw, args.prompt_tokens + args.gen_tokens) for model, ref, ours in results]
+    positions = args.prompt_tokens + args.gen_tokens
+    rows = [table_row(model, label, ref, ours, bw, positions, args.cache_type) for model, ref, ours in results]
 
     opts = (
         f"--device {args.device} --threads {args.threads} --prompt-tokens {args.prompt_tokens}"
         f" --gen-tokens {args.gen_tokens} --runs {args.runs}"
         + f" --weights {args.weights}"
+        + (f" --cache-type {args.cache_type}" if args.cache_type != "f16" else "")
         + (" --llama-only" if args.llama_only else "")
         + (" --ours-only" if args.ours_only else "")
         + (f" --bandwidth {args.bandwidth}" if args.bandwidth != "rust" else "")
@@ -360,7 +374,8 @@ def main() -> int:
             f"Machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, {args.threads} threads, "
             f"load average {load_before:.1f} before the runs; memory read bandwidth {bw:.1f} GB/s "
             f"(the higher of {bw_before:.1f} before and {bw_after:.1f} after the runs; {bw_how}); llama-cpp-python {llama_cpp.__version__}. Best of {args.runs} runs, "
-            f"{args.prompt_tokens}-token prompt, then {args.gen_tokens} decoded tokens.",
+            f"{args.prompt_tokens}-token prompt, then {args.gen_tokens} decoded tokens; KV cache "
+            f"{args.cache_type} on both sides, flash attention off.",
             "",
             *HEADER,
             *rows,

@@ -23,6 +23,23 @@ Writes the result to tests/fixtures/export/llama_cpp_check.json (per model and t
     logits-{TYPE}-f32deq.npy   llama.cpp on the export dequantized to F32 (f32 math on the
                                export's weights; fixture_common.write_dequantized_f32)
 
+It also writes the references tests/export.rs compares our exported tensor bytes with
+(`tensors_are_llama_cpps_own_quantization`), under tests/fixtures/export/llama-cpp/: for each
+(source, type) of REFERENCE_CASES, llama.cpp's own `llama_model_quantize` output (the
+settings above; the manifest's `same_without_pure` records whether llama.cpp's default
+`pure = False` gives the same tensors), kept as
+
+    whole     the file llama.cpp wrote, as it wrote it ({source stem}-{TYPE}.gguf);
+    subset    only some of its tensors, bytes, types and shapes as llama.cpp wrote them,
+              copied by gguf-py into a small GGUF ({source stem}-{TYPE}.subset.gguf);
+    existing  nothing new: every tensor of llama.cpp's output (name, type, shape, bytes) was
+              checked to equal a file already in the repository, which is the reference
+              (an F32 source's F32 output is the source itself; the synthetic models'
+              synth-{F16,Q8_0}.gguf are llama.cpp's quantizations of synth-F32.gguf).
+
+and tests/fixtures/export/llama-cpp/manifest.json, which lists them with the llama.cpp
+version and sha256 sums. `--references-only` writes just these (no cargo, no logits).
+
 Exit status 1 if llama.cpp fails to load an export, or a tensor differs from llama.cpp's
 own quantization.
 
@@ -39,13 +56,16 @@ Usage (needs llama-cpp-python, gguf, numpy, cargo):
     python3 scripts/check_export.py   # stories260K and the synthetic Q4_K model, F32/F16/Q8_0
     python3 scripts/check_export.py --models models/stories260k-f32.gguf --types f16
     python3 scripts/check_export.py --lora
+    python3 scripts/check_export.py --references-only   # tests/fixtures/export/llama-cpp/
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +82,25 @@ EXPORT_DIR = fc.FIXTURES / "export"
 OUT_JSON = EXPORT_DIR / "llama_cpp_check.json"
 MODELS = [fc.STORIES_MODEL, fc.synth_path("Q4_K")]
 FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+
+REFERENCE_DIR = EXPORT_DIR / "llama-cpp"
+REFERENCE_MANIFEST = REFERENCE_DIR / "manifest.json"
+# The tensors kept of a requantized synthetic model (a quantized source: llama.cpp dequantizes it
+# with ggml's dequantizer, then quantizes): two whole matrices, not the 0.9-3.4 MB files.
+SUBSET_TENSORS = ["blk.0.attn_k.weight", "blk.0.attn_v.weight"]
+# (source, type, how): what tests/export.rs compares our export of `source` as `type` with.
+# how: "whole", "subset", or the repository path of an existing file equal to llama.cpp's output.
+REFERENCE_CASES: list[tuple[Path, str, str]] = [
+    (fc.STORIES_MODEL, "f32", fc.rel(fc.STORIES_MODEL)),
+    (fc.STORIES_MODEL, "f16", "whole"),
+    (fc.STORIES_MODEL, "q8_0", "whole"),
+    (fc.synth_path("F32"), "f32", fc.rel(fc.synth_path("F32"))),
+    (fc.synth_path("F32"), "f16", fc.rel(fc.synth_path("F16"))),
+    (fc.synth_path("F32"), "q8_0", fc.rel(fc.synth_path("Q8_0"))),
+    (fc.synth_path("Q4_K"), "f32", "subset"),
+    (fc.synth_path("Q4_K"), "f16", "subset"),
+    (fc.synth_path("Q4_K"), "q8_0", "subset"),
+]
 
 
 def cargo_env() -> dict[str, str]:
@@ -99,7 +138,7 @@ def export_logits(path: Path, what: str) -> tuple[np.ndarray | None, dict | None
         return None, {"loaded": False, "error": str(e)}
 
 
-def llama_quantize(src: Path, dst: Path, ty: str) -> None:
+def llama_quantize(src: Path, dst: Path, ty: str, pure: bool = True) -> None:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -107,7 +146,7 @@ def llama_quantize(src: Path, dst: Path, ty: str) -> None:
     params.ftype = getattr(llama_cpp, FTYPES[ty])
     params.allow_requantize = True  # a quantized source is dequantized to f32 first
     params.quantize_output_tensor = True
-    params.pure = True
+    params.pure = pure
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise SystemExit(f"llama_model_quantize({FTYPES[ty]}) failed with {rc}")
@@ -137,6 +176,91 @@ def compare_tensors(ours: Path, theirs: Path) -> dict:
     for ty, _, _ in a.values():
         types[ty] = types.get(ty, 0) + 1
     return {"n_tensors": len(a), "types": types, "identical": not differ, "differences": differ}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_subset(src: Path, dst: Path, names: list[str]) -> None:
+    """Writes `dst`: the tensors `names` of `src` (llama.cpp's output), their bytes, ggml types and
+    shapes unchanged, with general.architecture and a description of where they came from."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    by_name = {t.name: t for t in reader.tensors}
+    writer = gguf.GGUFWriter(str(dst), reader.fields["general.architecture"].contents())
+    writer.add_description(
+        f"tensors {', '.join(names)} of llama.cpp's llama_model_quantize output "
+        f"(scripts/check_export.py, see manifest.json)"
+    )
+    for name in names:
+        t = by_name[name]
+        # Quantized data comes as uint8 [rows, bytes per row], which gguf-py turns back into the
+        # element shape; F16/F32 data as its own dtype.
+        writer.add_tensor(name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_references(tmp: Path) -> None:
+    """llama.cpp's own quantizations for tests/export.rs (see the module docs) and their manifest."""
+    REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for source, ty, how in REFERENCE_CASES:
+        name = ty.upper()
+        out = tmp / f"{source.stem}-llama-cpp-{ty}.gguf"
+        llama_quantize(source, out, ty)
+        impure = tmp / f"{source.stem}-llama-cpp-{ty}-not-pure.gguf"
+        llama_quantize(source, impure, ty, pure=False)
+        theirs = tensors(out)
+        types: dict[str, int] = {}
+        for t, _, _ in theirs.values():
+            types[t] = types.get(t, 0) + 1
+        entry = {
+            "source": fc.rel(source),
+            "type": ty,
+            "llama_cpp_output_sha256": sha256(out),
+            "llama_cpp_output_types": types,
+            "same_without_pure": tensors(impure) == theirs,
+        }
+        if how == "whole":
+            reference = REFERENCE_DIR / f"{source.stem}-{name}.gguf"
+            shutil.copyfile(out, reference)
+            entry.update(kept="whole", tensors="all")
+        elif how == "subset":
+            reference = REFERENCE_DIR / f"{source.stem}-{name}.subset.gguf"
+            write_subset(out, reference, SUBSET_TENSORS)
+            entry.update(kept="subset", tensors=SUBSET_TENSORS)
+        else:
+            reference = fc.REPO / how
+            entry.update(kept="existing", tensors="all")
+        kept = tensors(reference)
+        wanted = theirs if entry["tensors"] == "all" else {n: theirs[n] for n in SUBSET_TENSORS}
+        if kept != wanted:
+            raise SystemExit(f"{fc.rel(reference)}: not llama.cpp's quantization of {fc.rel(source)} as {ty}")
+        entry.update(reference=fc.rel(reference), reference_sha256=sha256(reference))
+        entries.append(entry)
+        print(f"{fc.rel(source)} {ty:5} -> {entry['reference']} ({entry['kept']}; llama.cpp's types {types})")
+    fc.write_json(
+        REFERENCE_MANIFEST,
+        {
+            "generator": "scripts/check_export.py --references-only",
+            "versions": fc.versions(),
+            "quantize_params": {
+                "call": "llama_cpp.llama_model_quantize(source, out, params)",
+                "nthread": fc.N_THREADS,
+                "allow_requantize": True,
+                "quantize_output_tensor": True,
+                "pure": True,
+                "ftype": {ty: FTYPES[ty] for ty in FTYPES},
+            },
+            "references": entries,
+        },
+    )
+    print(f"wrote {fc.rel(REFERENCE_MANIFEST)}")
 
 
 def rel_or_abs(path: Path) -> str:
@@ -267,8 +391,17 @@ def main() -> int:
     ap.add_argument("--types", nargs="+", default=["f32", "f16", "q8_0"], choices=sorted(FTYPES))
     ap.add_argument("--json", type=Path, default=OUT_JSON)
     ap.add_argument("--lora", action="store_true", help="check merged LoRA exports instead")
+    ap.add_argument(
+        "--references-only",
+        action="store_true",
+        help="only write llama.cpp's quantizations for tests/export.rs (tests/fixtures/export/llama-cpp)",
+    )
     args = ap.parse_args()
     fc.quiet_llama()
+    if args.references_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_references(Path(tmp))
+        return 0
     if args.lora:
         import json
 
@@ -294,10 +427,18 @@ def main() -> int:
     }
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
+        write_references(Path(tmp))
         for model in args.models:
             entry, model_ok = check_model(model.resolve(), args.types, Path(tmp))
             result["models"][rel_or_abs(model)] = entry
             ok &= model_ok
+    if args.json.exists():
+        # The --lora section is written by its own run: keep it.
+        import json
+
+        lora = json.loads(args.json.read_text()).get("lora")
+        if lora is not None:
+            result["lora"] = lora
     fc.write_json(args.json, result)
     print(f"wrote {rel_or_abs(args.json)}")
     return 0 if ok else 1

@@ -45,13 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="flex")
     ap.add_argument("--weights", default="quantized", choices=["quantized", "f32"],
                     help="how our side holds the weights (llama.cpp always runs the file as it is)")
+    ap.add_argument("--cache-type", default="f16", choices=["f16", "f32"],
+                    help="the KV cache type of both sides (f16: llama.cpp's default)")
     ap.add_argument("--threshold", type=float, default=1e-3)
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["cargo", "run", "--release", "--quiet", "--example", "activations", "--",
                "--model", args.model, "--prompt", args.prompt, "--device", args.device,
-               "--weights", args.weights, "--out", tmp]
+               "--weights", args.weights, "--cache-type-k", args.cache_type,
+               "--cache-type-v", args.cache_type, "--out", tmp]
         # The project's shared target directory (as .ci/run), so this does not build burn again.
         env = dict(os.environ)
         env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/gguf-llama/target"))
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # llama.cpp tokenizes the same text as its completion does (add_special: BOS per the file's
     # add_bos_token; special tokens parsed), as our example does.
-    ref_tokens, ref, _ = capture_activations(args.model, args.prompt, ".*", add_bos=True)
+    ref_tokens, ref, _ = capture_activations(
+        args.model, args.prompt, ".*", add_bos=True, kv_type=args.cache_type
+    )
     if ref_tokens != tokens:
         print(f"DIVERGENCE in the tokens:\n  ours      {tokens}\n  llama.cpp {ref_tokens}")
         return 1

@@ -80,6 +80,11 @@ def write_json(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def rel(path: Path) -> str:
     """Path relative to the repository root, with forward slashes."""
     return path.resolve().relative_to(REPO).as_posix()

@@ -128,13 +128,15 @@ def capture_activations(
     n_ctx: int = 0,
     flash_attn: bool = False,
     last_alone: bool = False,
+    kv_type: str = "f32",
 ) -> tuple[list[int], dict[str, np.ndarray], list[tuple[str, str]]]:
     """Decodes `prompt` once with llama.cpp and returns (tokens, arrays, order).
 
     `names` is a regular expression matched against whole tensor names. `arrays` maps
     `{name}` (last occurrence) and `{name}#{k}` (earlier k-th occurrences) to float32
-    arrays; `order` lists (key, ggml op name) in evaluation order. The KV cache is F32 and
-    flash attention is off unless `flash_attn` (llama.cpp's own default is "auto").
+    arrays; `order` lists (key, ggml op name) in evaluation order. The KV cache holds `kv_type`
+    ("f32", or "f16": llama.cpp's default) and flash attention is off unless `flash_attn`
+    (llama.cpp's own default is "auto").
 
     With `last_alone`, the prompt but its last token is decoded first without capturing, then the
     last token alone (a decoding step: one query row over the cached positions) is captured.
@@ -200,8 +202,9 @@ def capture_activations(
         cparams.n_ubatch = cparams.n_batch
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
-        cparams.type_k = llama_cpp.GGML_TYPE_F32
-        cparams.type_v = llama_cpp.GGML_TYPE_F32
+        kv = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16}[kv_type]
+        cparams.type_k = kv
+        cparams.type_v = kv
         # Same attention path as the Llama(...) runs of make_llama_fixtures.py.
         cparams.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED

@@ -18,6 +18,9 @@ The tensors of layer 0 are saved as .npy (float32) under the names of llama.cpp'
     kqv_out         [n, n_head · dv]     the attention before its output projection
     ffn_gate, ffn_up, ffn_swiglu [r, n_ff] (the first r rows only, to keep the files small)
 
+    kqv_out_f16     [n, n_head · dv]     the attention with llama.cpp's default F16 KV cache (the
+                                         same inputs: layer 0 computes q, k, v before the cache)
+
 `decode/` holds the same for the last token alone, plus `k_all`/`v_all` [n, heads, dk]: the keys
 and values of every position the step attends to (the prefill's, whose last row the step itself
 computes). manifest.json records the hyperparameters and the tools' versions. stories260K (in the
@@ -103,6 +106,13 @@ def main() -> int:
         _, step, _ = capture_activations(path, prompt, names=NAMES, n_threads=fc.N_THREADS, last_alone=True)
         dec = OUT / name / "decode"
         save(dec, step, hp, slice(0, 1))
+        # The same attention over llama.cpp's default F16 cache, prefill and decoding step.
+        for last_alone, dir_ in ((False, OUT / name), (True, dec)):
+            _, f16, _ = capture_activations(
+                path, prompt, names="kqv_out-0", n_threads=fc.N_THREADS, last_alone=last_alone, kv_type="f16"
+            )
+            out = f16["kqv_out-0"].reshape(-1, f16["kqv_out-0"].shape[-1])
+            np.save(dir_ / "kqv_out_f16.npy", np.ascontiguousarray(out, dtype=np.float32))
         n = len(tokens)
         k_all = acts["Kcur-0"].reshape(n, hp["n_head_kv"], -1).copy()
         v_all = acts["Vcur-0"].reshape(n, hp["n_head_kv"], -1).copy()
@@ -122,8 +132,8 @@ def main() -> int:
             "n_head": hp["n_head"],
             "n_head_kv": hp["n_head_kv"],
             "ffn_rows": FFN_ROWS,
-            "files": files,
-            "decode_files": files + ["k_all", "v_all"],
+            "files": files + ["kqv_out_f16"],
+            "decode_files": files + ["kqv_out_f16", "k_all", "v_all"],
         }
         print(f"{name}: {n} tokens")
     fc.write_json(OUT / "manifest.json", manifest)

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{Llama, ModelError};
+use crate::model::{CacheTypes, Llama, ModelError};
 
 /// The mean next-token cross-entropy (nats) of `tokens` `[batch, seq + 1]`: the logits of
 /// positions `0 .. seq` against the tokens `1 ..= seq`, from an empty KV cache. A scalar `[1]`,
@@ -30,7 +30,8 @@ pub fn next_token_loss(model: &Llama, tokens: Tensor<2, Int>) -> Result<Tensor<1
     }
     let seq = len - 1;
     let inputs = tokens.clone().narrow(1, 0, seq); // [batch, seq]
-    let mut cache = model.new_cache(batch, seq);
+                                                   // An f32 cache: the loss and its gradients in f32 (one pass, no cache kept).
+    let mut cache = model.new_cache_with(batch, seq, CacheTypes::F32);
     let logits = model.forward(inputs, &mut cache)?; // [batch, seq, n_vocab]
     let targets = tokens
         .narrow(1, 1, seq)

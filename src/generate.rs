@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Llama, Logits};
+use crate::model::{CacheTypes, KvCache, Llama, Logits};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -20,6 +20,9 @@ pub struct GenerateConfig {
     /// Stop at an end-of-generation token (EOS, EOT ...), as llama.cpp does. The token is not
     /// printed.
     pub stop_at_eog: bool,
+    /// How the KV cache stores keys and values (llama.cpp's `--cache-type-k/-v`; f16 by
+    /// default, as llama.cpp's).
+    pub cache: CacheTypes,
 }
 
 impl Default for GenerateConfig {
@@ -28,6 +31,7 @@ impl Default for GenerateConfig {
             max_tokens: 128,
             sampler: SamplerConfig::default(),
             stop_at_eog: true,
+            cache: CacheTypes::default(),
         }
     }
 }
@@ -115,7 +119,7 @@ pub fn generate(
     let capacity = (prompt.len() + config.max_tokens)
         .min(context)
         .max(prompt.len());
-    let mut cache: KvCache = model.new_cache(1, capacity);
+    let mut cache: KvCache = model.new_cache_with(1, capacity, config.cache);
     let mut sampler = Sampler::new(config.sampler)?;
     let mut detok = Detokenizer::new(false);
     let mut history: Vec<u32> = prompt.to_vec();

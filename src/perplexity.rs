@@ -31,7 +31,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Llama, Logits};
+use crate::model::{CacheTypes, KvCache, Llama, Logits};
 use crate::tokenizer::Tokenizer;
 
 /// How to cut and batch the text.
@@ -44,6 +44,8 @@ pub struct PerplexityConfig {
     pub batch: usize,
     /// Score only the first this many windows (llama.cpp's `--chunks`); `None`: all.
     pub max_windows: Option<usize>,
+    /// How the KV cache stores keys and values (f16 by default, as llama-perplexity's).
+    pub cache: CacheTypes,
 }
 
 impl PerplexityConfig {
@@ -53,6 +55,7 @@ impl PerplexityConfig {
             n_ctx,
             batch: 1,
             max_windows: None,
+            cache: CacheTypes::default(),
         }
     }
 }
@@ -207,7 +210,7 @@ pub fn perplexity(
                 c.reset();
                 c
             }
-            slot => slot.insert(model.new_cache(b, n_ctx)),
+            slot => slot.insert(model.new_cache_with(b, n_ctx, config.cache)),
         };
         let logits = model.forward_ids(&ids, b, cache, Logits::All)?; // [b, n_ctx, n_vocab]
         let n_vocab = logits.dims()[2];

@@ -8,8 +8,12 @@
 //!   llama.cpp's own quantization's, from tests/fixtures/export/llama_cpp_check.json;
 //! - tensor bytes: F32 of an F32 source, the source's bytes; otherwise the importer's quantizer
 //!   (checked byte for byte against gguf-py in importer/tests/quantize.rs) applied to the
-//!   source's dequantized tensor. scripts/check_export.py checked the same exports byte for byte
-//!   against llama.cpp's `llama_model_quantize` (the JSON's `tensors_vs_llama_cpp_quantize`);
+//!   source's dequantized tensor;
+//! - tensor bytes against llama.cpp's own quantizer (`llama_model_quantize` on the same source,
+//!   to the same type): the files of tests/fixtures/export/llama-cpp/manifest.json, written by
+//!   `python3 scripts/check_export.py --references-only` (stories260K, the synthetic F32 model
+//!   and the synthetic Q4_K model, each as F32, F16 and Q8_0; see
+//!   [`tensors_are_llama_cpps_own_quantization`]);
 //! - logits: llama.cpp's on the export, from tests/fixtures/export/{model}/ (same script).
 
 mod common;
@@ -21,7 +25,7 @@ use common::{fixture, ids, max_abs_diff, open, read_json, read_npy, root, to_vec
 use gguf_llama::gguf::quants::quantize;
 use gguf_llama::gguf::{keys, GgmlType, Value};
 use gguf_llama::model::export::{ExportError, ExportType};
-use gguf_llama::model::{Llama, Weights};
+use gguf_llama::model::{CacheTypes, Llama, Weights};
 
 const STORIES: &str = "models/stories260k-f32.gguf";
 const SYNTH_Q4_K: &str = "tests/fixtures/synthetic/synth-Q4_K.gguf";
@@ -144,14 +148,104 @@ fn tensors_have_the_intended_names_shapes_types_and_bytes() {
                     assert!(data == want.as_slice(), "{model} {ty} {name}: bytes");
                 }
             }
-            let llama_cpp: std::collections::BTreeMap<String, u64> = serde_json::from_value(
-                entry["exports"][type_key(ty)]["tensors_vs_llama_cpp_quantize"]["types"].clone(),
-            )
-            .unwrap();
+            let check = &entry["exports"][type_key(ty)]["tensors_vs_llama_cpp_quantize"];
+            // The script's own comparison with llama.cpp's quantizer, when it wrote the JSON (this
+            // file compares the bytes itself in `tensors_are_llama_cpps_own_quantization`).
+            assert_eq!(
+                check["identical"],
+                serde_json::Value::Bool(true),
+                "{model} {ty}: check_export.py found differences: {}",
+                check["differences"]
+            );
+            let llama_cpp: std::collections::BTreeMap<String, u64> =
+                serde_json::from_value(check["types"].clone()).unwrap();
             assert_eq!(
                 counts, llama_cpp,
                 "{model} {ty}: types as llama.cpp's quantizer"
             );
+        }
+    }
+}
+
+fn export_type(key: &str) -> ExportType {
+    TYPES
+        .into_iter()
+        .find(|&ty| type_key(ty) == key)
+        .unwrap_or_else(|| panic!("export type {key:?}"))
+}
+
+/// Every tensor of our export is, byte for byte (and in ggml type and shape), what llama.cpp's
+/// own quantizer (`llama_model_quantize`, llama-cpp-python 0.3.36 = llama.cpp 0c1e57098) wrote
+/// for the same source and type. The references (tests/fixtures/export/llama-cpp/manifest.json,
+/// `python3 scripts/check_export.py --references-only`), per source and type:
+/// - stories260K (F32): F32 is the source file itself (llama.cpp's F32 output has the source's
+///   tensors, checked by the script); F16 and Q8_0 are llama.cpp's output files as it wrote them.
+///   Its Q8_0 has 5 F16 matrices: `ffn_down`'s rows of 172 are not whole 32-blocks, and
+///   llama.cpp falls back to F16 for them, as we do.
+/// - the synthetic F32 model: F32 is the source, F16 and Q8_0 are
+///   tests/fixtures/synthetic/synth-{F16,Q8_0}.gguf (llama.cpp's quantizations of it).
+/// - the synthetic Q4_K model (a quantized source, which llama.cpp dequantizes with ggml's
+///   dequantizer before quantizing): `blk.0.attn_k.weight` and `blk.0.attn_v.weight` of
+///   llama.cpp's F32, F16 and Q8_0 output (the whole files would be 0.9-3.4 MB).
+///
+/// Where a reference is a whole file, our export has exactly its tensor names. 1-D tensors (the
+/// norms) are F32 in both, copied from the source.
+#[test]
+fn tensors_are_llama_cpps_own_quantization() {
+    let manifest = read_json("export/llama-cpp/manifest.json");
+    let references = manifest["references"].as_array().unwrap();
+    // Three sources, three types each: nothing left out by a regenerated manifest.
+    assert_eq!(references.len(), 9, "references in the manifest");
+    for r in references {
+        let source = r["source"].as_str().unwrap();
+        let ty = export_type(r["type"].as_str().unwrap());
+        let reference = open(&root().join(r["reference"].as_str().unwrap()));
+        let ours = open(&export("llama-cpp", source, ty));
+        let what = format!(
+            "{source} {ty} vs llama.cpp ({})",
+            r["reference"].as_str().unwrap()
+        );
+        if r["tensors"] == "all" {
+            let mut want: Vec<&str> = reference
+                .tensors()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            let mut got: Vec<&str> = ours.tensors().iter().map(|t| t.name.as_str()).collect();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "{what}: tensor names");
+        } else {
+            let kept: Vec<&str> = r["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            let names: Vec<&str> = reference
+                .tensors()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            assert_eq!(names, kept, "{what}: the subset's tensors");
+        }
+        for want in reference.tensors() {
+            let name = &want.name;
+            let got = ours
+                .tensor(name)
+                .unwrap_or_else(|| panic!("{what}: {name} missing"));
+            assert_eq!(got.ty, want.ty, "{what}: {name} type");
+            assert_eq!(got.ne, want.ne, "{what}: {name} shape");
+            let (a, b) = (ours.tensor_data(got), reference.tensor_data(want));
+            assert_eq!(a.len(), b.len(), "{what}: {name} byte length");
+            if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+                panic!(
+                    "{what}: {name} bytes differ first at byte {i} of {} ({:#04x}, llama.cpp {:#04x})",
+                    a.len(),
+                    a[i],
+                    b[i]
+                );
+            }
         }
     }
 }
@@ -173,8 +267,9 @@ fn q8_0_matrices_are_copied_to_a_q8_0_export() {
     }
 }
 
+/// The prompt's logits with the F32 KV cache of the fixtures (llama.cpp's runs).
 fn logits(model: &Llama, prompt: &[u32], device: &Device) -> Vec<f32> {
-    let mut cache = model.new_cache(1, prompt.len());
+    let mut cache = model.new_cache_with(1, prompt.len(), CacheTypes::F32);
     to_vec(
         model
             .forward(token_tensor(prompt, device), &mut cache)

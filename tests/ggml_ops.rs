@@ -10,9 +10,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{read_json, read_npy, to_vec};
-use gguf_kernels::ggml_ops;
+use gguf_kernels::ggml_ops::{self, CacheElem};
 use gguf_llama::device::{self, DeviceName};
 use gguf_llama::model::{Rope, RopeConfig, RopeStyle};
 
@@ -152,14 +152,15 @@ enum Layout {
     Columns,
 }
 
-/// `[n, heads, d]` rows as a cache tensor of `capacity` positions in `layout`, the positions
-/// past `n` NaN (they must never be read).
+/// `[n, heads, d]` rows as a cache tensor of `elem` and `capacity` positions in `layout` (its
+/// bits, as the CPU devices cache them), the positions past `n` NaN (they must never be read).
 fn cache(
     rows: &[f32],
     [n, heads, d, capacity]: [usize; 4],
     layout: Layout,
+    elem: CacheElem,
     device: &Device,
-) -> Tensor<4> {
+) -> Tensor<4, Int> {
     let mut data = vec![f32::NAN; heads * capacity * d];
     for p in 0..n {
         for h in 0..heads {
@@ -176,7 +177,7 @@ fn cache(
         Layout::Rows => [1, heads, capacity, d],
         Layout::Columns => [1, heads, d, capacity],
     };
-    tensor::<4>(&shape, data, device)
+    ggml_ops::cache_bits(tensor::<4>(&shape, data, device), elem)
 }
 
 #[test]
@@ -191,7 +192,6 @@ fn attention_is_llama_cpps() {
             let (q_shape, q) = load(&dir, "q");
             let (k_shape, k) = load(&dir, k_name);
             let (v_shape, v) = load(&dir, v_name);
-            let (_, want) = load(&dir, "kqv_out");
             let [seq, n_head, dk] = q_shape[..] else {
                 panic!("q: {q_shape:?}")
             };
@@ -201,20 +201,29 @@ fn attention_is_llama_cpps() {
             let dv = v_shape[2];
             assert_eq!(n, n_tokens);
             let scale = 1.0 / (dk as f32).sqrt();
-            for (dev_name, device) in cpu_devices() {
-                let capacity = n + 7;
-                let out = ggml_ops::attention(
-                    tensor::<4>(&[1, seq, n_head, dk], q.clone(), &device),
-                    cache(&k, [n, n_kv, dk, capacity], Layout::Rows, &device),
-                    cache(&v, [n, n_kv, dv, capacity], Layout::Columns, &device),
-                    n - seq,
-                    scale,
-                );
-                assert_bits(
-                    &format!("{} {} attention on {dev_name}", case.name, dir.display()),
-                    &to_vec(out),
-                    &want,
-                );
+            // llama.cpp's F32 cache and its default F16 cache (keys and values rounded to f16 as
+            // they are stored; queries and softmax weights rounded by its matmuls).
+            for (elem, out_name) in [(CacheElem::F32, "kqv_out"), (CacheElem::F16, "kqv_out_f16")] {
+                let (_, want) = load(&dir, out_name);
+                for (dev_name, device) in cpu_devices() {
+                    let capacity = n + 7;
+                    let out = ggml_ops::attention(
+                        tensor::<4>(&[1, seq, n_head, dk], q.clone(), &device),
+                        cache(&k, [n, n_kv, dk, capacity], Layout::Rows, elem, &device),
+                        cache(&v, [n, n_kv, dv, capacity], Layout::Columns, elem, &device),
+                        n - seq,
+                        scale,
+                    );
+                    assert_bits(
+                        &format!(
+                            "{} {} attention over an {elem:?} cache on {dev_name}",
+                            case.name,
+                            dir.display()
+                        ),
+                        &to_vec(out),
+                        &want,
+                    );
+                }
             }
         }
     }

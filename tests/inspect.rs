@@ -7,6 +7,10 @@ use std::process::Command;
 
 use gguf_llama::gguf::npy;
 
+#[path = "common/compare.rs"]
+mod compare;
+use compare::{assert_close, max_abs};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -90,15 +94,8 @@ fn dequantize_equals_gguf_py_for_every_format() {
         let (ref_shape, reference) =
             read_npy(&root().join(format!("tests/fixtures/quants/{ty}/attn_k.npy")));
         assert_eq!(shape, ref_shape, "{ty}");
-        let max_abs = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let worst = ours
-            .iter()
-            .zip(&reference)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            worst <= 1e-6 * max_abs,
-            "{ty}: max diff {worst} vs max |x| {max_abs}"
-        );
+        let scale = max_abs(&reference);
+        assert_close(&format!("{ty} vs gguf-py"), &ours, &reference, 1e-6 * scale);
     }
 }
 

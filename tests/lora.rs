@@ -18,7 +18,9 @@ use gguf_llama::finetune::{next_token_loss, TokenWindows};
 use gguf_llama::gguf::quants::{dequantize, quantize};
 use gguf_llama::gguf::{GgmlType, GgufFile};
 use gguf_llama::model::export::{ExportError, ExportType};
-use gguf_llama::model::{Llama, LoraAdapter, LoraConfig, LoraTarget, ModelError, Weights};
+use gguf_llama::model::{
+    CacheTypes, Llama, LoraAdapter, LoraConfig, LoraTarget, ModelError, Weights,
+};
 use gguf_llama::tokenizer::Tokenizer;
 
 const STORIES: &str = "models/stories260k-f32.gguf";
@@ -129,7 +131,8 @@ fn loss_f64(model: &Llama, tokens: Tensor<2, Int>) -> f64 {
         .try_to_vec::<i64>()
         .unwrap();
     let seq = len - 1;
-    let mut cache = model.new_cache(batch, seq);
+    // F32 as the training loss's cache (finetune::next_token_loss).
+    let mut cache = model.new_cache_with(batch, seq, CacheTypes::F32);
     let logits = model.forward(tokens.narrow(1, 0, seq), &mut cache).unwrap();
     let [_, _, nv] = logits.dims();
     let lg = to_vec(logits);
@@ -399,8 +402,10 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
         .unwrap();
     let adapted = with_random_b(adapted, &mut Rng(11), &device);
     assert_eq!(adapted.lora_adapters().len(), 3 * adapted.blocks().len());
+    // An F32 cache: adapted and merged models sum in other orders, and an f16 cache would round
+    // their last-bit differences to whole f16 steps.
     let logits = |m: &Llama| {
-        let mut cache = m.new_cache(1, prompt.len());
+        let mut cache = m.new_cache_with(1, prompt.len(), CacheTypes::F32);
         to_vec(
             m.forward(common::token_tensor(&prompt, &device), &mut cache)
                 .unwrap(),

@@ -13,7 +13,7 @@ use common::*;
 use gguf_llama::cli;
 use gguf_llama::device::DeviceName;
 use gguf_llama::gguf::GgufFile;
-use gguf_llama::model::{Llama, Weights};
+use gguf_llama::model::{CacheTypes, Llama, Weights};
 use gguf_llama::perplexity::{
     self, perplexity_of_text, Perplexity, PerplexityConfig, PerplexityError,
 };
@@ -68,10 +68,19 @@ fn check_tokens(what: &str, tokens: &[u32], r: &serde_json::Value) {
     );
 }
 
-/// Checks `ours` against the reference: window and token counts, every running perplexity, the
-/// final one and its standard error (a function of the same per-token nll) within `tight`
-/// relative, and the final one within the 1%.
-fn check_against(what: &str, ours: &Perplexity, r: &serde_json::Value, tight: f64) {
+/// How close to llama.cpp's perplexity a run must be, each relative: the final perplexity, every
+/// window's running perplexity (llama.cpp's `[i]` lines: the early ones average few tokens, so
+/// they move more) and the final standard error.
+struct Bounds {
+    ppl: f64,
+    running: f64,
+    stderr: f64,
+}
+
+/// Checks `ours` against the reference: window and token counts, the final perplexity, every
+/// running perplexity and the standard error (a function of the same per-token nll) within
+/// `bounds`, and the final one within the 1%.
+fn check_against(what: &str, ours: &Perplexity, r: &serde_json::Value, bounds: Bounds) {
     assert_eq!(
         ours.n_windows as u64,
         r["n_windows"].as_u64().unwrap(),
@@ -83,6 +92,11 @@ fn check_against(what: &str, ours: &Perplexity, r: &serde_json::Value, tight: f6
         "{what}: scored tokens"
     );
     let expected = floats(&r["running_ppl"]);
+    assert_eq!(
+        ours.running_ppl.len(),
+        expected.len(),
+        "{what}: running values"
+    );
     let worst = ours
         .running_ppl
         .iter()
@@ -91,8 +105,11 @@ fn check_against(what: &str, ours: &Perplexity, r: &serde_json::Value, tight: f6
         .fold(0f64, f64::max);
     let ppl = r["ppl"].as_f64().unwrap();
     let d = rel(ours.ppl, ppl);
+    let se = r["ppl_stderr"].as_f64().unwrap();
+    let ours_se = ours.ppl_stderr.expect("positive variance");
+    let d_se = rel(ours_se, se);
     eprintln!(
-        "{what}: ppl {:.6} vs llama.cpp {ppl:.6}: relative {d:.2e} (worst running {worst:.2e}), {:.0} tok/s",
+        "{what}: ppl {:.6} vs llama.cpp {ppl:.6}: relative {d:.2e} (worst running {worst:.2e}, standard error {d_se:.2e}), {:.0} tok/s",
         ours.ppl,
         ours.tokens_per_s()
     );
@@ -101,24 +118,34 @@ fn check_against(what: &str, ours: &Perplexity, r: &serde_json::Value, tight: f6
         "{what}: ppl {} is not within 1% of llama.cpp's {ppl}",
         ours.ppl
     );
+    // `<=` fails on NaN; `worst` (a fold with f64::max, which drops NaN) is checked for
+    // non-finite running values separately.
     assert!(
-        d < tight && worst < tight,
-        "{what}: ppl {} vs llama.cpp {ppl}: relative {d:.2e}, worst running {worst:.2e}, above {tight:.0e}",
-        ours.ppl
+        d <= bounds.ppl,
+        "{what}: ppl {} vs llama.cpp {ppl}: relative {d:.2e}, above {:.0e}",
+        ours.ppl,
+        bounds.ppl
     );
-    let se = r["ppl_stderr"].as_f64().unwrap();
-    let ours_se = ours.ppl_stderr.expect("positive variance");
     assert!(
-        rel(ours_se, se) < tight,
-        "{what}: standard error {ours_se} vs llama.cpp {se}"
+        worst <= bounds.running && ours.running_ppl.iter().all(|p| p.is_finite()),
+        "{what}: worst running ppl relative {worst:.2e}, above {:.0e}",
+        bounds.running
+    );
+    assert!(
+        d_se <= bounds.stderr,
+        "{what}: standard error {ours_se} vs llama.cpp {se}: relative {d_se:.2e}, above {:.0e}",
+        bounds.stderr
     );
 }
 
 /// stories260K is F32 and our forward pass is f32 throughout: its logits agree with llama.cpp's
 /// to ~1e-5 (tests/parity.rs; logits here are O(10)). A change of δ in every logit moves each
-/// token's nll by at most 2δ, so the mean nll by at most 2δ and the perplexity by a relative
-/// ~2δ: 2e-5, which we assert on every window's running value and the final one, on every device
-/// (measured: below 1e-6 on flex, ndarray and wgpu), with the 1% checked separately.
+/// token's nll by at most 2δ, so the perplexity by a relative ~2δ at worst; over 7875 scored
+/// tokens the differences, of either sign, average out far below that. Asserted on every device:
+/// the final perplexity within 1e-7 relative, every window's running value within 1e-6, the
+/// standard error within 2e-7 (and the 1%). Measured (AVX-512 x86, wgpu on lavapipe):
+/// final 5.5e-8 on flex and ndarray, 4.1e-8 on wgpu; worst running 4.2e-7 (flex, ndarray),
+/// 1.9e-7 (wgpu); standard error 8.4e-8 (flex, ndarray), 6.0e-8 (wgpu).
 #[test]
 fn stories260k_matches_llama_cpp_on_every_device() {
     let r = reference("stories260k");
@@ -134,6 +161,7 @@ fn stories260k_matches_llama_cpp_on_every_device() {
         n_ctx: r["n_ctx"].as_u64().unwrap() as usize,
         batch: 16,
         max_windows: None,
+        cache: CacheTypes::F32,
     };
     for (name, device) in devices() {
         let model = Llama::from_gguf(&file, &device).unwrap();
@@ -148,15 +176,21 @@ fn stories260k_matches_llama_cpp_on_every_device() {
             calls, ours.n_windows,
             "{name}: one progress call per window"
         );
-        check_against(&format!("stories260k {name}"), &ours, &r, 2e-5);
+        let bounds = Bounds {
+            ppl: 1e-7,
+            running: 1e-6,
+            stderr: 2e-7,
+        };
+        check_against(&format!("stories260k {name}"), &ours, &r, bounds);
     }
 }
 
 /// Windows are independent: batching changes only the f32 summation order inside the matmuls,
 /// so the perplexity must agree to ~1e-6 relative (1e-7 rounding of logits that are O(10),
 /// through exp/log), whatever the batch and with a smaller last batch (20 windows in passes of 7:
-/// 7 + 7 + 6). With `max_windows`, the result is llama.cpp's `--chunks` (its running value after
-/// that many windows).
+/// 7 + 7 + 6); measured: bit-identical on flex, ndarray and wgpu (lavapipe), but only the 1e-6 is
+/// asserted, since a backend may tile its matmuls by the number of rows. With `max_windows`, the
+/// result is llama.cpp's `--chunks` (its running value after that many windows).
 #[test]
 fn batched_and_unbatched_give_the_same_perplexity() {
     let r = reference("stories260k");
@@ -172,6 +206,7 @@ fn batched_and_unbatched_give_the_same_perplexity() {
                 n_ctx,
                 batch,
                 max_windows: Some(20),
+                cache: CacheTypes::F32,
             };
             perplexity_of_text(&model, &tokenizer, &text, &config, &mut |_| {}).unwrap()
         };
@@ -188,9 +223,13 @@ fn batched_and_unbatched_give_the_same_perplexity() {
                 );
             }
         }
-        // llama.cpp's running value after 20 windows is its result with --chunks 20.
+        // llama.cpp's running value after 20 windows is its result with --chunks 20: within the
+        // running bound of `stories260k_matches_llama_cpp_on_every_device` (measured: 7.6e-8 on
+        // flex and ndarray, 4.3e-8 on wgpu).
+        let d = rel(one.ppl, running[19]);
+        eprintln!("{name}: 20 windows, relative {d:.2e} from llama.cpp's --chunks 20");
         assert!(
-            rel(one.ppl, running[19]) < 1e-4,
+            d <= 1e-6,
             "{name}: 20 windows {} vs llama.cpp {}",
             one.ppl,
             running[19]
@@ -217,6 +256,7 @@ fn bad_configurations_are_typed_errors() {
             n_ctx,
             batch,
             max_windows,
+            cache: CacheTypes::F32,
         };
         perplexity::perplexity(&model, tokens, Some(1), &config, &mut |_| {})
     };
@@ -300,15 +340,19 @@ fn bad_configurations_are_typed_errors() {
 ///   dequantized to F32 (`f32_dequantized` in the fixture): f32 on both sides, only summation
 ///   order differs. SmolLM2's logits are O(20) and agree to ~1e-3 at worst over 30 layers
 ///   (tests/parity.rs), far less on most positions; the per-token nll moves by at most twice the
-///   logit difference and the mean over 1016 tokens averages the differences out: we assert
-///   1e-4 relative on every running value, the final one and the standard error (measured:
-///   7e-8 final, 5e-7 worst running).
-/// - `Weights::Quantized` (the default) against llama.cpp's run on the Q4_1 file itself: both
-///   round activations to 8 bits before the quantized dot products, but not to bit-identical
-///   values. Only the 1% is asserted. Measured: 3.0e-3 relative (worst running value
-///   6.6e-3), while llama.cpp's own activation rounding moves its perplexity by only 6.6e-4
-///   (16.3980 quantized vs 16.3872 on the dequantized weights), so our quantized path is further
-///   from llama.cpp's than the rounding itself explains: a kernel question, not a perplexity one.
+///   logit difference and the mean over 1016 tokens averages the differences out. Measured: final
+///   7.7e-10 relative, worst running 1.5e-7, standard error 1.7e-8.
+/// - `Weights::Quantized` (the default) against llama.cpp's run on the Q4_1 file itself: on the
+///   CPU devices both round activations to 8 bits per block, in ggml's order of float operations
+///   (tests/parity.rs: llama.cpp's last-position logits bit for bit), so the logits differ at most
+///   in their last bits (a prefill matmul need not sum in ggml's order, kernels/src/cpu/legacy.rs,
+///   e.g. the tied Q8_0 output). Measured: final
+///   1.7e-8 relative, worst running 1.2e-7, standard error 1.2e-8 (llama.cpp's own activation
+///   rounding moves its perplexity by 6.6e-4: 16.3980 quantized vs 16.3872 on the dequantized
+///   weights).
+///
+/// Asserted for both: the final perplexity and the standard error within 1e-7 relative, every
+/// running value within 1e-6 (and the 1%).
 #[test]
 fn smollm2_matches_llama_cpp_on_flex() {
     let Some(path) = smollm2() else { return };
@@ -326,14 +370,20 @@ fn smollm2_matches_llama_cpp_on_flex() {
         n_ctx: r["n_ctx"].as_u64().unwrap() as usize,
         batch: 2,
         max_windows: r["chunks"].as_u64().map(|c| c as usize),
+        cache: CacheTypes::F32,
     };
 
     let model = Llama::from_gguf_with_weights(&file, &device, Weights::F32).unwrap();
     let ours = perplexity_of_text(&model, &tokenizer, &text, &config, &mut |_| {}).unwrap();
-    check_against("smollm2 flex f32", &ours, &r["f32_dequantized"], 1e-4);
+    let bounds = || Bounds {
+        ppl: 1e-7,
+        running: 1e-6,
+        stderr: 1e-7,
+    };
+    check_against("smollm2 flex f32", &ours, &r["f32_dequantized"], bounds());
     drop(model);
 
     let model = Llama::from_gguf_with_weights(&file, &device, Weights::Quantized).unwrap();
     let ours = perplexity_of_text(&model, &tokenizer, &text, &config, &mut |_| {}).unwrap();
-    check_against("smollm2 flex quantized", &ours, &r, 0.01);
+    check_against("smollm2 flex quantized", &ours, &r, bounds());
 }

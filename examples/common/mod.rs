@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use gguf_llama::cli;
 use gguf_llama::device::{self, DeviceName};
-use gguf_llama::model::Weights;
+use gguf_llama::model::{CacheTypes, KvType, Weights};
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -24,9 +24,24 @@ pub struct ModelArgs {
     /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
     #[arg(long, default_value = "quantized")]
     pub weights: Weights,
+    /// KV cache type of the keys: f16 (llama.cpp's default) or f32.
+    #[arg(long, default_value = "f16")]
+    pub cache_type_k: KvType,
+    /// KV cache type of the values: f16 (llama.cpp's default) or f32.
+    #[arg(long, default_value = "f16")]
+    pub cache_type_v: KvType,
 }
 
 impl ModelArgs {
+    /// The KV cache types of `--cache-type-k` and `--cache-type-v`.
+    #[allow(dead_code)] // not every example that includes this module runs a cache
+    pub fn cache(&self) -> CacheTypes {
+        CacheTypes {
+            k: self.cache_type_k,
+            v: self.cache_type_v,
+        }
+    }
+
     /// Sizes the CPU thread pool (`--threads`) and opens the device (`--device`).
     pub fn device(&self) -> anyhow::Result<Device> {
         cli::set_threads(self.threads);

@@ -70,7 +70,8 @@ pub enum GgufError {
     #[error("tensor {tensor:?} has {n_dims} dimensions, at most 4 are allowed")]
     TooManyDims { tensor: String, n_dims: u32 },
 
-    /// A tensor dimension that is zero, or a shape whose element count overflows.
+    /// A shape whose element count overflows. (A dimension of 0 is not an error: ggml accepts
+    /// such a tensor, which holds no elements and no bytes.)
     #[error("tensor {tensor:?} has an invalid shape {ne:?} (ggml order, ne[0] first)")]
     BadShape { tensor: String, ne: Vec<u64> },
 
@@ -143,6 +144,28 @@ pub enum GgufError {
     /// A buffer handed to a dequantizer or writer does not match the tensor's size.
     #[error("tensor {tensor:?}: {what}")]
     SizeMismatch { tensor: String, what: String },
+
+    /// Two tensors whose data share bytes: a corrupt offset (each tensor owns its bytes; ggml
+    /// even requires them in file order, each at the padded end of the one before). Ranges are
+    /// byte offsets in the file, `first` the tensor that starts first.
+    #[error(
+        "tensors {:?} (data at [{}, {})) and {:?} (data at [{}, {})) overlap",
+        .first.name, .first.start, .first.end, .second.name, .second.start, .second.end
+    )]
+    OverlappingTensors {
+        first: Box<TensorSpan>,
+        second: Box<TensorSpan>,
+    },
+}
+
+/// Where a tensor's data lies in its file ([`GgufError::OverlappingTensors`]; boxed there so
+/// that the error stays small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpan {
+    pub name: String,
+    /// Byte offsets in the file: `start .. end`.
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Result with [`GgufError`].

@@ -34,7 +34,7 @@ pub mod writer;
 #[cfg(feature = "burn")]
 pub mod burn;
 
-pub use error::{GgufError, Result};
+pub use error::{GgufError, Result, TensorSpan};
 pub use reader::GgufFile;
 pub use tensor::TensorInfo;
 pub use types::GgmlType;

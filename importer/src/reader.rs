@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::error::{GgufError, Result};
+use crate::error::{GgufError, Result, TensorSpan};
 use crate::keys;
 use crate::tensor::TensorInfo;
 use crate::types::GgmlType;
@@ -322,8 +322,20 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn value(&mut self, key: &str, t: ValueType, depth: usize) -> Result<Value> {
-        let what = || format!("value of {key:?}");
+    /// One value of type `t` of metadata entry `key`; `index` is its position when it is an
+    /// element of an array, so that an error names the element
+    /// (`element 7 of "tokenizer.ggml.tokens"`).
+    fn value(
+        &mut self,
+        key: &str,
+        t: ValueType,
+        depth: usize,
+        index: Option<u64>,
+    ) -> Result<Value> {
+        let what = || match index {
+            None => format!("value of {key:?}"),
+            Some(i) => format!("element {i} of {key:?}"),
+        };
         Ok(match t {
             ValueType::U8 => Value::U8(self.array::<1>(&what)?[0]),
             ValueType::I8 => Value::I8(self.array::<1>(&what)?[0] as i8),
@@ -335,7 +347,9 @@ impl<'a> Cursor<'a> {
             ValueType::U64 => Value::U64(u64::from_le_bytes(self.array(&what)?)),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what)?)),
-            // ggml reads a bool as one byte; any non-zero byte is true.
+            // One byte; any non-zero byte is true, as ggml's gguf.cpp reads it
+            // (`gguf_reader::read(bool &)`: `dst = tmp != 0`). A byte other than 0 and 1 is
+            // therefore not an error: llama.cpp loads such a file, and so does this reader.
             ValueType::Bool => Value::Bool(self.array::<1>(&what)?[0] != 0),
             ValueType::String => Value::String(self.string(&what)?),
             ValueType::Array => {
@@ -359,8 +373,8 @@ impl<'a> Cursor<'a> {
                     format!("array length of {key:?}")
                 })?;
                 let mut items = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    items.push(self.value(key, elem, depth + 1)?);
+                for i in 0..count {
+                    items.push(self.value(key, elem, depth + 1, Some(i))?);
                 }
                 Value::Array(elem, items)
             }
@@ -403,7 +417,7 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
             type_id,
             offset: at as u64,
         })?;
-        let value = c.value(&key, t, 0)?;
+        let value = c.value(&key, t, 0, None)?;
         metadata.insert(key, value)?;
     }
 
@@ -463,6 +477,7 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
             TensorInfo::new(name, ne, ty, offset, alignment, data_offset, file_len)
         })
         .collect::<Result<Vec<_>>>()?;
+    check_no_overlap(&tensors, data_offset)?;
 
     Ok(Header {
         version,
@@ -472,4 +487,38 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
         alignment,
         data_offset,
     })
+}
+
+/// Rejects tensors whose data ranges share bytes ([`GgufError::OverlappingTensors`]): a corrupt
+/// offset would otherwise hand out another tensor's bytes. ggml is stricter still (each tensor at
+/// the padded end of the one before, in file order); this reader only needs the ranges to be
+/// disjoint. A tensor with a dimension of 0 has no bytes and overlaps nothing.
+fn check_no_overlap(tensors: &[TensorInfo], data_offset: u64) -> Result<()> {
+    let mut by_start: Vec<&TensorInfo> = tensors.iter().filter(|t| t.n_bytes > 0).collect();
+    by_start.sort_by_key(|t| t.offset);
+    // Ends are in bounds (checked by `TensorInfo::new`), so the sums cannot overflow.
+    let end = |t: &TensorInfo| t.offset + t.n_bytes;
+    // The tensor reaching furthest so far: a long one may overlap several that start after it.
+    let mut furthest: Option<&TensorInfo> = None;
+    for t in by_start {
+        if let Some(f) = furthest {
+            if t.offset < end(f) {
+                let span = |t: &TensorInfo| {
+                    Box::new(TensorSpan {
+                        name: t.name.clone(),
+                        start: data_offset + t.offset,
+                        end: data_offset + end(t),
+                    })
+                };
+                return Err(GgufError::OverlappingTensors {
+                    first: span(f),
+                    second: span(t),
+                });
+            }
+        }
+        if furthest.is_none_or(|f| end(t) > end(f)) {
+            furthest = Some(t);
+        }
+    }
+    Ok(())
 }

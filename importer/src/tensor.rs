@@ -18,6 +18,11 @@ use crate::error::{GgufError, Result};
 use crate::types::GgmlType;
 
 /// Where a tensor is and what it holds.
+///
+/// Two shapes that look odd are valid, as in ggml: a dimension of 0 (no elements, no bytes; its
+/// data range is empty) and no dimensions at all (`n_dims = 0`: a scalar of one element, ggml's
+/// `ne = [1, 1, 1, 1]`; `ne` is then empty and [`TensorInfo::shape`] is `[]`). A model that
+/// expects another shape rejects them when it checks the shapes of its weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
     /// Tensor name (`blk.0.attn_q.weight` ...).
@@ -35,8 +40,9 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Validates a tensor info read from a file: shape, block alignment of rows, data alignment,
-    /// and that the data lies inside the file.
+    /// Validates a tensor info read from a file: shape (its element count must fit an i64, as
+    /// in ggml; a dimension of 0 is allowed), block alignment of rows, data alignment, and that
+    /// the data lies inside the file.
     pub(crate) fn new(
         name: String,
         ne: Vec<u64>,
@@ -64,9 +70,19 @@ impl TensorInfo {
                 block_size: block,
             });
         }
-        let n_bytes = ty
-            .bytes_for(n_elements)
-            .expect("ne[0] is a multiple of the block size");
+        // ne[0] is whole blocks, so only a byte count over u64 fails (2^62 F32 elements fit
+        // an i64 but their bytes do not). The row count and the bytes of a row
+        // ([`TensorInfo::n_rows`], [`TensorInfo::row_bytes`]) must fit too, also when a dimension
+        // of 0 makes the element count 0 whatever the others are (`ne = [0, 2^40, 2^40]`).
+        let n_rows = ne
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let row_bytes = ty.bytes_for(ne0);
+        let (Some(n_bytes), Some(_), Some(_)) = (ty.bytes_for(n_elements), row_bytes, n_rows)
+        else {
+            return Err(GgufError::BadShape { tensor: name, ne });
+        };
         if !offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 tensor: name,

@@ -152,12 +152,14 @@ impl GgmlType {
         self.block_size() > 1
     }
 
-    /// Bytes that `n_elements` elements take; `None` if not a whole number of blocks.
+    /// Bytes that `n_elements` elements take; `None` if not a whole number of blocks, or more
+    /// than a u64 holds (a shape read from a corrupt file: 2^62 F32 elements).
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        n_elements
-            .is_multiple_of(bs)
-            .then(|| n_elements / bs * self.type_size() as u64)
+        if !n_elements.is_multiple_of(bs) {
+            return None;
+        }
+        (n_elements / bs).checked_mul(self.type_size() as u64)
     }
 
     /// All types, in id order.

@@ -103,7 +103,10 @@ impl GgufWriter {
             });
         }
         let ne: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let n: u64 = ne.iter().product();
+        let bad_shape = |name: String, ne: Vec<u64>| GgufError::BadShape { tensor: name, ne };
+        let Some(n) = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)) else {
+            return Err(bad_shape(name, ne));
+        };
         let ne0 = ne.first().copied().unwrap_or(1);
         if ne0 % ty.block_size() as u64 != 0 {
             return Err(GgufError::RowNotBlockAligned {
@@ -113,7 +116,10 @@ impl GgufWriter {
                 block_size: ty.block_size() as u64,
             });
         }
-        let expected = ty.bytes_for(n).expect("rows are whole blocks");
+        // Rows are whole blocks, so only a byte count over u64 fails.
+        let Some(expected) = ty.bytes_for(n) else {
+            return Err(bad_shape(name, ne));
+        };
         if expected != data.len() as u64 {
             return Err(GgufError::SizeMismatch {
                 tensor: name,

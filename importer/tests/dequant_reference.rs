@@ -9,6 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../../tests/common/compare.rs"]
+mod compare;
+
 use gguf_importer::{npy, GgmlType, GgufFile};
 
 fn root() -> PathBuf {
@@ -22,25 +25,11 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     .unwrap()
 }
 
+/// Within 1e-6 of the largest reference magnitude, NaN-safe ([`compare`]).
 fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
-    assert_eq!(ours.len(), reference.len(), "{name}: length");
-    let max_abs = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
-    assert!(max_abs > 0.0, "{name}: reference is all zeros");
-    let (worst, at) = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (a - b).abs())
-        .enumerate()
-        .fold(
-            (0f32, 0),
-            |(m, i), (j, d)| if d > m { (d, j) } else { (m, i) },
-        );
-    assert!(
-        worst <= 1e-6 * max_abs,
-        "{name}: max |diff| {worst} at {at} (ours {}, gguf-py {}) > 1e-6 * {max_abs}",
-        ours[at],
-        reference[at]
-    );
+    let scale = compare::max_abs(reference);
+    assert!(scale > 0.0, "{name}: reference is all zeros");
+    compare::assert_close(&format!("{name} vs gguf-py"), ours, reference, 1e-6 * scale);
 }
 
 #[test]

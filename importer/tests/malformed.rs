@@ -389,3 +389,204 @@ fn typed_accessors_name_the_key() {
     assert_eq!(md.get_u64("aaaa").unwrap(), 7);
     assert!(f.require_tensor("nope").is_err());
 }
+
+/// A dimension of 0 is accepted, as ggml's gguf.cpp accepts it (its element-count check skips
+/// zero-element tensors): the tensor has no elements and no bytes, its data is an empty slice
+/// and it dequantizes to nothing, whatever its type; it shares its offset with the next tensor
+/// without overlapping it. Where it is a model's weight, the model's shape check refuses it
+/// (tests/bad_input.rs).
+#[test]
+fn zero_sized_dimensions_are_empty_tensors_as_in_ggml() {
+    let mut w = GgufWriter::new();
+    w.add_tensor("no_rows", &[0, 64], GgmlType::Q4_0, Vec::new()) // ne = [64, 0]
+        .unwrap();
+    w.add_tensor("no_columns", &[4, 0], GgmlType::Q6_K, Vec::new()) // ne = [0, 4]
+        .unwrap();
+    w.add_tensor("empty", &[0], GgmlType::F16, Vec::new())
+        .unwrap();
+    w.add_f32("after", &[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let f = parse(w.to_bytes()).unwrap();
+    for (name, ne) in [
+        ("no_rows", vec![64, 0]),
+        ("no_columns", vec![0, 4]),
+        ("empty", vec![0]),
+    ] {
+        let info = f.tensor(name).unwrap();
+        assert_eq!(info.ne, ne, "{name}");
+        assert_eq!((info.n_elements, info.n_bytes), (0, 0), "{name}");
+        assert_eq!(info.row_bytes() * info.n_rows(), 0, "{name}");
+        assert!(f.tensor_data(info).is_empty(), "{name}");
+        assert_eq!(f.dequantize(name).unwrap(), Vec::<f32>::new(), "{name}");
+        let halves = gguf_importer::quants::dequantize_as::<half::f16>(info, f.tensor_data(info));
+        assert!(halves.unwrap().is_empty(), "{name}");
+        f.release_tensor_pages(info);
+    }
+    assert_eq!(
+        f.tensor("after").unwrap().offset,
+        f.tensor("empty").unwrap().offset
+    );
+    assert_eq!(f.dequantize("after").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+
+    // Set to 0 in a file's bytes: the same. An empty range is still checked against the file.
+    let b = small_file(3);
+    let (_, ne0, _, off) = tensor_fields(&b, "weight", 2, 8);
+    let mut c = b.clone();
+    c[ne0 + 8..ne0 + 16].copy_from_slice(&0u64.to_le_bytes());
+    let f = parse(c.clone()).unwrap();
+    let info = f.tensor("weight").unwrap();
+    assert_eq!((info.shape(), info.n_bytes), (vec![0, 64], 0));
+    assert!(f.dequantize("weight").unwrap().is_empty());
+    c[off..off + 8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    assert!(matches!(
+        parse(c),
+        Err(GgufError::TensorOutOfBounds { tensor, start, end, .. })
+            if tensor == "weight" && start == end
+    ));
+}
+
+/// `n_dims = 0` is a scalar of one element, as ggml reads it (every `ne` defaults to 1): `ne`
+/// and the row-major shape are empty, the data is one element. A block type cannot hold one
+/// element: such a tensor is refused as ggml refuses it (ne[0] = 1 is not a whole block).
+#[test]
+fn no_dimensions_is_a_one_element_scalar_as_in_ggml() {
+    let mut w = GgufWriter::new();
+    w.add_f32("scalar", &[], &[2.5]).unwrap();
+    let b = w.to_bytes();
+    let (n_dims, _, ty, _) = tensor_fields(&b, "scalar", 0, 8);
+    assert_eq!(b[n_dims..n_dims + 4], 0u32.to_le_bytes());
+    let f = parse(b.clone()).unwrap();
+    let info = f.tensor("scalar").unwrap();
+    assert!(info.ne.is_empty() && info.shape().is_empty());
+    assert_eq!((info.n_elements, info.n_bytes), (1, 4));
+    assert_eq!(f.dequantize("scalar").unwrap(), [2.5]);
+
+    let mut c = b;
+    c[ty..ty + 4].copy_from_slice(&GgmlType::Q4_0.id().to_le_bytes());
+    assert!(matches!(
+        parse(c),
+        Err(GgufError::RowNotBlockAligned { tensor, ne0: 1, block_size: 32, .. })
+            if tensor == "scalar"
+    ));
+}
+
+#[test]
+fn overlapping_tensor_data() {
+    let b = small_file(3);
+    let data_offset = parse(b.clone()).unwrap().data_offset();
+    // "weight" is 72 bytes at 0; "wfight" (16 bytes, at 96) moved to 64 overlaps its end, and
+    // moved to 0 overlaps all of its start.
+    let (_, _, _, off) = tensor_fields(&b, "wfight", 1, 8);
+    for (at, second_end) in [(64u64, 80u64), (0, 16)] {
+        let mut c = b.clone();
+        c[off..off + 8].copy_from_slice(&at.to_le_bytes());
+        match parse(c) {
+            Err(e @ GgufError::OverlappingTensors { .. }) => {
+                let GgufError::OverlappingTensors { first, second } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    (first.start, first.end, second.start, second.end),
+                    (
+                        data_offset,
+                        data_offset + 72,
+                        data_offset + at,
+                        data_offset + second_end
+                    )
+                );
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("\"weight\"")
+                        && msg.contains("\"wfight\"")
+                        && msg.contains("overlap"),
+                    "{msg}"
+                );
+            }
+            other => panic!("wfight at {at}: {other:?}"),
+        }
+    }
+    // Adjacent ranges (wfight right after weight's 72 bytes, at the next aligned offset) are fine.
+    let mut c = b.clone();
+    c[off..off + 8].copy_from_slice(&96u64.to_le_bytes());
+    assert!(parse(c).is_ok());
+}
+
+#[test]
+fn invalid_utf8_in_a_tensor_name() {
+    let mut b = small_file(3);
+    let at = find(&b, b"wfight");
+    b[at + 2] = 0xC3; // a lead byte followed by ASCII: not UTF-8
+    match parse(b) {
+        Err(GgufError::InvalidUtf8 { what, offset }) => {
+            assert_eq!(what, "name of tensor 1");
+            assert_eq!(offset as usize, at - 8); // the name's length field
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn invalid_utf8_in_string_values() {
+    // A string value.
+    let mut b = small_file(3);
+    let at = find(&b, b"llama");
+    b[at] = 0xFF;
+    match parse(b) {
+        Err(GgufError::InvalidUtf8 { what, offset }) => {
+            assert_eq!(what, "value of \"general.architecture\"");
+            assert_eq!(offset as usize, at - 8);
+        }
+        other => panic!("{other:?}"),
+    }
+    // An element of a string array: the error names it.
+    let tokens = ["<s>", "hello", "world"].map(|t| Value::String(t.into()));
+    let mut w = GgufWriter::new();
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens.to_vec()),
+    )
+    .unwrap();
+    let mut b = w.to_bytes();
+    let at = find(&b, b"world");
+    b[at + 4] = 0x80; // a continuation byte with no lead byte
+    match parse(b) {
+        Err(e @ GgufError::InvalidUtf8 { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid UTF-8 in element 2 of \"tokenizer.ggml.tokens\" at byte {}",
+                at - 8
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// gguf.cpp reads a bool as one byte, any non-zero byte being true (`dst = tmp != 0`), and
+/// llama.cpp loads such a file: so does this reader, for a value and for array elements alike.
+#[test]
+fn bools_other_than_0_and_1_read_as_true_as_in_ggml() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("flag", Value::Bool(false)).unwrap();
+    w.add_metadata(
+        "flags",
+        Value::Array(ValueType::Bool, vec![Value::Bool(false); 3]),
+    )
+    .unwrap();
+    let b = w.to_bytes();
+    let value_at = find(&b, b"flag") + 4 + 4; // key, type BOOL
+    let elements_at = find(&b, b"flags") + 5 + 4 + 4 + 8; // key, ARRAY, BOOL, count
+    for byte in [2u8, 0x7F, 0x80, 0xFF] {
+        let mut c = b.clone();
+        c[value_at] = byte;
+        c[elements_at + 1] = byte;
+        let f = parse(c).unwrap();
+        assert!(f.metadata().get_bool("flag").unwrap(), "byte {byte:#x}");
+        assert_eq!(
+            f.metadata().get("flags"),
+            Some(&Value::Array(
+                ValueType::Bool,
+                vec![Value::Bool(false), Value::Bool(true), Value::Bool(false)]
+            )),
+            "byte {byte:#x}"
+        );
+    }
+}

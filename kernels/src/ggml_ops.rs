@@ -10,11 +10,27 @@
 // Burn deprecates NdArray in favour of Flex; this project still supports it.
 #![allow(deprecated)]
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, TensorMetadata};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
-use crate::cpu::ggml_ops::{self, AttentionShape};
+use crate::cpu::ggml_ops::{self, AttentionShape, KvSlice};
+
+/// The element type of a KV cache tensor on the CPU devices, which hold its bits in an integer
+/// tensor of [`cache_bits_dtype`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheElem {
+    F32,
+    F16,
+}
+
+/// The integer dtype that holds the bits of `elem`: `U32` for f32, `U16` for f16.
+pub fn cache_bits_dtype(elem: CacheElem) -> DType {
+    match elem {
+        CacheElem::F32 => DType::U32,
+        CacheElem::F16 => DType::U16,
+    }
+}
 
 /// The layer operations in ggml's order (see [`crate::cpu::ggml_ops`] for each one's definition).
 #[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"))]
@@ -37,14 +53,19 @@ pub trait GgmlOpsBackend: Backend {
     /// `[batch, n_head_kv, capacity, key_length]` and `vt` (the values transposed, as llama.cpp
     /// caches them) `[batch, n_head_kv, value_length, capacity]` whose positions
     /// `start .. start + seq` hold the new keys and values; later positions are not read:
-    /// `[batch, seq, n_head · value_length]`.
+    /// `[batch, seq, n_head · value_length]`. `k` and `vt` hold the bits of their elements
+    /// ([`cache_bits`]); each may be f32 or f16.
     fn ggml_attention(
         q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        vt: FloatTensor<Self>,
+        k: IntTensor<Self>,
+        vt: IntTensor<Self>,
         start: usize,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// The bits of `x` stored as `elem`: f32 bits in `u32`, or `x` rounded to f16 (ties to even,
+    /// as ggml's `fp32_to_fp16`) in `u16`; shaped as `x`.
+    fn ggml_cache_bits(x: FloatTensor<Self>, elem: CacheElem) -> IntTensor<Self>;
 }
 
 /// Whether tensors on `device` take these operations: the plain CPU devices (flex, ndarray), not
@@ -86,7 +107,13 @@ pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
 
 /// Causal grouped-query attention (see [`GgmlOpsBackend::ggml_attention`]):
 /// `[batch, seq, n_head · value_length]`.
-pub fn attention(q: Tensor<4>, k: Tensor<4>, vt: Tensor<4>, start: usize, scale: f32) -> Tensor<3> {
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4, Int>,
+    vt: Tensor<4, Int>,
+    start: usize,
+    scale: f32,
+) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -96,12 +123,24 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, vt: Tensor<4>, start: usize, scale:
     ))
 }
 
+/// `x` as a KV cache of the CPU devices stores it (see [`GgmlOpsBackend::ggml_cache_bits`]).
+pub fn cache_bits<const D: usize>(x: Tensor<D>, elem: CacheElem) -> Tensor<D, Int> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_cache_bits(
+        x.into_dispatch(),
+        elem,
+    ))
+}
+
 /// Host access to a CPU backend's f32 tensors.
 trait Host: Backend {
     /// `f` of the tensor's elements in row-major order (borrowed when contiguous).
     fn read<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R;
     /// A tensor of `shape` holding `data`.
     fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self>;
+    /// `f` of a cache tensor's elements ([`cache_bits`]) in row-major order.
+    fn read_cache<R>(t: &IntTensor<Self>, f: impl FnOnce(KvSlice) -> R) -> R;
+    /// An integer tensor of `shape` holding `data`.
+    fn make_int<E: burn::tensor::Element>(data: Vec<E>, shape: Vec<usize>) -> IntTensor<Self>;
 }
 
 #[cfg(feature = "flex")]
@@ -117,6 +156,32 @@ impl Host for burn::backend::Flex {
     }
 
     fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self> {
+        use burn::tensor::TensorData;
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    fn read_cache<R>(t: &IntTensor<Self>, f: impl FnOnce(KvSlice) -> R) -> R {
+        let c;
+        let t = match t.as_slice::<u32>().is_some() || t.as_slice::<u16>().is_some() {
+            true => t,
+            false => {
+                c = t.to_contiguous();
+                &c
+            }
+        };
+        if let Some(s) = t.as_slice::<u32>() {
+            return f(KvSlice::F32(bytemuck::cast_slice(s)));
+        }
+        match t.as_slice::<u16>() {
+            Some(s) => f(KvSlice::F16(bytemuck::cast_slice(s))),
+            None => panic!(
+                "ggml attention: cache tensors hold u32 or u16 bits, got {:?}",
+                t.dtype()
+            ),
+        }
+    }
+
+    fn make_int<E: burn::tensor::Element>(data: Vec<E>, shape: Vec<usize>) -> IntTensor<Self> {
         use burn::tensor::TensorData;
         burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape))
     }
@@ -137,6 +202,37 @@ impl Host for burn::backend::NdArray {
     }
 
     fn make(data: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Self> {
+        use burn::backend::ndarray::NdArrayTensor;
+        use burn::tensor::TensorData;
+        NdArrayTensor::from_data(TensorData::new(data, shape))
+    }
+
+    fn read_cache<R>(t: &IntTensor<Self>, f: impl FnOnce(KvSlice) -> R) -> R {
+        use burn::backend::ndarray::NdArrayTensor;
+        // `f` of the storage's elements in row-major order (borrowed when contiguous).
+        macro_rules! with_slice {
+            ($a:expr, $kind:ident) => {{
+                let view = $a.view();
+                match view.as_slice() {
+                    Some(s) => f(KvSlice::$kind(bytemuck::cast_slice(s))),
+                    None => {
+                        let v: Vec<_> = view.iter().copied().collect();
+                        f(KvSlice::$kind(bytemuck::cast_slice(&v)))
+                    }
+                }
+            }};
+        }
+        match t {
+            NdArrayTensor::U32(a) => with_slice!(a, F32),
+            NdArrayTensor::U16(a) => with_slice!(a, F16),
+            other => panic!(
+                "ggml attention: cache tensors hold u32 or u16 bits, got {:?}",
+                other.dtype()
+            ),
+        }
+    }
+
+    fn make_int<E: burn::tensor::Element>(data: Vec<E>, shape: Vec<usize>) -> IntTensor<Self> {
         use burn::backend::ndarray::NdArrayTensor;
         use burn::tensor::TensorData;
         NdArrayTensor::from_data(TensorData::new(data, shape))
@@ -198,8 +294,8 @@ fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> 
 
 fn host_attention<B: Host>(
     q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    vt: FloatTensor<B>,
+    k: IntTensor<B>,
+    vt: IntTensor<B>,
     start: usize,
     scale: f32,
 ) -> FloatTensor<B> {
@@ -228,8 +324,8 @@ fn host_attention<B: Host>(
     };
     let per_out = seq * n_head * value_length;
     let out = B::read(&q, |q| {
-        B::read(&k, |k| {
-            B::read(&vt, |vt| {
+        B::read_cache(&k, |k| {
+            B::read_cache(&vt, |vt| {
                 let mut out = vec![0f32; batch * per_out];
                 let (per_q, per_k, per_v) = (
                     seq * n_head * key_length,
@@ -239,8 +335,8 @@ fn host_attention<B: Host>(
                 for b in 0..batch {
                     ggml_ops::attention(
                         &q[b * per_q..][..per_q],
-                        &k[b * per_k..][..per_k],
-                        &vt[b * per_v..][..per_v],
+                        k.range(b * per_k, per_k),
+                        vt.range(b * per_v, per_v),
                         shape,
                         &mut out[b * per_out..][..per_out],
                     );
@@ -250,6 +346,19 @@ fn host_attention<B: Host>(
         })
     });
     B::make(out, vec![batch, seq, n_head * value_length])
+}
+
+fn host_cache_bits<B: Host>(x: FloatTensor<B>, elem: CacheElem) -> IntTensor<B> {
+    let shape = x.shape().to_vec();
+    B::read(&x, |x| match elem {
+        CacheElem::F32 => B::make_int(x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), shape),
+        CacheElem::F16 => {
+            use half::slice::HalfFloatSliceExt;
+            let mut h = vec![half::f16::ZERO; x.len()];
+            h.convert_from_f32_slice(x);
+            B::make_int(bytemuck::cast_vec::<half::f16, u16>(h), shape)
+        }
+    })
 }
 
 macro_rules! impl_ggml_ops {
@@ -278,12 +387,16 @@ macro_rules! impl_ggml_ops {
 
             fn ggml_attention(
                 q: FloatTensor<Self>,
-                k: FloatTensor<Self>,
-                vt: FloatTensor<Self>,
+                k: IntTensor<Self>,
+                vt: IntTensor<Self>,
                 start: usize,
                 scale: f32,
             ) -> FloatTensor<Self> {
                 host_attention::<Self>(q, k, vt, start, scale)
+            }
+
+            fn ggml_cache_bits(x: FloatTensor<Self>, elem: CacheElem) -> IntTensor<Self> {
+                host_cache_bits::<Self>(x, elem)
             }
         }
     };

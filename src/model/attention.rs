@@ -22,11 +22,11 @@
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::linear::Linear;
 use crate::model::rope::{Rope, RopeTables};
 
@@ -178,24 +178,29 @@ impl Attention {
         );
 
         let scale = 1.0 / (dk as f32).sqrt();
-        if ggml_ops::runs_on(&q.device()) && ggml_ops::runs_on(&k.device()) {
-            // ggml's attention bit for bit, reading the whole cache tensors in place.
-            drop(cache.append(layer, k.swap_dims(1, 2), v.swap_dims(1, 2))?);
-            // Keys [batch, n_kv, capacity, dk], values transposed [batch, n_kv, dv, capacity].
-            let (keys, values_t) = cache
-                .layer_tensors(layer)
-                .expect("the append above allocated the layer");
-            let kqv = ggml_ops::attention(q, keys, values_t, start, scale); // [batch, seq, n_head · dv]
-            trace(&format!("kqv_out-{layer}"), kqv.clone());
-            return self.output.forward(kqv);
-        }
-
-        // Cache the new keys and values; get all of them back.
-        let (keys, values) = cache.append(
+        // Cache the new keys and values.
+        let views = cache.append(
             layer,
             k.swap_dims(1, 2), // [batch, n_kv, seq, dk]
             v.swap_dims(1, 2), // [batch, n_kv, seq, dv]
-        )?; // [batch, n_kv, start + seq, dk | dv]
+        )?;
+        let Some((keys, values)) = views else {
+            // The CPU devices: ggml's attention bit for bit, reading the whole cache tensors in
+            // place. Keys [batch, n_kv, capacity, dk], values transposed [batch, n_kv, dv, capacity].
+            let (keys, values_t) =
+                cache
+                    .layer_bits(layer)
+                    .ok_or_else(|| ModelError::CacheMismatch {
+                        what: format!("layer {layer} holds no CPU cache tensors after its append"),
+                    })?;
+            let kqv = ggml_ops::attention(q, keys, values_t, start, scale); // [batch, seq, n_head · dv]
+            trace(&format!("kqv_out-{layer}"), kqv.clone());
+            return self.output.forward(kqv);
+        }; // [batch, n_kv, start + seq, dk | dv], f32
+        let types = cache.types();
+        // ggml multiplies f16 keys with the queries rounded to f16, and f16 values with the
+        // softmax weights rounded to f16.
+        let q = round_if_f16(q, types.k);
 
         // Stack the query heads of each key/value head as rows: head h = kv · group + g.
         let q: Tensor<5> = q.reshape([batch, seq, n_kv, group, dk]);
@@ -212,7 +217,7 @@ impl Attention {
         } else {
             scores
         };
-        let probs = softmax(scores, 3); // over the keys
+        let probs = round_if_f16(softmax(scores, 3), types.v); // over the keys
         let context = probs.matmul(values); // [batch, n_kv, group · seq, dv]
 
         // Back to [batch, seq, n_head · dv], heads in order h = kv · group + g.
@@ -222,5 +227,14 @@ impl Attention {
             .reshape([batch, seq, n_head * dv]);
         trace(&format!("kqv_out-{layer}"), kqv.clone());
         self.output.forward(kqv) // [batch, seq, n_embd]
+    }
+}
+
+/// `x` rounded to f16 and back when `ty` is f16 (what ggml does to the operand it multiplies
+/// with an f16 cache tensor), else `x`.
+fn round_if_f16<const D: usize>(x: Tensor<D>, ty: KvType) -> Tensor<D> {
+    match ty {
+        KvType::F16 => x.cast(DType::F16).cast(DType::F32),
+        KvType::F32 => x,
     }
 }

@@ -76,12 +76,32 @@ impl Block {
     /// Runs block `layer`, reporting intermediate tensors by llama.cpp's names, in its graph
     /// order: `attn_norm-{i}`, `Qcur-{i}`, `Vcur-{i}`, `Kcur-{i}`, `kqv_out-{i}`, `attn_out-{i}`,
     /// `ffn_inp-{i}`, `ffn_norm-{i}`, `ffn_gate-{i}`, `ffn_up-{i}`, `ffn_swiglu-{i}`,
-    /// `ffn_out-{i}` (before the residual), `l_out-{i}`.
+    /// `ffn_out-{i}` (before the residual), `l_out-{i}`: [`Block::attend`] then
+    /// [`Block::feed_forward_residual`].
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, n_embd]`
     /// - output: `[batch, seq, n_embd]`
     pub fn forward(
+        &self,
+        x: Tensor<3>,
+        layer: usize,
+        ctx: &mut BlockContext<'_>,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
+        let ffn_inp = self.attend(x, layer, ctx, trace)?;
+        self.feed_forward_residual(ffn_inp, layer, trace)
+    }
+
+    /// The attention half of [`Block::forward`]: `x` plus the attention of its normalized
+    /// stream (`ffn_inp-{i}`), appending the positions to the KV cache. Every position goes
+    /// through it (later positions attend to it); the model's last block continues only with
+    /// the positions whose logits are wanted, as llama.cpp's graph does (its `inp_out_ids`).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, n_embd]`
+    /// - output: `[batch, seq, n_embd]`
+    pub fn attend(
         &self,
         x: Tensor<3>,
         layer: usize,
@@ -99,11 +119,25 @@ impl Block {
         // Residual.
         let ffn_inp = attn + x; // [batch, seq, n_embd]
         trace(&format!("ffn_inp-{layer}"), ffn_inp.clone());
+        Ok(ffn_inp)
+    }
 
+    /// The feed-forward half of [`Block::forward`]: `ffn_inp` plus the feed-forward network of
+    /// its normalized stream, row by row (any number of positions).
+    ///
+    /// # Shapes
+    /// - `ffn_inp`: `[batch, rows, n_embd]`
+    /// - output: `[batch, rows, n_embd]`
+    pub fn feed_forward_residual(
+        &self,
+        ffn_inp: Tensor<3>,
+        layer: usize,
+        trace: &mut dyn FnMut(&str, Tensor<3>),
+    ) -> Result<Tensor<3>, ModelError> {
         // Feed-forward on the normalized stream.
         let h = self.ffn_norm.forward(ffn_inp.clone());
         trace(&format!("ffn_norm-{layer}"), h.clone());
-        let ffn_out = self.ffn.forward(h, layer, trace)?; // [batch, seq, n_embd]
+        let ffn_out = self.ffn.forward(h, layer, trace)?; // [batch, rows, n_embd]
         trace(&format!("ffn_out-{layer}"), ffn_out.clone());
 
         // Residual.

@@ -22,8 +22,12 @@
 //! | `{arch}.vocab_size`                         | no       | length of `tokenizer.ggml.tokens`        |
 //!
 //! The vocabulary size falls back to the rows of `token_embd.weight` in
-//! [`LlamaConfig::from_file`]. The per-pair frequency divisors of Llama 3 files
-//! (`rope_freqs.weight`) are a tensor, loaded with the weights (see [`crate::model::rope`]).
+//! [`LlamaConfig::from_file`]. When `{arch}.vocab_size` and `tokenizer.ggml.tokens` are both
+//! present they must agree: llama.cpp sizes the embedding by the tokenizer's vocabulary, and a
+//! model with more rows than the tokenizer has tokens would produce ids it cannot decode.
+//!
+//! The per-pair frequency divisors of Llama 3 files (`rope_freqs.weight`) are a tensor, loaded
+//! with the weights (see [`crate::model::rope`]).
 
 use gguf_importer::keys::{self, arch_key, llm};
 use gguf_importer::{GgufFile, Metadata};
@@ -160,16 +164,19 @@ impl LlamaConfig {
             vec![head_count; block_count]
         };
 
-        let head_default = embedding_length / head_count;
-        let k_key = key(llm::KEY_LENGTH);
-        if !md.contains(&k_key) && embedding_length % head_count != 0 {
-            return Err(invalid(
-                &k_key,
-                format!("absent, and embedding_length {embedding_length} is not a multiple of head_count {head_count}"),
-            ));
-        }
-        let key_length = optional_usize(&k_key, head_default)?;
-        let value_length = optional_usize(&key(llm::VALUE_LENGTH), head_default)?;
+        // The head sizes default to n_embd / n_head, which must then be whole (llama.cpp divides
+        // without checking and would silently drop the remainder).
+        let head_size = |k: &str| -> Result<usize, ModelError> {
+            if !md.contains(k) && !embedding_length.is_multiple_of(head_count) {
+                return Err(invalid(
+                    k,
+                    format!("absent, and embedding_length {embedding_length} is not a multiple of head_count {head_count}"),
+                ));
+            }
+            optional_usize(k, embedding_length / head_count)
+        };
+        let key_length = head_size(&key(llm::KEY_LENGTH))?;
+        let value_length = head_size(&key(llm::VALUE_LENGTH))?;
 
         let eps_key = key(llm::LAYER_NORM_RMS_EPSILON);
         let rms_norm_eps = md.get_f32(&eps_key).map_err(ModelError::key(&eps_key))?;
@@ -221,13 +228,31 @@ impl LlamaConfig {
         };
 
         let vocab_key = key(llm::VOCAB_SIZE);
+        let n_tokens = match md.contains(keys::tokenizer::TOKENS) {
+            true => Some(
+                md.get_array(keys::tokenizer::TOKENS)
+                    .map_err(ModelError::key(keys::tokenizer::TOKENS))?
+                    .1
+                    .len(),
+            ),
+            false => None,
+        };
         let vocab_size = if md.contains(&vocab_key) {
-            positive(&vocab_key)?
-        } else if md.contains(keys::tokenizer::TOKENS) {
-            md.get_array(keys::tokenizer::TOKENS)
-                .map_err(ModelError::key(keys::tokenizer::TOKENS))?
-                .1
-                .len()
+            let n = positive(&vocab_key)?;
+            match n_tokens {
+                Some(tokens) if tokens != n => {
+                    return Err(invalid(
+                        &vocab_key,
+                        format!(
+                            "{n}, but {} lists {tokens} tokens: the two must agree",
+                            keys::tokenizer::TOKENS
+                        ),
+                    ))
+                }
+                _ => n,
+            }
+        } else if let Some(tokens) = n_tokens {
+            tokens
         } else if let Some(rows) = vocab_fallback {
             rows
         } else {
@@ -296,8 +321,14 @@ impl LlamaConfig {
                 ),
             ));
         }
-        for &n in &self.head_count_kv {
-            if n == 0 || !self.head_count.is_multiple_of(n) {
+        for (layer, &n) in self.head_count_kv.iter().enumerate() {
+            if n == 0 {
+                return Err(invalid(
+                    &kv_key,
+                    format!("must be positive (layer {layer} has 0 key/value heads)"),
+                ));
+            }
+            if !self.head_count.is_multiple_of(n) {
                 return Err(invalid(
                     &kv_key,
                     format!(

@@ -67,6 +67,13 @@ pub enum ModelError {
     #[error("{needed} positions needed, but the KV cache holds {capacity}")]
     CacheFull { needed: usize, capacity: usize },
 
+    /// A KV cache element type that is not implemented (llama.cpp's quantized cache types).
+    #[error("unsupported KV cache type {name:?} (supported: {supported})")]
+    UnsupportedCacheType {
+        name: String,
+        supported: &'static str,
+    },
+
     /// A KV cache that does not fit the model or the input (layers, batch, heads, device).
     #[error("KV cache mismatch: {what}")]
     CacheMismatch { what: String },
@@ -77,6 +84,31 @@ pub enum ModelError {
     /// The quantized matmul refused its operands (a weight or activation of the wrong size).
     #[error("quantized matmul: {0}")]
     Kernel(#[from] gguf_kernels::error::KernelError),
+
+    /// A weight of a ggml type that the importer lists but that has no dequantizer or matmul
+    /// kernel here (the i-quants, TQ1_0, MXFP4 ...): refused by name before anything is read.
+    #[error(
+        "tensor {name:?} has ggml type {ty}, which this crate cannot load (supported: {supported})"
+    )]
+    UnsupportedTensorType {
+        name: String,
+        ty: gguf_importer::GgmlType,
+        supported: String,
+    },
+
+    /// The rows of the token embedding (or of the output projection) are not the vocabulary's
+    /// tokens: the model would produce ids the tokenizer cannot decode, or be fed ids it has no
+    /// row for. `vocab_from` says where the vocabulary size came from (a metadata key).
+    #[error(
+        "tensor {tensor:?} has {rows} rows, but the vocabulary has {vocab_size} tokens \
+         ({vocab_from})"
+    )]
+    VocabMismatch {
+        tensor: String,
+        rows: usize,
+        vocab_size: usize,
+        vocab_from: String,
+    },
 }
 
 impl ModelError {

@@ -5,11 +5,17 @@
 //! llama.cpp does). A forward pass writes the new positions with `slice_assign` and attends to
 //! the view `0 .. len + seq`.
 //!
-//! On the CPU devices (those of [`gguf_kernels::ggml_ops::runs_on`]) the values are kept
-//! transposed, `[batch, n_head_kv, value_length, capacity]`, as llama.cpp keeps them without
-//! flash attention: [`gguf_kernels::ggml_ops::attention`] then reads each value column where it
-//! lies, and a decoding step writes one column entry per value element instead of the attention
-//! transposing the whole cache. [`KvCache::append`] returns the usual layout either way.
+//! Keys and values are stored as [`KvType`] says, separately for each (llama.cpp's
+//! `--cache-type-k` and `--cache-type-v`): f16 by default, as llama.cpp's default, or f32. The
+//! new keys and values are rounded to f16 when stored (ties to even, as ggml's `fp32_to_fp16`).
+//!
+//! On the CPU devices (those of [`gguf_kernels::ggml_ops::runs_on`]) the cache holds the
+//! elements' bits in integer tensors (`u32` for f32, `u16` for f16: ndarray has no f16 tensors)
+//! and the values are kept transposed, `[batch, n_head_kv, value_length, capacity]`, as
+//! llama.cpp keeps them without flash attention: [`gguf_kernels::ggml_ops::attention`] then reads
+//! them where they lie, and a decoding step writes one column entry per value element instead of
+//! the attention transposing the whole cache. Elsewhere (wgpu, autodiff) it holds float tensors
+//! of the element type, and [`KvCache::append`] returns f32 views in the usual layout.
 //!
 //! Preallocated rather than grown by concatenation: concatenating copies the whole cache on every
 //! token, while `slice_assign` on a tensor the cache alone holds writes in place on backends that
@@ -23,13 +29,157 @@
 //! [`KvCache::advance`]s once; if it fails half-way, `len` is unchanged and the positions it wrote
 //! past `len` are overwritten by the next pass.
 
-use burn::tensor::{Device, Tensor};
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{DType, Device, Int, Tensor};
+use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
 
+/// The element type of cached keys or values: llama.cpp's `--cache-type-k/-v` (`f16` is its
+/// default, and this crate's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvType {
+    F32,
+    #[default]
+    F16,
+}
+
+impl KvType {
+    /// The types this crate supports, by their llama.cpp names.
+    pub const SUPPORTED: &'static str = "f32, f16";
+
+    /// llama.cpp's name of the type (`f32`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+
+    /// The float dtype of a cache tensor on a device that computes with Burn's ops.
+    fn float_dtype(self) -> DType {
+        match self {
+            KvType::F32 => DType::F32,
+            KvType::F16 => DType::F16,
+        }
+    }
+}
+
+impl fmt::Display for KvType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KvType {
+    type Err = ModelError;
+
+    /// llama.cpp's names, any case. Its quantized cache types (`q8_0`, `q4_0` ...) are not
+    /// supported yet and are refused by name.
+    fn from_str(s: &str) -> Result<KvType, ModelError> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvType::F32),
+            "f16" => Ok(KvType::F16),
+            _ => Err(ModelError::UnsupportedCacheType {
+                name: s.to_string(),
+                supported: KvType::SUPPORTED,
+            }),
+        }
+    }
+}
+
+/// The element types of a cache's keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CacheTypes {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl CacheTypes {
+    /// Keys and values in f32.
+    pub const F32: CacheTypes = CacheTypes {
+        k: KvType::F32,
+        v: KvType::F32,
+    };
+    /// Keys and values in f16: llama.cpp's default, and [`CacheTypes::default`].
+    pub const F16: CacheTypes = CacheTypes {
+        k: KvType::F16,
+        v: KvType::F16,
+    };
+
+    /// The types a cache on `device` holds: these, except that f16 becomes f32 (with a warning)
+    /// on a device without f16 tensors (a wgpu adapter without `shader-f16`). The CPU devices
+    /// hold f16 as bits and always can.
+    pub fn on(self, device: &Device) -> CacheTypes {
+        let f16_ok = ggml_ops::runs_on(device) || device.supports_dtype(DType::F16);
+        let fit = |ty: KvType| match ty {
+            KvType::F16 if !f16_ok => KvType::F32,
+            ty => ty,
+        };
+        let on = CacheTypes {
+            k: fit(self.k),
+            v: fit(self.v),
+        };
+        if on != self {
+            log::warn!("{device:?} has no f16 tensors: the KV cache holds f32");
+        }
+        on
+    }
+}
+
+/// One cached tensor (a layer's keys, or its values) as stored on its device.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// On the CPU devices: the elements' bits (`u32` for f32, `u16` for f16).
+    Bits(Tensor<4, Int>),
+    /// Elsewhere: floats of the element type.
+    Float(Tensor<4>),
+}
+
+impl Stored {
+    /// A zeroed tensor of `shape` holding `ty` on `device`.
+    fn zeros(shape: [usize; 4], ty: KvType, device: &Device) -> Stored {
+        match ggml_ops::runs_on(device) {
+            true => Stored::Bits(Tensor::zeros(
+                shape,
+                (device, ggml_ops::cache_bits_dtype(ty.into())),
+            )),
+            false => Stored::Float(Tensor::zeros(shape, (device, ty.float_dtype()))),
+        }
+    }
+
+    fn dims(&self) -> [usize; 4] {
+        match self {
+            Stored::Bits(t) => t.dims(),
+            Stored::Float(t) => t.dims(),
+        }
+    }
+
+    /// Writes `x` (f32, shaped as `range`) at `range`, rounded to the element type `ty`.
+    fn assign(self, range: [std::ops::Range<usize>; 4], x: Tensor<4>, ty: KvType) -> Stored {
+        match self {
+            Stored::Bits(t) => {
+                Stored::Bits(t.slice_assign(range, ggml_ops::cache_bits(x, ty.into())))
+            }
+            Stored::Float(t) => Stored::Float(t.slice_assign(range, x.cast(ty.float_dtype()))),
+        }
+    }
+}
+
+impl From<KvType> for ggml_ops::CacheElem {
+    fn from(ty: KvType) -> ggml_ops::CacheElem {
+        match ty {
+            KvType::F32 => ggml_ops::CacheElem::F32,
+            KvType::F16 => ggml_ops::CacheElem::F16,
+        }
+    }
+}
+
 /// Whether a cache on `device` keeps its values transposed (see the module documentation).
 fn values_transposed(device: &Device) -> bool {
-    gguf_kernels::ggml_ops::runs_on(device)
+    ggml_ops::runs_on(device)
 }
 
 /// A layer's zeroed key and value tensors on `device`, the values in that device's layout.
@@ -38,12 +188,13 @@ fn zero_layer(
     n_kv: usize,
     capacity: usize,
     (dk, dv): (usize, usize),
+    types: CacheTypes,
     device: &Device,
-) -> (Tensor<4>, Tensor<4>) {
-    let keys = Tensor::zeros([batch, n_kv, capacity, dk], device);
+) -> (Stored, Stored) {
+    let keys = Stored::zeros([batch, n_kv, capacity, dk], types.k, device);
     let values = match values_transposed(device) {
-        true => Tensor::zeros([batch, n_kv, dv, capacity], device),
-        false => Tensor::zeros([batch, n_kv, capacity, dv], device),
+        true => Stored::zeros([batch, n_kv, dv, capacity], types.v, device),
+        false => Stored::zeros([batch, n_kv, capacity, dv], types.v, device),
     };
     (keys, values)
 }
@@ -55,17 +206,20 @@ pub struct KvCache {
     /// `[batch, n_head_kv, capacity, value_length]` (transposed,
     /// `[batch, n_head_kv, value_length, capacity]`, on the CPU devices); `None` until the
     /// first append.
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<Option<(Stored, Stored)>>,
+    types: CacheTypes,
     batch: usize,
     capacity: usize,
     len: usize,
 }
 
 impl KvCache {
-    /// An empty cache for `n_layers` layers, `batch` sequences and `capacity` positions.
-    pub fn new(n_layers: usize, batch: usize, capacity: usize) -> KvCache {
+    /// An empty cache for `n_layers` layers, `batch` sequences and `capacity` positions, its
+    /// keys and values stored as `types` says.
+    pub fn new(n_layers: usize, batch: usize, capacity: usize, types: CacheTypes) -> KvCache {
         KvCache {
             layers: vec![None; n_layers],
+            types,
             batch,
             capacity,
             len: 0,
@@ -82,18 +236,26 @@ impl KvCache {
         shapes: &[(usize, usize, usize)],
         batch: usize,
         capacity: usize,
+        types: CacheTypes,
         device: &Device,
     ) -> KvCache {
+        let types = types.on(device);
         let layers = shapes
             .iter()
-            .map(|&(n_kv, dk, dv)| Some(zero_layer(batch, n_kv, capacity, (dk, dv), device)))
+            .map(|&(n_kv, dk, dv)| Some(zero_layer(batch, n_kv, capacity, (dk, dv), types, device)))
             .collect();
         KvCache {
             layers,
+            types,
             batch,
             capacity,
             len: 0,
         }
+    }
+
+    /// The element types of the keys and values.
+    pub fn types(&self) -> CacheTypes {
+        self.types
     }
 
     /// Positions cached (the position of the next token).
@@ -144,17 +306,21 @@ impl KvCache {
     }
 
     /// Writes the keys and values of `seq` new positions of `layer` at positions
-    /// `len .. len + seq`, and returns the keys and values of all positions `0 .. len + seq`.
+    /// `len .. len + seq` (rounded to the cache's element types), and returns the keys and values
+    /// of all positions `0 .. len + seq` as f32, for attention written with Burn's ops.
     ///
     /// # Shapes
     /// - `k`: `[batch, n_head_kv, seq, key_length]`, `v`: `[batch, n_head_kv, seq, value_length]`
-    /// - returned: `[batch, n_head_kv, len + seq, key_length]` and `[.., value_length]`
+    /// - returned: `[batch, n_head_kv, len + seq, key_length]` and `[.., value_length]`; `None`
+    ///   on the CPU devices, whose attention reads the stored tensors
+    ///   ([`KvCache::layer_bits`]).
+    #[allow(clippy::type_complexity)]
     pub fn append(
         &mut self,
         layer: usize,
         k: Tensor<4>,
         v: Tensor<4>,
-    ) -> Result<(Tensor<4>, Tensor<4>), ModelError> {
+    ) -> Result<Option<(Tensor<4>, Tensor<4>)>, ModelError> {
         let n_layers = self.layers.len();
         let [kb, kh, seq, dk] = k.dims();
         let [vb, vh, vseq, dv] = v.dims();
@@ -169,60 +335,89 @@ impl KvCache {
             });
         }
         self.check_room(seq)?;
+        let (types, batch, capacity) = (self.types, self.batch, self.capacity);
         let slot = self
             .layers
             .get_mut(layer)
             .ok_or_else(|| ModelError::CacheMismatch {
                 what: format!("layer {layer} of a cache of {n_layers} layers"),
             })?;
+        let transposed = values_transposed(&k.device());
         let (k_all, v_all) = match slot.take() {
             Some((ck, cv)) => {
                 let [_, ch, _, cdk] = ck.dims();
-                let cdv = match values_transposed(&cv.device()) {
+                let cdv = match transposed {
                     true => cv.dims()[2],
                     false => cv.dims()[3],
                 };
-                if (ch, cdk, cdv) != (kh, dk, dv) {
+                let same_kind = matches!(
+                    (&ck, transposed),
+                    (Stored::Bits(_), true) | (Stored::Float(_), false)
+                );
+                if !same_kind && self.len == 0 {
+                    // Nothing cached yet, and the keys come from another kind of device than
+                    // the one the cache was allocated for (a model with adapters on the autodiff
+                    // device): start the layer anew for theirs.
+                    self.types = types.on(&k.device());
+                    zero_layer(batch, kh, capacity, (dk, dv), self.types, &k.device())
+                } else if (ch, cdk, cdv) != (kh, dk, dv) || !same_kind {
                     // Put the tensors back: a mismatched call must not lose the cache.
                     *slot = Some((ck, cv));
                     return Err(ModelError::CacheMismatch {
-                        what: format!(
-                            "layer {layer} caches {ch} heads of {cdk}/{cdv} elements, got {kh} of {dk}/{dv}"
-                        ),
+                        what: match same_kind {
+                            true => format!(
+                                "layer {layer} caches {ch} heads of {cdk}/{cdv} elements, got {kh} of {dk}/{dv}"
+                            ),
+                            false => format!(
+                                "layer {layer} was allocated for another kind of device than {:?}",
+                                k.device()
+                            ),
+                        },
                     });
+                } else {
+                    (ck, cv)
                 }
-                (ck, cv)
             }
-            None => zero_layer(self.batch, kh, self.capacity, (dk, dv), &k.device()),
+            None => {
+                self.types = types.on(&k.device());
+                zero_layer(batch, kh, capacity, (dk, dv), self.types, &k.device())
+            }
         };
+        let types = self.types;
         let (start, end) = (self.len, self.len + seq);
-        let k_all = k_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dk], k);
-        let keys = k_all.clone().narrow(2, 0, end); // [batch, n_head_kv, len + seq, dk]
-        let (v_all, values) = match values_transposed(&v_all.device()) {
-            true => {
-                let b = self.batch;
-                let v_all = v_all.slice_assign([0..b, 0..kh, 0..dv, start..end], v.swap_dims(2, 3));
-                let values = v_all.clone().narrow(3, 0, end).swap_dims(2, 3);
-                (v_all, values)
-            }
-            false => {
-                let v_all = v_all.slice_assign([0..self.batch, 0..kh, start..end, 0..dv], v);
-                let values = v_all.clone().narrow(2, 0, end);
-                (v_all, values)
-            }
-        }; // values: [batch, n_head_kv, len + seq, dv]
+        let k_all = k_all.assign([0..batch, 0..kh, start..end, 0..dk], k, types.k);
+        let v_all = match transposed {
+            true => v_all.assign(
+                [0..batch, 0..kh, 0..dv, start..end],
+                v.swap_dims(2, 3),
+                types.v,
+            ),
+            false => v_all.assign([0..batch, 0..kh, start..end, 0..dv], v, types.v),
+        };
+        let views = match (&k_all, &v_all) {
+            (Stored::Float(k), Stored::Float(v)) => Some((
+                k.clone().narrow(2, 0, end).cast(DType::F32),
+                v.clone().narrow(2, 0, end).cast(DType::F32),
+            )),
+            _ => None,
+        };
         *slot = Some((k_all, v_all));
-        Ok((keys, values))
+        Ok(views)
     }
 
-    /// The whole key and value tensors of `layer` as stored (all `capacity` positions; those
-    /// past `len + seq` of the last [`KvCache::append`] hold nothing meaningful; the values
-    /// transposed, `[batch, n_head_kv, value_length, capacity]`, on the CPU devices), `None`
-    /// before its first append. For operations that read the cache in place
+    /// The whole key and value tensors of `layer` as the CPU devices store them: the elements'
+    /// bits (see [`gguf_kernels::ggml_ops::cache_bits`]), keys
+    /// `[batch, n_head_kv, capacity, key_length]` and values transposed,
+    /// `[batch, n_head_kv, value_length, capacity]`; positions past `len + seq` of the last
+    /// [`KvCache::append`] hold nothing meaningful. `None` before the layer's first append and
+    /// on other devices. For operations that read the cache in place
     /// ([`gguf_kernels::ggml_ops::attention`]); drop them before the next append, which writes in
     /// place only while the cache alone holds its tensors.
-    pub fn layer_tensors(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {
-        self.layers.get(layer)?.clone()
+    pub fn layer_bits(&self, layer: usize) -> Option<(Tensor<4, Int>, Tensor<4, Int>)> {
+        match self.layers.get(layer)? {
+            Some((Stored::Bits(k), Stored::Bits(v))) => Some((k.clone(), v.clone())),
+            _ => None,
+        }
     }
 
     /// Marks `seq` appended positions as cached (after every layer appended them).
@@ -244,13 +439,38 @@ mod tests {
         Tensor::from_data(TensorData::new(data, shape), device)
     }
 
+    fn to_vec(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The keys of layer 0 positions `0 .. n` as the CPU devices store them, decoded to f32.
+    fn stored_keys(cache: &KvCache, n: usize) -> Vec<f32> {
+        let (k, _) = cache.layer_bits(0).unwrap();
+        let k = k.narrow(2, 0, n).into_data();
+        match cache.types().k {
+            KvType::F32 => k
+                .try_to_vec::<u32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::from_bits)
+                .collect(),
+            KvType::F16 => k
+                .try_to_vec::<u16>()
+                .unwrap()
+                .into_iter()
+                .map(|b| half::f16::from_bits(b).to_f32())
+                .collect(),
+        }
+    }
+
     #[test]
     fn append_returns_all_positions_in_order() {
-        let device = Device::flex();
-        let mut cache = KvCache::new(2, 1, 5);
+        // Autodiff flex computes with Burn's ops: the cache returns f32 views of what it holds.
+        let device = Device::flex().autodiff();
+        let mut cache = KvCache::new(2, 1, 5, CacheTypes::F32);
         let k1 = filled(0.0, [1, 2, 3, 4], &device);
         let v1 = filled(100.0, [1, 2, 3, 2], &device);
-        let (k, v) = cache.append(0, k1.clone(), v1.clone()).unwrap();
+        let (k, v) = cache.append(0, k1.clone(), v1.clone()).unwrap().unwrap();
         assert_eq!(k.dims(), [1, 2, 3, 4]);
         assert_eq!(v.dims(), [1, 2, 3, 2]);
         cache.append(1, k1.clone(), v1.clone()).unwrap();
@@ -259,13 +479,9 @@ mod tests {
 
         let k2 = filled(1000.0, [1, 2, 2, 4], &device);
         let v2 = filled(2000.0, [1, 2, 2, 2], &device);
-        let (k, _) = cache.append(0, k2.clone(), v2).unwrap();
+        let (k, _) = cache.append(0, k2.clone(), v2).unwrap().unwrap();
         assert_eq!(k.dims(), [1, 2, 5, 4]);
-        let want = Tensor::cat(vec![k1, k2], 2);
-        assert_eq!(
-            k.into_data().try_to_vec::<f32>().unwrap(),
-            want.into_data().try_to_vec::<f32>().unwrap()
-        );
+        assert_eq!(to_vec(k), to_vec(Tensor::cat(vec![k1, k2], 2)));
 
         // Full: 5 + 1 > 5; the length is unchanged.
         cache.advance(2).unwrap();
@@ -282,35 +498,115 @@ mod tests {
 
         // After truncate, writes go to the forgotten positions.
         cache.truncate(4);
-        let (k, _) = cache.append(0, k3, v3).unwrap();
+        let (k, _) = cache.append(0, k3, v3).unwrap().unwrap();
         assert_eq!(k.dims(), [1, 2, 5, 4]);
+    }
+
+    /// Values that f16 cannot hold exactly: 1 + 2^-11 (a tie, to even: 1), 1 + 3·2^-11 (a tie,
+    /// to even: 1 + 2^-9), 0.1, 65520 (past f16's largest finite: inf), 1e-8 (a subnormal).
+    const AWKWARD: [f32; 8] = [
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        0.1,
+        65520.0,
+        1e-8,
+        -2.5,
+        0.0,
+        -0.0,
+    ];
+
+    #[test]
+    fn f16_caches_round_to_nearest_even_on_every_path() {
+        let want: Vec<f32> = AWKWARD
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect();
+        assert_eq!(want[0], 1.0);
+        assert_eq!(want[1], 1.0 + 4.0 / 2048.0);
+        assert_eq!(want[3], f32::INFINITY);
+        let x = |device: &Device| {
+            Tensor::<4>::from_data(TensorData::new(AWKWARD.to_vec(), [1, 1, 2, 4]), device)
+        };
+        let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+
+        // The CPU devices store the bits; the f32 cache keeps every bit.
+        for (types, want) in [
+            (CacheTypes::F16, &want[..]),
+            (CacheTypes::F32, &AWKWARD[..]),
+        ] {
+            let device = Device::flex();
+            let mut cache = KvCache::new(1, 1, 3, types);
+            assert!(cache.append(0, x(&device), x(&device)).unwrap().is_none());
+            assert_eq!(to_bits(&stored_keys(&cache, 2)), to_bits(want), "{types:?}");
+        }
+
+        // Burn's ops path: a float cache of the element type, read back as f32.
+        let device = Device::flex().autodiff();
+        let mut cache = KvCache::new(1, 1, 3, CacheTypes::F16);
+        let (k, v) = cache.append(0, x(&device), x(&device)).unwrap().unwrap();
+        assert_eq!(to_bits(&to_vec(k)), to_bits(&want));
+        assert_eq!(to_bits(&to_vec(v)), to_bits(&want));
+    }
+
+    #[test]
+    fn cache_types_parse_llama_cpp_names() {
+        assert_eq!("f16".parse::<KvType>().unwrap(), KvType::F16);
+        assert_eq!("F32".parse::<KvType>().unwrap(), KvType::F32);
+        assert_eq!(CacheTypes::default(), CacheTypes::F16);
+        let err = "q8_0".parse::<KvType>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"q8_0\"") && err.contains("f32, f16"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_cache_follows_the_keys_to_another_kind_of_device() {
+        // Allocated on flex (bits), fed from autodiff flex (a model with adapters there): the
+        // empty layer starts anew as floats; once positions are cached, another kind of device
+        // is an error that keeps the cache.
+        let shapes = [(2, 4, 4)];
+        let mut cache = KvCache::allocated(&shapes, 1, 4, CacheTypes::F16, &Device::flex());
+        assert!(cache.layer_bits(0).is_some());
+        let ad = Device::flex().autodiff();
+        let k = filled(0.0, [1, 2, 1, 4], &ad);
+        assert!(cache.append(0, k.clone(), k.clone()).unwrap().is_some());
+        cache.advance(1).unwrap();
+        let flex_k = filled(0.0, [1, 2, 1, 4], &Device::flex());
+        assert!(matches!(
+            cache.append(0, flex_k.clone(), flex_k),
+            Err(ModelError::CacheMismatch { .. })
+        ));
+        let (k_all, _) = cache.append(0, k.clone(), k).unwrap().unwrap();
+        assert_eq!(k_all.dims(), [1, 2, 2, 4]);
     }
 
     #[test]
     fn mismatched_inputs_are_errors() {
-        let device = Device::flex();
-        let mut cache = KvCache::new(1, 1, 4);
-        let k = filled(0.0, [1, 2, 1, 4], &device);
-        let v = filled(0.0, [1, 2, 1, 4], &device);
-        cache.append(0, k.clone(), v.clone()).unwrap();
-        // Another head count than the layer was allocated with.
-        let k3 = filled(0.0, [1, 3, 1, 4], &device);
-        let v3 = filled(0.0, [1, 3, 1, 4], &device);
-        assert!(matches!(
-            cache.append(0, k3, v3),
-            Err(ModelError::CacheMismatch { .. })
-        ));
-        // The layer's tensors survive the mismatch.
-        assert!(cache.append(0, k.clone(), v.clone()).is_ok());
-        // A layer past the last, another batch size.
-        assert!(matches!(
-            cache.append(1, k.clone(), v.clone()),
-            Err(ModelError::CacheMismatch { .. })
-        ));
-        let kb = filled(0.0, [2, 2, 1, 4], &device);
-        assert!(matches!(
-            cache.append(0, kb.clone(), kb),
-            Err(ModelError::CacheMismatch { .. })
-        ));
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let mut cache = KvCache::new(1, 1, 4, CacheTypes::default());
+            let k = filled(0.0, [1, 2, 1, 4], &device);
+            let v = filled(0.0, [1, 2, 1, 4], &device);
+            cache.append(0, k.clone(), v.clone()).unwrap();
+            // Another head count than the layer was allocated with.
+            let k3 = filled(0.0, [1, 3, 1, 4], &device);
+            let v3 = filled(0.0, [1, 3, 1, 4], &device);
+            assert!(matches!(
+                cache.append(0, k3, v3),
+                Err(ModelError::CacheMismatch { .. })
+            ));
+            // The layer's tensors survive the mismatch.
+            assert!(cache.append(0, k.clone(), v.clone()).is_ok());
+            // A layer past the last, another batch size.
+            assert!(matches!(
+                cache.append(1, k.clone(), v.clone()),
+                Err(ModelError::CacheMismatch { .. })
+            ));
+            let kb = filled(0.0, [2, 2, 1, 4], &device);
+            assert!(matches!(
+                cache.append(0, kb.clone(), kb),
+                Err(ModelError::CacheMismatch { .. })
+            ));
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::model::block::{Block, BlockContext};
 use crate::model::config::LlamaConfig;
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{CacheTypes, KvCache};
 use crate::model::linear::Linear;
 use crate::model::lora::LoraTarget;
 use crate::model::norm::RmsNorm;
@@ -110,18 +110,25 @@ impl Llama {
         &self.token_embd
     }
 
-    /// An empty KV cache for `batch` sequences of up to `max_seq` positions.
+    /// An empty KV cache for `batch` sequences of up to `max_seq` positions, keys and values in
+    /// f16 as llama.cpp's default cache ([`CacheTypes::default`]); see [`Llama::new_cache_with`].
+    pub fn new_cache(&self, batch: usize, max_seq: usize) -> KvCache {
+        self.new_cache_with(batch, max_seq, CacheTypes::default())
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `max_seq` positions, its keys and values
+    /// stored as `types` says (llama.cpp's `--cache-type-k/-v`).
     ///
     /// Memory is allocated now, on the model's device ([`KvCache::allocated`]): per layer,
-    /// `batch · n_head_kv · max_seq · (key_length + value_length)` f32. Passes beyond
-    /// `min(max_seq, context_length)` positions fail with [`ModelError::CacheFull`] or
-    /// [`ModelError::ContextOverflow`].
-    pub fn new_cache(&self, batch: usize, max_seq: usize) -> KvCache {
+    /// `batch · n_head_kv · max_seq · (key_length · size(k) + value_length · size(v))` bytes.
+    /// Passes beyond `min(max_seq, context_length)` positions fail with
+    /// [`ModelError::CacheFull`] or [`ModelError::ContextOverflow`].
+    pub fn new_cache_with(&self, batch: usize, max_seq: usize, types: CacheTypes) -> KvCache {
         let c = &self.config;
         let shapes: Vec<_> = (0..self.blocks.len())
             .map(|l| (c.head_count_kv[l], c.key_length, c.value_length))
             .collect();
-        KvCache::allocated(&shapes, batch, max_seq, &self.device())
+        KvCache::allocated(&shapes, batch, max_seq, types, &self.device())
     }
 
     /// Logits of the positions `cache.len() .. cache.len() + seq`, appending them to the cache.
@@ -262,17 +269,31 @@ impl Llama {
             masks: &mut masks,
         };
         let mut x = x;
+        let last = self
+            .blocks
+            .len()
+            .checked_sub(1)
+            .ok_or(ModelError::InvalidInput {
+                what: "the model has no blocks".to_string(),
+            })?;
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, layer, &mut ctx, trace)?; // [batch, seq, n_embd]
+            let ffn_inp = block.attend(x, layer, &mut ctx, trace)?; // [batch, seq, n_embd]
+                                                                    // After the last attention only the positions whose logits are wanted go on, as in
+                                                                    // llama.cpp's graph (`inp_out_ids`): the same rows, and the same matmul shapes
+                                                                    // (one row takes ggml's vec_dot order, several its tiled one).
+            let ffn_inp = match (layer == last, logits) {
+                (false, _) | (true, Some(Logits::All)) => ffn_inp,
+                (true, Some(Logits::Last)) => ffn_inp.narrow(1, seq - 1, 1), // [batch, 1, n_embd]
+                (true, None) => {
+                    ctx.cache.advance(seq)?;
+                    return Ok(None);
+                }
+            };
+            x = block.feed_forward_residual(ffn_inp, layer, trace)?;
         }
         cache.advance(seq)?;
 
-        // Final norm and logits.
-        let x = match logits {
-            None => return Ok(None),
-            Some(Logits::All) => x,
-            Some(Logits::Last) => x.narrow(1, seq - 1, 1), // [batch, 1, n_embd]
-        };
+        // Final norm and logits of the positions that went on.
         let x = self.output_norm.forward(x);
         trace("result_norm", x.clone());
         let logits = match &self.output {

@@ -22,9 +22,15 @@
 //! | `blk.{i}.ffn_down.weight`    | `[n_embd, n_ff]`                    | yes                      |
 //!
 //! Every linear layer also takes an optional `.bias` of shape `[n_out]`.
+//!
+//! Before a tensor is read its presence, shape and type are checked: a missing tensor, another
+//! shape or a type without a dequantizer here (an i-quant ...) is an error naming the tensor.
+//! The rows of `token_embd` and `output` are checked against the vocabulary first, so that a
+//! vocabulary that disagrees with the weights is reported as such.
 
 use burn::tensor::{Device, Tensor};
-use gguf_importer::GgufFile;
+use gguf_importer::keys::{self, arch_key, llm};
+use gguf_importer::{GgmlType, GgufFile};
 
 use crate::model::attention::Attention;
 use crate::model::block::Block;
@@ -132,6 +138,8 @@ impl Llama {
         };
         let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
 
+        loader.check_vocab_rows(TOKEN_EMBD, &config)?;
+        loader.check_vocab_rows(OUTPUT, &config)?;
         let token_embd = loader.embedding([n_vocab, n_embd])?;
         let output_norm = RmsNorm::new(
             loader.tensor::<1>(OUTPUT_NORM, [n_embd])?,
@@ -171,7 +179,8 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Checks that tensor `name` exists with row-major shape `expected`.
+    /// Checks that tensor `name` exists with row-major shape `expected`, in a type that can be
+    /// loaded.
     fn check_shape<const D: usize>(
         &self,
         name: &str,
@@ -183,6 +192,17 @@ impl Loader<'_> {
             .ok_or_else(|| ModelError::MissingTensor {
                 name: name.to_string(),
             })?;
+        if !info.ty.is_supported() {
+            return Err(ModelError::UnsupportedTensorType {
+                name: name.to_string(),
+                ty: info.ty,
+                supported: GgmlType::all()
+                    .filter(|t| t.is_supported())
+                    .map(GgmlType::name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let mismatch = || ModelError::ShapeMismatch {
             name: name.to_string(),
             expected: expected.to_vec(),
@@ -191,6 +211,24 @@ impl Loader<'_> {
         match gguf_importer::burn::dims::<D>(info) {
             Ok(found) if found == expected => Ok(()),
             _ => Err(mismatch()),
+        }
+    }
+
+    /// Checks that the matrix `name` `[rows, n_embd]`, when present, has one row per token of the
+    /// vocabulary ([`ModelError::VocabMismatch`]). Other defects (absent, not a matrix) are left
+    /// to the shape check that follows.
+    fn check_vocab_rows(&self, name: &str, config: &LlamaConfig) -> Result<(), ModelError> {
+        let Some(info) = self.file.tensor(name) else {
+            return Ok(());
+        };
+        match gguf_importer::burn::dims::<2>(info) {
+            Ok([rows, _]) if rows != config.vocab_size => Err(ModelError::VocabMismatch {
+                tensor: name.to_string(),
+                rows,
+                vocab_size: config.vocab_size,
+                vocab_from: vocab_source(self.file, config),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -352,6 +390,22 @@ fn tensor_error(name: &str, source: gguf_importer::GgufError) -> ModelError {
         name: name.to_string(),
         source,
     }
+}
+
+/// Where `config.vocab_size` came from, for [`ModelError::VocabMismatch`]: the metadata key that
+/// holds that number (`{arch}.vocab_size`, or the length of `tokenizer.ggml.tokens`), else the
+/// configuration itself (built or edited by hand).
+fn vocab_source(file: &GgufFile, config: &LlamaConfig) -> String {
+    let md = file.metadata();
+    let key = arch_key(&config.architecture, llm::VOCAB_SIZE);
+    if md.get_usize(&key).ok() == Some(config.vocab_size) {
+        return key;
+    }
+    let tokens = md.get_array(keys::tokenizer::TOKENS).map(|(_, t)| t.len());
+    if tokens.ok() == Some(config.vocab_size) {
+        return format!("the length of {}", keys::tokenizer::TOKENS);
+    }
+    "the configuration's vocab_size".to_string()
 }
 
 /// `x.weight` -> `x.bias`.

@@ -53,7 +53,7 @@ pub use config::{LlamaConfig, RopeConfig, RopeStyle};
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use export::{ExportError, ExportType};
-pub use kv_cache::KvCache;
+pub use kv_cache::{CacheTypes, KvCache, KvType};
 pub use llama::{Llama, Logits, UBATCH};
 pub use load::Weights;
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget};

@@ -11,6 +11,13 @@ use gguf_llama::device::{self, DeviceName};
 pub use gguf_llama::generate::token_tensor;
 use gguf_llama::gguf::{npy, GgufFile};
 
+pub mod ci;
+pub mod compare;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use ci::{missing, required};
+#[allow(unused_imports)]
+pub use compare::{assert_bits_eq, assert_close, compare, max_abs, max_abs_diff};
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -55,21 +62,6 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-/// Under CI (or GGUF_LLAMA_REQUIRE_ALL), a missing device or model is a failure.
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-        || std::env::var_os("GGUF_LLAMA_REQUIRE_ALL").is_some()
-}
-
-/// Skips (returns None after a message) or, under CI, panics.
-pub fn missing<T>(what: &str) -> Option<T> {
-    if required() {
-        panic!("{what} (required under CI)");
-    }
-    eprintln!("SKIPPED: {what}");
-    None
-}
-
 /// The devices the parity tests run on: flex, ndarray, and wgpu when an adapter is there.
 pub fn devices() -> Vec<(DeviceName, Device)> {
     let mut out = Vec::new();
@@ -108,7 +100,79 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
 
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+/// The index of the largest element (the first of equal ones), as llama.cpp's greedy argmax.
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding forced along `reference` (llama.cpp's greedy tokens): the prompt in one pass,
+/// then each reference token in a pass of its own, as llama.cpp computed them; at every step our
+/// argmax of the logits before that reference token. A near-tie where we pick another token
+/// thus leaves the following steps comparable.
+pub fn forced_argmax(
+    model: &gguf_llama::model::Llama,
+    prompt: &[u32],
+    reference: &[u32],
+    cache: gguf_llama::model::CacheTypes,
+) -> Vec<u32> {
+    use gguf_llama::model::Logits;
+    let mut kv = model.new_cache_with(1, prompt.len() + reference.len(), cache);
+    let mut logits = to_vec(model.forward_ids(prompt, 1, &mut kv, Logits::Last).unwrap());
+    let mut out = Vec::with_capacity(reference.len());
+    for (step, &token) in reference.iter().enumerate() {
+        out.push(argmax(&logits));
+        if step + 1 < reference.len() {
+            logits = to_vec(
+                model
+                    .forward_ids(&[token], 1, &mut kv, Logits::Last)
+                    .unwrap(),
+            );
+        }
+    }
+    out
+}
+
+/// Panics unless our forced greedy choices ([`forced_argmax`]) equal llama.cpp's `reference` at
+/// every step, except at steps where llama.cpp's top-2 gap (`gaps`) is below `tie` (there f32
+/// summation order may flip the argmax). Returns how many such near-tie steps differed.
+#[track_caller]
+pub fn assert_forced_greedy(
+    what: &str,
+    ours: &[u32],
+    reference: &[u32],
+    gaps: &[f64],
+    tie: f64,
+) -> usize {
+    assert_eq!(ours.len(), reference.len(), "{what}: steps");
+    let mut flipped = 0;
+    for (step, (a, b)) in ours.iter().zip(reference).enumerate() {
+        if a != b {
+            assert!(
+                gaps[step] < tie,
+                "{what}: step {step} picks {a}, llama.cpp {b}, and its top-2 gap {} is no near-tie (< {tie})\nours:      {ours:?}\nllama.cpp: {reference:?}",
+                gaps[step]
+            );
+            eprintln!(
+                "{what}: near-tie step {step} (gap {}) picks {a}, llama.cpp {b}",
+                gaps[step]
+            );
+            flipped += 1;
+        }
+    }
+    flipped
+}
+
+/// A JSON array of numbers.
+pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }

@@ -247,17 +247,110 @@ impl Lanes16 for Avx2Fma {
 /// As [`Lanes16::fma`].
 #[inline(always)]
 unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
+    let (mut s, whole) = vec_dot_steps::<L>(x, y);
+    for e in whole..x.len().min(y.len()) {
+        s += x[e] * y[e];
+    }
+    s
+}
+
+/// The whole steps of 64 elements of ggml's AVX-512 `vec_dot_f32` / `vec_dot_f16`: their
+/// reduced sum, and how many elements they took.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn vec_dot_steps<L: Lanes16>(x: &[f32], y: &[f32]) -> (f32, usize) {
     let n = x.len().min(y.len());
     let whole = n - n % 64;
     let mut acc = [[0f32; 16]; 4];
     for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
         fma64::<L>(&mut acc, x, y);
     }
-    let mut s = reduce_acc4(&acc);
-    for e in whole..n {
-        s += x[e] * y[e];
+    (reduce_acc4(&acc), whole)
+}
+
+/// ggml's `vec_dot_f16` (AVX-512) of two vectors already widened to f32: [`vec_dot_f32`]'s
+/// whole steps and reduction, widened to f64, then the elements past the last whole 64 added one
+/// by one in f64 (each product rounded to f32).
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn vec_dot_f16<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
+    let (s, whole) = vec_dot_steps::<L>(x, y);
+    let mut s = s as f64;
+    for e in whole..x.len().min(y.len()) {
+        s += (x[e] * y[e]) as f64;
     }
-    s
+    s as f32
+}
+
+/// One element of llamafile's tinyBLAS product: a single 16-lane accumulator over the whole
+/// length (a multiple of 16), lane `l` taking the elements `≡ l (mod 16)` in order, reduced.
+///
+/// # Safety
+/// As [`Lanes16::fma`].
+#[inline(always)]
+unsafe fn dot_tiny<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (x, y) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
+        L::fma(
+            &mut acc,
+            x.try_into().expect("16 lanes"),
+            y.try_into().expect("16 lanes"),
+        );
+    }
+    reduce16(&acc)
+}
+
+/// The elements of a KV cache tensor as [`attention`] reads them: f32, or f16 (llama.cpp's default
+/// cache type, `--cache-type-k/-v f16`).
+#[derive(Debug, Clone, Copy)]
+pub enum KvSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl<'a> KvSlice<'a> {
+    /// The `len` elements from `start`.
+    pub fn range(&self, start: usize, len: usize) -> KvSlice<'a> {
+        match *self {
+            KvSlice::F32(s) => KvSlice::F32(&s[start..][..len]),
+            KvSlice::F16(s) => KvSlice::F16(&s[start..][..len]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KvSlice::F32(s) => s.len(),
+            KvSlice::F16(s) => s.len(),
+        }
+    }
+
+    /// The `len` elements from `start` as f32: borrowed when f32, widened (exactly) into `buf`
+    /// when f16.
+    fn f32_run<'b>(&self, start: usize, len: usize, buf: &'b mut Vec<f32>) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        match *self {
+            KvSlice::F32(s) => &s[start..][..len],
+            KvSlice::F16(s) => {
+                use half::slice::HalfFloatSliceExt;
+                buf.resize(len, 0.0);
+                s[start..][..len].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
+/// `x` rounded to the nearest f16 (ties to even, as `vcvtps2ph` with rounding mode 0 in ggml's
+/// `fp32_to_fp16`), back in f32.
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 /// The shapes of one [`attention`] call.
@@ -277,6 +370,29 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
+/// The summation order of a dot product over `key_length` (see [`attention`]).
+#[derive(Debug, Clone, Copy)]
+enum DotOrder {
+    /// ggml's `vec_dot_f32` (f32 keys).
+    VecDotF32,
+    /// ggml's `vec_dot_f16` (f16 keys, one query row).
+    VecDotF16,
+    /// llamafile's tinyBLAS (f16 keys, several query rows, `key_length % 16 == 0`).
+    Tiny,
+}
+
+/// How [`attend`] computes, decided once per call from the shapes and cache types as ggml's
+/// `mul_mat` decides it (see [`attention`]).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// The order of the scores' dot products.
+    scores: DotOrder,
+    /// Round the softmax weights to f16 (f16 values).
+    p_f16: bool,
+    /// Weighted values in tinyBLAS's order, else `vec_dot` over whole steps of 64.
+    v_tiny: bool,
+}
+
 /// Causal grouped-query attention of one sequence over its KV cache, as llama.cpp's graph without
 /// flash attention computes it: `kq = mul_mat(k, q)`, `soft_max_ext(kq, mask, scale)`,
 /// `kqv = mul_mat(v, kq)`.
@@ -293,15 +409,25 @@ pub struct AttentionShape {
 ///
 /// Positions `≥ start + seq` of `k` and `vt` are never read (they may hold anything).
 ///
-/// The orders: each score is ggml's `vec_dot_f32` over `key_length`; the softmax is ggml's
-/// `soft_max_f32` (`x · scale` plus the mask, max, [`v_expf`] of `x - max` in 16-element chunks
-/// (the C library's `expf` past the last whole one), the chunk sums (reduced as
-/// `_mm512_reduce_add_ps`) summed in f64, then each value times `(f32)(1 / sum)`); the weighted
-/// sum of values is llamafile's `tinyBLAS` (one 16-lane accumulator over the keys, reduced) when
-/// `seq ≥ 2`, and `vec_dot_f32` when `seq = 1` (llamafile's sgemm only takes matrices of two or
-/// more columns). Keys past a query's last one weigh exactly 0 in ggml, so stopping at the last
-/// 16 (or 64) keys that hold one gives the same sums as ggml's loops over its padded cache.
-pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut [f32]) {
+/// The orders are those of ggml's `mul_mat` on x86 with AVX-512 and llamafile's sgemm, over
+/// llama.cpp's cache view padded to a multiple of 256 positions (whose extra keys weigh 0):
+/// - scores, f32 keys: `vec_dot_f32` over `key_length` (the permuted queries are not contiguous,
+///   so the sgemm is not tried on them). f16 keys: the queries are first rounded to f16 (F16's
+///   `from_float`), then tinyBLAS (one 16-lane accumulator over `key_length`, reduced) when
+///   `seq ≥ 2` and `key_length % 16 == 0`, else `vec_dot_f16` (as `vec_dot_f32`, its reduced sum
+///   widened to f64 and the elements past the last whole 64 added in f64);
+/// - the softmax is ggml's `soft_max_f32` (`x · scale` plus the mask, max, [`v_expf`] of
+///   `x - max` in 16-element chunks (the C library's `expf` past the last whole one), the chunk
+///   sums (reduced as `_mm512_reduce_add_ps`) summed in f64, then each value times
+///   `(f32)(1 / sum)`); with f16 values the weights are then rounded to f16;
+/// - the weighted sum of values is tinyBLAS (one 16-lane accumulator over the keys, reduced)
+///   when `seq ≥ 2` and `value_length % 4 == 0`, and `vec_dot_f32`/`vec_dot_f16` otherwise
+///   (llamafile's sgemm only takes matrices of two or more columns and rows in fours). Keys past
+///   a query's last one weigh exactly 0 in ggml, so stopping at the last 16 (or 64) keys that
+///   hold one gives the same sums as ggml's loops over its padded cache.
+///
+/// An f16 cache is read a key row or value column at a time, widened exactly to f32.
+pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mut [f32]) {
     let (dk, dv) = (s.key_length, s.value_length);
     assert!(s.n_head > 0 && s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv));
     assert!(s.start + s.seq <= s.capacity);
@@ -309,6 +435,20 @@ pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut 
     assert_eq!(k.len(), s.n_head_kv * s.capacity * dk);
     assert_eq!(vt.len(), s.n_head_kv * dv * s.capacity);
     assert_eq!(out.len(), s.seq * s.n_head * dv);
+    let k_f16 = matches!(k, KvSlice::F16(_));
+    let q: std::borrow::Cow<[f32]> = match k_f16 {
+        true => q.iter().map(|&x| round_f16(x)).collect::<Vec<f32>>().into(),
+        false => q.into(),
+    };
+    let plan = Plan {
+        scores: match k_f16 {
+            false => DotOrder::VecDotF32,
+            true if s.seq >= 2 && dk % 16 == 0 => DotOrder::Tiny,
+            true => DotOrder::VecDotF16,
+        },
+        p_f16: matches!(vt, KvSlice::F16(_)),
+        v_tiny: s.seq >= 2 && dv % 4 == 0,
+    };
     let group = s.n_head / s.n_head_kv;
     // One task per query and key/value head in prefill (the `group` query heads that read one
     // key/value head read each key row and value column once for all of them), per query and
@@ -321,16 +461,16 @@ pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut 
             let (i, h) = (task * rows / s.n_head, task * rows % s.n_head);
             let kv = h / group;
             let q = &q[(i * s.n_head + h) * dk..][..rows * dk];
-            let k = &k[kv * s.capacity * dk..][..s.capacity * dk];
-            let vt = &vt[kv * dv * s.capacity..][..dv * s.capacity];
+            let k = k.range(kv * s.capacity * dk, s.capacity * dk);
+            let vt = vt.range(kv * dv * s.capacity, dv * s.capacity);
             let n_keys = s.start + i + 1;
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { attend_avx2(q, k, vt, n_keys, &s, out) };
+                return unsafe { attend_avx2(q, k, vt, n_keys, &s, &plan, out) };
             }
             // SAFETY: portable code.
-            unsafe { attend::<Portable>(q, k, vt, n_keys, &s, out) }
+            unsafe { attend::<Portable>(q, k, vt, n_keys, &s, &plan, out) }
         });
 }
 
@@ -342,33 +482,37 @@ pub fn attention(q: &[f32], k: &[f32], vt: &[f32], s: AttentionShape, out: &mut 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(
     q: &[f32],
-    keys: &[f32],
-    vt: &[f32],
+    keys: KvSlice,
+    vt: KvSlice,
     n_keys: usize,
     s: &AttentionShape,
+    plan: &Plan,
     out: &mut [f32],
 ) {
-    attend::<Avx2Fma>(q, keys, vt, n_keys, s, out)
+    attend::<Avx2Fma>(q, keys, vt, n_keys, s, plan, out)
 }
 
 /// One query position of [`attention`] for some query heads that read the same key/value head:
 /// `qs` `[rows, dk]` over the first `n_keys` rows of `keys` `[capacity, dk]` and columns of `vt`
-/// `[dv, capacity]` (the values transposed), into `out` `[rows, dv]`. Each output element is
-/// summed in the same order whatever `rows` is.
+/// `[dv, capacity]` (the values transposed), into `out` `[rows, dv]`, in the orders of `plan`.
+/// Each output element is summed in the same order whatever `rows` is.
 ///
 /// # Safety
 /// As [`Lanes16::fma`].
 #[inline(always)]
 unsafe fn attend<L: Lanes16>(
     qs: &[f32],
-    keys: &[f32],
-    vt: &[f32],
+    keys: KvSlice,
+    vt: KvSlice,
     n_keys: usize,
     s: &AttentionShape,
+    plan: &Plan,
     out: &mut [f32],
 ) {
     let (dk, dv) = (s.key_length, s.value_length);
     let rows = qs.len() / dk;
+    // An f16 key row or value column, widened (exactly) into this buffer.
+    let mut wide = Vec::new();
     // Scores, padded with masked (-inf) keys to whole 16-element chunks; in decoding, zeros
     // after them up to a multiple of 64 (the weights of `vec_dot_f32_padded`).
     let padded = n_keys.next_multiple_of(16);
@@ -381,9 +525,14 @@ unsafe fn attend<L: Lanes16>(
         p[n_keys..padded].fill(f32::NEG_INFINITY);
     }
     for j in 0..n_keys {
-        let k = &keys[j * dk..][..dk];
+        let k = keys.f32_run(j * dk, dk, &mut wide);
         for (r, q) in qs.chunks_exact(dk).enumerate() {
-            p[r * stride + j] = vec_dot_f32::<L>(k, q) * s.scale + 0.0;
+            let dot = match plan.scores {
+                DotOrder::VecDotF32 => vec_dot_f32::<L>(k, q),
+                DotOrder::VecDotF16 => vec_dot_f16::<L>(k, q),
+                DotOrder::Tiny => dot_tiny::<L>(k, q),
+            };
+            p[r * stride + j] = dot * s.scale + 0.0;
         }
     }
     for p in p.chunks_exact_mut(stride) {
@@ -400,16 +549,19 @@ unsafe fn attend<L: Lanes16>(
         let inv = (1.0 / sum) as f32;
         for x in p.iter_mut() {
             *x *= inv;
+            if plan.p_f16 {
+                *x = round_f16(*x);
+            }
         }
     }
     // Weighted sum of the values: each output element is a dot product of the weights with a
     // value column over the keys, as if the column were zero past `n_keys` (ggml's weights are
     // zero there); the cache past `n_keys` is not read ([`Lanes16::fma_prefix`]).
-    let columns = vt.chunks_exact(s.capacity);
-    if s.seq >= 2 {
-        // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order; up to four heads
-        // per pass over a value column.
-        for (d, col) in columns.enumerate() {
+    for d in 0..dv {
+        let col = vt.f32_run(d * s.capacity, n_keys, &mut wide);
+        if plan.v_tiny {
+            // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order; up to four
+            // heads per pass over a value column.
             let mut r = 0;
             while r < rows {
                 let ps = |g: usize| &p[(r + g) * stride..][..stride];
@@ -424,13 +576,12 @@ unsafe fn attend<L: Lanes16>(
                 }
                 r += sums.len();
             }
-        }
-    } else {
-        // vec_dot_f32 of each value column with the weights (zero past the keys), over whole
-        // steps of 64: ggml's loop over its cache padded to 256 positions adds nothing more.
-        for (r, p) in p.chunks_exact(stride).enumerate() {
-            for (o, col) in out[r * dv..][..dv].iter_mut().zip(columns.clone()) {
-                *o = vec_dot_f32_padded::<L>(col, p, n_keys);
+        } else {
+            // vec_dot_f32 (or vec_dot_f16) of the value column with the weights (zero past the
+            // keys), over whole steps of 64: ggml's loop over its cache padded to 256 positions
+            // adds nothing more, and has no tail (where vec_dot_f16 would differ).
+            for (r, p) in p.chunks_exact(stride).enumerate() {
+                out[r * dv + d] = vec_dot_f32_padded::<L>(col, p, n_keys);
             }
         }
     }

@@ -1,0 +1,187 @@
+"""Writes the reference of llama.cpp as its users run it: tests/fixtures/llama/default-kv.json.
+
+llama.cpp (llama-cpp-python's `Llama`) is opened with its defaults: F16 KV cache (`type_k`,
+`type_v` left unset), flash attention off (llama-cpp-python's default; llama-cli's "auto" turns
+it on for the CPU, which is not reproduced here), logits of the last position only
+(`logits_all=False`, so the last layer's tail and the output matmul run on one row, as in
+llama-cli), n_batch = n_ubatch = 512. Only n_ctx, n_threads (2) and the seed are set. The
+settings that llama.cpp resolved are read back from the context and recorded.
+
+Greedy decoding is the argmax of the last position's logits (`llama_get_logits`) after each
+`llm.eval`, one token at a time; llama.cpp's sampler is not used. For every prompt the file
+records the prompt tokens, the greedy tokens and text, the top-1/top-2 gap of every step, and
+the last prompt position's logits (`default-kv-{model}-p{i}.npy`, float32 [n_vocab]).
+
+Models: models/stories260k-f32.gguf (committed) and SmolLM2-135M-Instruct Q4_1 (the file
+.ci/run fetches; see scripts/README.md). Chat prompts are rendered with the file's Jinja
+template as llama-cpp-python's chat completion renders it (make_llama_fixtures.render_chat).
+
+    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+import fixture_common as fc  # noqa: E402
+from make_llama_fixtures import is_eog, render_chat, text_of  # noqa: E402
+
+OUT = fc.LLAMA_DIR / "default-kv.json"
+N_CTX = 512
+
+STORIES_PROMPTS = ["Once upon a time", "Lily and Tom", "The little dog", "One day, a", ""]
+STORIES_N_GEN = 64
+
+# The raw and chat prompts of smollm2.json, then new ones (code, lists, numbers, several
+# languages, a system-less multi-sentence chat question).
+SMOL_RAW = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time",
+    "The three primary colors are",
+    "import numpy as np\n\ndef mean(xs):",
+    "Water boils at a temperature of",
+    "La capitale de l'Italie est",
+    "1, 2, 3, 5, 8, 13,",
+    "The best way to learn a new language is",
+]
+SMOL_CHAT = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain what a black hole is in two sentences.",
+    "Give me three tips for sleeping better.",
+    "Translate 'good morning' into Spanish and German.",
+    "What is 17 times 23?",
+]
+SMOL_N_GEN = 48
+
+
+def open_default(model) -> "object":
+    """llama.cpp with its defaults; only the context size, threads and seed are set."""
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        model_path=str(model),
+        n_ctx=N_CTX,
+        n_threads=fc.N_THREADS,
+        n_threads_batch=fc.N_THREADS,
+        n_gpu_layers=0,
+        seed=0,
+        verbose=False,
+    )
+
+
+def resolved_settings(llm) -> dict:
+    """What llama.cpp's context runs with, read back from it."""
+    import llama_cpp
+
+    cp = llm.context_params
+    names = {llama_cpp.GGML_TYPE_F32: "F32", llama_cpp.GGML_TYPE_F16: "F16", llama_cpp.GGML_TYPE_Q8_0: "Q8_0"}
+    fa = {
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED: "disabled",
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED: "enabled",
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO: "auto",
+    }
+    return {
+        "type_k": names.get(cp.type_k, str(cp.type_k)),
+        "type_v": names.get(cp.type_v, str(cp.type_v)),
+        "flash_attn_type": fa.get(cp.flash_attn_type, str(cp.flash_attn_type)),
+        "n_ctx": llama_cpp.llama_n_ctx(llm._ctx.ctx),
+        "n_batch": cp.n_batch,
+        "n_ubatch": cp.n_ubatch,
+        "logits_all": False,
+        "n_threads": fc.N_THREADS,
+    }
+
+
+def last_logits(llm) -> np.ndarray:
+    """The logits of the last evaluated position (the only output of the last batch)."""
+    ptr = llm._ctx.get_logits()
+    return np.array(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)), dtype=np.float32)
+
+
+def greedy(llm, prompt: list[int], n_gen: int, stop_at_eog: bool):
+    """Greedy argmax decoding; returns (tokens, gaps, last prompt logits)."""
+    llm.reset()
+    llm.eval(prompt)
+    first = last_logits(llm)
+    row = first
+    tokens: list[int] = []
+    gaps: list[float] = []
+    for _ in range(n_gen):
+        tok = int(np.argmax(row))
+        top2 = np.partition(row, -2)[-2:]
+        gaps.append(float(top2[1] - top2[0]))
+        tokens.append(tok)
+        if stop_at_eog and is_eog(llm, tok):
+            break
+        llm.eval([tok])
+        row = last_logits(llm)
+    return tokens, gaps, first
+
+
+def run_model(key: str, model, cases: list[tuple[str, str]], n_gen: int, doc: dict) -> None:
+    llm = open_default(model)
+    entry = {"settings": resolved_settings(llm), "n_gen": n_gen, "prompts": []}
+    if entry["settings"]["type_k"] != "F16" or entry["settings"]["flash_attn_type"] != "disabled":
+        raise SystemExit(f"llama-cpp-python's defaults changed: {entry['settings']}")
+    for i, (kind, text) in enumerate(cases):
+        rendered = text
+        rec: dict = {"kind": kind, "prompt": text}
+        if kind == "chat":
+            rendered = render_chat(llm, text)["jinja"]
+            rec["rendered_prompt"] = rendered
+        prompt = llm.tokenize(rendered.encode(), add_bos=True, special=True)
+        # Chat answers stop at the end of generation, as a chat does.
+        tokens, gaps, first = greedy(llm, prompt, n_gen, stop_at_eog=kind == "chat")
+        np.save(fc.LLAMA_DIR / f"default-kv-{key}-p{i}.npy", first)
+        stopped = bool(tokens) and is_eog(llm, tokens[-1])
+        rec.update(
+            {
+                "prompt_tokens": prompt,
+                "greedy_tokens": tokens,
+                # The text printed: without the end-of-generation token that stopped it.
+                "generated_text": text_of(llm, tokens[:-1] if stopped else tokens),
+                "stopped_at_eog": stopped,
+                "top2_gaps": [round(g, 6) for g in gaps],
+                "last_prompt_logits": f"default-kv-{key}-p{i}.npy",
+            }
+        )
+        entry["prompts"].append(rec)
+        print(f"{key} {kind} {text!r}: {len(prompt)} -> {rec['generated_text'][:60]!r} (min gap {min(gaps):.4f})")
+    doc["models"][key] = entry
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["stories", "smollm2"])
+    args = ap.parse_args()
+    fc.quiet_llama()
+    doc = fc.read_json(OUT) if OUT.exists() else {}
+    doc.update(
+        {
+            "generator": "scripts/make_default_kv_fixtures.py",
+            "versions": fc.versions(),
+            "decoding": "argmax of llama_get_logits after each llm.eval (one token per eval)",
+            "tokenize": "llm.tokenize(text.encode(), add_bos=True, special=True)",
+        }
+    )
+    doc.setdefault("models", {})
+    if args.only in (None, "stories"):
+        run_model("stories260k", fc.STORIES_MODEL, [("raw", p) for p in STORIES_PROMPTS], STORIES_N_GEN, doc)
+    if args.only in (None, "smollm2"):
+        if not fc.SMOLLM2_MODEL.exists():
+            raise SystemExit(f"{fc.SMOLLM2_MODEL} not found; see scripts/README.md for how to get it")
+        cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
+        run_model("smollm2-q4_1", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc)
+        doc["models"]["smollm2-q4_1"]["model_bytes"] = fc.SMOLLM2_MODEL.stat().st_size
+    fc.write_json(OUT, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
