@@ -29,7 +29,7 @@ use gguf_importer::quants::{
     BlockQ8_0, F16,
 };
 use gguf_importer::GgmlType;
-use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, Isa, QMatrix};
+use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, run_tile_kernel, Isa, QMatrix, MAX_TILE};
 use gguf_kernels::error::KernelError;
 use gguf_kernels::reference;
 use qdata::{random_weights, Rng, FLOATS, QUANTIZED};
@@ -528,6 +528,107 @@ fn nan_activations_propagate() {
                 y[3..].iter().all(|v| v.is_nan()),
                 "{ty} {isa:?}: row 1 has a NaN input: {y:?}"
             );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels' own shape checks.
+
+/// The message `f` panics with, `None` if it returns.
+fn panic_message(f: impl FnOnce()) -> Option<String> {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+    Some(message.unwrap_or_else(|| "(not a string)".into()))
+}
+
+/// Every kernel (each family of formats, decoding and prefill, every instruction set of this CPU)
+/// called directly (`run_tile_kernel`, past `qmatmul`'s typed errors) with shapes that disagree
+/// panics with its entry assertion's message (`check_tile` in src/cpu/mod.rs), in release builds
+/// too, rather than reading past a slice. With consistent shapes the same direct call gives
+/// `qmatmul_with_isa`'s results bit for bit, so what fails below is the check, not the call.
+#[test]
+fn kernels_assert_their_shapes_on_entry() {
+    use GgmlType::*;
+    let mut rng = Rng(6);
+    let (rows, cols) = (5, 512);
+    // the K-quant kernels (element and lane order), ggml's order (Q4_1, Q8_0; Q4_0 and Q8_0 in
+    // decoding), the interleaved one (Q4_0 in prefill), the float ones
+    for ty in [Q2_K, Q4_K, Q6_K, Q4_0, Q4_1, Q8_0, F32, F16] {
+        let data = weights(ty, rows, cols, true, &mut rng);
+        let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+        let rb = w.row_bytes();
+        for isa in Isa::available() {
+            for m in [1, 3] {
+                let what = format!("{ty} {isa:?} m={m}");
+                let x = rng.activations((MAX_TILE + 1) * 2 * cols);
+                let run = |w: &[u8], rb: usize, x: &[f32], x_cols: usize, y_rows: usize| {
+                    panic_message(|| {
+                        run_tile_kernel(ty, isa, w, rb, x, x_cols, y_rows).unwrap();
+                    })
+                };
+
+                let y = run_tile_kernel(ty, isa, &data, rb, &x[..m * cols], cols, rows).unwrap();
+                let mut y_ref = vec![0f32; m * rows];
+                qmatmul_with_isa(&w, &x[..m * cols], m, &mut y_ref, isa).unwrap();
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&y_ref), "{what}: direct call vs qmatmul");
+
+                let cases = [
+                    (
+                        "activation rows half a weight row",
+                        run(&data, rb, &x[..m * cols / 2], cols / 2, rows),
+                        "tile kernel: activation row 0 has length".to_string(),
+                    ),
+                    (
+                        "activation rows twice a weight row",
+                        run(&data, rb, &x[..m * cols * 2], cols * 2, rows),
+                        "tile kernel: activation row 0 has length".to_string(),
+                    ),
+                    (
+                        "weight rows not whole blocks",
+                        run(&data, rb - 1, &x[..m * cols], cols, rows),
+                        format!(
+                            "tile kernel: weight rows of {} bytes are not whole blocks",
+                            rb - 1
+                        ),
+                    ),
+                    (
+                        "weights not whole rows",
+                        run(&data[..data.len() - 1], rb, &x[..m * cols], cols, rows),
+                        format!(
+                            "tile kernel: {} weight bytes are not whole rows of {rb}",
+                            data.len() - 1
+                        ),
+                    ),
+                    (
+                        "output short of a weight row",
+                        run(&data, rb, &x[..m * cols], cols, rows - 1),
+                        format!(
+                            "tile kernel: output of {} x {m} for {rows} weight rows",
+                            rows - 1
+                        ),
+                    ),
+                    (
+                        "a tile of too many activation rows",
+                        run(&data, rb, &x[..(MAX_TILE + 1) * cols], cols, rows),
+                        format!(
+                            "tile kernel: {} activation rows, a tile has 1..={MAX_TILE}",
+                            MAX_TILE + 1
+                        ),
+                    ),
+                ];
+                for (case, message, expected) in cases {
+                    let message = message.unwrap_or_else(|| panic!("{what}, {case}: no panic"));
+                    assert!(
+                        message.contains(&expected),
+                        "{what}, {case}: panicked with {message:?}, not {expected:?}"
+                    );
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use gguf_importer::GgmlType;
 
-use super::{Isa, Out, TileFn, MAX_TILE};
+use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// A float weight element stored in `BYTES` little-endian bytes.
 trait FloatElem {
@@ -47,6 +47,7 @@ const LANES: usize = 8;
 
 /// The scalar kernel (see [`TileFn`]).
 fn tile_scalar<E: FloatElem>(w: &[u8], row_bytes: usize, xs: &[&[f32]], out: Out) {
+    check_tile(w, row_bytes, E::BYTES, 1, xs, &out);
     let mut wv = [0f32; LANES];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let mut acc = [[0f32; LANES]; MAX_TILE];
@@ -68,23 +69,36 @@ fn tile_scalar<E: FloatElem>(w: &[u8], row_bytes: usize, xs: &[&[f32]], out: Out
     }
 }
 
+/// The AVX2 kernels.
+///
+/// # Safety
+///
+/// The `unsafe fn`s run only inside `tile_avx2_tf`, which the safe kernel `tile_avx2` calls only
+/// for the sets `tile_fn` hands it out for, after `with_kernel` (cpu/mod.rs) checked that this CPU
+/// runs them (both include AVX2, FMA and F16C). Memory: `tile_avx2` asserts the shapes on entry
+/// (`check_tile`: `w` whole rows of `row_bytes`, whole elements, every activation row exactly
+/// `cols = row_bytes / BYTES` floats), so `tile_body`'s weight rows are `row_bytes` long and its
+/// activation rows `cols` long (sliced to it, checked), which bound `rows_body`'s raw reads.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::check_tile;
     use super::super::x86_util::hsum_ps;
     use super::{Bf16, FloatElem, Out, F16, F32};
 
     /// Loads 8 weights as f32 from `p` (8 · `BYTES` readable bytes).
     pub(super) trait FloatX86: FloatElem {
         /// # Safety
-        /// AVX2 and F16C; `p` points at 8 elements.
+        /// The CPU must have AVX2 and F16C; `p` must be valid for reads of `8 · BYTES` bytes
+        /// (any alignment).
         unsafe fn load8(p: *const u8) -> __m256;
     }
 
     impl FloatX86 for F32 {
         #[inline(always)]
         unsafe fn load8(p: *const u8) -> __m256 {
+            // SAFETY: 8 · 4 readable bytes at p (the contract); `loadu`: any alignment.
             _mm256_loadu_ps(p as *const f32)
         }
     }
@@ -92,6 +106,7 @@ mod x86 {
     impl FloatX86 for F16 {
         #[inline(always)]
         unsafe fn load8(p: *const u8) -> __m256 {
+            // SAFETY: 8 · 2 readable bytes at p (the contract); `loadu`: any alignment.
             _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
         }
     }
@@ -99,6 +114,7 @@ mod x86 {
     impl FloatX86 for Bf16 {
         #[inline(always)]
         unsafe fn load8(p: *const u8) -> __m256 {
+            // SAFETY: 8 · 2 readable bytes at p (the contract); `loadu`: any alignment.
             let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
         }
@@ -107,19 +123,28 @@ mod x86 {
     /// Weight rows `R` (1 or 2) against activation rows `N` (up to 4): each weight load meets
     /// `N` activation loads and each activation load `R` weight rows, so the activations are
     /// read from cache half as often as one row at a time would.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; every `rows[r]` must hold at least `cols · BYTES`
+    /// bytes and every `xs[i]` at least `cols` floats.
     #[inline(always)]
     unsafe fn rows_body<E: FloatX86, const R: usize, const N: usize>(
         rows: [&[u8]; R],
         xs: &[&[f32]; N],
         cols: usize,
     ) -> [[f32; N]; R] {
+        debug_assert!(rows.iter().all(|w| w.len() >= cols * E::BYTES));
+        debug_assert!(xs.iter().all(|x| x.len() >= cols));
         let full = cols / 8 * 8;
         let mut acc = [[_mm256_setzero_ps(); N]; R];
         let mut j = 0;
         while j < full {
+            // SAFETY: elements j..j + 8 ≤ full ≤ cols: bytes up to (j + 8) · BYTES ≤ cols · BYTES
+            // ≤ rows[r].len() (this function's contract).
             let wv: [__m256; R] =
                 std::array::from_fn(|r| E::load8(rows[r].as_ptr().add(j * E::BYTES)));
             for i in 0..N {
+                // SAFETY: floats j..j + 8 ≤ cols ≤ xs[i].len() (this function's contract).
                 let xv = _mm256_loadu_ps(xs[i].as_ptr().add(j));
                 for r in 0..R {
                     acc[r][i] = _mm256_fmadd_ps(wv[r], xv, acc[r][i]);
@@ -139,6 +164,10 @@ mod x86 {
     }
 
     /// All weight rows of `w` against up to 4 activation rows.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `w` must be whole rows of `row_bytes` (the
+    /// kernel's `check_tile`). (The activation rows' lengths it checks itself.)
     #[inline(always)]
     unsafe fn tile_body<E: FloatX86, const N: usize>(
         w: &[u8],
@@ -146,12 +175,15 @@ mod x86 {
         xs: &[&[f32]],
         out: Out,
     ) {
+        debug_assert!(w.len().is_multiple_of(row_bytes));
         let cols = row_bytes / E::BYTES;
+        // each row `cols` floats, or a panic
         let xs: [&[f32]; N] = std::array::from_fn(|i| &xs[i][..cols]);
         let mut pairs = w.chunks_exact(2 * row_bytes);
         let mut r = 0;
         for pair in &mut pairs {
             let (a, b) = pair.split_at(row_bytes);
+            // SAFETY: a and b are row_bytes ≥ cols · BYTES bytes, xs rows cols floats.
             let y = rows_body::<E, 2, N>([a, b], &xs, cols);
             for (k, y) in y.iter().enumerate() {
                 out.set_row(r + k, y);
@@ -159,11 +191,15 @@ mod x86 {
             r += 2;
         }
         if !pairs.remainder().is_empty() {
+            // SAFETY: w is whole rows (this function's contract), so a remainder of the pairs
+            // is one whole row of row_bytes ≥ cols · BYTES bytes; xs rows cols floats.
             let y = rows_body::<E, 1, N>([pairs.remainder()], &xs, cols);
             out.set_row(r, &y[0]);
         }
     }
 
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `w` must be whole rows of `rb`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tile_avx2_tf<E: FloatX86>(w: &[u8], rb: usize, xs: &[&[f32]], out: Out) {
         // at most 4 activation rows per pass: 2 × 4 accumulators fit the 16 AVX2 registers
@@ -179,13 +215,16 @@ mod x86 {
     }
 
     pub(super) fn tile_avx2<E: FloatX86>(w: &[u8], rb: usize, xs: &[&[f32]], out: Out) {
-        // SAFETY: handed out by `tile_fn` for `Isa::Avx2` and `Isa::Avx512Vnni` only (both
-        // include AVX2, FMA and F16C), which `qmatmul_with_isa` checked.
+        check_tile(w, rb, E::BYTES, 1, xs, &out);
+        // SAFETY: w is whole rows of rb (asserted just above); the CPU has AVX2, FMA and F16C:
+        // `tile_fn` hands this kernel out for `Isa::Avx2` and `Isa::Avx512Vnni` only (both
+        // include them), and `with_kernel` checked that this CPU runs the set before asking.
         unsafe { tile_avx2_tf::<E>(w, rb, xs, out) }
     }
 }
 
-/// The kernel for `ty` on `isa`, `None` if `ty` is not a float type.
+/// The kernel for `ty` on `isa`, `None` if `ty` is not a float type. Call the kernel only if this
+/// CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<f32>> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {

@@ -1,15 +1,16 @@
-//! The prefill kernels of Q4_0 and Q8_0: dot products with activations quantized to
+//! The prefill kernels of Q4_0: dot products with activations quantized to
 //! [`ActQ8x32`], whole blocks summed in integers and eight blocks per vector (the portable scalar
 //! kernel and the dispatch).
 //!
 //! Decoding (one activation row) takes ggml's own order (`legacy.rs`), like every 32-element
-//! format. Tiles of several rows (prefill) of Q4_0 and Q8_0 come here instead: llama.cpp's x86
-//! backend does not use `ggml_vec_dot_*` there either (Q4_0 goes through its repacked `q4_0_8x8`
-//! kernels, Q8_0 through llamafile's tinyBLAS), so there is no bit-exact result to keep, and this
-//! order applies the block scales eight blocks per vector instead of a float multiply-add per
-//! block and activation row (`cargo run --release -p gguf-kernels --example cpu_matmul_bench`:
-//! on the AVX-512 VNNI machine of BENCHMARKS.md, Q4_0 tiles 1.7x and Q8_0 tiles 1.5x the
-//! throughput of ggml's order).
+//! format. Tiles of several rows (prefill) of Q4_0 come here instead: llama.cpp's x86 backend
+//! does not use `ggml_vec_dot_*` there either (it goes through its repacked `q4_0_8x8` kernels),
+//! so there is no bit-exact result to keep, and this order applies the block scales eight blocks
+//! per vector instead of a float multiply-add per block and activation row
+//! (`cargo run --release -p gguf-kernels --example cpu_matmul_bench`: on the AVX-512 VNNI machine
+//! of BENCHMARKS.md, Q4_0 tiles 1.7x the throughput of ggml's order). Q8_0 had a kernel here
+//! too (1.5x); it was dropped because llama.cpp's prefill of Q8_0 (llamafile's tinyBLAS) sums in
+//! `ggml_vec_dot_q8_0_q8_0`'s order, which `legacy.rs` then gives bit for bit.
 //!
 //! Activations come in groups of 8 blocks (see [`ActQ8x32`] for the interleaved layout).
 //! Every format reduces to the same integer core. A weight block unpacks to 32 integers `q`
@@ -31,7 +32,7 @@ use gguf_importer::quants::{Block, BlockQ4_0};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
-use super::{Isa, Out, TileFn, MAX_TILE};
+use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// A 32-element weight block in the integer form above (the scalar kernel's view; the x86
 /// kernels unpack eight blocks at a time, `interleaved_x86.rs`).
@@ -60,6 +61,7 @@ impl Interleaved for BlockQ4_0 {
 
 /// The scalar kernel (see [`TileFn`]).
 fn tile_scalar<W: Interleaved>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8x32]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 8, xs, &out);
     let mut q = [0i32; 32];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
@@ -84,8 +86,7 @@ fn tile_scalar<W: Interleaved>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8x32]], o
 }
 
 /// The kernel for `ty` on `isa`, `None` where prefill keeps ggml's order (`legacy.rs`): the
-/// formats other than Q4_0 and Q8_0, and Q8_0 without AVX-512 VNNI (AVX2's `maddubs` cannot take
-/// Q8_0's weights as unsigned bytes without overflowing its 16-bit sums; see `interleaved_x86.rs`).
+/// formats other than Q4_0.
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = super::interleaved_x86::tile_fn(ty, isa) {

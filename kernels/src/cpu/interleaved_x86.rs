@@ -1,5 +1,5 @@
-//! AVX2 and AVX-512 VNNI kernels of Q4_0 and Q8_0 (prefill tiles; see `interleaved.rs` for the
-//! math and why only these).
+//! AVX2 and AVX-512 VNNI kernels of Q4_0 (prefill tiles; see `interleaved.rs` for the math and
+//! why only Q4_0).
 //!
 //! Eight weight blocks at a time are unpacked and transposed to the activations' interleaved
 //! layout ([`ActQ8x32`]): register `R` holds elements `4R..4R+4` of block `k` in its 32-bit lane
@@ -12,28 +12,34 @@
 //! then          y  += cvt(acc) · (a · dx)  +  b · s               (8 blocks per vector op)
 //! ```
 //!
-//! The byte products are unsigned × signed. Q8_0's signed weights enter as `q + 128` (`q ^ 0x80`)
-//! with each lane's sum starting at the activation block's `bias = -128 · Σ qx`, so the integer
-//! result is `Σ q·qx` exactly, at one `dpbusd` per register and activation row (the sign trick
-//! `|q| · (qx · sign(q))` takes a `vpsignb` per register and row on top). Only with VNNI: AVX2's
-//! `maddubs` adds pairs of products in saturating 16 bits, and `2 · 255 · 127` does not fit, so
-//! Q8_0 on AVX2 keeps ggml's order (`legacy_x86.rs`).
+//! The byte products are unsigned × signed: Q4_0's `q` in `0..16` against the signed `qx`.
+//!
+//! # Safety
+//!
+//! Every `unsafe fn` here has two obligations. The instruction set: they run only inside the
+//! `#[target_feature]` functions (`tile_avx2_tf`, `tile_vnni_tf`), which the safe kernels call
+//! only for the set that `tile_fn` handed them out for, after `with_kernel` (cpu/mod.rs) checked
+//! that this CPU runs it. Memory: each safe kernel asserts its shapes on entry (`check_tile`:
+//! `row_bytes` whole blocks, `w` whole rows, every activation row exactly `nb.div_ceil(8)` groups
+//! of eight blocks for `nb = row_bytes / size_of::<W>()`, an output of the weight rows by the
+//! activation rows), and the only raw reads, of activation group `g` of a row, have
+//! `g < nb.div_ceil(8)`. The weights are read through references (`bytemuck` casts of whole
+//! rows), and the fixed-width loads from a block's or an activation's own arrays are in bounds by
+//! the arrays' types (each says which).
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::{Block, BlockQ4_0, BlockQ8_0, F16};
+use gguf_importer::quants::{Block, BlockQ4_0, F16};
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8x32;
 use super::x86_util::{by_tile, hsum_ps, transpose4};
-use super::{Isa, Out, TileFn};
+use super::{check_tile, Isa, Out, TileFn};
 
 /// Eight weight blocks unpacked into registers.
 pub(super) trait InterleavedX86: Block {
-    /// Whether `q` is signed (Q8_0, -128..=127) rather than in `0..32`.
-    const SIGNED: bool;
-    /// The blocks' integers as unsigned bytes (`q + 128` when `SIGNED`) in the interleaved
-    /// layout, and the per-block `(a, b)` of `interleaved.rs` in lane `k`.
+    /// The blocks' integers as unsigned bytes in the interleaved layout, and the per-block
+    /// `(a, b)` of `interleaved.rs` in lane `k`.
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
@@ -41,6 +47,9 @@ pub(super) trait InterleavedX86: Block {
 }
 
 /// Eight f16 scales as one vector.
+///
+/// # Safety
+/// The CPU must have AVX and F16C.
 #[inline(always)]
 unsafe fn f16c8(h: [F16; 8]) -> __m256 {
     let h = h.map(|h| i16::from_le_bytes(h.0));
@@ -51,8 +60,12 @@ unsafe fn f16c8(h: [F16; 8]) -> __m256 {
 
 /// The 16 `qs` bytes of blocks `k` (low half) and `k + 4` (high half), transposed: dword `r` of
 /// every block in register `r`, block `k` in lane `k`.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn gather_qs16(qs: [&[u8; 16]; 8]) -> [__m256i; 4] {
+    // SAFETY: q is 16 bytes, the 128 bits loaded.
     let load = |q: &[u8; 16]| _mm_loadu_si128(q.as_ptr() as *const __m128i);
     transpose4(std::array::from_fn(|k| {
         _mm256_set_m128i(load(qs[k + 4]), load(qs[k]))
@@ -61,6 +74,9 @@ unsafe fn gather_qs16(qs: [&[u8; 16]; 8]) -> [__m256i; 4] {
 
 /// Low nibbles of dword `r` are elements `4r..4r+4`, high nibbles `16+4r..`: registers `r` and
 /// `4 + r` of the interleaved layout.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn nibbles8(r: [__m256i; 4]) -> [__m256i; 8] {
     let m = _mm256_set1_epi8(0x0F);
@@ -74,7 +90,6 @@ unsafe fn nibbles8(r: [__m256i; 4]) -> [__m256i; 8] {
 }
 
 impl InterleavedX86 for BlockQ4_0 {
-    const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
         let d = f16c8(b.map(|b| b.d));
@@ -86,30 +101,14 @@ impl InterleavedX86 for BlockQ4_0 {
     }
 }
 
-impl InterleavedX86 for BlockQ8_0 {
-    const SIGNED: bool = true;
-    #[inline(always)]
-    unsafe fn unpack8(b: &[Self; 8]) -> ([__m256i; 8], __m256, __m256) {
-        let d = f16c8(b.each_ref().map(|b| b.d));
-        let halves = b
-            .each_ref()
-            .map(|b| bytemuck::cast_ref::<[i8; 32], [[u8; 16]; 2]>(&b.qs));
-        // dwords 0..4 of every block are registers 0..4, dwords 4..8 registers 4..8
-        let lo = gather_qs16(halves.map(|h| &h[0]));
-        let hi = gather_qs16(halves.map(|h| &h[1]));
-        let flip = _mm256_set1_epi8(i8::MIN);
-        (
-            std::array::from_fn(|r| _mm256_xor_si256(if r < 4 { lo[r] } else { hi[r - 4] }, flip)),
-            d,
-            _mm256_setzero_ps(),
-        )
-    }
-}
-
 /// `init` plus the sum over the 8 registers of the byte products (unsigned `q` × signed `qx`),
 /// per 32-bit lane (one block per lane).
+///
+/// # Safety
+/// The CPU must have AVX2, and with `VNNI` AVX-512 VNNI and VL.
 #[inline(always)]
 unsafe fn dot8<const VNNI: bool>(q: &[__m256i; 8], x: &[[i8; 32]; 8], init: __m256i) -> __m256i {
+    // SAFETY: x[r] (r < 8, indexed with a check) is 32 bytes, the 256 bits loaded.
     let load = |r: usize| _mm256_loadu_si256(x[r].as_ptr() as *const __m256i);
     if VNNI {
         // two chains, so the multiply-adds overlap
@@ -136,6 +135,10 @@ unsafe fn dot8<const VNNI: bool>(q: &[__m256i; 8], x: &[[i8; 32]; 8], init: __m2
 }
 
 /// Eight weight blocks (group `g`) against the tile: `acc[i] += (a·dx)·dot + b·s`, lane-wise.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL. Every `xs[i]` must
+/// point at more than `g` readable groups.
 #[inline(always)]
 unsafe fn group<W: InterleavedX86, const N: usize, const VNNI: bool>(
     blocks: &[W; 8],
@@ -145,21 +148,23 @@ unsafe fn group<W: InterleavedX86, const N: usize, const VNNI: bool>(
 ) {
     let (q, a, off) = W::unpack8(blocks);
     for i in 0..N {
+        // SAFETY: activation row i has more than g groups (this function's contract).
         let x = &*xs[i].add(g);
-        let dot = if W::SIGNED {
-            let bias = _mm256_loadu_si256(x.bias.as_ptr() as *const __m256i);
-            dot8::<VNNI>(&q, &x.qs, bias)
-        } else {
-            dot8::<VNNI>(&q, &x.qs, _mm256_setzero_si256())
-        };
+        let dot = dot8::<VNNI>(&q, &x.qs, _mm256_setzero_si256());
+        // SAFETY: `d` is 8 f32, the 256 bits loaded.
         let scale = _mm256_mul_ps(a, _mm256_loadu_ps(x.d.as_ptr()));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[i]);
-        if !W::SIGNED {
-            acc[i] = _mm256_fmadd_ps(off, _mm256_loadu_ps(x.s.as_ptr()), acc[i]);
-        }
+        // SAFETY: `s` is 8 f32, the 256 bits loaded.
+        acc[i] = _mm256_fmadd_ps(off, _mm256_loadu_ps(x.s.as_ptr()), acc[i]);
     }
 }
 
+/// All weight rows of `w` against the first `N` activation rows of `xs` (a tile).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL. (The shapes it
+/// reads by, it asserts itself: the first `N` rows of `xs` hold at least `nb.div_ceil(8)` groups,
+/// as the kernel's `check_tile` has already.)
 #[inline(always)]
 unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
     w: &[u8],
@@ -169,6 +174,7 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
 ) {
     let nb = row_bytes / size_of::<W>();
     let xs: [*const ActQ8x32; N] = std::array::from_fn(|i| {
+        // once per tile, not per block (`xs[i]` panics if the tile has fewer than N rows)
         assert!(
             xs[i].len() >= nb.div_ceil(8),
             "activation row shorter than a weight row"
@@ -176,11 +182,14 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
         xs[i].as_ptr()
     });
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        // `blocks.len() == nb`: a row of `row_bytes` bytes (cast_slice panics if that is not
+        // whole blocks)
         let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [_mm256_setzero_ps(); N];
         let mut groups = blocks.chunks_exact(8);
         for (g, eight) in (&mut groups).enumerate() {
             let eight: &[W; 8] = eight.try_into().expect("chunks of 8");
+            // SAFETY: g < nb / 8 ≤ nb.div_ceil(8) ≤ each row's groups (asserted above).
             group::<W, N, VNNI>(eight, &xs, g, &mut acc);
         }
         let tail = groups.remainder();
@@ -188,6 +197,7 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
             // zero blocks (d = 0, m = 0) beyond the row's end meet the activations' zero padding
             let mut eight = [W::zeroed(); 8];
             eight[..tail.len()].copy_from_slice(tail);
+            // SAFETY: a tail means nb % 8 ≠ 0, so nb / 8 < nb.div_ceil(8) ≤ each row's groups.
             group::<W, N, VNNI>(&eight, &xs, nb / 8, &mut acc);
         }
         for (i, acc) in acc.iter().enumerate() {
@@ -196,34 +206,43 @@ unsafe fn tile_body<W: InterleavedX86, const N: usize, const VNNI: bool>(
     }
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2_tf<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
     by_tile!(tile_body, W, false, 8, (w, rb, xs, out))
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_vnni_tf<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
     by_tile!(tile_body, W, true, 8, (w, rb, xs, out))
 }
 
 fn tile_avx2<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
-    const { assert!(!W::SIGNED, "maddubs would overflow on q + 128") };
-    // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
+    // activation rows of nb.div_ceil(8) groups of eight blocks
+    check_tile(w, rb, size_of::<W>(), 8, xs, &out);
+    // SAFETY: the CPU has AVX2, FMA and F16C: `tile_fn` hands this kernel out for `Isa::Avx2`
+    // only, and `with_kernel` checked that this CPU runs it before asking. (The shapes are
+    // asserted just above, and again by `tile_body` per tile.)
     unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
 }
 
 fn tile_vnni<W: InterleavedX86>(w: &[u8], rb: usize, xs: &[&[ActQ8x32]], out: Out) {
-    // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
+    // activation rows of nb.div_ceil(8) groups of eight blocks
+    check_tile(w, rb, size_of::<W>(), 8, xs, &out);
+    // SAFETY: the CPU has AVX-512 VNNI and AVX2: `tile_fn` hands this kernel out for
+    // `Isa::Avx512Vnni` only, and `with_kernel` checked that this CPU runs it before asking.
+    // (The shapes are asserted just above, and again by `tile_body` per tile.)
     unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
 }
 
-/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats (Q8_0 only with VNNI, see
-/// the module doc).
+/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats. Call the kernel only if this CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8x32>> {
     match (isa, ty) {
         (Isa::Avx2, GgmlType::Q4_0) => Some(tile_avx2::<BlockQ4_0>),
         (Isa::Avx512Vnni, GgmlType::Q4_0) => Some(tile_vnni::<BlockQ4_0>),
-        (Isa::Avx512Vnni, GgmlType::Q8_0) => Some(tile_vnni::<BlockQ8_0>),
         _ => None,
     }
 }

@@ -25,7 +25,7 @@ use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, Block
 use gguf_importer::GgmlType;
 
 use super::quantize_act::{ActQ8K, ActQ8KSeq, KActivations};
-use super::{Isa, Out, TileFn, MAX_TILE};
+use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// The per-group scales of a super-block.
 pub(super) struct KScales {
@@ -229,6 +229,7 @@ impl KQuant for BlockQ6K {
 
 /// The scalar kernel (see [`TileFn`]), for either activation layout.
 fn tile_scalar<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&[A]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
     let mut q = [0u8; 256];
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);

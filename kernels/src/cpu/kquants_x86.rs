@@ -13,6 +13,20 @@
 //! AVX2:         dot = madd(maddubs(q[0], qx[0]) + maddubs(q[1], qx[1]), 1) + (same for 2, 3)   8 lanes, twice
 //! then          y  += dx · (d·sc · dot  -  (d·off·sc + dmin·mn) · bsum)
 //! ```
+//!
+//! # Safety
+//!
+//! Every `unsafe fn` here has two obligations. The instruction set: they run only inside the
+//! `#[target_feature]` functions (`*_tf`), which the safe kernels (`tile_avx2` ..
+//! `tile_seq_vnni`) call only for the set that `tile_fn` / `tile_fn_seq` handed them out for,
+//! after `with_kernel` (cpu/mod.rs) checked that this CPU runs it. Memory: each safe kernel
+//! asserts its shapes on entry (`check_tile`: `row_bytes` whole super-blocks, `w` whole rows,
+//! every activation row exactly `nb = row_bytes / size_of::<W>()` super-blocks, an output of the
+//! weight rows by the activation rows), and the raw reads below stay in bounds by those: weight
+//! row `r < w.len() / row_bytes` starts at byte `r · row_bytes`, super-block `b < nb` of a row
+//! and of an activation row exists. The fixed-width loads from a block's or an activation's own
+//! arrays are in bounds by the arrays' types (each says which); the aligned ones read
+//! [`ActQ8K`], `align(64)`, at offsets that are multiples of 64 (checked at compile time below).
 
 use std::arch::x86_64::*;
 
@@ -22,7 +36,12 @@ use gguf_importer::GgmlType;
 use super::kquants::KQuant;
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
 use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4, unroll16};
-use super::{Isa, Out, TileFn};
+use super::{check_tile, Isa, Out, TileFn};
+
+// `tile_body`'s aligned 512-bit loads of `qs[r]` and `dbsums` (64 bytes each).
+const _: () = assert!(align_of::<ActQ8K>() == 64);
+const _: () = assert!(std::mem::offset_of!(ActQ8K, qs) % 64 == 0);
+const _: () = assert!(std::mem::offset_of!(ActQ8K, dbsums) % 64 == 0);
 
 /// A super-block unpacked into registers.
 pub(super) trait KQuantX86: KQuant {
@@ -55,6 +74,9 @@ fn words(s: &[u8; 12]) -> [u32; 3] {
 /// ```
 ///
 /// then each repeated for the two groups of 16 of its sub-block of 32.
+///
+/// # Safety
+/// The CPU must have AVX2 (SSSE3's `pshufb`).
 #[inline(always)]
 unsafe fn scales_k4(s: &[u8; 12]) -> (__m128i, __m128i) {
     let [a, b, c] = words(s);
@@ -72,13 +94,23 @@ unsafe fn scales_k4(s: &[u8; 12]) -> (__m128i, __m128i) {
     (sc, mn)
 }
 
+/// The first 32 bytes of `p`.
+///
+/// # Safety
+/// The CPU must have AVX.
 #[inline(always)]
 unsafe fn load(p: &[u8]) -> __m256i {
-    debug_assert!(p.len() >= 32);
+    // Every caller passes a subslice of a fixed-size array at a constant offset, so this folds
+    // away; it keeps the read in bounds whatever the caller passes.
+    assert!(p.len() >= 32, "a 256-bit load from {} bytes", p.len());
+    // SAFETY: p has at least 32 readable bytes (asserted above); `loadu` takes any alignment.
     _mm256_loadu_si256(p.as_ptr() as *const __m256i)
 }
 
 /// Bit `bit` of every byte, as 0 or 1.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn bit_of(v: __m256i, bit: i32) -> __m256i {
     _mm256_and_si256(
@@ -88,6 +120,9 @@ unsafe fn bit_of(v: __m256i, bit: i32) -> __m256i {
 }
 
 /// Bits `2k..2k + 2` of every byte of `v`, k = 0..4, as four registers.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn crumbs(v: __m256i) -> [__m256i; 4] {
     let m = _mm256_set1_epi8(3);
@@ -100,6 +135,9 @@ unsafe fn crumbs(v: __m256i) -> [__m256i; 4] {
 }
 
 /// Low and high nibbles of every byte.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn nibbles(v: __m256i) -> (__m256i, __m256i) {
     let m = _mm256_set1_epi8(0x0F);
@@ -113,6 +151,7 @@ impl KQuantX86 for BlockQ2K {
     /// `scales[g]`: | min (4 bits) | scale (4 bits) |
     #[inline(always)]
     unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
+        // SAFETY: `scales` is [u8; 16], the 16 bytes loaded.
         let v = _mm_loadu_si128(self.scales.as_ptr() as *const __m128i);
         let m = _mm_set1_epi8(0x0F);
         (
@@ -196,6 +235,7 @@ impl KQuantX86 for BlockQ6K {
     #[inline(always)]
     unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
         (
+            // SAFETY: `scales` is [i8; 16], the 16 bytes loaded.
             _mm_loadu_si128(self.scales.as_ptr() as *const __m128i),
             _mm_setzero_si128(),
         )
@@ -221,6 +261,9 @@ impl KQuantX86 for BlockQ6K {
 /// `r in 0..4` holds dword `r` of every group, lanes 0..8 in `t[r].0`, lanes 8..16 in `t[r].1`.
 /// Lanes 0..8 hold groups `4k`, `4k+1` (k in 0..4), which are the halves of registers
 /// `0, 2, 4, 6`: one in-half 4 × 4 transpose; lanes 8..16 likewise from registers `1, 3, 5, 7`.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn to_lanes(q: [__m256i; 8]) -> [(__m256i, __m256i); 4] {
     let lo = transpose4([q[0], q[2], q[4], q[6]]);
@@ -230,6 +273,9 @@ unsafe fn to_lanes(q: [__m256i; 8]) -> [(__m256i, __m256i); 4] {
 
 /// Per-lane f32 factors of a super-block, lane order: `s = d·sc`, `c = d·off·sc + dmin·mn`, so
 /// that a group contributes `dx · (s·dot - c·bsum)`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[inline(always)]
 unsafe fn lane_factors<W: KQuantX86>(block: &W) -> ([__m256; 2], [__m256; 2]) {
     let (sc, mn) = block.scales_avx2();
@@ -254,6 +300,12 @@ unsafe fn lane_factors<W: KQuantX86>(block: &W) -> ([__m256; 2], [__m256; 2]) {
     (s, c)
 }
 
+/// Prefill: all weight rows of `w` against the first `N` activation rows of `xs` (a tile).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 F, BW, VL and VNNI. (The shapes
+/// it reads by, it asserts itself: the first `N` rows of `xs` hold at least
+/// `row_bytes / size_of::<W>()` super-blocks, as the kernel's `check_tile` has already.)
 #[inline(always)]
 unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     w: &[u8],
@@ -263,6 +315,7 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
 ) {
     let nb = row_bytes / size_of::<W>();
     let xs: [*const ActQ8K; N] = std::array::from_fn(|i| {
+        // once per tile, not per block (`xs[i]` panics if the tile has fewer than N rows)
         assert!(
             xs[i].len() >= nb,
             "activation row shorter than a weight row"
@@ -271,9 +324,12 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     });
     let ones = _mm256_set1_epi16(1);
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        // `blocks.len() == nb`: a row of `row_bytes` bytes (cast_slice panics if that is not
+        // whole super-blocks)
         let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [_mm256_setzero_ps(); N];
         // zeroed memory, not `_mm512_setzero_ps`: no AVX-512 instruction in the AVX2 kernels
+        // SAFETY: all-zero bits are a valid `__m512` (0.0 in every lane).
         let mut acc512: [__m512; N] = std::mem::zeroed();
         for (b, block) in blocks.iter().enumerate() {
             let q = to_lanes(block.unpack_avx2());
@@ -299,13 +355,19 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                 macro_rules! row {
                     ($i:literal) => {
                         if $i < N {
+                            // SAFETY: b < blocks.len() = nb, and activation row $i holds at
+                            // least nb super-blocks (asserted above).
                             let x = &*xs[$i].add(b);
+                            // SAFETY: `qs[r]` (r < 4, indexed with a check) is 64 bytes at
+                            // offset 64·r of the align(64) `ActQ8K`: one aligned 512-bit load.
                             let qx =
                                 |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
                             let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
                             dot = _mm512_dpbusd_epi32(dot, q[1], qx(1));
                             dot = _mm512_dpbusd_epi32(dot, q[2], qx(2));
                             dot = _mm512_dpbusd_epi32(dot, q[3], qx(3));
+                            // SAFETY: `dbsums` is 16 f32 at a multiple of 64 (asserted at
+                            // compile time above): one aligned 512-bit load.
                             let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
                             let a = _mm512_fnmadd_ps(c, dbsum, acc512[$i]);
                             let sdx = _mm512_mul_ps(s, _mm512_set1_ps(x.d));
@@ -317,9 +379,12 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                 continue;
             }
             for i in 0..N {
+                // SAFETY: b < blocks.len() = nb, and activation row i holds at least nb
+                // super-blocks (asserted above).
                 let x = &*xs[i].add(b);
                 let dx = _mm256_broadcast_ss(&x.d);
                 for h in 0..2 {
+                    // SAFETY: bytes 32·h..32·h + 32 (h < 2) of the 64-byte `qs[r]`.
                     let qx = |r: usize| {
                         _mm256_loadu_si256(x.qs[r].as_ptr().add(32 * h) as *const __m256i)
                     };
@@ -343,6 +408,7 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
                         );
                         _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
                     };
+                    // SAFETY: i16 8·h..8·h + 8 (h < 2) of the 16 `bsums`: 16 bytes.
                     let bsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(
                         x.bsums.as_ptr().add(8 * h) as *const __m128i
                     ));
@@ -365,27 +431,38 @@ unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
     }
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
     by_tile!(tile_body, W, false, 8, (w, rb, xs, out))
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
     by_tile!(tile_body, W, true, 16, (w, rb, xs, out))
 }
 
 fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    // SAFETY: handed out by `tile_fn` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
+    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the CPU has AVX2, FMA and F16C: `tile_fn` hands this kernel out for `Isa::Avx2`
+    // only, and `with_kernel` checked that this CPU runs it before asking. (The shapes are
+    // asserted just above, and again by `tile_body` per tile.)
     unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
 }
 
 fn tile_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    // SAFETY: handed out by `tile_fn` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa` checked.
+    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the CPU has AVX-512 VNNI and AVX2: `tile_fn` hands this kernel out for
+    // `Isa::Avx512Vnni` only, and `with_kernel` checked that this CPU runs it before asking.
+    // (The shapes are asserted just above, and again by `tile_body` per tile.)
     unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
 }
 
-/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats.
+/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats. Call the kernel only if
+/// this CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
     macro_rules! pick {
         ($f:ident) => {
@@ -448,6 +525,9 @@ const DECODE_ROWS_AVX2: usize = 2;
 
 /// The 8 × i16 scales of each register `j` of a super-block (see [`group_scale_masks`]), the 16
 /// group scales (i16) and mins (u16) for the `bsums` terms.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 unsafe fn seq_scales<W: KQuantX86>(
     block: &W,
@@ -474,6 +554,10 @@ unsafe fn seq_scales<W: KQuantX86>(
 /// `R` weight rows (`blocks[r]`, `nb` super-blocks each) against one activation row: each
 /// activation register is loaded once for all `R`, and `R` independent chains of multiply-adds
 /// are in flight.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL. Every `blocks[r]`
+/// and `x` must point at `nb` consecutive readable super-blocks (`W` has alignment 1).
 #[inline(always)]
 unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
     blocks: [*const W; R],
@@ -484,14 +568,20 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
     let off = _mm256_set1_epi32(W::OFFSET as i32);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
+        // SAFETY: b < nb, and x points at nb activation super-blocks (this function's contract).
         let x = &*x.add(b);
+        // SAFETY: `bsums` is 16 i16, the 32 bytes loaded.
         let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+        // SAFETY: bytes 32·j..32·j + 32 (j < 8) of the 256 `qs`.
         let qx: [__m256i; 8] =
             std::array::from_fn(
                 |j| _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
             );
         for r in 0..R {
+            // SAFETY: b < nb, and blocks[r] points at nb weight super-blocks (this function's
+            // contract); `W` is bytes, alignment 1.
             let block = &*blocks[r].add(b);
+            // a hint, never a read: in bounds or not (see `prefetch_ahead`)
             prefetch_ahead(block as *const W as *const u8, size_of::<W>());
             let q = block.unpack_avx2();
             let (scj, sc16, mn16) = seq_scales(block, masks);
@@ -526,6 +616,9 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
 
 /// Decoding (one activation row), `R` weight rows per pass from `R` equal segments of the rows,
 /// so that each is read as one long stream (as in `legacy_x86.rs`).
+///
+/// # Safety
+/// As [`decode_rows`]; `x` must point at `row_bytes / size_of::<W>()` readable super-blocks.
 #[inline(always)]
 unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
     w: &[u8],
@@ -534,22 +627,37 @@ unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
     out: Out,
     masks: &[__m256i; 4],
 ) {
+    const {
+        assert!(
+            align_of::<W>() == 1,
+            "weight blocks are read at any byte offset"
+        )
+    };
     let nb = row_bytes / size_of::<W>();
     let n_rows = w.len() / row_bytes;
+    // Row r < n_rows: bytes r·row_bytes.. of w, nb super-blocks (nb · size_of::<W>() ≤
+    // row_bytes), all within w ((r + 1) · row_bytes ≤ n_rows · row_bytes ≤ w.len()): what
+    // `decode_rows` needs of `blocks`. Every r below is < n_rows: k·seg + j < R·seg ≤ n_rows.
     let row = |r: usize| w.as_ptr().add(r * row_bytes) as *const W;
     let seg = n_rows / R;
     for j in 0..seg {
+        // SAFETY: rows k·seg + j < n_rows (see `row`), x nb super-blocks (this function's
+        // contract); the CPU's sets are this function's.
         let y = decode_rows::<W, R, VNNI>(std::array::from_fn(|k| row(k * seg + j)), nb, x, masks);
         for (k, y) in y.iter().enumerate() {
             out.set(k * seg + j, 0, *y);
         }
     }
     for r in R * seg..n_rows {
+        // SAFETY: as above, r < n_rows.
         out.set(r, 0, decode_rows::<W, 1, VNNI>([row(r)], nb, x, masks)[0]);
     }
 }
 
 /// Each activation row of `xs` (decoding: one) against all weight rows, in element order.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL.
 #[inline(always)]
 unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
     w: &[u8],
@@ -560,8 +668,12 @@ unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
     let nb = row_bytes / size_of::<W>();
     let masks: [__m256i; 4] = std::array::from_fn(|k| load(&GROUP_SCALE_MASKS[k]));
     for (i, x) in xs.iter().enumerate() {
+        // once per activation row, not per block: `decode_seq`'s reads of x rely on it (the
+        // kernels' `check_tile` has asserted it already, with the shapes)
         assert!(x.len() >= nb, "activation row shorter than a weight row");
         let out = out.skip_cols(i);
+        // SAFETY: x holds at least nb super-blocks (asserted above), which is all that
+        // `decode_seq` reads of it; the CPU's sets are this function's.
         if VNNI {
             decode_seq::<W, DECODE_ROWS_VNNI, true>(w, row_bytes, x.as_ptr(), out, &masks);
         } else {
@@ -570,28 +682,38 @@ unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
     }
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_seq_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     tile_seq_body::<W, false>(w, rb, xs, out)
 }
 
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_seq_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     tile_seq_body::<W, true>(w, rb, xs, out)
 }
 
 fn tile_seq_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    // SAFETY: handed out by `tile_fn_seq` for `Isa::Avx2` only, which `qmatmul_with_isa` checked.
+    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the CPU has AVX2, FMA and F16C: `tile_fn_seq` hands this kernel out for
+    // `Isa::Avx2` only, and `with_kernel` checked that this CPU runs it before asking. (The
+    // shapes are asserted just above, and again by `tile_seq_body`.)
     unsafe { tile_seq_avx2_tf::<W>(w, rb, xs, out) }
 }
 
 fn tile_seq_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    // SAFETY: handed out by `tile_fn_seq` for `Isa::Avx512Vnni` only, which `qmatmul_with_isa`
-    // checked.
+    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the CPU has AVX-512 VNNI and AVX2: `tile_fn_seq` hands this kernel out for
+    // `Isa::Avx512Vnni` only, and `with_kernel` checked that this CPU runs it before asking.
+    // (The shapes are asserted just above, and again by `tile_seq_body`.)
     unsafe { tile_seq_vnni_tf::<W>(w, rb, xs, out) }
 }
 
-/// The x86 kernel for the K-quant `ty` on `isa` against activations in element order.
+/// The x86 kernel for the K-quant `ty` on `isa` against activations in element order. Call the
+/// kernel only if this CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     macro_rules! pick {
         ($f:ident) => {

@@ -32,7 +32,7 @@ use gguf_importer::quants::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, B
 use gguf_importer::GgmlType;
 
 use super::quantize_act::ActQ8Block;
-use super::{Isa, Out, TileFn, MAX_TILE};
+use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// A 32-element weight block as the dot product sees it: `w = d · (q - OFFSET)` (+ `m`).
 pub(super) trait Legacy: Block {
@@ -160,6 +160,7 @@ pub(super) fn hsum8(acc: &[f32; 8]) -> f32 {
 
 /// The scalar kernel (see [`TileFn`]): the definition of the order.
 fn tile_scalar<W: Legacy>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [[0f32; 8]; MAX_TILE];

@@ -3,7 +3,7 @@
 //! As in llama.cpp's CPU backend, each activation row is quantized once per call to 8 bits
 //! (`quantize_act.rs`: blocks of 32 for the 32-element formats, in element order as ggml's
 //! `block_q8_0`/`block_q8_1` (`legacy.rs`, ggml's float order) or interleaved by eight for Q4_0
-//! and Q8_0 prefill (`interleaved.rs`), Q8_K-style blocks of 256 for the K-quants), and every
+//! prefill (`interleaved.rs`), Q8_K-style blocks of 256 for the K-quants), and every
 //! weight block meets it in an integer dot product; the block scales are applied in f32. Plain
 //! float weights (F32, F16, BF16) take an f32 dot product. [`follows_ggml_vec_dot`] says which
 //! cases give ggml's `ggml_vec_dot_*` results bit for bit.
@@ -44,8 +44,9 @@ use super::error::KernelError;
 /// each row's accumulators in registers, 8 rows in general; the K-quant prefill kernels with
 /// AVX-512 (32 vector registers, one 512-bit accumulator per row) take 16, which halves the
 /// unpacking of each weight block per activation row (`cpu_matmul_bench`, m = 128: Q4_K 268 ->
-/// 300-335 GFLOP/s, Q6_K 300 -> 310-335). The interleaved Q4_0/Q8_0 kernel (8 registers of
-/// weights, 256-bit accumulators) ran slower with 16 (Q8_0 312 -> 282): it keeps 8.
+/// 300-335 GFLOP/s, Q6_K 300 -> 310-335). The interleaved Q4_0 kernel (8 registers of
+/// weights, 256-bit accumulators) ran slower with 16 (measured on its Q8_0 variant, since
+/// dropped: 312 -> 282 GFLOP/s): it keeps 8.
 pub const MAX_TILE: usize = 16;
 /// The tile of the other kernels.
 const TILE: usize = 8;
@@ -180,8 +181,9 @@ impl Isa {
     }
 }
 
-/// Writes `out.set(r, i, dot(weight row r, xs[i]))` for every whole row `r` in the weight bytes
-/// `w` (rows of `row_bytes`) and every activation row `xs[i]` (`xs.len()` in `1..=MAX_TILE`).
+/// Writes `out.set(r, i, dot(weight row r, xs[i]))` for every row `r` in the weight bytes `w`
+/// (rows of `row_bytes`) and every activation row `xs[i]` (`xs.len()` in `1..=MAX_TILE`). Every
+/// kernel asserts these shapes on entry ([`check_tile`]) and panics if they do not hold.
 pub(crate) type TileFn<A> = fn(w: &[u8], row_bytes: usize, xs: &[&[A]], out: Out);
 
 /// Where a kernel writes its results: element `(r, i)` (weight row `r` of the task, activation
@@ -212,8 +214,12 @@ impl Out {
     }
 
     /// The whole of `y` as one activation row (decoding): element `(r, 0)` is `y[r]`.
-    fn column(y: &mut [f32]) -> Out {
-        // SAFETY: y[r] for r < y.len(), borrowed mutably by the caller.
+    ///
+    /// # Safety
+    /// The `Out` must not be used after `y`'s borrow ends, nor `y` otherwise accessed meanwhile.
+    unsafe fn column(y: &mut [f32]) -> Out {
+        // SAFETY: (r, 0) -> y[r], in y for r < y.len() = rows; valid and exclusive for as long
+        // as the `Out` is used, by this function's contract.
         unsafe { Out::new(y.as_mut_ptr(), y.len(), 1, 0) }
     }
 
@@ -224,7 +230,8 @@ impl Out {
             r < self.rows && i < self.cols,
             "kernel output out of its tile"
         );
-        // SAFETY: in bounds (checked above), valid and exclusive per `Out::new`'s contract.
+        // SAFETY: r < rows and i < cols (asserted above, in release builds too), so the element
+        // is one that `Out::new`'s contract makes valid for writes and exclusive to this `Out`.
         unsafe { *self.ptr.add(r + i * self.col_step) = v }
     }
 
@@ -294,7 +301,6 @@ pub fn qmatmul_with_isa(
     }
     // the fields are public: check them again
     let w = &QMatrix::new(w.ty, w.rows, w.cols, w.data)?;
-    let family = kernel_family(w.ty).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
     let in_len = m.checked_mul(w.cols).ok_or(KernelError::BadShape {
         rows: m,
         cols: w.cols,
@@ -320,10 +326,34 @@ pub fn qmatmul_with_isa(
     if m == 0 {
         return Ok(());
     }
-    match family {
+    with_kernel(w.ty, isa, x, w.cols, m, DriveAll { w, y })
+}
+
+/// What to do with a kernel once its activations are ready: [`with_kernel`] calls `run` with
+/// the activation rows in the kernel's layout, the kernel and its tile size.
+trait UseKernel {
+    fn run<A: Sync>(self, xs: &[&[A]], kernel: TileFn<A>, tile: usize);
+}
+
+/// Hands `then` the kernel of `ty` on `isa` for `m` activation rows, with the activations `x`
+/// (`[m, cols]` f32, `cols` whole blocks of `ty`) quantized or rounded as that kernel reads them.
+/// The only place the kernels are looked up: it checks that this CPU runs `isa`, which the SIMD
+/// kernels' `unsafe` calls rely on.
+fn with_kernel(
+    ty: GgmlType,
+    isa: Isa,
+    x: &[f32],
+    cols: usize,
+    m: usize,
+    then: impl UseKernel,
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        return Err(KernelError::IsaUnavailable { isa: isa.name() });
+    }
+    let unsupported = || KernelError::UnsupportedType { ty };
+    match kernel_family(ty).ok_or_else(unsupported)? {
         Family::Float => {
-            let kernel =
-                float::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
+            let kernel = float::tile_fn(ty, isa).ok_or_else(unsupported)?;
             // BF16 weights: as ggml's CPU backend, which converts the activations to BF16 (its
             // `vec_dot_type`) before the dot product, round them the same way (to nearest even),
             // then multiply in f32 (the BF16 products are exact in f32). With this the synthetic
@@ -331,7 +361,7 @@ pub fn qmatmul_with_isa(
             // rounding them to f16 as well brought the synthetic F16 model closer to llama.cpp
             // (1e-3 -> 4e-4) but stories260K's F16 export further (6.4e-3 -> 8.1e-3), so which
             // path ggml takes there is not settled.
-            let rounded: Option<Vec<f32>> = match w.ty {
+            let rounded: Option<Vec<f32>> = match ty {
                 GgmlType::BF16 => Some(
                     x.par_iter()
                         .map(|&v| half::bf16::from_f32(v).to_f32())
@@ -340,53 +370,150 @@ pub fn qmatmul_with_isa(
                 _ => None,
             };
             let x = rounded.as_deref().unwrap_or(x);
-            let rows: Vec<&[f32]> = x.chunks_exact(w.cols).collect();
-            drive(w, &rows, kernel, TILE, y);
+            let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
+            then.run(&rows, kernel, TILE);
         }
-        Family::X32 if !follows_ggml_vec_dot(w.ty, m, isa) => {
-            // Q4_0 and Q8_0 prefill: llama.cpp does not take `ggml_vec_dot_*`'s order there
-            // either; the interleaved kernel is faster on tiles of several rows (see
+        Family::X32 if !follows_ggml_vec_dot(ty, m, isa) => {
+            // Q4_0 prefill: llama.cpp does not take `ggml_vec_dot_*`'s order there either (it
+            // repacks Q4_0); the interleaved kernel is faster on tiles of several rows (see
             // interleaved.rs).
-            let kernel =
-                interleaved::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
-            let acts = quantize_act::quantize_x32(x, w.cols);
-            let rows: Vec<&[ActQ8x32]> = acts
-                .chunks_exact(quantize_act::groups_x32(w.cols))
-                .collect();
-            drive(w, &rows, kernel, TILE, y);
+            let kernel = interleaved::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_x32(x, cols);
+            let rows: Vec<&[ActQ8x32]> =
+                acts.chunks_exact(quantize_act::groups_x32(cols)).collect();
+            then.run(&rows, kernel, TILE);
         }
         Family::X32 => {
             // ggml's own float order (`ggml_vec_dot_<fmt>_q8_*`: llama.cpp's results bit for
             // bit), see legacy.rs.
-            let kernel =
-                legacy::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
-            let acts = quantize_act::quantize_blocks(x, w.cols);
-            let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(w.cols / 32).collect();
-            drive(w, &rows, kernel, TILE, y);
+            let kernel = legacy::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_blocks(x, cols);
+            let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
+            then.run(&rows, kernel, TILE);
         }
         Family::K if kquants::uses_seq(m) => {
-            let kernel =
-                kquants::tile_fn_seq(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
-            let acts = quantize_act::quantize_k_seq(x, w.cols);
-            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(w.cols / 256).collect();
-            drive(w, &rows, kernel, TILE, y);
+            let kernel = kquants::tile_fn_seq(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_k_seq(x, cols);
+            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, TILE);
         }
         Family::K => {
-            let kernel =
-                kquants::tile_fn(w.ty, isa).ok_or(KernelError::UnsupportedType { ty: w.ty })?;
-            let acts = quantize_act::quantize_k(x, w.cols);
-            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(w.cols / 256).collect();
-            drive(w, &rows, kernel, wide_tile(isa), y);
+            let kernel = kquants::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_k(x, cols);
+            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, wide_tile(isa));
         }
     }
     Ok(())
 }
 
+/// [`drive`] over the whole matrix `w` into `y` (the matmul).
+struct DriveAll<'a, 'b> {
+    w: &'a QMatrix<'a>,
+    y: &'b mut [f32],
+}
+
+impl UseKernel for DriveAll<'_, '_> {
+    fn run<A: Sync>(self, xs: &[&[A]], kernel: TileFn<A>, tile: usize) {
+        drive(self.w, xs, kernel, tile, self.y);
+    }
+}
+
+/// Calls the kernel that [`qmatmul_with_isa`] picks for `ty`, `isa` and `m = x.len() / x_cols`
+/// activation rows once, on all weight rows of `w` (rows of `row_bytes`) and all `m` activation
+/// rows of `x_cols` each as one tile, into a `[m, y_rows]` output, which it returns. Unlike
+/// [`qmatmul_with_isa`] it does not check these shapes against each other: it is for tests that
+/// hand the kernels inconsistent shapes and expect their entry assertions ([`check_tile`]) to
+/// panic rather than read out of bounds. Panics if `x_cols` is not whole blocks of `ty` or `x`
+/// not whole rows of it (the activation quantizers' own requirements).
+#[doc(hidden)]
+pub fn run_tile_kernel(
+    ty: GgmlType,
+    isa: Isa,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    x_cols: usize,
+    y_rows: usize,
+) -> Result<Vec<f32>, KernelError> {
+    assert!(
+        x_cols > 0 && x_cols.is_multiple_of(ty.block_size()) && x.len().is_multiple_of(x_cols),
+        "run_tile_kernel: x is not whole rows of whole blocks"
+    );
+    let m = x.len() / x_cols;
+    let mut y = vec![0f32; m * y_rows];
+    // SAFETY: (r, i) -> y[r + i · y_rows] for r < y_rows, i < m is in y (m · y_rows elements),
+    // which this function owns for as long as the `Out` lives (the kernel call below).
+    let out = unsafe { Out::new(y.as_mut_ptr(), y_rows, m, y_rows) };
+    struct Once<'a> {
+        w: &'a [u8],
+        row_bytes: usize,
+        out: Out,
+    }
+    impl UseKernel for Once<'_> {
+        fn run<A: Sync>(self, xs: &[&[A]], kernel: TileFn<A>, _tile: usize) {
+            kernel(self.w, self.row_bytes, xs, self.out);
+        }
+    }
+    with_kernel(ty, isa, x, x_cols, m, Once { w, row_bytes, out })?;
+    Ok(y)
+}
+
+/// The shapes every tile kernel ([`TileFn`]) relies on, asserted on entry, in release builds too
+/// (once per call, outside the loops): weight rows of `row_bytes`, whole blocks of
+/// `block_bytes` (a float for the float formats); `w` whole rows; 1..=[`MAX_TILE`] activation
+/// rows of exactly one item per `per_item` weight blocks, rounded up (1 for a block or a float
+/// per block, 8 for [`ActQ8x32`]'s groups of eight); and an output of exactly the weight rows by
+/// at least the activation rows. Returns the number of weight rows. The SIMD kernels' raw reads
+/// stay in bounds given these (their `SAFETY` comments say how); a caller that breaks them gets
+/// a panic with the mismatch, not an out-of-bounds read.
+pub(crate) fn check_tile<A>(
+    w: &[u8],
+    row_bytes: usize,
+    block_bytes: usize,
+    per_item: usize,
+    xs: &[&[A]],
+    out: &Out,
+) -> usize {
+    assert!(
+        row_bytes > 0 && row_bytes.is_multiple_of(block_bytes),
+        "tile kernel: weight rows of {row_bytes} bytes are not whole blocks of {block_bytes}"
+    );
+    assert!(
+        w.len().is_multiple_of(row_bytes),
+        "tile kernel: {} weight bytes are not whole rows of {row_bytes}",
+        w.len()
+    );
+    let n_rows = w.len() / row_bytes;
+    let acts = (row_bytes / block_bytes).div_ceil(per_item);
+    assert!(
+        (1..=MAX_TILE).contains(&xs.len()),
+        "tile kernel: {} activation rows, a tile has 1..={MAX_TILE}",
+        xs.len()
+    );
+    for (i, x) in xs.iter().enumerate() {
+        assert!(
+            x.len() == acts,
+            "tile kernel: activation row {i} has length {}, the weight rows need {acts}",
+            x.len()
+        );
+    }
+    assert!(
+        out.rows() == n_rows && out.cols() >= xs.len(),
+        "tile kernel: output of {} x {} for {n_rows} weight rows x {} activation rows",
+        out.rows(),
+        out.cols(),
+        xs.len()
+    );
+    n_rows
+}
+
 /// Whether [`qmatmul_with_isa`] on `m` activation rows of a 32-element format (Q4_0 .. Q8_0)
 /// computes in ggml's order of float operations, giving `ggml_vec_dot_<fmt>_q8_<0|1>`'s results
-/// bit for bit (`legacy.rs`). True for decoding (`m == 1`); for prefill tiles, false where the
-/// interleaved kernel (`interleaved.rs`) is faster: Q4_0, and Q8_0 with AVX-512 VNNI. False for
-/// the other formats (the K-quants and float weights sum in orders of their own).
+/// bit for bit (`legacy.rs`). True for decoding (`m == 1`) and for prefill tiles (llama.cpp's
+/// tinyBLAS sums Q8_0 in the same order) except Q4_0's, which take the faster interleaved kernel
+/// (`interleaved.rs`; llama.cpp repacks Q4_0 and sums it in another order). False for the other
+/// formats (the K-quants and float weights sum in orders of their own).
 pub fn follows_ggml_vec_dot(ty: GgmlType, m: usize, isa: Isa) -> bool {
     matches!(kernel_family(ty), Some(Family::X32))
         && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
@@ -424,9 +551,11 @@ fn drive<A: Sync>(w: &QMatrix, xs: &[&[A]], kernel: TileFn<A>, tile: usize, y: &
     let weights = w.data.par_chunks(task_rows * row_bytes);
     if m == 1 {
         // Decode: y is one row, laid out as the weight rows are.
-        y.par_chunks_mut(task_rows)
-            .zip(weights)
-            .for_each(|(y, w)| kernel(w, row_bytes, xs, Out::column(y)));
+        y.par_chunks_mut(task_rows).zip(weights).for_each(|(y, w)| {
+            // SAFETY: the `Out` goes to this one kernel call, within `y`'s borrow; y is this
+            // task's own chunk of the output.
+            kernel(w, row_bytes, xs, unsafe { Out::column(y) })
+        });
         return;
     }
     // Prefill: each task walks its weight rows once per tile of activation rows, writing its

@@ -32,22 +32,19 @@ pub struct ActQ8Block {
 /// ```text
 /// qs[R][4k + j] = q of element 4R + j of block k        R, k in 0..8, j in 0..4
 /// d[k], s[k]    = scale of block k, and s = d · Σ q (the block's sum)
-/// bias[k]       = -128 · Σ q of block k
 /// ```
 ///
 /// A SIMD kernel transposes eight weight blocks the same way, so one multiply-add per register
 /// leaves block k's dot product in 32-bit lane k, and the eight block scales apply in one vector
 /// multiply. Like ggml's Q8_1 but with f32 scales: `s` lets formats with an offset or a min
-/// (`w = d·q + m`) fold the constant part into one multiply per block, and `bias` lets Q8_0's
-/// signed weights enter the unsigned × signed byte products as `q + 128` (the kernel starts each
-/// block's integer sum at `bias`). A row's last group is padded with zero blocks.
+/// (`w = d·q + m`) fold the constant part into one multiply per block. A row's last group is
+/// padded with zero blocks.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8x32 {
     pub qs: [[i8; 32]; 8],
     pub d: [f32; 8],
     pub s: [f32; 8],
-    pub bias: [i32; 8],
 }
 
 impl ActQ8x32 {
@@ -201,7 +198,6 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
         // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
         g.d[k] = half::f16::from_f32(d).to_f32();
         g.s[k] = half::f16::from_f32(d * sum as f32).to_f32();
-        g.bias[k] = -128 * sum;
     }
 }
 
@@ -252,7 +248,6 @@ const EMPTY_X32: ActQ8x32 = ActQ8x32 {
     qs: [[0; 32]; 8],
     d: [0.0; 8],
     s: [0.0; 8],
-    bias: [0; 8],
 };
 const EMPTY_K: ActQ8K = ActQ8K {
     qs: [[0; 64]; 4],

@@ -1,10 +1,14 @@
-//! x86 helpers shared by the SIMD kernels.
+//! x86 helpers shared by the SIMD kernels. Their `unsafe` is the instruction set only (none
+//! reads memory): each says which the CPU must have.
 
 use std::arch::x86_64::*;
 
 use gguf_importer::quants::F16;
 
 /// An f16 scale as f32 through F16C (`F16::to_f32` is a software conversion).
+///
+/// # Safety
+/// The CPU must have F16C.
 #[inline(always)]
 pub(super) unsafe fn f16c(h: F16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
@@ -14,6 +18,9 @@ pub(super) unsafe fn f16c(h: F16) -> f32 {
 
 /// 4 × 4 transpose of 32-bit lanes within each 128-bit half: lane `j` of `t[i]` goes to lane
 /// `i` of `out[j]`.
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[inline(always)]
 pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
     let u0 = _mm256_unpacklo_epi32(t[0], t[1]); // t0.0 t1.0 t0.1 t1.1
@@ -35,7 +42,11 @@ pub(super) unsafe fn transpose4(t: [__m256i; 4]) -> [__m256i; 4] {
 pub(super) const PREFETCH_AHEAD: usize = 1024;
 
 /// Asks for the cache lines of the `len` bytes at [`PREFETCH_AHEAD`] past `p`. A hint: it never
-/// faults, even past the end of the weights.
+/// faults, even past the end of the weights, and the addresses are formed with `wrapping_add`,
+/// so `p` need not point into (or near) any allocation.
+///
+/// # Safety
+/// None beyond SSE (x86_64's baseline); `unsafe` only as the intrinsic is.
 #[inline(always)]
 pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
@@ -45,6 +56,9 @@ pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
 }
 
 /// The sum of the eight lanes.
+///
+/// # Safety
+/// The CPU must have AVX.
 #[inline(always)]
 pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -55,7 +69,9 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
 
 /// Calls `$body::<$w, N, $vnni>(w, row_bytes, tile, out)` over the activation rows `xs`
 /// in tiles with `N` a constant (so the accumulators stay in registers): tiles of `$max` rows (8
-/// or 16) while that many are left, then one of 1..=8 rows at a time.
+/// or 16) while that many are left, then one of 1..=8 rows at a time. Each `tile` is exactly `N`
+/// rows of `xs` (bounds-checked slices), and `out` skips to its first row; `$body` is `unsafe`
+/// (its instruction sets), so the macro is used inside `#[target_feature]` functions.
 macro_rules! by_tile {
     ($body:ident, $w:ty, $vnni:literal, $max:literal, $args:expr) => {{
         let (w, row_bytes, xs, out) = $args;
