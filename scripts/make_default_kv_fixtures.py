@@ -12,11 +12,14 @@ Greedy decoding is the argmax of the last position's logits (`llama_get_logits`)
 records the prompt tokens, the greedy tokens and text, the top-1/top-2 gap of every step, and
 the last prompt position's logits (`default-kv-{model}-p{i}.npy`, float32 [n_vocab]).
 
-Models: models/stories260k-f32.gguf (committed) and SmolLM2-135M-Instruct Q4_1 (the file
-.ci/run fetches; see scripts/README.md). Chat prompts are rendered with the file's Jinja
+Models: models/stories260k-f32.gguf (committed), SmolLM2-135M-Instruct Q4_1 (the file
+.ci/run fetches; see scripts/README.md), and SmolLM2-135M-Instruct Q8_0: llama.cpp's Q8_0 of the
+Q4_1 file's weights dequantized to F32 by gguf-py (scripts/make_bench_models.py writes it). The
+tests write the same file with this project's exporter (`ExportType::Q8_0`, byte for byte
+llama.cpp's quantizer) and check it against the sha256 of the tensor data recorded here. Chat prompts are rendered with the file's Jinja
 template as llama-cpp-python's chat completion renders it (make_llama_fixtures.render_chat).
 
-    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2]
+    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2|smollm2-q8_0]
 """
 
 from __future__ import annotations
@@ -156,9 +159,29 @@ def run_model(key: str, model, cases: list[tuple[str, str]], n_gen: int, doc: di
     doc["models"][key] = entry
 
 
+def tensor_data_sha256(path) -> str:
+    """sha256 of every tensor's name, type, shape (ggml order) and bytes, in name order (the
+    files' tensor orders differ: llama.cpp keeps its source's, our exporter its own)."""
+    import hashlib
+
+    import gguf
+
+    h = hashlib.sha256()
+    for t in sorted(gguf.GGUFReader(str(path)).tensors, key=lambda t: t.name):
+        h.update(t.name.encode())
+        h.update(int(t.tensor_type).to_bytes(4, "little"))
+        for d in t.shape:
+            h.update(int(d).to_bytes(8, "little"))
+        h.update(np.asarray(t.data).tobytes())
+    return h.hexdigest()
+
+
+SMOL_Q8_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["stories", "smollm2"])
+    ap.add_argument("--only", choices=["stories", "smollm2", "smollm2-q8_0"])
     args = ap.parse_args()
     fc.quiet_llama()
     doc = fc.read_json(OUT) if OUT.exists() else {}
@@ -179,6 +202,15 @@ def main() -> int:
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
         run_model("smollm2-q4_1", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc)
         doc["models"]["smollm2-q4_1"]["model_bytes"] = fc.SMOLLM2_MODEL.stat().st_size
+    if args.only in (None, "smollm2-q8_0"):
+        if not SMOL_Q8_0.exists():
+            raise SystemExit(f"{SMOL_Q8_0} not found; scripts/make_bench_models.py writes it")
+        cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
+        run_model("smollm2-q8_0", SMOL_Q8_0, cases, SMOL_N_GEN, doc)
+        doc["models"]["smollm2-q8_0"]["tensor_data_sha256"] = tensor_data_sha256(SMOL_Q8_0)
+        doc["models"]["smollm2-q8_0"]["source"] = (
+            "llama_model_quantize(Q8_0) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
+        )
     fc.write_json(OUT, doc)
     return 0
 

@@ -122,6 +122,44 @@ fn smollm2_default_cache_bit_for_bit_on_cpu_devices() {
     check_cpu_devices(&path, "smollm2-q4_1", None);
 }
 
+/// SmolLM2 in Q8_0, written here by our exporter from the Q4_1 file's weights, is the file
+/// llama.cpp's quantizer writes from the same weights (the sha256 of every tensor's name, type,
+/// shape and bytes in name order, recorded by the fixture script from llama.cpp's file) and runs
+/// as llama.cpp
+/// runs it: Q8_0 decoding in `vec_dot_q8_0_q8_0`'s order, prefill in tinyBLAS's.
+#[test]
+fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
+    use gguf_llama::model::{export::ExportType, Weights};
+    use sha2::{Digest, Sha256};
+    let Some(src) = smollm2() else { return };
+    let file = GgufFile::open(&src).unwrap();
+    let path = temp("llama_cpp_defaults", "SmolLM2-135M-Instruct.Q8_0.gguf");
+    let device = gguf_llama::device::device(DeviceName::Flex).unwrap();
+    Llama::from_gguf_with_weights(&file, &device, Weights::F32)
+        .unwrap()
+        .save_gguf(file.metadata(), &path, ExportType::Q8_0)
+        .unwrap();
+    let q8 = GgufFile::open(&path).unwrap();
+    let mut tensors: Vec<_> = q8.tensors().iter().collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = Sha256::new();
+    for t in tensors {
+        h.update(t.name.as_bytes());
+        h.update(t.ty.id().to_le_bytes());
+        for &d in &t.ne {
+            h.update(d.to_le_bytes());
+        }
+        h.update(q8.tensor_data(t));
+    }
+    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        got,
+        reference("smollm2-q8_0")["tensor_data_sha256"].as_str().unwrap(),
+        "our Q8_0 export is not llama.cpp's"
+    );
+    check_cpu_devices(&path, "smollm2-q8_0", None);
+}
+
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own
 /// except at near-ties (top-2 gap below 1e-3; stories260K's smallest gap is far above it).
 #[test]
