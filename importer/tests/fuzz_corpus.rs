@@ -82,6 +82,34 @@ fn regressions_replay_without_panic() {
     }
 }
 
+/// The bugs the fuzzers found (fuzz/README.md), by their error: shapes whose byte count, row
+/// count or row size overflow a u64 are `BadShape`, in the reader and in the writer.
+#[test]
+fn overflowing_shapes_are_bad_shapes() {
+    use gguf_importer::{GgmlType, GgufError, GgufFile, GgufWriter};
+    for name in [
+        "bytes_for_overflow_f32.gguf",           // F32, ne = [2^62]: 2^64 bytes
+        "bytes_for_overflow_f64.gguf",           // F64, ne = [2^61, 2]: 2^65 bytes
+        "n_rows_overflow_zero_elements.gguf",    // F32, ne = [0, 2^40, 2^40]: 2^80 rows
+        "row_bytes_overflow_zero_elements.gguf", // F32, ne = [2^62, 0]: rows of 2^64 bytes
+    ] {
+        let data = std::fs::read(fuzz_dir().join("regressions/gguf_file").join(name))
+            .expect("regression input");
+        let result = GgufFile::from_bytes(data);
+        assert!(
+            matches!(result, Err(GgufError::BadShape { .. })),
+            "{name}: {result:?}"
+        );
+    }
+    assert_eq!(GgmlType::F32.bytes_for(1 << 62), None);
+    assert_eq!(GgmlType::F32.bytes_for(1 << 61), Some(1 << 63));
+    let mut w = GgufWriter::new();
+    let result = w.add_tensor("t", &[1 << 62], GgmlType::F32, Vec::new());
+    assert!(matches!(result, Err(GgufError::BadShape { .. })));
+    let result = w.add_tensor("t", &[1 << 40, 1 << 40], GgmlType::F32, Vec::new());
+    assert!(matches!(result, Err(GgufError::BadShape { .. })));
+}
+
 fn stories() -> Option<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/stories260k-f32.gguf");
     std::fs::read(path).ok()
