@@ -154,7 +154,9 @@ fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
     let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         got,
-        reference("smollm2-q8_0")["tensor_data_sha256"].as_str().unwrap(),
+        reference("smollm2-q8_0")["tensor_data_sha256"]
+            .as_str()
+            .unwrap(),
         "our Q8_0 export is not llama.cpp's"
     );
     check_cpu_devices(&path, "smollm2-q8_0", None);
