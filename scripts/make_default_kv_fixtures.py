@@ -19,7 +19,12 @@ tests write the same file with this project's exporter (`ExportType::Q8_0`, byte
 llama.cpp's quantizer) and check it against the sha256 of the tensor data recorded here. Chat prompts are rendered with the file's Jinja
 template as llama-cpp-python's chat completion renders it (make_llama_fixtures.render_chat).
 
-    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2|smollm2-q8_0]
+SmolLM2-135M-Instruct F16 is llama.cpp's F16 conversion of the same F32 weights
+(`llama_model_quantize`, `LLAMA_FTYPE_MOSTLY_F16`), written next to the Q8_0 file when missing;
+the tests write it with `ExportType::F16` and check it the same way. `smollm2-q4_1-kq8`: the Q4_1
+file with llama.cpp's `--cache-type-k q8_0` (values f16, flash attention off, as its default).
+
+    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2|smollm2-q8_0|smollm2-f16|smollm2-kq8]
 """
 
 from __future__ import annotations
@@ -63,10 +68,12 @@ SMOL_CHAT = [
 SMOL_N_GEN = 48
 
 
-def open_default(model) -> "object":
-    """llama.cpp with its defaults; only the context size, threads and seed are set."""
+def open_default(model, type_k: int | None = None) -> "object":
+    """llama.cpp with its defaults; only the context size, threads and seed are set (and the key
+    cache's type when `type_k` is given, as `--cache-type-k`)."""
     import llama_cpp
 
+    extra = {} if type_k is None else {"type_k": type_k}
     return llama_cpp.Llama(
         model_path=str(model),
         n_ctx=N_CTX,
@@ -75,6 +82,7 @@ def open_default(model) -> "object":
         n_gpu_layers=0,
         seed=0,
         verbose=False,
+        **extra,
     )
 
 
@@ -127,10 +135,14 @@ def greedy(llm, prompt: list[int], n_gen: int, stop_at_eog: bool):
     return tokens, gaps, first
 
 
-def run_model(key: str, model, cases: list[tuple[str, str]], n_gen: int, doc: dict) -> None:
-    llm = open_default(model)
+def run_model(
+    key: str, model, cases: list[tuple[str, str]], n_gen: int, doc: dict, type_k: int | None = None
+) -> None:
+    llm = open_default(model, type_k)
     entry = {"settings": resolved_settings(llm), "n_gen": n_gen, "prompts": []}
-    if entry["settings"]["type_k"] != "F16" or entry["settings"]["flash_attn_type"] != "disabled":
+    want_k = "F16" if type_k is None else "Q8_0"
+    settings = entry["settings"]
+    if settings["type_k"] != want_k or settings["type_v"] != "F16" or settings["flash_attn_type"] != "disabled":
         raise SystemExit(f"llama-cpp-python's defaults changed: {entry['settings']}")
     for i, (kind, text) in enumerate(cases):
         rendered = text
@@ -177,11 +189,12 @@ def tensor_data_sha256(path) -> str:
 
 
 SMOL_Q8_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf"
+SMOL_F16 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.F16.gguf"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["stories", "smollm2", "smollm2-q8_0"])
+    ap.add_argument("--only", choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-f16", "smollm2-kq8"])
     args = ap.parse_args()
     fc.quiet_llama()
     doc = fc.read_json(OUT) if OUT.exists() else {}
@@ -210,6 +223,24 @@ def main() -> int:
         doc["models"]["smollm2-q8_0"]["tensor_data_sha256"] = tensor_data_sha256(SMOL_Q8_0)
         doc["models"]["smollm2-q8_0"]["source"] = (
             "llama_model_quantize(Q8_0) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
+        )
+    if args.only in (None, "smollm2-kq8"):
+        import llama_cpp
+
+        cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
+        run_model("smollm2-q4_1-kq8", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc, llama_cpp.GGML_TYPE_Q8_0)
+    if args.only in (None, "smollm2-f16"):
+        if not SMOL_F16.exists():
+            import make_bench_models as mbm
+
+            if not mbm.SMOLLM2_F32.exists():
+                raise SystemExit(f"{mbm.SMOLLM2_F32} not found; scripts/make_bench_models.py writes it")
+            mbm.quantize(mbm.SMOLLM2_F32, SMOL_F16, "LLAMA_FTYPE_MOSTLY_F16")
+        cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
+        run_model("smollm2-f16", SMOL_F16, cases, SMOL_N_GEN, doc)
+        doc["models"]["smollm2-f16"]["tensor_data_sha256"] = tensor_data_sha256(SMOL_F16)
+        doc["models"]["smollm2-f16"]["source"] = (
+            "llama_model_quantize(F16) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
         )
     fc.write_json(OUT, doc)
     return 0

@@ -115,7 +115,9 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }
-    let context = model.config().context_length;
+    let c = model.config();
+    config.cache.check(c.key_length, c.value_length)?;
+    let context = c.context_length;
     let capacity = (prompt.len() + config.max_tokens)
         .min(context)
         .max(prompt.len());

@@ -216,9 +216,23 @@ fn an_unsupported_kv_cache_type() {
                 &with(required(name, MODEL), &[flag, "q4_0"]),
                 flag,
                 "q4_0",
-                "unsupported KV cache type \"q4_0\" (supported: f32, f16)",
+                "unsupported KV cache type \"q4_0\" (supported: f32, f16, q8_0 (keys only))",
             );
         }
+    }
+    // q8_0 values (llama.cpp takes them only with flash attention), and q8_0 keys for
+    // stories260K's heads of 8 elements (not whole q8_0 blocks): an error before any work.
+    for name in ["generate", "perplexity"] {
+        assert_error(
+            name,
+            &with(required(name, MODEL), &["--cache-type-v", "q8_0"]),
+            &["flash attention"],
+        );
+        assert_error(
+            name,
+            &with(required(name, MODEL), &["--cache-type-k", "q8_0"]),
+            &["keys of 8 elements per head", "multiple of 32"],
+        );
     }
 }
 

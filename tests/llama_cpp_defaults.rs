@@ -21,30 +21,43 @@ use gguf_llama::cli;
 use gguf_llama::device::DeviceName;
 use gguf_llama::generate::{generate, GenerateConfig, StopReason};
 use gguf_llama::gguf::GgufFile;
-use gguf_llama::model::{CacheTypes, Llama, Logits};
+use gguf_llama::model::{CacheTypes, KvType, Llama, Logits};
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 
 /// The record of `model` in the fixture, after checking that llama.cpp ran with an f16 cache and
 /// no flash attention.
 fn reference(model: &str) -> serde_json::Value {
+    reference_with(model, CacheTypes::default())
+}
+
+/// The record of `model` in the fixture, after checking that llama.cpp ran with the cache types
+/// `types` and no flash attention.
+fn reference_with(model: &str, types: CacheTypes) -> serde_json::Value {
     let doc = read_json("llama/default-kv.json");
     let r = doc["models"][model].clone();
     let s = &r["settings"];
+    let (k, v) = (types.k.name().to_uppercase(), types.v.name().to_uppercase());
     assert_eq!(
         (s["type_k"].as_str(), s["type_v"].as_str()),
-        (Some("F16"), Some("F16")),
-        "{model}: the fixture is not llama.cpp's default cache"
+        (Some(k.as_str()), Some(v.as_str())),
+        "{model}: the fixture's cache types are not {types:?}"
     );
     assert_eq!(s["flash_attn_type"], "disabled");
     r
 }
 
 /// On flex and ndarray: for every prompt, the prompt tokens, the last prompt position's logits
-/// (bit for bit, or within `tol` when given), and `generate`'s greedy tokens and text with its
+/// (bit for bit), and `generate`'s greedy tokens and text with its
 /// default configuration (what `generate --temp 0` runs), all equal to llama.cpp's.
-fn check_cpu_devices(path: &std::path::Path, key: &str, tol: Option<f32>) {
-    let r = reference(key);
+fn check_cpu_devices(path: &std::path::Path, key: &str) {
+    check_cpu_devices_with(path, key, CacheTypes::default());
+}
+
+/// [`check_cpu_devices`] with the cache types `types` on our side (llama.cpp's recorded under
+/// `key`).
+fn check_cpu_devices_with(path: &std::path::Path, key: &str, types: CacheTypes) {
+    let r = reference_with(key, types);
     let n_gen = r["n_gen"].as_u64().unwrap() as usize;
     let file = GgufFile::open(path).unwrap();
     let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
@@ -58,7 +71,7 @@ fn check_cpu_devices(path: &std::path::Path, key: &str, tol: Option<f32>) {
             let prompt = cli::prompt_tokens(&file, &tokenizer, text, chat, None).unwrap();
             assert_eq!(prompt, ids(&p["prompt_tokens"]), "{what}: prompt tokens");
 
-            let mut cache = model.new_cache(1, prompt.len());
+            let mut cache = model.new_cache_with(1, prompt.len(), types);
             let logits = model
                 .forward_ids(&prompt, 1, &mut cache, Logits::Last)
                 .unwrap();
@@ -67,24 +80,17 @@ fn check_cpu_devices(path: &std::path::Path, key: &str, tol: Option<f32>) {
                 p["last_prompt_logits"].as_str().unwrap()
             )));
             let what_logits = format!("{what}: last prompt logits");
-            match tol {
-                None => assert_bits_eq(&what_logits, &to_vec(logits), &want),
-                Some(tol) => {
-                    let d = compare(&to_vec(logits), &want);
-                    eprintln!("{what_logits}: {d}");
-                    assert!(d.within(tol), "{what_logits}: {d} (tolerance {tol})");
-                }
-            }
+            assert_bits_eq(&what_logits, &to_vec(logits), &want);
 
             // What `generate --temp 0` runs: the default config, greedy; chat answers stop at
             // the end of generation as llama.cpp's record does.
+            assert_eq!(GenerateConfig::default().cache, CacheTypes::F16);
             let config = GenerateConfig {
                 max_tokens: n_gen,
                 sampler: SamplerConfig::greedy(),
                 stop_at_eog: chat,
-                ..GenerateConfig::default()
+                cache: types,
             };
-            assert_eq!(config.cache, CacheTypes::F16);
             let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
             let mut want_tokens = ids(&p["greedy_tokens"]);
             if p["stopped_at_eog"] == true {
@@ -101,17 +107,13 @@ fn check_cpu_devices(path: &std::path::Path, key: &str, tol: Option<f32>) {
     }
 }
 
-/// stories260K has F32 weights, which our CPU kernels multiply in an order of their own, not
-/// ggml's (`vec_dot_f32` / tinyBLAS): an f32 last-bit difference before the cache can then round
-/// a key, value, query or softmax weight to the neighbouring f16 (2^-11 relative), so the logits
-/// are close, not identical. Measured: at most 2.6e-4 over the 5 prompts (flex, "Once upon a
-/// time"); the bound leaves a margin of 4
-/// and is far below the smallest top-1/top-2 gap of llama.cpp's greedy runs (0.067), so every
-/// greedy token must still be llama.cpp's.
+/// stories260K has F32 weights, which the CPU devices multiply in ggml's order (`vec_dot_f32`
+/// for one row, llamafile's tinyBLAS for several: kernels/src/cpu/float.rs): the logits are
+/// llama.cpp's bit for bit, and so is every greedy token.
 #[test]
-fn stories260k_default_cache_on_cpu_devices() {
+fn stories260k_default_cache_bit_for_bit_on_cpu_devices() {
     let path = root().join("models/stories260k-f32.gguf");
-    check_cpu_devices(&path, "stories260k", Some(1e-3));
+    check_cpu_devices(&path, "stories260k");
 }
 
 /// SmolLM2 Q4_1 (its token embedding and tied output in Q8_0): every matmul in ggml's order, so
@@ -119,28 +121,42 @@ fn stories260k_default_cache_on_cpu_devices() {
 #[test]
 fn smollm2_default_cache_bit_for_bit_on_cpu_devices() {
     let Some(path) = smollm2() else { return };
-    check_cpu_devices(&path, "smollm2-q4_1", None);
+    check_cpu_devices(&path, "smollm2-q4_1");
 }
 
-/// SmolLM2 in Q8_0, written here by our exporter from the Q4_1 file's weights, is the file
-/// llama.cpp's quantizer writes from the same weights (the sha256 of every tensor's name, type,
-/// shape and bytes in name order, recorded by the fixture script from llama.cpp's file) and runs
-/// as llama.cpp
-/// runs it: Q8_0 decoding in `vec_dot_q8_0_q8_0`'s order, prefill in tinyBLAS's.
+/// SmolLM2 Q4_1 with llama.cpp's `--cache-type-k q8_0` (values f16): the keys quantized as ggml's
+/// `quantize_row_q8_0`, the queries too, the scores in `vec_dot_q8_0_q8_0`'s order; bit for bit.
 #[test]
-fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
-    use gguf_llama::model::{export::ExportType, Weights};
+fn smollm2_q8_0_keys_bit_for_bit_on_cpu_devices() {
+    let Some(path) = smollm2() else { return };
+    let types = CacheTypes {
+        k: KvType::Q8_0,
+        v: KvType::F16,
+    };
+    check_cpu_devices_with(&path, "smollm2-q4_1-kq8", types);
+}
+
+/// SmolLM2 exported by this crate (`ExportType`) from the Q4_1 file's weights into `name`,
+/// after checking that it is the file llama.cpp's quantizer writes from the same weights (the
+/// sha256 of every tensor's name, type, shape and bytes in name order, recorded by the fixture
+/// script from llama.cpp's file under `key`).
+fn smollm2_exported_as(
+    ty: gguf_llama::model::export::ExportType,
+    key: &str,
+    name: &str,
+) -> Option<std::path::PathBuf> {
+    use gguf_llama::model::Weights;
     use sha2::{Digest, Sha256};
-    let Some(src) = smollm2() else { return };
+    let src = smollm2()?;
     let file = GgufFile::open(&src).unwrap();
-    let path = temp("llama_cpp_defaults", "SmolLM2-135M-Instruct.Q8_0.gguf");
+    let path = temp("llama_cpp_defaults", name);
     let device = gguf_llama::device::device(DeviceName::Flex).unwrap();
     Llama::from_gguf_with_weights(&file, &device, Weights::F32)
         .unwrap()
-        .save_gguf(file.metadata(), &path, ExportType::Q8_0)
+        .save_gguf(file.metadata(), &path, ty)
         .unwrap();
-    let q8 = GgufFile::open(&path).unwrap();
-    let mut tensors: Vec<_> = q8.tensors().iter().collect();
+    let exported = GgufFile::open(&path).unwrap();
+    let mut tensors: Vec<_> = exported.tensors().iter().collect();
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut h = Sha256::new();
     for t in tensors {
@@ -149,17 +165,39 @@ fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
         for &d in &t.ne {
             h.update(d.to_le_bytes());
         }
-        h.update(q8.tensor_data(t));
+        h.update(exported.tensor_data(t));
     }
     let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         got,
-        reference("smollm2-q8_0")["tensor_data_sha256"]
-            .as_str()
-            .unwrap(),
-        "our Q8_0 export is not llama.cpp's"
+        reference(key)["tensor_data_sha256"].as_str().unwrap(),
+        "our {ty:?} export is not llama.cpp's"
     );
-    check_cpu_devices(&path, "smollm2-q8_0", None);
+    Some(path)
+}
+
+/// SmolLM2 in Q8_0 (our export, llama.cpp's file) runs as llama.cpp runs it: Q8_0 decoding in
+/// `vec_dot_q8_0_q8_0`'s order, prefill in tinyBLAS's.
+#[test]
+fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
+    use gguf_llama::model::export::ExportType;
+    let name = "SmolLM2-135M-Instruct.Q8_0.gguf";
+    let Some(path) = smollm2_exported_as(ExportType::Q8_0, "smollm2-q8_0", name) else {
+        return;
+    };
+    check_cpu_devices(&path, "smollm2-q8_0");
+}
+
+/// SmolLM2 in F16 (our export, llama.cpp's file) runs as llama.cpp runs it: the activations
+/// rounded to f16, `vec_dot_f16` for one row, tinyBLAS for several.
+#[test]
+fn smollm2_f16_default_cache_bit_for_bit_on_cpu_devices() {
+    use gguf_llama::model::export::ExportType;
+    let name = "SmolLM2-135M-Instruct.F16.gguf";
+    let Some(path) = smollm2_exported_as(ExportType::F16, "smollm2-f16", name) else {
+        return;
+    };
+    check_cpu_devices(&path, "smollm2-f16");
 }
 
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own

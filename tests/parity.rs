@@ -67,8 +67,9 @@ fn stories260k_prompts_and_greedy_64_tokens() {
 /// logits against llama.cpp's (tests/fixtures/synthetic, see the module docs):
 /// - always: at most as far from llama.cpp's own quantized run as llama.cpp's f32 run on the same
 ///   weights is (the spread that activation rounding alone causes), plus the f32 margin 1e-3;
-/// - with `f32_exact`: within 1e-3 of llama.cpp's f32 run on the same weights (f32 math on both
-///   sides, only summation order differs; logits here are O(1)).
+/// - with `f32_exact`: llama.cpp's f32 run on the same weights, bit for bit on the CPU devices
+///   (every matmul is then f32 in ggml's order: `vec_dot_f32` / tinyBLAS, kernels/src/cpu/float.rs)
+///   and within 1e-3 elsewhere (only the summation order differs; logits here are O(1)).
 fn check_synthetic(weights: Weights, f32_exact: bool) {
     // With the weights in their blocks, the CPU devices (flex, ndarray) round activations to 8
     // bits per block exactly as llama.cpp's CPU backend does, so for these types their logits are
@@ -76,8 +77,10 @@ fn check_synthetic(weights: Weights, f32_exact: bool) {
     // (`ggml_vec_dot_<fmt>_q8_<0|1>`, kernels/src/cpu/legacy.rs; the same bits on the scalar,
     // AVX2 and AVX-512 kernels, and in prefill as in decoding), and the layer operations do
     // (kernels/src/cpu/ggml_ops.rs). Q8_0's prefill goes through llamafile's tinyBLAS in
-    // llama.cpp, which sums in vec_dot_q8_0_q8_0's order too.
-    const BIT_IDENTICAL_ON_CPU: [&str; 4] = ["Q4_1", "Q5_0", "Q5_1", "Q8_0"];
+    // llama.cpp, which sums in vec_dot_q8_0_q8_0's order too. F32 and F16 weights sum in ggml's
+    // float orders (`vec_dot_f32` / `vec_dot_f16` for one row, llamafile's tinyBLAS for several;
+    // F16 with the activations rounded to f16 as ggml does, kernels/src/cpu/float.rs).
+    const BIT_IDENTICAL_ON_CPU: [&str; 6] = ["F16", "F32", "Q4_1", "Q5_0", "Q5_1", "Q8_0"];
     // For these the 8-bit activations are the same but the dot products sum their exact integer
     // block sums in another float order than llama.cpp's (the K-quants' kernels; the BF16 dot
     // product, whose activations are rounded to BF16 on both sides): 2 or 3 ulps of these O(1)
@@ -86,10 +89,8 @@ fn check_synthetic(weights: Weights, f32_exact: bool) {
     const WITHIN_1E6_ON_CPU: [&str; 5] = ["BF16", "Q2_K", "Q3_K", "Q5_K", "Q6_K"];
     // The rest keep the bound below. Measured: Q4_0 2.4e-2 and Q4_K 2.7e-2 (llama.cpp multiplies
     // them with kernels of other orders, repacked Q4_0 / llamafile, repacked Q4_K, so an 8-bit
-    // rounding flips: still nearer than llama.cpp's f32 run, 3.7e-2 and 4.5e-2); F16 9.9e-4 (we
-    // keep activations f32 for F16 weights, llama.cpp rounds them to F16: we are at its f32 run,
-    // 8e-7 away); F32 1.9e-6 (f32 on both sides). wgpu keeps activations f32 for every type:
-    // within 2.5e-6 of llama.cpp's f32 run.
+    // rounding flips: still nearer than llama.cpp's f32 run, 3.7e-2 and 4.5e-2). wgpu keeps
+    // activations f32 for every type: within 2.5e-6 of llama.cpp's f32 run.
     let reference = read_json("synthetic/synthetic.json");
     let prompt = ids(&reference["prompt_tokens"]);
     for (name, device) in devices() {
@@ -112,7 +113,13 @@ fn check_synthetic(weights: Weights, f32_exact: bool) {
             let (shape, f32_logits) = read_npy(&fixture(&format!("synthetic/{f32_ref}")));
             assert_eq!(shape, vec![prompt.len(), 512]);
             let vs_f32 = compare(&ours, &f32_logits);
-            if f32_exact {
+            if f32_exact && cpu {
+                assert_bits_eq(
+                    &format!("{name} {ty}: vs llama.cpp f32 on the same weights"),
+                    &ours,
+                    &f32_logits,
+                );
+            } else if f32_exact {
                 assert!(
                     vs_f32.max_abs < 1e-3,
                     "{name} {ty}: vs llama.cpp f32 on the same weights: {vs_f32}"
@@ -147,7 +154,7 @@ fn synthetic_models_of_every_type_match_llama_cpp_logits() {
 
 /// With the weights kept in their GGUF blocks, the CPU kernels round activations to 8 bits as
 /// llama.cpp does: on flex and ndarray the logits are llama.cpp's quantized logits bit for bit for
-/// Q4_1, Q5_0 and Q5_1, within 1e-6 for BF16, Q2_K, Q3_K, Q5_K, Q6_K and Q8_0 (asserted; see
+/// F16, F32, Q4_1, Q5_0, Q5_1 and Q8_0, within 1e-6 for BF16, Q2_K, Q3_K, Q5_K and Q6_K (asserted; see
 /// `check_synthetic` for why and the measured values), and for every type and device within the
 /// bound of `check_synthetic`.
 #[test]

@@ -24,10 +24,11 @@ pub struct ModelArgs {
     /// file computes what llama.cpp computes on it; `f32`: dequantized to f32 at load.
     #[arg(long, default_value = "quantized")]
     pub weights: Weights,
-    /// KV cache type of the keys: f16 (llama.cpp's default) or f32.
+    /// KV cache type of the keys: f16 (llama.cpp's default), f32 or q8_0.
     #[arg(long, default_value = "f16")]
     pub cache_type_k: KvType,
-    /// KV cache type of the values: f16 (llama.cpp's default) or f32.
+    /// KV cache type of the values: f16 (llama.cpp's default) or f32 (llama.cpp quantizes values
+    /// only with flash attention, which is not implemented here).
     #[arg(long, default_value = "f16")]
     pub cache_type_v: KvType,
 }

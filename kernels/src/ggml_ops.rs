@@ -1,5 +1,5 @@
 //! The layer operations of [`crate::cpu::ggml_ops`] (RMS norm, RoPE, attention over the KV cache,
-//! SwiGLU, in ggml's x86 order) as a Burn backend extension of the CPU devices.
+//! SwiGLU, the matmul of f32 weights, in ggml's x86 order) as a Burn backend extension of the CPU devices.
 //!
 //! Only `Flex` and `NdArray` implement [`GgmlOpsBackend`]: the model calls these functions when
 //! its activations are on one of them ([`runs_on`]) and composes Burn's own tensor operations
@@ -14,6 +14,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, TensorMetadata};
 use burn::tensor::{DType, Device, Int, Tensor};
 
+use rayon::prelude::*;
+
 use crate::cpu::ggml_ops::{self, AttentionShape, KvSlice};
 
 /// The element type of a KV cache tensor on the CPU devices, which hold its bits in an integer
@@ -22,13 +24,26 @@ use crate::cpu::ggml_ops::{self, AttentionShape, KvSlice};
 pub enum CacheElem {
     F32,
     F16,
+    /// ggml's `block_q8_0`s (keys only: llama.cpp's quantized values need flash attention).
+    Q8_0,
 }
 
-/// The integer dtype that holds the bits of `elem`: `U32` for f32, `U16` for f16.
+/// The integer dtype that holds the bits of `elem`: `U32` for f32, `U16` for f16, `U8` (the
+/// blocks' bytes) for q8_0.
 pub fn cache_bits_dtype(elem: CacheElem) -> DType {
     match elem {
         CacheElem::F32 => DType::U32,
         CacheElem::F16 => DType::U16,
+        CacheElem::Q8_0 => DType::U8,
+    }
+}
+
+/// The last dimension of a cache tensor holding rows of `n` elements as `elem`: `n`, or the
+/// bytes of its `n / 32` q8_0 blocks.
+pub fn cache_row_len(elem: CacheElem, n: usize) -> usize {
+    match elem {
+        CacheElem::F32 | CacheElem::F16 => n,
+        CacheElem::Q8_0 => n / 32 * 34,
     }
 }
 
@@ -46,6 +61,10 @@ pub trait GgmlOpsBackend: Backend {
         neox: bool,
     ) -> FloatTensor<Self>;
 
+    /// ggml's orthonormal Walsh-Hadamard transform of every `n` consecutive elements of `x`
+    /// (`n` a power of two dividing the last dimension), shaped as `x`.
+    fn ggml_fwht(x: FloatTensor<Self>, n: usize) -> FloatTensor<Self>;
+
     /// `silu(g) · u`, both `[.., n]`.
     fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
 
@@ -54,7 +73,8 @@ pub trait GgmlOpsBackend: Backend {
     /// caches them) `[batch, n_head_kv, value_length, capacity]` whose positions
     /// `start .. start + seq` hold the new keys and values; later positions are not read:
     /// `[batch, seq, n_head · value_length]`. `k` and `vt` hold the bits of their elements
-    /// ([`cache_bits`]); each may be f32 or f16.
+    /// ([`cache_bits`]); each may be f32 or f16, and `k` q8_0 (its last dimension then the
+    /// blocks' bytes, [`cache_row_len`]).
     fn ggml_attention(
         q: FloatTensor<Self>,
         k: IntTensor<Self>,
@@ -63,8 +83,13 @@ pub trait GgmlOpsBackend: Backend {
         scale: f32,
     ) -> FloatTensor<Self>;
 
-    /// The bits of `x` stored as `elem`: f32 bits in `u32`, or `x` rounded to f16 (ties to even,
-    /// as ggml's `fp32_to_fp16`) in `u16`; shaped as `x`.
+    /// `x` `[m, k]` times `w` `[n, k]` transposed: `[m, n]`, f32 weights in ggml's order (its
+    /// `mul_mat` of an F32 matrix: see [`crate::cpu::qmatmul`]).
+    fn ggml_mul_mat(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The bits of `x` stored as `elem`: f32 bits in `u32`, `x` rounded to f16 (ties to even,
+    /// as ggml's `fp32_to_fp16`) in `u16`, shaped as `x`; or the last dimension's rows quantized to
+    /// ggml's `block_q8_0`s in `u8`, the last dimension [`cache_row_len`] (a multiple of 32 long).
     fn ggml_cache_bits(x: FloatTensor<Self>, elem: CacheElem) -> IntTensor<Self>;
 }
 
@@ -97,6 +122,14 @@ pub fn rope(x: Tensor<4>, cache: Tensor<2>, n_rot: usize, neox: bool) -> Tensor<
     ))
 }
 
+/// ggml's `fwht` of every `n` consecutive elements of `x` (see [`GgmlOpsBackend::ggml_fwht`]).
+pub fn fwht<const D: usize>(x: Tensor<D>, n: usize) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_fwht(
+        x.into_dispatch(),
+        n,
+    ))
+}
+
 /// ggml's `swiglu`: `silu(g) · u`.
 pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_swiglu(
@@ -120,6 +153,15 @@ pub fn attention(
         vt.into_dispatch(),
         start,
         scale,
+    ))
+}
+
+/// ggml's `mul_mat` of f32 weights `w` `[n, k]` and `x` `[m, k]`: `x · wᵀ`, `[m, n]` (see
+/// [`GgmlOpsBackend::ggml_mul_mat`]).
+pub fn mul_mat(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_mul_mat(
+        x.into_dispatch(),
+        w.into_dispatch(),
     ))
 }
 
@@ -162,7 +204,10 @@ impl Host for burn::backend::Flex {
 
     fn read_cache<R>(t: &IntTensor<Self>, f: impl FnOnce(KvSlice) -> R) -> R {
         let c;
-        let t = match t.as_slice::<u32>().is_some() || t.as_slice::<u16>().is_some() {
+        let contiguous = t.as_slice::<u32>().is_some()
+            || t.as_slice::<u16>().is_some()
+            || t.as_slice::<u8>().is_some();
+        let t = match contiguous {
             true => t,
             false => {
                 c = t.to_contiguous();
@@ -172,10 +217,13 @@ impl Host for burn::backend::Flex {
         if let Some(s) = t.as_slice::<u32>() {
             return f(KvSlice::F32(bytemuck::cast_slice(s)));
         }
+        if let Some(s) = t.as_slice::<u8>() {
+            return f(KvSlice::Q8_0(s));
+        }
         match t.as_slice::<u16>() {
             Some(s) => f(KvSlice::F16(bytemuck::cast_slice(s))),
             None => panic!(
-                "ggml attention: cache tensors hold u32 or u16 bits, got {:?}",
+                "ggml attention: cache tensors hold u32, u16 or u8 bits, got {:?}",
                 t.dtype()
             ),
         }
@@ -225,8 +273,9 @@ impl Host for burn::backend::NdArray {
         match t {
             NdArrayTensor::U32(a) => with_slice!(a, F32),
             NdArrayTensor::U16(a) => with_slice!(a, F16),
+            NdArrayTensor::U8(a) => with_slice!(a, Q8_0),
             other => panic!(
-                "ggml attention: cache tensors hold u32 or u16 bits, got {:?}",
+                "ggml attention: cache tensors hold u32, u16 or u8 bits, got {:?}",
                 other.dtype()
             ),
         }
@@ -285,6 +334,13 @@ fn host_rope<B: Host>(
     B::make(out, shape)
 }
 
+fn host_fwht<B: Host>(x: FloatTensor<B>, n: usize) -> FloatTensor<B> {
+    let shape = x.shape().to_vec();
+    let mut out = B::read(&x, |x| x.to_vec());
+    ggml_ops::fwht(&mut out, n);
+    B::make(out, shape)
+}
+
 fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> {
     let shape = g.shape().to_vec();
     assert_eq!(shape, u.shape().to_vec(), "ggml swiglu: shapes differ");
@@ -308,8 +364,12 @@ fn host_attention<B: Host>(
     else {
         panic!("ggml attention: q, k, vt must be 4-d, got {qs:?}, {ks:?}, {vs:?}");
     };
+    let k_row = match k.dtype() {
+        DType::U8 => cache_row_len(CacheElem::Q8_0, key_length),
+        _ => key_length,
+    };
     assert!(
-        kb == batch && vb == batch && vh == n_head_kv && vc == capacity && kd == key_length,
+        kb == batch && vb == batch && vh == n_head_kv && vc == capacity && kd == k_row,
         "ggml attention: q {qs:?}, k {ks:?}, vt {vs:?} do not fit"
     );
     let shape = AttentionShape {
@@ -348,6 +408,29 @@ fn host_attention<B: Host>(
     B::make(out, vec![batch, seq, n_head * value_length])
 }
 
+fn host_mul_mat<B: Host>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
+    let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+    let (&[m, k], &[n, wk]) = (&xs[..], &ws[..]) else {
+        panic!("ggml mul_mat: x and w must be 2-d, got {xs:?}, {ws:?}");
+    };
+    assert_eq!(k, wk, "ggml mul_mat: x {xs:?} and w {ws:?} do not fit");
+    let y = B::read(&x, |x| {
+        B::read(&w, |w| {
+            let mut y = vec![0f32; m * n];
+            let w = crate::cpu::QMatrix::new(
+                gguf_importer::GgmlType::F32,
+                n,
+                k,
+                bytemuck::cast_slice(w),
+            )
+            .expect("ggml mul_mat: an f32 matrix");
+            crate::cpu::qmatmul(&w, x, m, &mut y).expect("ggml mul_mat: shapes checked above");
+            y
+        })
+    });
+    B::make(y, vec![m, n])
+}
+
 fn host_cache_bits<B: Host>(x: FloatTensor<B>, elem: CacheElem) -> IntTensor<B> {
     let shape = x.shape().to_vec();
     B::read(&x, |x| match elem {
@@ -357,6 +440,22 @@ fn host_cache_bits<B: Host>(x: FloatTensor<B>, elem: CacheElem) -> IntTensor<B> 
             let mut h = vec![half::f16::ZERO; x.len()];
             h.convert_from_f32_slice(x);
             B::make_int(bytemuck::cast_vec::<half::f16, u16>(h), shape)
+        }
+        CacheElem::Q8_0 => {
+            let n = *shape.last().expect("ggml cache bits: a scalar");
+            assert!(
+                n.is_multiple_of(32),
+                "ggml cache bits: q8_0 rows of {n} elements are not whole blocks of 32"
+            );
+            let row = cache_row_len(CacheElem::Q8_0, n);
+            let mut bytes = vec![0u8; x.len() / 32 * 34];
+            bytes
+                .par_chunks_mut(row)
+                .zip(x.par_chunks(n))
+                .for_each(|(out, x)| ggml_ops::quantize_q8_0(x, out));
+            let mut shape = shape;
+            *shape.last_mut().expect("not a scalar") = row;
+            B::make_int(bytes, shape)
         }
     })
 }
@@ -381,6 +480,10 @@ macro_rules! impl_ggml_ops {
                 host_rope::<Self>(x, cache, n_rot, neox)
             }
 
+            fn ggml_fwht(x: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
+                host_fwht::<Self>(x, n)
+            }
+
             fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
                 host_swiglu::<Self>(g, u)
             }
@@ -393,6 +496,10 @@ macro_rules! impl_ggml_ops {
                 scale: f32,
             ) -> FloatTensor<Self> {
                 host_attention::<Self>(q, k, vt, start, scale)
+            }
+
+            fn ggml_mul_mat(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_mul_mat::<Self>(x, w)
             }
 
             fn ggml_cache_bits(x: FloatTensor<Self>, elem: CacheElem) -> IntTensor<Self> {

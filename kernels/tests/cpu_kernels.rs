@@ -32,6 +32,7 @@ use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul, qmatmul_with_isa, run_tile_kernel, Isa, QMatrix, MAX_TILE};
 use gguf_kernels::error::KernelError;
 use gguf_kernels::reference;
+use qdata::cpu_bound::{bound_terms, gamma};
 use qdata::{random_weights, Rng, FLOATS, QUANTIZED};
 
 /// Test data beyond `qdata`'s (the same splitmix64 stream).
@@ -202,96 +203,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, from_f32: bool, rng: &mut Rng
 }
 
 // ---------------------------------------------------------------------------------------------
-// The bound.
-
-/// `C` of the module docs for one block: the largest constant part the kernel splits off.
-fn const_part(ty: GgmlType, block: &[u8]) -> f32 {
-    fn f(b: &[u8]) -> f32 {
-        half::f16::from_le_bytes([b[0], b[1]]).to_f32().abs()
-    }
-    match ty {
-        GgmlType::Q4_0 => 8.0 * f(&block[0..]),            // b = -8d
-        GgmlType::Q4_1 | GgmlType::Q5_1 => f(&block[2..]), // b = m
-        GgmlType::Q5_0 => 16.0 * f(&block[0..]),           // b = -16d
-        GgmlType::Q2_K => 15.0 * f(&block[82..]),          // dmin · 4-bit min
-        GgmlType::Q3_K => 4.0 * 32.0 * f(&block[108..]),   // 4 · d · |6-bit scale - 32|
-        GgmlType::Q4_K | GgmlType::Q5_K => 63.0 * f(&block[2..]), // dmin · 6-bit min
-        GgmlType::Q6_K => 32.0 * 128.0 * f(&block[208..]), // 32 · d · |i8 scale|
-        _ => 0.0,                                          // F32, F16, BF16, Q8_0
-    }
-}
-
-/// Per output `[m, rows]`: (activation quantization term, f32 rounding term without `γ`).
-fn bound_terms(
-    ty: GgmlType,
-    w: &[u8],
-    wd: &[f32],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-) -> Vec<(f64, f64)> {
-    let quantized = ty.is_quantized();
-    let act_block = match ty.block_size() {
-        1 => cols, // unused
-        bs => bs,
-    };
-    let wblock = ty.block_size();
-    let row_bytes = cols / wblock * ty.type_size();
-    let mut out = Vec::new();
-    for x in x.chunks_exact(cols) {
-        // dx per activation block (0 for float weights: no quantization)
-        let dx: Vec<f64> = x
-            .chunks(act_block)
-            .map(|b| {
-                if quantized {
-                    b.iter().fold(0f32, |a, &v| a.max(v.abs())) as f64 / 127.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        for r in 0..rows {
-            let wrow = &wd[r * cols..(r + 1) * cols];
-            let brow = &w[r * row_bytes..(r + 1) * row_bytes];
-            let (mut quant, mut round) = (0f64, 0f64);
-            for j in 0..cols {
-                let d = dx[j / act_block];
-                let c = const_part(ty, &brow[j / wblock * ty.type_size()..]) as f64;
-                let wa = wrow[j].abs() as f64;
-                // Blocks of 32 store their scale (and Q8_1's sum s = d·Σq) as f16, as ggml's
-                // block_q8_0 / block_q8_1 do: x̂ = q·f16(d) moves by up to |q|·d·2⁻¹¹ ≤ 127·d·2⁻¹¹,
-                // and the offset term m·s of Q4_1/Q5_1 by |m|·127·d·2⁻¹¹ per element (C ≥ |m|).
-                let f16_scale = if ty.block_size() == 32 {
-                    127.0 * d * 2f64.powi(-11)
-                } else {
-                    0.0
-                };
-                // BF16 weights: the activations are rounded to bf16 first, as ggml does (to
-                // nearest: |x - x̂| ≤ |x|·2⁻⁸; bf16 has f32's exponent range).
-                let float_round = match ty {
-                    GgmlType::BF16 => x[j].abs() as f64 * 2f64.powi(-8),
-                    _ => 0.0,
-                };
-                quant += d / 2.0 * (1.0 + 2f64.powi(-15)) * wa + f16_scale * (wa + c);
-                quant += float_round * wa;
-                round += (wa + 2.0 * c) * (x[j].abs() as f64 * (1.0 + 2f64.powi(-8)) + d / 2.0);
-            }
-            out.push((quant, round));
-        }
-    }
-    out
-}
-
-fn gamma(ty: GgmlType, cols: usize) -> f64 {
-    let n = if ty.is_quantized() {
-        2 * cols / ty.block_size()
-    } else {
-        cols / 8
-    };
-    (n + 12) as f64 * 2f64.powi(-24)
-}
-
-// ---------------------------------------------------------------------------------------------
+// The bound: `qdata::cpu_bound` (`bound_terms`, `gamma`), derived in the module docs above.
 
 fn check_case(ty: GgmlType, rows: usize, cols: usize, m: usize, from_f32: bool, rng: &mut Rng) {
     let data = weights(ty, rows, cols, from_f32, rng);
@@ -508,6 +420,42 @@ fn reports_the_instruction_sets() {
 
 /// A NaN activation makes every output it meets NaN, as in f32 arithmetic (IEEE 754: NaN · w is
 /// NaN), rather than being quantized away.
+/// Activations of a few thousand (a block's 8-bit scale times its integer sum past f16's range):
+/// Q4_0's prefill kernel, which folds the -8 offset through that sum, gives the finite products
+/// that one row at a time (ggml's `vec_dot_q4_0_q8_0` order) gives, to f32 rounding of the
+/// terms (1e-6 of `Σ|w·x|`), on every instruction set. (Found by
+/// kernels/tests/proptest_kernels.rs: the sum was rounded to f16 and overflowed to -inf.)
+#[test]
+fn q4_0_prefill_with_large_activations_stays_finite() {
+    let (rows, cols, m) = (3, 64, 4);
+    let w = random_weights(GgmlType::Q4_0, rows, cols, &mut Rng(7));
+    let w = QMatrix::new(GgmlType::Q4_0, rows, cols, &w).unwrap();
+    let x: Vec<f32> = (0..m * cols)
+        .map(|i| 2100.0 + (i % 7) as f32 * 300.0)
+        .collect();
+    let dense = reference::dequantize(&w).unwrap();
+    let magnitude = |i: usize, r: usize| -> f32 {
+        let x = &x[i * cols..][..cols];
+        let w = &dense[r * cols..][..cols];
+        x.iter().zip(w).map(|(x, w)| (x * w).abs()).sum()
+    };
+    for isa in Isa::available() {
+        let mut y = vec![0f32; m * rows];
+        qmatmul_with_isa(&w, &x, m, &mut y, isa).unwrap();
+        for i in 0..m {
+            let mut one = vec![0f32; rows];
+            qmatmul_with_isa(&w, &x[i * cols..][..cols], 1, &mut one, isa).unwrap();
+            for (r, (&got, &want)) in y[i * rows..][..rows].iter().zip(&one).enumerate() {
+                assert!(
+                    got.is_finite() && (got - want).abs() <= 1e-6 * magnitude(i, r),
+                    "{} y[{i}, {r}] = {got}, one row at a time {want}",
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn nan_activations_propagate() {
     let mut rng = Rng(5);

@@ -22,11 +22,11 @@
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
-use crate::model::kv_cache::{KvCache, KvType};
+use crate::model::kv_cache::KvCache;
 use crate::model::linear::Linear;
 use crate::model::rope::{Rope, RopeTables};
 
@@ -177,6 +177,13 @@ impl Attention {
             k.clone().reshape([batch, seq, n_kv * dk]),
         );
 
+        // A q8_0 key cache: queries and keys rotated as llama.cpp rotates them (its
+        // `attn_rot_k`, see `CacheTypes::key_rotation`).
+        let (q, k) = match cache.types().key_rotation(dk) {
+            Some(n) => (hadamard_rotate(q, n), hadamard_rotate(k, n)),
+            None => (q, k),
+        };
+
         let scale = 1.0 / (dk as f32).sqrt();
         // Cache the new keys and values.
         let views = cache.append(
@@ -198,9 +205,9 @@ impl Attention {
             return self.output.forward(kqv);
         }; // [batch, n_kv, start + seq, dk | dv], f32
         let types = cache.types();
-        // ggml multiplies f16 keys with the queries rounded to f16, and f16 values with the
-        // softmax weights rounded to f16.
-        let q = round_if_f16(q, types.k);
+        // ggml multiplies f16 keys with the queries rounded to f16 (q8_0 keys with the queries
+        // quantized to q8_0), and f16 values with the softmax weights rounded to f16.
+        let q = types.k.round(q);
 
         // Stack the query heads of each key/value head as rows: head h = kv · group + g.
         let q: Tensor<5> = q.reshape([batch, seq, n_kv, group, dk]);
@@ -217,7 +224,7 @@ impl Attention {
         } else {
             scores
         };
-        let probs = round_if_f16(softmax(scores, 3), types.v); // over the keys
+        let probs = types.v.round(softmax(scores, 3)); // over the keys
         let context = probs.matmul(values); // [batch, n_kv, group · seq, dv]
 
         // Back to [batch, seq, n_head · dv], heads in order h = kv · group + g.
@@ -230,11 +237,24 @@ impl Attention {
     }
 }
 
-/// `x` rounded to f16 and back when `ty` is f16 (what ggml does to the operand it multiplies
-/// with an f16 cache tensor), else `x`.
-fn round_if_f16<const D: usize>(x: Tensor<D>, ty: KvType) -> Tensor<D> {
-    match ty {
-        KvType::F16 => x.cast(DType::F16).cast(DType::F32),
-        KvType::F32 => x,
+/// Every `n` consecutive elements of `x` (`n` a power of two dividing its last dimension) times
+/// the orthonormal Walsh-Hadamard matrix of order `n` (Sylvester's, entries `±1 / sqrt(n)`,
+/// symmetric): on the CPU devices ggml's fast transform ([`ggml_ops::fwht`], its order), elsewhere
+/// a matmul with the matrix.
+fn hadamard_rotate(x: Tensor<4>, n: usize) -> Tensor<4> {
+    let device = x.device();
+    if ggml_ops::runs_on(&device) {
+        return ggml_ops::fwht(x, n);
     }
+    let dims = x.dims();
+    let rows: Tensor<2> = x.reshape([dims.iter().product::<usize>() / n, n]);
+    let scale = 1.0 / (n as f32).sqrt();
+    let h: Vec<f32> = (0..n * n)
+        .map(|e| match ((e / n) & (e % n)).count_ones() % 2 {
+            0 => scale,
+            _ => -scale,
+        })
+        .collect();
+    let h = Tensor::<2>::from_data(TensorData::new(h, [n, n]), &device);
+    rows.matmul(h).reshape(dims)
 }

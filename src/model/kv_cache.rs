@@ -6,16 +6,21 @@
 //! the view `0 .. len + seq`.
 //!
 //! Keys and values are stored as [`KvType`] says, separately for each (llama.cpp's
-//! `--cache-type-k` and `--cache-type-v`): f16 by default, as llama.cpp's default, or f32. The
-//! new keys and values are rounded to f16 when stored (ties to even, as ggml's `fp32_to_fp16`).
+//! `--cache-type-k` and `--cache-type-v`): f16 by default, as llama.cpp's default, or f32, and
+//! keys also in ggml's q8_0 blocks. The new keys and values are rounded to f16 when stored (ties
+//! to even, as ggml's `fp32_to_fp16`) or quantized as ggml's `quantize_row_q8_0`. Values in q8_0
+//! are refused: llama.cpp computes with them only in flash attention, which this crate does not
+//! implement ([`CacheTypes::check`]).
 //!
 //! On the CPU devices (those of [`gguf_kernels::ggml_ops::runs_on`]) the cache holds the
-//! elements' bits in integer tensors (`u32` for f32, `u16` for f16: ndarray has no f16 tensors)
+//! elements' bits in integer tensors (`u32` for f32, `u16` for f16: ndarray has no f16 tensors;
+//! `u8` for q8_0, each key row its blocks' bytes)
 //! and the values are kept transposed, `[batch, n_head_kv, value_length, capacity]`, as
 //! llama.cpp keeps them without flash attention: [`gguf_kernels::ggml_ops::attention`] then reads
 //! them where they lie, and a decoding step writes one column entry per value element instead of
 //! the attention transposing the whole cache. Elsewhere (wgpu, autodiff) it holds float tensors
-//! of the element type, and [`KvCache::append`] returns f32 views in the usual layout.
+//! of the element type (q8_0 keys as the f32 values of their blocks: the same numbers, not the
+//! memory saving), and [`KvCache::append`] returns f32 views in the usual layout.
 //!
 //! Preallocated rather than grown by concatenation: concatenating copies the whole cache on every
 //! token, while `slice_assign` on a tensor the cache alone holds writes in place on backends that
@@ -44,27 +49,65 @@ pub enum KvType {
     F32,
     #[default]
     F16,
+    /// ggml's Q8_0 blocks (32 elements, an f16 scale and 32 `i8`): keys only
+    /// ([`CacheTypes::check`]).
+    Q8_0,
 }
 
 impl KvType {
     /// The types this crate supports, by their llama.cpp names.
-    pub const SUPPORTED: &'static str = "f32, f16";
+    pub const SUPPORTED: &'static str = "f32, f16, q8_0 (keys only)";
 
-    /// llama.cpp's name of the type (`f32`, `f16`).
+    /// llama.cpp's name of the type (`f32`, `f16`, `q8_0`).
     pub fn name(self) -> &'static str {
         match self {
             KvType::F32 => "f32",
             KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
         }
     }
 
-    /// The float dtype of a cache tensor on a device that computes with Burn's ops.
+    /// The float dtype of a cache tensor on a device that computes with Burn's ops (q8_0: the
+    /// f32 values of its blocks).
     fn float_dtype(self) -> DType {
         match self {
-            KvType::F32 => DType::F32,
+            KvType::F32 | KvType::Q8_0 => DType::F32,
             KvType::F16 => DType::F16,
         }
     }
+
+    /// `x` as a cache of this type holds it, in f32, for Burn's ops: rounded to f16, or
+    /// quantized to q8_0 blocks of its last dimension and dequantized ([`q8_0_round`]); and
+    /// what ggml does to the operand it multiplies with a cache tensor of this type (the queries
+    /// for the keys, the softmax weights for the values). Gradients pass straight through.
+    pub(crate) fn round<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            KvType::F32 => x,
+            KvType::F16 => x.cast(DType::F16).cast(DType::F32),
+            KvType::Q8_0 => q8_0_round(x),
+        }
+    }
+}
+
+/// `x` quantized to ggml's q8_0 in blocks of 32 along its last dimension (a multiple of 32) and
+/// dequantized, with Burn's ops: per block `d = amax / 127`, `q = round(x · 127 / amax)` (ties to
+/// even, as ggml's `quantize_row_q8_0` on x86), `d · q` with `d` rounded to f16 where the device
+/// has f16 tensors (else `d` unrounded). The gradient is the identity (straight through).
+pub(crate) fn q8_0_round<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let n = x.shape().num_elements();
+    let blocks: Tensor<2> = x.clone().detach().reshape([n / 32, 32]);
+    let amax = blocks.clone().abs().max_dim(1); // [blocks, 1]
+    let zero = amax.clone().equal_elem(0.0);
+    let id = amax.clone().recip().mul_scalar(127.0).mask_fill(zero, 0.0);
+    let q = (blocks * id).round();
+    let d = amax.div_scalar(127.0);
+    let d = match d.device().supports_dtype(DType::F16) {
+        true => d.cast(DType::F16).cast(DType::F32),
+        false => d,
+    };
+    let rounded: Tensor<D> = (q * d).reshape(dims);
+    x.clone() + (rounded - x).detach()
 }
 
 impl fmt::Display for KvType {
@@ -76,12 +119,13 @@ impl fmt::Display for KvType {
 impl FromStr for KvType {
     type Err = ModelError;
 
-    /// llama.cpp's names, any case. Its quantized cache types (`q8_0`, `q4_0` ...) are not
-    /// supported yet and are refused by name.
+    /// llama.cpp's names, any case. Its other quantized cache types (`q4_0`, `q5_1` ...) are
+    /// refused by name.
     fn from_str(s: &str) -> Result<KvType, ModelError> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(KvType::F32),
             "f16" => Ok(KvType::F16),
+            "q8_0" => Ok(KvType::Q8_0),
             _ => Err(ModelError::UnsupportedCacheType {
                 name: s.to_string(),
                 supported: KvType::SUPPORTED,
@@ -108,6 +152,38 @@ impl CacheTypes {
         k: KvType::F16,
         v: KvType::F16,
     };
+
+    /// Whether a model whose attention heads have `key_length` and `value_length` elements can
+    /// cache as these types: as llama.cpp, q8_0 keys need whole blocks of 32 per head, and q8_0
+    /// values are refused (llama.cpp takes them only with flash attention, which this crate does
+    /// not implement).
+    pub fn check(self, key_length: usize, value_length: usize) -> Result<(), ModelError> {
+        if self.v == KvType::Q8_0 {
+            return Err(ModelError::UnsupportedCacheType {
+                name: "q8_0 (values)".into(),
+                supported: "f32, f16 for values (llama.cpp quantizes values only with flash attention, which this crate does not implement)",
+            });
+        }
+        if self.k == KvType::Q8_0 && !key_length.is_multiple_of(32) {
+            return Err(ModelError::UnsupportedCacheType {
+                name: format!("q8_0 (keys of {key_length} elements per head)"),
+                supported:
+                    "q8_0 keys need a key length that is a multiple of 32 (ggml's block); f32, f16",
+            });
+        }
+        let _ = value_length;
+        Ok(())
+    }
+
+    /// The size of the Walsh-Hadamard rotation llama.cpp applies to queries and keys before a
+    /// quantized key cache (its `attn_rot_k`, on unless `LLAMA_ATTN_ROT_DISABLE` is set): with
+    /// q8_0 keys and `key_length` a multiple of 64, the largest power of two dividing
+    /// `key_length`; `None` otherwise. Rotating both leaves every score `q · k` the same in
+    /// exact arithmetic and spreads a key's outliers over its block, which quantizes better.
+    pub fn key_rotation(self, key_length: usize) -> Option<usize> {
+        (self.k == KvType::Q8_0 && key_length > 0 && key_length.is_multiple_of(64))
+            .then(|| 1 << key_length.trailing_zeros())
+    }
 
     /// The types a cache on `device` holds: these, except that f16 becomes f32 (with a warning)
     /// on a device without f16 tensors (a wgpu adapter without `shader-f16`). The CPU devices
@@ -139,31 +215,50 @@ enum Stored {
 }
 
 impl Stored {
-    /// A zeroed tensor of `shape` holding `ty` on `device`.
+    /// A zeroed tensor of `shape` (in elements) holding `ty` on `device`.
     fn zeros(shape: [usize; 4], ty: KvType, device: &Device) -> Stored {
         match ggml_ops::runs_on(device) {
             true => Stored::Bits(Tensor::zeros(
-                shape,
+                [
+                    shape[0],
+                    shape[1],
+                    shape[2],
+                    ggml_ops::cache_row_len(ty.into(), shape[3]),
+                ],
                 (device, ggml_ops::cache_bits_dtype(ty.into())),
             )),
             false => Stored::Float(Tensor::zeros(shape, (device, ty.float_dtype()))),
         }
     }
 
-    fn dims(&self) -> [usize; 4] {
+    /// The shape in elements of a tensor holding `ty`.
+    fn dims(&self, ty: KvType) -> [usize; 4] {
         match self {
-            Stored::Bits(t) => t.dims(),
+            Stored::Bits(t) => {
+                let [a, b, c, d] = t.dims();
+                match ty {
+                    KvType::Q8_0 => [a, b, c, d / 34 * 32],
+                    _ => [a, b, c, d],
+                }
+            }
             Stored::Float(t) => t.dims(),
         }
     }
 
-    /// Writes `x` (f32, shaped as `range`) at `range`, rounded to the element type `ty`.
+    /// Writes `x` (f32, shaped as `range`, in elements) at `range`, rounded to the element type
+    /// `ty` (q8_0: whole rows of the last dimension).
     fn assign(self, range: [std::ops::Range<usize>; 4], x: Tensor<4>, ty: KvType) -> Stored {
         match self {
             Stored::Bits(t) => {
-                Stored::Bits(t.slice_assign(range, ggml_ops::cache_bits(x, ty.into())))
+                let [r0, r1, r2, r3] = range;
+                let elem = ty.into();
+                let r3 =
+                    ggml_ops::cache_row_len(elem, r3.start)..ggml_ops::cache_row_len(elem, r3.end);
+                Stored::Bits(t.slice_assign([r0, r1, r2, r3], ggml_ops::cache_bits(x, elem)))
             }
-            Stored::Float(t) => Stored::Float(t.slice_assign(range, x.cast(ty.float_dtype()))),
+            Stored::Float(t) => {
+                Stored::Float(t.slice_assign(range, ty.round(x).cast(ty.float_dtype())))
+            }
         }
     }
 }
@@ -173,6 +268,7 @@ impl From<KvType> for ggml_ops::CacheElem {
         match ty {
             KvType::F32 => ggml_ops::CacheElem::F32,
             KvType::F16 => ggml_ops::CacheElem::F16,
+            KvType::Q8_0 => ggml_ops::CacheElem::Q8_0,
         }
     }
 }
@@ -240,6 +336,13 @@ impl KvCache {
         device: &Device,
     ) -> KvCache {
         let types = types.on(device);
+        if shapes
+            .iter()
+            .any(|&(_, dk, dv)| types.check(dk, dv).is_err())
+        {
+            // Types these heads cannot hold: nothing allocated, the first append says why.
+            return KvCache::new(shapes.len(), batch, capacity, types);
+        }
         let layers = shapes
             .iter()
             .map(|&(n_kv, dk, dv)| Some(zero_layer(batch, n_kv, capacity, (dk, dv), types, device)))
@@ -345,10 +448,10 @@ impl KvCache {
         let transposed = values_transposed(&k.device());
         let (k_all, v_all) = match slot.take() {
             Some((ck, cv)) => {
-                let [_, ch, _, cdk] = ck.dims();
+                let [_, ch, _, cdk] = ck.dims(types.k);
                 let cdv = match transposed {
-                    true => cv.dims()[2],
-                    false => cv.dims()[3],
+                    true => cv.dims(types.v)[2],
+                    false => cv.dims(types.v)[3],
                 };
                 let same_kind = matches!(
                     (&ck, transposed),
@@ -379,6 +482,7 @@ impl KvCache {
                 }
             }
             None => {
+                types.check(dk, dv)?;
                 self.types = types.on(&k.device());
                 zero_layer(batch, kh, capacity, (dk, dv), self.types, &k.device())
             }
@@ -459,6 +563,15 @@ mod tests {
                 .unwrap()
                 .into_iter()
                 .map(|b| half::f16::from_bits(b).to_f32())
+                .collect(),
+            KvType::Q8_0 => k
+                .try_to_vec::<u8>()
+                .unwrap()
+                .chunks_exact(34)
+                .flat_map(|b| {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    b[2..].iter().map(move |&q| q as i8 as f32 * d)
+                })
                 .collect(),
         }
     }
@@ -553,11 +666,82 @@ mod tests {
         assert_eq!("f16".parse::<KvType>().unwrap(), KvType::F16);
         assert_eq!("F32".parse::<KvType>().unwrap(), KvType::F32);
         assert_eq!(CacheTypes::default(), CacheTypes::F16);
-        let err = "q8_0".parse::<KvType>().unwrap_err().to_string();
+        assert_eq!("Q8_0".parse::<KvType>().unwrap(), KvType::Q8_0);
+        let err = "q4_0".parse::<KvType>().unwrap_err().to_string();
         assert!(
-            err.contains("\"q8_0\"") && err.contains("f32, f16"),
+            err.contains("\"q4_0\"") && err.contains("f32, f16, q8_0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn q8_0_values_and_keys_of_partial_blocks_are_errors_not_panics() {
+        let q8_keys = CacheTypes {
+            k: KvType::Q8_0,
+            v: KvType::F16,
+        };
+        let q8_values = CacheTypes {
+            k: KvType::F16,
+            v: KvType::Q8_0,
+        };
+        assert!(q8_keys.check(64, 64).is_ok());
+        let err = q8_values.check(64, 64).unwrap_err().to_string();
+        assert!(err.contains("flash attention"), "{err}");
+        let err = q8_keys.check(8, 8).unwrap_err().to_string();
+        assert!(err.contains("multiple of 32"), "{err}");
+        // Allocating for heads of 8 elements allocates nothing; the first append says why and
+        // caches nothing.
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let mut cache = KvCache::allocated(&[(2, 8, 8)], 1, 4, q8_keys, &device);
+            let k = filled(0.0, [1, 2, 1, 8], &device);
+            assert!(matches!(
+                cache.append(0, k.clone(), k),
+                Err(ModelError::UnsupportedCacheType { .. })
+            ));
+            assert_eq!(cache.len(), 0);
+        }
+    }
+
+    #[test]
+    fn q8_0_keys_hold_ggml_blocks_on_every_path() {
+        // Blocks with ties (x · 127 / amax at .5), a zero block, one negative maximum.
+        let mut x: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) / 15.5).collect();
+        x.extend((0..32).map(|i| [0.5, -1.0, 0.25, 127.0][i % 4] * 3.0));
+        x.extend([0.0; 32]);
+        x.extend((0..32).map(|i| -(i as f32) * 1e-3));
+        let types = CacheTypes {
+            k: KvType::Q8_0,
+            v: KvType::F32,
+        };
+        let keys = |device: &Device| {
+            Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 2, 64]), device)
+        };
+        let device = Device::flex();
+        let mut cache = KvCache::new(1, 1, 3, types);
+        assert!(cache
+            .append(0, keys(&device), keys(&device))
+            .unwrap()
+            .is_none());
+        let bits = stored_keys(&cache, 2);
+        // Each stored element is within half a step (d / 2) of the key, d = amax / 127.
+        for (b, (got, want)) in bits.chunks(32).zip(x.chunks(32)).enumerate() {
+            let amax = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= amax / 127.0 * 0.5 + amax * 1e-3,
+                    "block {b}: {g} vs {w}"
+                );
+            }
+        }
+        // Burn's ops path (autodiff): the same numbers, as f32.
+        let device = Device::flex().autodiff();
+        let mut cache = KvCache::new(1, 1, 3, types);
+        let (k, _) = cache
+            .append(0, keys(&device), keys(&device))
+            .unwrap()
+            .unwrap();
+        let to_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(to_bits(&to_vec(k)), to_bits(&bits));
     }
 
     #[test]

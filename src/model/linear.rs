@@ -4,6 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use gguf_kernels::extension::{dequantize, q_matmul_3d};
+use gguf_kernels::ggml_ops;
 use gguf_kernels::packed::QWeight;
 
 use crate::model::error::ModelError;
@@ -181,6 +182,7 @@ impl Linear {
 }
 
 /// `y = x · Wᵀ (+ b)` for a weight `[n_out, n_in]` that is not a [`Linear`] (the tied output).
+/// On the CPU devices in ggml's order ([`ggml_ops::mul_mat`]), elsewhere Burn's matmul.
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, n_in]`, `weight`: `[n_out, n_in]`, `bias`: `[n_out]`
@@ -189,7 +191,10 @@ pub fn project(x: Tensor<3>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tens
     let [batch, seq, n_in] = x.dims();
     let [n_out, _] = weight.dims();
     let rows: Tensor<2> = x.reshape([batch * seq, n_in]);
-    let y = rows.matmul(weight.transpose()); // [batch · seq, n_out]
+    let y = match ggml_ops::runs_on(&rows.device()) {
+        true => ggml_ops::mul_mat(rows, weight),
+        false => rows.matmul(weight.transpose()),
+    }; // [batch · seq, n_out]
     let y = match bias {
         Some(b) => y + b.unsqueeze::<2>(),
         None => y,

@@ -1,9 +1,15 @@
-//! Plain float weights (F32, F16, BF16, little-endian): f32 dot products with the activations,
-//! the portable scalar kernels and the AVX2 ones (F16 through F16C's `vcvtph2ps`, BF16 as the
-//! top half of an f32).
+//! Plain float weights (F32, F16, BF16, little-endian): f32 dot products with the activations.
+//!
+//! F32 and F16 sum in ggml's order ([`ggml_tile_fn`]), so that the CPU devices give llama.cpp's
+//! products bit for bit: ggml's `vec_dot_f32` / `vec_dot_f16` for one activation row and
+//! wherever llamafile's tinyBLAS declines, tinyBLAS (one 16-lane accumulator per output
+//! element) for several rows (see `with_kernel` in cpu/mod.rs for when). BF16 keeps kernels of its
+//! own order (ggml sums BF16 with AVX-512 BF16's `vdpbf16ps` on CPUs that have it): the portable
+//! scalar kernel and the AVX2 one (BF16 as the top half of an f32).
 
 use gguf_importer::GgmlType;
 
+use super::vec_dot::{dot_tiny, vec_dot_f16, vec_dot_f32, Lanes16, Portable};
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// A float weight element stored in `BYTES` little-endian bytes.
@@ -223,23 +229,136 @@ mod x86 {
     }
 }
 
-/// The kernel for `ty` on `isa`, `None` if `ty` is not a float type. Call the kernel only if this
-/// CPU runs `isa` (`with_kernel` checks it).
+/// A float weight format that [`ggml_tile_fn`] sums in ggml's order.
+trait GgmlFloat: FloatElem {
+    /// Whether ggml's one-row dot product is `vec_dot_f16` (else `vec_dot_f32`).
+    const VEC_DOT_F16: bool;
+    /// The weights of `row` (`out.len()` elements) as f32, exactly.
+    fn widen(row: &[u8], out: &mut [f32]);
+}
+
+impl GgmlFloat for F32 {
+    const VEC_DOT_F16: bool = false;
+    fn widen(row: &[u8], out: &mut [f32]) {
+        for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
+            *o = Self::get(b);
+        }
+    }
+}
+
+impl GgmlFloat for F16 {
+    const VEC_DOT_F16: bool = true;
+    fn widen(row: &[u8], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        match bytemuck::try_cast_slice::<u8, half::f16>(row) {
+            // little-endian bytes are the f16 values on the little-endian targets
+            Ok(h) if cfg!(target_endian = "little") => h.convert_to_f32_slice(out),
+            _ => {
+                for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+                    *o = Self::get(b);
+                }
+            }
+        }
+    }
+}
+
+/// The body of the ggml-order kernels: each weight row widened to f32 once, then dotted with
+/// every activation row of the tile, in tinyBLAS's order (`TINY`) or `vec_dot`'s.
+///
+/// # Safety
+/// As [`Lanes16::fma`]; the shapes were checked by the caller (`check_tile`, and `cols % 16 == 0`
+/// when `TINY`), though nothing here reads out of bounds if they were not.
+#[inline(always)]
+unsafe fn ggml_body<E: GgmlFloat, L: Lanes16, const TINY: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[f32]],
+    out: &Out,
+) {
+    let cols = row_bytes / E::BYTES;
+    let mut wide = vec![0f32; cols];
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        E::widen(row, &mut wide);
+        for (i, x) in xs.iter().enumerate() {
+            let x = &x[..cols];
+            let v = match (TINY, E::VEC_DOT_F16) {
+                (true, _) => dot_tiny::<L>(&wide, x),
+                (false, true) => vec_dot_f16::<L>(&wide, x),
+                (false, false) => vec_dot_f32::<L>(&wide, x),
+            };
+            out.set(r, i, v);
+        }
+    }
+}
+
+/// [`ggml_body`] compiled for AVX2, FMA and F16C.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ggml_avx2<E: GgmlFloat, const TINY: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[f32]],
+    out: &Out,
+) {
+    ggml_body::<E, super::vec_dot::Avx2Fma, TINY>(w, row_bytes, xs, out)
+}
+
+/// The ggml-order kernel (see [`TileFn`]); `SIMD`: AVX2 with FMA and F16C, else portable code
+/// (the same bits).
+fn ggml_tile<E: GgmlFloat, const TINY: bool, const SIMD: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[f32]],
+    out: Out,
+) {
+    check_tile(w, row_bytes, E::BYTES, 1, xs, &out);
+    assert!(
+        !TINY || (row_bytes / E::BYTES).is_multiple_of(16),
+        "tile kernel: tinyBLAS's order needs rows of whole 16-element steps"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: `ggml_tile_fn` hands out `SIMD` kernels for `Isa::Avx2` and `Isa::Avx512Vnni`
+        // only (both include AVX2, FMA and F16C), and `with_kernel` checked that this CPU runs
+        // the set before asking.
+        return unsafe { ggml_avx2::<E, TINY>(w, row_bytes, xs, &out) };
+    }
+    // SAFETY: portable code.
+    unsafe { ggml_body::<E, Portable, TINY>(w, row_bytes, xs, &out) }
+}
+
+/// The kernel of F32 or F16 weights in ggml's order on `isa`: tinyBLAS's (`tiny`) or
+/// `vec_dot_f32` / `vec_dot_f16`'s; `None` for other types. The activations must be what ggml
+/// dots with: as they are for F32, rounded to f16 for F16 (its `vec_dot_type`). Call the kernel
+/// only if this CPU runs `isa` (`with_kernel` checks it).
+pub(super) fn ggml_tile_fn(ty: GgmlType, isa: Isa, tiny: bool) -> Option<TileFn<f32>> {
+    let simd = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512Vnni);
+    Some(match (ty, tiny, simd) {
+        (GgmlType::F32, false, false) => ggml_tile::<F32, false, false>,
+        (GgmlType::F32, false, true) => ggml_tile::<F32, false, true>,
+        (GgmlType::F32, true, false) => ggml_tile::<F32, true, false>,
+        (GgmlType::F32, true, true) => ggml_tile::<F32, true, true>,
+        (GgmlType::F16, false, false) => ggml_tile::<F16, false, false>,
+        (GgmlType::F16, false, true) => ggml_tile::<F16, false, true>,
+        (GgmlType::F16, true, false) => ggml_tile::<F16, true, false>,
+        (GgmlType::F16, true, true) => ggml_tile::<F16, true, true>,
+        _ => return None,
+    })
+}
+
+/// The kernel of BF16 weights on `isa` (`None` for other types: F32 and F16 take
+/// [`ggml_tile_fn`]). Call the kernel only if this CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<f32>> {
+    if ty != GgmlType::BF16 {
+        return None;
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
-        return match ty {
-            GgmlType::F32 => Some(x86::tile_avx2::<F32>),
-            GgmlType::F16 => Some(x86::tile_avx2::<F16>),
-            GgmlType::BF16 => Some(x86::tile_avx2::<Bf16>),
-            _ => None,
-        };
+        return Some(x86::tile_avx2::<Bf16>);
     }
     let _ = isa;
-    match ty {
-        GgmlType::F32 => Some(tile_scalar::<F32>),
-        GgmlType::F16 => Some(tile_scalar::<F16>),
-        GgmlType::BF16 => Some(tile_scalar::<Bf16>),
-        _ => None,
-    }
+    Some(tile_scalar::<Bf16>)
 }

@@ -16,30 +16,11 @@
 
 use rayon::prelude::*;
 
-/// Runs `$body` (a block) compiled with FMA and AVX2 when this CPU has them, else as portable code.
-/// The results are the same either way ([`f32::mul_add`] is always one rounding; without the
-/// target feature it is a call to the C library's `fmaf`): only the speed differs.
-macro_rules! with_fma {
-    ($body:block) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has the features `fast` is compiled for.
-                unsafe { fast(|| $body) }
-            } else {
-                $body
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body
-        }
-    }};
-}
+#[cfg(target_arch = "x86_64")]
+use super::vec_dot::Avx2Fma;
+use super::vec_dot::{
+    dot_tiny, fma64, reduce16, reduce_acc4, vec_dot_f16, vec_dot_f32, with_fma, Lanes16, Portable,
+};
 
 /// `y = x / sqrt(mean(x²) + eps) · w` over rows of `w.len()` (ggml `rms_norm` + `mul`): the
 /// squares are rounded to f32 and summed in f64, the mean rounded to f32,
@@ -95,6 +76,33 @@ fn rope_row(row: &mut [f32], cache: &[f32], head_dim: usize, n_rot: usize, neox:
     }
 }
 
+/// The orthonormal Walsh-Hadamard transform of every row of `n` elements of `x` (`n` a power of
+/// two), in place, as ggml's `fwht` (what its `mul_mat` with a Hadamard matrix runs: llama.cpp
+/// rotates queries and keys by it when the key cache is quantized): each element times
+/// `1 / sqrt(n)` (in f32), then the butterflies `(u, v) -> (u + v, u - v)` over spans 1, 2, 4 ...
+/// (ggml's vector passes compute `u - v` as `fma(v, -1, u)`: the same rounding).
+pub fn fwht(x: &mut [f32], n: usize) {
+    assert!(n.is_power_of_two() && x.len().is_multiple_of(n));
+    let scale = 1.0 / (n as f32).sqrt();
+    x.par_chunks_mut(n).for_each(|row| {
+        for v in row.iter_mut() {
+            *v *= scale;
+        }
+        let mut len = 1;
+        while len < n {
+            for block in row.chunks_exact_mut(2 * len) {
+                let (a, b) = block.split_at_mut(len);
+                for (u, v) in a.iter_mut().zip(b.iter_mut()) {
+                    let (x, y) = (*u, *v);
+                    *u = x + y;
+                    *v = x - y;
+                }
+            }
+            len *= 2;
+        }
+    });
+}
+
 /// `y = silu(g) · u` (ggml's `vec_swiglu_f32`) over rows of `n`: 16 elements at a time with
 /// [`v_expf`] (`silu(x) = x / (1 + exp(0 - x))`), the rest of a row with the C library's `expf`.
 pub fn swiglu(g: &[f32], u: &[f32], n: usize, y: &mut [f32]) {
@@ -146,190 +154,46 @@ pub fn v_expf(x: f32) -> f32 {
     (j as f64 * pow2) as f32
 }
 
-/// GCC's `_mm512_reduce_add_ps`: halves added, then quarters, then pairs.
-#[inline(always)]
-fn reduce16(v: &[f32; 16]) -> f32 {
-    let t: [f32; 8] = std::array::from_fn(|j| v[j + 8] + v[j]);
-    let t: [f32; 4] = std::array::from_fn(|j| t[j + 4] + t[j]);
-    (t[0] + t[2]) + (t[1] + t[3])
-}
-
-/// 16 f32 lanes multiplied and added lane by lane, one rounding each (ggml's 16-lane FMA
-/// vectors): portable code, or two AVX2 registers. Both give the same bits.
-trait Lanes16 {
-    /// `acc[l] = a[l] · b[l] + acc[l]` for every lane.
-    ///
-    /// # Safety
-    /// The CPU must have the implementation's instruction set.
-    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]);
-
-    /// [`Lanes16::fma`] with `a` shorter than 16 (at most 16): the lanes past its end are left
-    /// as they are, which is what adding `0 · b[l]` does for a finite `b[l]` (an accumulator
-    /// started at +0 never holds -0). Nothing past the end of `a` is read.
-    ///
-    /// # Safety
-    /// As [`Lanes16::fma`].
-    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]);
-}
-
-struct Portable;
-
-impl Lanes16 for Portable {
-    #[inline(always)]
-    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]) {
-        for l in 0..16 {
-            acc[l] = a[l].mul_add(b[l], acc[l]);
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]) {
-        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
-            *acc = a.mul_add(b, *acc);
-        }
-    }
-}
-
-/// AVX2 with FMA (the compiler leaves [`Portable`]'s lanes scalar).
-#[cfg(target_arch = "x86_64")]
-struct Avx2Fma;
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes16 for Avx2Fma {
-    #[inline(always)]
-    unsafe fn fma(acc: &mut [f32; 16], a: &[f32; 16], b: &[f32; 16]) {
-        use std::arch::x86_64::*;
-        for h in 0..2 {
-            let (a, b, c) = (
-                a.as_ptr().add(8 * h),
-                b.as_ptr().add(8 * h),
-                acc.as_mut_ptr().add(8 * h),
-            );
-            _mm256_storeu_ps(
-                c,
-                _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), _mm256_loadu_ps(c)),
-            );
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]) {
-        use std::arch::x86_64::*;
-        let len = a.len().min(16) as i32;
-        for h in 0..2 {
-            // Lanes below the prefix's length load `a`, the others load zero and touch no
-            // memory (`vmaskmovps`), so the pointer may point past `a`'s end.
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(len - 8 * h as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            let (a, b, c) = (
-                a.as_ptr().wrapping_add(8 * h),
-                b.as_ptr().add(8 * h),
-                acc.as_mut_ptr().add(8 * h),
-            );
-            _mm256_storeu_ps(
-                c,
-                _mm256_fmadd_ps(
-                    _mm256_maskload_ps(a, mask),
-                    _mm256_loadu_ps(b),
-                    _mm256_loadu_ps(c),
-                ),
-            );
-        }
-    }
-}
-
-/// ggml's `vec_dot_f32` (AVX-512): four 16-lane accumulators over steps of 64 elements, summed
-/// `(a0 + a2) + (a1 + a3)` and reduced; the elements past the last whole 64 are added one by one.
-///
-/// # Safety
-/// As [`Lanes16::fma`].
-#[inline(always)]
-unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
-    let (mut s, whole) = vec_dot_steps::<L>(x, y);
-    for e in whole..x.len().min(y.len()) {
-        s += x[e] * y[e];
-    }
-    s
-}
-
-/// The whole steps of 64 elements of ggml's AVX-512 `vec_dot_f32` / `vec_dot_f16`: their
-/// reduced sum, and how many elements they took.
-///
-/// # Safety
-/// As [`Lanes16::fma`].
-#[inline(always)]
-unsafe fn vec_dot_steps<L: Lanes16>(x: &[f32], y: &[f32]) -> (f32, usize) {
-    let n = x.len().min(y.len());
-    let whole = n - n % 64;
-    let mut acc = [[0f32; 16]; 4];
-    for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
-        fma64::<L>(&mut acc, x, y);
-    }
-    (reduce_acc4(&acc), whole)
-}
-
-/// ggml's `vec_dot_f16` (AVX-512) of two vectors already widened to f32: [`vec_dot_f32`]'s
-/// whole steps and reduction, widened to f64, then the elements past the last whole 64 added one
-/// by one in f64 (each product rounded to f32).
-///
-/// # Safety
-/// As [`Lanes16::fma`].
-#[inline(always)]
-unsafe fn vec_dot_f16<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
-    let (s, whole) = vec_dot_steps::<L>(x, y);
-    let mut s = s as f64;
-    for e in whole..x.len().min(y.len()) {
-        s += (x[e] * y[e]) as f64;
-    }
-    s as f32
-}
-
-/// One element of llamafile's tinyBLAS product: a single 16-lane accumulator over the whole
-/// length (a multiple of 16), lane `l` taking the elements `≡ l (mod 16)` in order, reduced.
-///
-/// # Safety
-/// As [`Lanes16::fma`].
-#[inline(always)]
-unsafe fn dot_tiny<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for (x, y) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
-        L::fma(
-            &mut acc,
-            x.try_into().expect("16 lanes"),
-            y.try_into().expect("16 lanes"),
-        );
-    }
-    reduce16(&acc)
-}
-
-/// The elements of a KV cache tensor as [`attention`] reads them: f32, or f16 (llama.cpp's default
-/// cache type, `--cache-type-k/-v f16`).
+/// The elements of a KV cache tensor as [`attention`] reads them: f32, f16 (llama.cpp's default
+/// cache type, `--cache-type-k/-v f16`), or ggml's `block_q8_0` bytes (`--cache-type-k q8_0`: 34
+/// bytes per 32 elements; rows of whole blocks).
 #[derive(Debug, Clone, Copy)]
 pub enum KvSlice<'a> {
     F32(&'a [f32]),
     F16(&'a [half::f16]),
+    Q8_0(&'a [u8]),
 }
 
+/// Bytes of a `block_q8_0`, which holds 32 elements.
+const Q8_0_BLOCK: usize = 34;
+
 impl<'a> KvSlice<'a> {
-    /// The `len` elements from `start`.
+    /// The `len` elements from `start` (whole blocks of 32 for q8_0).
     pub fn range(&self, start: usize, len: usize) -> KvSlice<'a> {
         match *self {
             KvSlice::F32(s) => KvSlice::F32(&s[start..][..len]),
             KvSlice::F16(s) => KvSlice::F16(&s[start..][..len]),
+            KvSlice::Q8_0(s) => {
+                assert!(
+                    start.is_multiple_of(32) && len.is_multiple_of(32),
+                    "a q8_0 cache is read in whole blocks of 32"
+                );
+                KvSlice::Q8_0(&s[start / 32 * Q8_0_BLOCK..][..len / 32 * Q8_0_BLOCK])
+            }
         }
     }
 
+    /// Elements.
     fn len(&self) -> usize {
         match self {
             KvSlice::F32(s) => s.len(),
             KvSlice::F16(s) => s.len(),
+            KvSlice::Q8_0(s) => s.len() / Q8_0_BLOCK * 32,
         }
     }
 
     /// The `len` elements from `start` as f32: borrowed when f32, widened (exactly) into `buf`
-    /// when f16.
+    /// when f16, dequantized (`d · q`, as ggml's `dequantize_row_q8_0`) when q8_0.
     fn f32_run<'b>(&self, start: usize, len: usize, buf: &'b mut Vec<f32>) -> &'b [f32]
     where
         'a: 'b,
@@ -342,8 +206,26 @@ impl<'a> KvSlice<'a> {
                 s[start..][..len].convert_to_f32_slice(buf);
                 buf
             }
+            KvSlice::Q8_0(_) => {
+                let KvSlice::Q8_0(s) = self.range(start, len) else {
+                    unreachable!()
+                };
+                buf.clear();
+                for b in s.chunks_exact(Q8_0_BLOCK) {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    buf.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
+                }
+                buf
+            }
         }
     }
+}
+
+/// `x` (a multiple of 32 long) as a q8_0 cache stores it: ggml's `block_q8_0`s, `x.len() / 32 · 34`
+/// bytes into `out`, quantized as ggml's `quantize_row_q8_0` (what its `set_rows` into a q8_0
+/// cache runs).
+pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+    super::quantize_act::quantize_q8_0_bytes(x, out)
 }
 
 /// `x` rounded to the nearest f16 (ties to even, as `vcvtps2ph` with rounding mode 0 in ggml's
@@ -379,6 +261,9 @@ enum DotOrder {
     VecDotF16,
     /// llamafile's tinyBLAS (f16 keys, several query rows, `key_length % 16 == 0`).
     Tiny,
+    /// ggml's `vec_dot_q8_0_q8_0` of the key blocks and the queries quantized to q8_0 (q8_0
+    /// keys; tinyBLAS sums Q8_0 in the same order).
+    Q8_0,
 }
 
 /// How [`attend`] computes, decided once per call from the shapes and cache types as ggml's
@@ -415,7 +300,9 @@ struct Plan {
 ///   so the sgemm is not tried on them). f16 keys: the queries are first rounded to f16 (F16's
 ///   `from_float`), then tinyBLAS (one 16-lane accumulator over `key_length`, reduced) when
 ///   `seq ≥ 2` and `key_length % 16 == 0`, else `vec_dot_f16` (as `vec_dot_f32`, its reduced sum
-///   widened to f64 and the elements past the last whole 64 added in f64);
+///   widened to f64 and the elements past the last whole 64 added in f64). q8_0 keys: the
+///   queries are quantized to q8_0 (`quantize_row_q8_0`), then `vec_dot_q8_0_q8_0` (tinyBLAS
+///   sums Q8_0 in its order too);
 /// - the softmax is ggml's `soft_max_f32` (`x · scale` plus the mask, max, [`v_expf`] of
 ///   `x - max` in 16-element chunks (the C library's `expf` past the last whole one), the chunk
 ///   sums (reduced as `_mm512_reduce_add_ps`) summed in f64, then each value times
@@ -435,16 +322,29 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
     assert_eq!(k.len(), s.n_head_kv * s.capacity * dk);
     assert_eq!(vt.len(), s.n_head_kv * dv * s.capacity);
     assert_eq!(out.len(), s.seq * s.n_head * dv);
+    assert!(
+        !matches!(vt, KvSlice::Q8_0(_)),
+        "a q8_0 value cache needs flash attention, as in llama.cpp"
+    );
     let k_f16 = matches!(k, KvSlice::F16(_));
     let q: std::borrow::Cow<[f32]> = match k_f16 {
         true => q.iter().map(|&x| round_f16(x)).collect::<Vec<f32>>().into(),
         false => q.into(),
     };
+    // q8_0 keys: the queries as ggml quantizes them for `vec_dot_q8_0_q8_0`.
+    let q_blocks = match k {
+        KvSlice::Q8_0(_) => {
+            assert!(dk.is_multiple_of(32), "q8_0 keys need key_length % 32 == 0");
+            Some(super::quantize_act::quantize_blocks(&q, dk))
+        }
+        _ => None,
+    };
     let plan = Plan {
-        scores: match k_f16 {
-            false => DotOrder::VecDotF32,
-            true if s.seq >= 2 && dk % 16 == 0 => DotOrder::Tiny,
-            true => DotOrder::VecDotF16,
+        scores: match (k, k_f16) {
+            (KvSlice::Q8_0(_), _) => DotOrder::Q8_0,
+            (_, false) => DotOrder::VecDotF32,
+            (_, true) if s.seq >= 2 && dk % 16 == 0 => DotOrder::Tiny,
+            (_, true) => DotOrder::VecDotF16,
         },
         p_f16: matches!(vt, KvSlice::F16(_)),
         v_tiny: s.seq >= 2 && dv % 4 == 0,
@@ -461,16 +361,19 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
             let (i, h) = (task * rows / s.n_head, task * rows % s.n_head);
             let kv = h / group;
             let q = &q[(i * s.n_head + h) * dk..][..rows * dk];
+            let q_blocks = q_blocks
+                .as_ref()
+                .map(|b| &b[(i * s.n_head + h) * dk / 32..][..rows * dk / 32]);
             let k = k.range(kv * s.capacity * dk, s.capacity * dk);
             let vt = vt.range(kv * dv * s.capacity, dv * s.capacity);
             let n_keys = s.start + i + 1;
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { attend_avx2(q, k, vt, n_keys, &s, &plan, out) };
+                return unsafe { attend_avx2(q, q_blocks, k, vt, n_keys, &s, &plan, out) };
             }
             // SAFETY: portable code.
-            unsafe { attend::<Portable>(q, k, vt, n_keys, &s, &plan, out) }
+            unsafe { attend::<Portable>(q, q_blocks, k, vt, n_keys, &s, &plan, out) }
         });
 }
 
@@ -480,8 +383,10 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     q: &[f32],
+    q_blocks: Option<&[super::quantize_act::ActQ8Block]>,
     keys: KvSlice,
     vt: KvSlice,
     n_keys: usize,
@@ -489,19 +394,22 @@ unsafe fn attend_avx2(
     plan: &Plan,
     out: &mut [f32],
 ) {
-    attend::<Avx2Fma>(q, keys, vt, n_keys, s, plan, out)
+    attend::<Avx2Fma>(q, q_blocks, keys, vt, n_keys, s, plan, out)
 }
 
 /// One query position of [`attention`] for some query heads that read the same key/value head:
 /// `qs` `[rows, dk]` over the first `n_keys` rows of `keys` `[capacity, dk]` and columns of `vt`
-/// `[dv, capacity]` (the values transposed), into `out` `[rows, dv]`, in the orders of `plan`.
-/// Each output element is summed in the same order whatever `rows` is.
+/// `[dv, capacity]` (the values transposed), into `out` `[rows, dv]`, in the orders of `plan`
+/// (`q_blocks`: the query rows quantized to q8_0, for [`DotOrder::Q8_0`]). Each output element is
+/// summed in the same order whatever `rows` is.
 ///
 /// # Safety
 /// As [`Lanes16::fma`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend<L: Lanes16>(
     qs: &[f32],
+    q_blocks: Option<&[super::quantize_act::ActQ8Block]>,
     keys: KvSlice,
     vt: KvSlice,
     n_keys: usize,
@@ -524,15 +432,33 @@ unsafe fn attend<L: Lanes16>(
     for p in p.chunks_exact_mut(stride) {
         p[n_keys..padded].fill(f32::NEG_INFINITY);
     }
-    for j in 0..n_keys {
-        let k = keys.f32_run(j * dk, dk, &mut wide);
-        for (r, q) in qs.chunks_exact(dk).enumerate() {
-            let dot = match plan.scores {
-                DotOrder::VecDotF32 => vec_dot_f32::<L>(k, q),
-                DotOrder::VecDotF16 => vec_dot_f16::<L>(k, q),
-                DotOrder::Tiny => dot_tiny::<L>(k, q),
+    match (plan.scores, keys, q_blocks) {
+        (DotOrder::Q8_0, KvSlice::Q8_0(_), Some(q_blocks)) => {
+            let KvSlice::Q8_0(k_rows) = keys.range(0, n_keys * dk) else {
+                unreachable!()
             };
-            p[r * stride + j] = dot * s.scale + 0.0;
+            let xs: Vec<_> = q_blocks.chunks_exact(dk / 32).collect();
+            let mut dots = vec![0f32; rows * n_keys];
+            super::q8_0_dot_rows(k_rows, dk / 32 * Q8_0_BLOCK, &xs, &mut dots);
+            for (p, dots) in p.chunks_exact_mut(stride).zip(dots.chunks_exact(n_keys)) {
+                for (p, &dot) in p.iter_mut().zip(dots) {
+                    *p = dot * s.scale + 0.0;
+                }
+            }
+        }
+        _ => {
+            for j in 0..n_keys {
+                let k = keys.f32_run(j * dk, dk, &mut wide);
+                for (r, q) in qs.chunks_exact(dk).enumerate() {
+                    let dot = match plan.scores {
+                        DotOrder::VecDotF32 => vec_dot_f32::<L>(k, q),
+                        DotOrder::VecDotF16 => vec_dot_f16::<L>(k, q),
+                        DotOrder::Tiny => dot_tiny::<L>(k, q),
+                        DotOrder::Q8_0 => unreachable!("q8_0 scores take the branch above"),
+                    };
+                    p[r * stride + j] = dot * s.scale + 0.0;
+                }
+            }
         }
     }
     for p in p.chunks_exact_mut(stride) {
@@ -617,30 +543,6 @@ unsafe fn weighted_sums<L: Lanes16, const G: usize>(
         }
     }
     acc.map(|a| reduce16(&a))
-}
-
-/// The end of [`vec_dot_f32`]'s whole steps: the four accumulators summed
-/// `(a0 + a2) + (a1 + a3)` lane by lane, then reduced.
-#[inline(always)]
-fn reduce_acc4(acc: &[[f32; 16]; 4]) -> f32 {
-    let sum: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    reduce16(&sum)
-}
-
-/// One step of 64 elements of [`vec_dot_f32`]: 16 lanes each of `x[16j ..]·y[16j ..]` into
-/// `acc[j]`.
-///
-/// # Safety
-/// As [`Lanes16::fma`].
-#[inline(always)]
-unsafe fn fma64<L: Lanes16>(acc: &mut [[f32; 16]; 4], x: &[f32], y: &[f32]) {
-    for (j, acc) in acc.iter_mut().enumerate() {
-        L::fma(
-            acc,
-            x[16 * j..][..16].try_into().expect("16 lanes"),
-            y[16 * j..][..16].try_into().expect("16 lanes"),
-        );
-    }
 }
 
 /// [`vec_dot_f32`] of `x`, as if zero at and past `n` (not read there), with `y` (`n` rounded up

@@ -31,6 +31,7 @@ mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
 mod quantize_act;
+mod vec_dot;
 #[cfg(target_arch = "x86_64")]
 mod x86_util;
 
@@ -326,7 +327,7 @@ pub fn qmatmul_with_isa(
     if m == 0 {
         return Ok(());
     }
-    with_kernel(w.ty, isa, x, w.cols, m, DriveAll { w, y })
+    with_kernel(w.ty, isa, x, (w.rows, w.cols), m, DriveAll { w, y })
 }
 
 /// What to do with a kernel once its activations are ready: [`with_kernel`] calls `run` with
@@ -335,15 +336,16 @@ trait UseKernel {
     fn run<A: Sync>(self, xs: &[&[A]], kernel: TileFn<A>, tile: usize);
 }
 
-/// Hands `then` the kernel of `ty` on `isa` for `m` activation rows, with the activations `x`
-/// (`[m, cols]` f32, `cols` whole blocks of `ty`) quantized or rounded as that kernel reads them.
+/// Hands `then` the kernel of `ty` on `isa` for `m` activation rows and a weight matrix of
+/// `rows × cols`, with the activations `x` (`[m, cols]` f32, `cols` whole blocks of `ty`)
+/// quantized or rounded as that kernel reads them.
 /// The only place the kernels are looked up: it checks that this CPU runs `isa`, which the SIMD
 /// kernels' `unsafe` calls rely on.
 fn with_kernel(
     ty: GgmlType,
     isa: Isa,
     x: &[f32],
-    cols: usize,
+    (rows, cols): (usize, usize),
     m: usize,
     then: impl UseKernel,
 ) -> Result<(), KernelError> {
@@ -352,25 +354,34 @@ fn with_kernel(
     }
     let unsupported = || KernelError::UnsupportedType { ty };
     match kernel_family(ty).ok_or_else(unsupported)? {
+        Family::Float if matches!(ty, GgmlType::F32 | GgmlType::F16) => {
+            // ggml's order (float.rs): llamafile's tinyBLAS takes two or more activation rows
+            // when the length is whole 16-lane steps and the weight rows come in fours
+            // (`llamafile_sgemm`: `n < 2`, `k % KN`, `m % 4` decline); `vec_dot_f32/f16`
+            // otherwise. F16 weights meet the activations rounded to f16 (ggml converts them to
+            // F16, its `vec_dot_type`, before either), F32 weights the activations as they are.
+            let tiny = m >= 2 && cols.is_multiple_of(16) && rows.is_multiple_of(4);
+            let kernel = float::ggml_tile_fn(ty, isa, tiny).ok_or_else(unsupported)?;
+            let rounded: Option<Vec<f32>> = (ty == GgmlType::F16).then(|| {
+                x.par_iter()
+                    .map(|&v| half::f16::from_f32(v).to_f32())
+                    .collect()
+            });
+            let x = rounded.as_deref().unwrap_or(x);
+            let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
+            then.run(&rows, kernel, TILE);
+        }
         Family::Float => {
             let kernel = float::tile_fn(ty, isa).ok_or_else(unsupported)?;
             // BF16 weights: as ggml's CPU backend, which converts the activations to BF16 (its
             // `vec_dot_type`) before the dot product, round them the same way (to nearest even),
-            // then multiply in f32 (the BF16 products are exact in f32). With this the synthetic
-            // BF16 model's logits are llama.cpp's bit for bit. F16 weights keep f32 activations:
-            // rounding them to f16 as well brought the synthetic F16 model closer to llama.cpp
-            // (1e-3 -> 4e-4) but stories260K's F16 export further (6.4e-3 -> 8.1e-3), so which
-            // path ggml takes there is not settled.
-            let rounded: Option<Vec<f32>> = match ty {
-                GgmlType::BF16 => Some(
-                    x.par_iter()
-                        .map(|&v| half::bf16::from_f32(v).to_f32())
-                        .collect(),
-                ),
-                _ => None,
-            };
-            let x = rounded.as_deref().unwrap_or(x);
-            let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
+            // then multiply in f32 (the BF16 products are exact in f32), summed in an order of
+            // this crate's (ggml's `vec_dot_bf16` uses AVX-512 BF16 where the CPU has it).
+            let rounded: Vec<f32> = x
+                .par_iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            let rows: Vec<&[f32]> = rounded.chunks_exact(cols).collect();
             then.run(&rows, kernel, TILE);
         }
         Family::X32 if !follows_ggml_vec_dot(ty, m, isa) => {
@@ -455,7 +466,7 @@ pub fn run_tile_kernel(
             kernel(self.w, self.row_bytes, xs, self.out);
         }
     }
-    with_kernel(ty, isa, x, x_cols, m, Once { w, row_bytes, out })?;
+    with_kernel(ty, isa, x, (y_rows, x_cols), m, Once { w, row_bytes, out })?;
     Ok(y)
 }
 
@@ -508,12 +519,31 @@ pub(crate) fn check_tile<A>(
     n_rows
 }
 
+/// ggml's `vec_dot_q8_0_q8_0` of every Q8_0 row of `w` (rows of `row_bytes`) with every activation
+/// row of `xs` (quantized by [`quantize_act::quantize_blocks`]): `y[i · rows + r]` for weight row
+/// `r` and activation row `i`, on this thread (the attention's scores over a q8_0 key cache).
+pub(crate) fn q8_0_dot_rows(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], y: &mut [f32]) {
+    assert!(row_bytes > 0 && w.len().is_multiple_of(row_bytes));
+    let rows = w.len() / row_bytes;
+    assert_eq!(y.len(), rows * xs.len(), "q8_0_dot_rows: y is [xs, rows]");
+    // `detect` gives an instruction set this CPU runs, which the kernel's `unsafe` relies on.
+    let kernel = legacy::tile_fn(GgmlType::Q8_0, Isa::detect()).expect("a Q8_0 kernel");
+    for (t, xs) in xs.chunks(TILE).enumerate() {
+        // SAFETY: (r, i) -> y[(t · TILE + i) · rows + r] for r < rows, i < xs.len() stays in y
+        // (y has rows · (all activation rows) elements, asserted above), which is borrowed
+        // mutably for as long as the `Out` lives (this kernel call).
+        let out = unsafe { Out::new(y.as_mut_ptr().add(t * TILE * rows), rows, xs.len(), rows) };
+        kernel(w, row_bytes, xs, out);
+    }
+}
+
 /// Whether [`qmatmul_with_isa`] on `m` activation rows of a 32-element format (Q4_0 .. Q8_0)
 /// computes in ggml's order of float operations, giving `ggml_vec_dot_<fmt>_q8_<0|1>`'s results
 /// bit for bit (`legacy.rs`). True for decoding (`m == 1`) and for prefill tiles (llama.cpp's
 /// tinyBLAS sums Q8_0 in the same order) except Q4_0's, which take the faster interleaved kernel
 /// (`interleaved.rs`; llama.cpp repacks Q4_0 and sums it in another order). False for the other
-/// formats (the K-quants and float weights sum in orders of their own).
+/// formats (F32 and F16 weights follow ggml's order too, see float.rs; the K-quants and BF16 sum
+/// in orders of their own).
 pub fn follows_ggml_vec_dot(ty: GgmlType, m: usize, isa: Isa) -> bool {
     matches!(kernel_family(ty), Some(Family::X32))
         && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())

@@ -194,10 +194,13 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
             g.qs[e / 4][4 * k + e % 4] = v;
         }
         let sum: i32 = q.iter().map(|&q| q as i32).sum();
-        // As ggml's block_q8_0 / block_q8_1: the quantized values come from the f32 scale, and
-        // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
+        // As ggml's block_q8_0: the quantized values come from the f32 scale, which is stored
+        // as f16 (`GGML_FP32_TO_FP16(d)`). The block sum is the f16 scale times the integer sum
+        // in f32: only Q4_0 reads it (its -8 offset), and ggml's Q4_0 products never round it
+        // to f16 (an f16 sum overflowed to infinity once a block's largest activation passed
+        // about 2048).
         g.d[k] = half::f16::from_f32(d).to_f32();
-        g.s[k] = half::f16::from_f32(d * sum as f32).to_f32();
+        g.s[k] = g.d[k] * sum as f32;
     }
 }
 
@@ -211,6 +214,25 @@ fn quantize_row_blocks(x: &[f32], out: &mut [ActQ8Block]) {
         // the scale and the block sum are stored as f16 (`GGML_FP32_TO_FP16(d)`, `(sum * d)`).
         b.d = half::f16::from_f32(d).to_f32();
         b.s = half::f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// `x` (a multiple of 32 long) as ggml's `block_q8_0`s (`x.len() / 32 · 34` bytes into `out`: the
+/// f16 scale, little-endian, then 32 `i8`), quantized as ggml's `quantize_row_q8_0` (its
+/// `from_float`, which also writes a q8_0 KV cache) and [`quantize_blocks`] do.
+pub(crate) fn quantize_q8_0_bytes(x: &[f32], out: &mut [u8]) {
+    assert!(x.len().is_multiple_of(32) && out.len() == x.len() / 32 * 34);
+    let mut b = ActQ8Block {
+        qs: [0; 32],
+        d: 0.0,
+        s: 0.0,
+    };
+    for (x, out) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
+        quantize_row_blocks(x, std::slice::from_mut(&mut b));
+        out[..2].copy_from_slice(&half::f16::from_f32(b.d).to_le_bytes());
+        for (o, &q) in out[2..].iter_mut().zip(&b.qs) {
+            *o = q as u8;
+        }
     }
 }
 
@@ -273,7 +295,7 @@ pub(super) fn quantize_x32(x: &[f32], cols: usize) -> Vec<ActQ8x32> {
 
 /// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`, `cols` a multiple of 32) to
 /// blocks of 32 in element order, rows in parallel.
-pub(super) fn quantize_blocks(x: &[f32], cols: usize) -> Vec<ActQ8Block> {
+pub(crate) fn quantize_blocks(x: &[f32], cols: usize) -> Vec<ActQ8Block> {
     const EMPTY: ActQ8Block = ActQ8Block {
         qs: [0; 32],
         d: 0.0,

@@ -7,6 +7,8 @@
 //! eight a subnormal (to exercise the kernels' f16 decoding of those).
 #![allow(dead_code)]
 
+pub mod cpu_bound;
+
 use std::mem::offset_of;
 
 use gguf_importer::quants::{
@@ -178,12 +180,27 @@ pub fn expected(ty: GgmlType, rows: usize, cols: usize, w: &[u8], x: &[f32], m: 
 
 /// Asserts every output of `got` within its bound of `want`, naming the case and the output.
 pub fn assert_close(case: &str, got: &[f32], want: &Expected) {
-    assert_eq!(got.len(), want.y.len(), "{case}: output length");
+    if let Err(e) = check_close(case, got, want) {
+        panic!("{e}");
+    }
+}
+
+/// [`assert_close`] as a `Result`: the first output outside its bound (or a length mismatch).
+pub fn check_close(case: &str, got: &[f32], want: &Expected) -> Result<(), String> {
+    if got.len() != want.y.len() {
+        return Err(format!(
+            "{case}: output length {} != {}",
+            got.len(),
+            want.y.len()
+        ));
+    }
     for (i, (&g, (&y, &t))) in got.iter().zip(want.y.iter().zip(&want.tol)).enumerate() {
         let err = (g as f64 - y).abs();
-        assert!(
-            err <= t,
-            "{case}: y[{i}] = {g}, reference {y}, error {err:e} > bound {t:e}"
-        );
+        if err.is_nan() || err > t {
+            return Err(format!(
+                "{case}: y[{i}] = {g}, reference {y}, error {err:e} > bound {t:e}"
+            ));
+        }
     }
+    Ok(())
 }
