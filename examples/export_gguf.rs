@@ -1,5 +1,5 @@
 //! Loads a GGUF model and saves it as a GGUF file of another type with `Llama::save_gguf`
-//! (matrices F32, F16 or Q8_0; norms, biases and RoPE factors F32), for llama.cpp to load.
+//! (matrices F32, F16, Q8_0 or Q4_0; norms, biases and RoPE factors F32), for llama.cpp to load.
 //!
 //! ```text
 //! cargo run --release --example export_gguf -- --model FILE.gguf --out OUT.gguf --type q8_0
@@ -17,7 +17,7 @@ use gguf_llama::model::export::ExportType;
 use gguf_llama::model::{Llama, Weights};
 
 #[derive(Parser)]
-#[command(about = "Save a GGUF model as a GGUF file of type F32, F16 or Q8_0")]
+#[command(about = "Save a GGUF model as a GGUF file of type F32, F16, Q8_0 or Q4_0")]
 struct Args {
     /// The source GGUF file.
     #[arg(long)]
@@ -25,7 +25,7 @@ struct Args {
     /// Where to write the export (replaced if it exists).
     #[arg(long)]
     out: PathBuf,
-    /// f32, f16 or q8_0.
+    /// f32, f16, q8_0 or q4_0.
     #[arg(long = "type", default_value = "f16")]
     ty: ExportType,
     /// flex, ndarray or wgpu.

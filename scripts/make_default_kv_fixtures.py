@@ -19,12 +19,14 @@ tests write the same file with this project's exporter (`ExportType::Q8_0`, byte
 llama.cpp's quantizer) and check it against the sha256 of the tensor data recorded here. Chat prompts are rendered with the file's Jinja
 template as llama-cpp-python's chat completion renders it (make_llama_fixtures.render_chat).
 
-SmolLM2-135M-Instruct F16 is llama.cpp's F16 conversion of the same F32 weights
-(`llama_model_quantize`, `LLAMA_FTYPE_MOSTLY_F16`), written next to the Q8_0 file when missing;
-the tests write it with `ExportType::F16` and check it the same way. `smollm2-q4_1-kq8`: the Q4_1
+SmolLM2-135M-Instruct F16 and Q4_0 are llama.cpp's conversions of the same F32 weights
+(`llama_model_quantize`, `LLAMA_FTYPE_MOSTLY_F16` / `_Q4_0`), written next to the Q8_0 file when
+missing; the tests write them with `ExportType::F16` / `ExportType::Q4_0` and check them the same
+way. `smollm2-q4_1-kq8`: the Q4_1
 file with llama.cpp's `--cache-type-k q8_0` (values f16, flash attention off, as its default).
 
-    python3 scripts/make_default_kv_fixtures.py [--only stories|smollm2|smollm2-q8_0|smollm2-f16|smollm2-kq8]
+    python3 scripts/make_default_kv_fixtures.py \
+        [--only stories|smollm2|smollm2-q8_0|smollm2-f16|smollm2-q4_0|smollm2-kq8]
 """
 
 from __future__ import annotations
@@ -190,11 +192,14 @@ def tensor_data_sha256(path) -> str:
 
 SMOL_Q8_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf"
 SMOL_F16 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.F16.gguf"
+SMOL_Q4_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q4_0.gguf"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-f16", "smollm2-kq8"])
+    ap.add_argument(
+        "--only", choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-f16", "smollm2-q4_0", "smollm2-kq8"]
+    )
     args = ap.parse_args()
     fc.quiet_llama()
     doc = fc.read_json(OUT) if OUT.exists() else {}
@@ -229,18 +234,23 @@ def main() -> int:
 
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
         run_model("smollm2-q4_1-kq8", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc, llama_cpp.GGML_TYPE_Q8_0)
-    if args.only in (None, "smollm2-f16"):
-        if not SMOL_F16.exists():
+    for key, path, ftype in [
+        ("smollm2-f16", SMOL_F16, "LLAMA_FTYPE_MOSTLY_F16"),
+        ("smollm2-q4_0", SMOL_Q4_0, "LLAMA_FTYPE_MOSTLY_Q4_0"),
+    ]:
+        if args.only not in (None, key):
+            continue
+        if not path.exists():
             import make_bench_models as mbm
 
             if not mbm.SMOLLM2_F32.exists():
                 raise SystemExit(f"{mbm.SMOLLM2_F32} not found; scripts/make_bench_models.py writes it")
-            mbm.quantize(mbm.SMOLLM2_F32, SMOL_F16, "LLAMA_FTYPE_MOSTLY_F16")
+            mbm.quantize(mbm.SMOLLM2_F32, path, ftype)
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
-        run_model("smollm2-f16", SMOL_F16, cases, SMOL_N_GEN, doc)
-        doc["models"]["smollm2-f16"]["tensor_data_sha256"] = tensor_data_sha256(SMOL_F16)
-        doc["models"]["smollm2-f16"]["source"] = (
-            "llama_model_quantize(F16) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
+        run_model(key, path, cases, SMOL_N_GEN, doc)
+        doc["models"][key]["tensor_data_sha256"] = tensor_data_sha256(path)
+        doc["models"][key]["source"] = (
+            f"llama_model_quantize({ftype}) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
         )
     fc.write_json(OUT, doc)
     return 0

@@ -1,10 +1,10 @@
-"""Writes quantization fixtures: random f32 rows and their F16, BF16 and Q8_0 bytes as gguf-py's
+"""Writes quantization fixtures: random f32 rows and their F16, BF16, Q8_0 and Q4_0 bytes as gguf-py's
 numpy quantizer (`gguf.quants.quantize`, independent of llama.cpp's C code) writes them.
 
     tests/fixtures/quants/quantize/input.npy   float32 [16, 256]: rows of normal values at
                                                several scales, plus the edge cases below
     tests/fixtures/quants/quantize/{TYPE}.bin  gguf.quants.quantize(input, TYPE).tobytes()
-                                               for TYPE in F16, BF16, Q8_0 (the tensor's bytes
+                                               for TYPE in F16, BF16, Q8_0, Q4_0 (the tensor's bytes
                                                in the file's block layout)
     tests/fixtures/quants/quantize/manifest.json  shapes, byte counts, seed, versions
 
@@ -28,7 +28,7 @@ import fixture_common as fc  # noqa: E402
 
 SEED = 20261123
 ROWS, COLS = 16, 256
-TYPES = ["F16", "BF16", "Q8_0"]
+TYPES = ["F16", "BF16", "Q8_0", "Q4_0"]
 OUT_DIR = fc.QUANT_DIR / "quantize"
 
 

@@ -377,10 +377,10 @@ fn bad_values_of_other_flags() {
     );
     assert_invalid_value(
         "export_gguf",
-        &with(required("export_gguf", MODEL), &["--type", "q4_0"]),
+        &with(required("export_gguf", MODEL), &["--type", "q4_1"]),
         "--type",
-        "q4_0",
-        "unknown export type \"q4_0\": f32, f16 or q8_0",
+        "q4_1",
+        "unknown export type \"q4_1\": f32, f16, q8_0 or q4_0",
     );
     let unwritable = format!("{}/out.gguf", MISSING);
     assert_error(

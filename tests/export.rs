@@ -55,6 +55,7 @@ fn type_key(ty: ExportType) -> &'static str {
         ExportType::F32 => "f32",
         ExportType::F16 => "f16",
         ExportType::Q8_0 => "q8_0",
+        ExportType::Q4_0 => "q4_0",
     }
 }
 
@@ -80,10 +81,12 @@ fn metadata_is_the_sources_with_the_exports_file_type() {
         for ty in TYPES {
             let exported = open(&export("metadata", model, ty));
             let (src, out) = (source.metadata(), exported.metadata());
-            // llama.cpp's llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7 (llama.h).
+            // llama.cpp's llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q4_0 = 2,
+            // MOSTLY_Q8_0 = 7 (llama.h).
             let want_file_type = match ty {
                 ExportType::F32 => 0,
                 ExportType::F16 => 1,
+                ExportType::Q4_0 => 2,
                 ExportType::Q8_0 => 7,
             };
             assert_eq!(

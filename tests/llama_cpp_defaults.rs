@@ -188,6 +188,19 @@ fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
     check_cpu_devices(&path, "smollm2-q8_0");
 }
 
+/// SmolLM2 in Q4_0 (our export, llama.cpp's file: Q4_0 matrices, the tied embedding Q8_0) runs
+/// as llama.cpp runs it: its Q4_0 matrices (rows in eights) in the order of its repacked kernels
+/// (`ggml_gemv/gemm_q4_0_8x8_q8_0`), decoding and prefill.
+#[test]
+fn smollm2_q4_0_default_cache_bit_for_bit_on_cpu_devices() {
+    use gguf_llama::model::export::ExportType;
+    let name = "SmolLM2-135M-Instruct.Q4_0.gguf";
+    let Some(path) = smollm2_exported_as(ExportType::Q4_0, "smollm2-q4_0", name) else {
+        return;
+    };
+    check_cpu_devices(&path, "smollm2-q4_0");
+}
+
 /// SmolLM2 in F16 (our export, llama.cpp's file) runs as llama.cpp runs it: the activations
 /// rounded to f16, `vec_dot_f16` for one row, tinyBLAS for several.
 #[test]

@@ -2,7 +2,7 @@
 //! quantize → dequantize round trip within each format's error bound.
 //!
 //! Fixtures: tests/fixtures/quants/quantize/, written by scripts/make_quantize_fixtures.py with
-//! `gguf.quants.quantize` (gguf-py 0.19.0): `input.npy` (f32 [16, 256]) and `{F16,BF16,Q8_0}.bin`
+//! `gguf.quants.quantize` (gguf-py 0.19.0): `input.npy` (f32 [16, 256]) and `{F16,BF16,Q8_0,Q4_0}.bin`
 //! (the quantized bytes).
 
 use std::path::PathBuf;
@@ -72,6 +72,14 @@ fn bf16_matches_gguf_py() {
 #[test]
 fn q8_0_matches_gguf_py() {
     assert_matches_gguf_py(GgmlType::Q8_0);
+}
+
+/// Q4_0 as ggml's `quantize_row_q4_0_ref` (gguf-py's numpy port of it): the scale from the element
+/// of the largest magnitude with its sign, `d = max / -8`, truncation of `x/d + 8.5` capped at 15.
+/// (tests/llama_cpp_defaults.rs also checks SmolLM2's Q4_0 export against llama.cpp's own file.)
+#[test]
+fn q4_0_matches_gguf_py() {
+    assert_matches_gguf_py(GgmlType::Q4_0);
 }
 
 /// F32 is the values' little-endian bytes (the GGUF definition of an F32 tensor).

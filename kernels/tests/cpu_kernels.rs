@@ -456,6 +456,45 @@ fn q4_0_prefill_with_large_activations_stays_finite() {
     }
 }
 
+/// The kernels that follow one of ggml's orders (Q4_0 in the repacked kernels' order, F32 and F16
+/// in `vec_dot_f32/f16`'s and tinyBLAS's) give the same bits on every instruction set as the
+/// portable code that defines the order: decoding and prefill, rows in eights and not (the
+/// eight-row SIMD groups and their scalar remainder), lengths with and without a tail past the
+/// last whole 64 (or 8-block group).
+#[test]
+fn ggml_order_kernels_agree_across_instruction_sets() {
+    let mut rng = Rng(11);
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_0, 64, 96),
+        (GgmlType::Q4_0, 136, 512),
+        (GgmlType::F16, 8, 80),
+        (GgmlType::F16, 12, 2048),
+        (GgmlType::F32, 8, 80),
+        (GgmlType::F32, 12, 2048),
+    ] {
+        let w = random_weights(ty, rows, cols, &mut rng);
+        let w = QMatrix::new(ty, rows, cols, &w).unwrap();
+        for m in [1, 3, 13] {
+            let x = rng.vec_f32(m * cols, -1.0, 1.0);
+            let mut want = vec![0f32; m * rows];
+            qmatmul_with_isa(&w, &x, m, &mut want, Isa::Scalar).unwrap();
+            for isa in Isa::available() {
+                let mut y = vec![0f32; m * rows];
+                qmatmul_with_isa(&w, &x, m, &mut y, isa).unwrap();
+                for (e, (g, w)) in y.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{} {rows}x{cols} m={m} {}: y[{e}] = {g:e}, scalar {w:e}",
+                        ty.name(),
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn nan_activations_propagate() {
     let mut rng = Rng(5);

@@ -6,21 +6,24 @@
 //!
 //! | tensor                                   | written as                                   |
 //! |------------------------------------------|----------------------------------------------|
-//! | `token_embd.weight`                      | the [`ExportType`]                           |
+//! | `token_embd.weight`                      | the [`ExportType`] (Q8_0 for Q4_0, see below) |
 //! | `blk.{i}.attn_{q,k,v,output}.weight`     | the [`ExportType`]                           |
 //! | `blk.{i}.ffn_{gate,up,down}.weight`      | the [`ExportType`]                           |
-//! | `output.weight` (absent when tied)       | the [`ExportType`]                           |
+//! | `output.weight` (absent when tied)       | the [`ExportType`] (Q8_0 for Q4_0, see below) |
 //! | `….bias`, `*_norm.weight`, `rope_freqs.weight` | F32 (llama.cpp's quantizer keeps 1-D tensors F32) |
 //!
 //! A model loaded from a fused `attn_qkv` file is written with separate `attn_q`, `attn_k` and
-//! `attn_v` (llama.cpp loads either). With [`ExportType::Q8_0`], a matrix whose rows are not a
-//! whole number of 32-element blocks is written F16, as llama.cpp's quantizer does
-//! (`tensor_type_fallback`).
+//! `attn_v` (llama.cpp loads either). With [`ExportType::Q8_0`] or [`ExportType::Q4_0`], a matrix
+//! whose rows are not a whole number of 32-element blocks is written F16, as llama.cpp's
+//! quantizer does (`tensor_type_fallback`). With [`ExportType::Q4_0`] the token embedding and the
+//! output matrix are written Q8_0: llama.cpp writes them Q6_K, or Q8_0 when their rows are not a
+//! whole number of 256-element blocks (SmolLM2's 576, for which the file is llama.cpp's byte for
+//! byte); this exporter does not write Q6_K.
 //!
 //! Where the weights come from: dense parameters are read back from the device as f32;
 //! quantized ones ([`QWeight`]) as their file bytes, dequantized with the importer, then
-//! quantized to the export type with [`gguf_importer::quants::quantize`]. A Q8_0 matrix exported
-//! as Q8_0 is copied byte for byte (requantizing Q8_0 data gives the same bytes: the block's
+//! quantized to the export type with [`gguf_importer::quants::quantize`]. A matrix already in its
+//! target type is copied byte for byte (for Q8_0 that is also what requantizing gives: the block's
 //! largest value is `±127·d` exactly, so the new scale is `d` again and every `q` comes back).
 //!
 //! The metadata is the source file's, every key in its order (architecture, hyper-parameters,
@@ -50,6 +53,8 @@ pub enum ExportType {
     F16,
     /// Matrices Q8_0 (`LLAMA_FTYPE_MOSTLY_Q8_0`).
     Q8_0,
+    /// Matrices Q4_0 (`LLAMA_FTYPE_MOSTLY_Q4_0`), the token embedding and output Q8_0.
+    Q4_0,
 }
 
 impl ExportType {
@@ -59,6 +64,7 @@ impl ExportType {
             ExportType::F32 => GgmlType::F32,
             ExportType::F16 => GgmlType::F16,
             ExportType::Q8_0 => GgmlType::Q8_0,
+            ExportType::Q4_0 => GgmlType::Q4_0,
         }
     }
 
@@ -68,11 +74,12 @@ impl ExportType {
             ExportType::F32 => 0,
             ExportType::F16 => 1,
             ExportType::Q8_0 => 7,
+            ExportType::Q4_0 => 2,
         }
     }
 
     /// The type a matrix with rows of `row_len` is written in: the export type, or F16 where
-    /// Q8_0 blocks do not fit the rows (as llama.cpp's quantizer falls back).
+    /// its blocks do not fit the rows (as llama.cpp's quantizer falls back).
     pub fn matrix_type(self, row_len: usize) -> GgmlType {
         let ty = self.ggml_type();
         if row_len.is_multiple_of(ty.block_size()) {
@@ -81,18 +88,31 @@ impl ExportType {
             GgmlType::F16
         }
     }
+
+    /// The type the token embedding and the output matrix (rows of `row_len`) are written in:
+    /// Q8_0 for [`ExportType::Q4_0`] (see the module documentation), else as
+    /// [`ExportType::matrix_type`].
+    pub fn embedding_type(self, row_len: usize) -> GgmlType {
+        match self {
+            ExportType::Q4_0 => ExportType::Q8_0.matrix_type(row_len),
+            ty => ty.matrix_type(row_len),
+        }
+    }
 }
 
 impl std::str::FromStr for ExportType {
     type Err = String;
 
-    /// `f32`, `f16` or `q8_0` (any case).
+    /// `f32`, `f16`, `q8_0` or `q4_0` (any case).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(ExportType::F32),
             "f16" => Ok(ExportType::F16),
             "q8_0" => Ok(ExportType::Q8_0),
-            other => Err(format!("unknown export type {other:?}: f32, f16 or q8_0")),
+            "q4_0" => Ok(ExportType::Q4_0),
+            other => Err(format!(
+                "unknown export type {other:?}: f32, f16, q8_0 or q4_0"
+            )),
         }
     }
 }
@@ -187,8 +207,14 @@ impl Llama {
 
         let embd = self.token_embedding();
         let (shape, (embd_ty, data)) = match (embd.dense(), embd.quantized_weight()) {
-            (_, Some(q)) => ([q.rows(), q.cols()], quantized_matrix(TOKEN_EMBD, q, ty)?),
-            (Some(t), None) => (t.dims(), dense_matrix(TOKEN_EMBD, t, ty)?), // [n_vocab, n_embd]
+            (_, Some(q)) => (
+                [q.rows(), q.cols()],
+                quantized_matrix(TOKEN_EMBD, q, ty.embedding_type(q.cols()))?,
+            ),
+            (Some(t), None) => {
+                let target = ty.embedding_type(t.dims()[1]);
+                (t.dims(), dense_matrix(TOKEN_EMBD, t, target)?) // [n_vocab, n_embd]
+            }
             (None, None) => {
                 return Err(ExportError::Readback {
                     tensor: TOKEN_EMBD.into(),
@@ -217,7 +243,9 @@ impl Llama {
                 attn.into_iter()
                     .zip(["attn_q", "attn_k", "attn_v", "attn_output"])
             {
-                for (n, shape, t, data) in linear_tensors(&name(stem), linear, ty)? {
+                for (n, shape, t, data) in
+                    linear_tensors(&name(stem), linear, |c| ty.matrix_type(c))?
+                {
                     add(&n, &shape, t, data)?;
                 }
             }
@@ -226,7 +254,9 @@ impl Llama {
             add(&norm, &[values.len()], GgmlType::F32, f32_bytes(&values))?;
             let ffn = block.feed_forward().linears();
             for (linear, stem) in ffn.into_iter().zip(["ffn_gate", "ffn_up", "ffn_down"]) {
-                for (n, shape, t, data) in linear_tensors(&name(stem), linear, ty)? {
+                for (n, shape, t, data) in
+                    linear_tensors(&name(stem), linear, |c| ty.matrix_type(c))?
+                {
                     add(&n, &shape, t, data)?;
                 }
             }
@@ -241,7 +271,7 @@ impl Llama {
         )?;
         if let Some(output) = self.output() {
             let stem = OUTPUT.strip_suffix(".weight").unwrap_or(OUTPUT);
-            for (n, shape, t, data) in linear_tensors(stem, output, ty)? {
+            for (n, shape, t, data) in linear_tensors(stem, output, |c| ty.embedding_type(c))? {
                 add(&n, &shape, t, data)?;
             }
         }
@@ -301,20 +331,23 @@ fn check_metadata(config: &LlamaConfig, metadata: &Metadata) -> Result<(), Expor
 /// One tensor to write: name, row-major shape, type, bytes.
 type TensorOut = (String, Vec<usize>, GgmlType, Vec<u8>);
 
-/// `{stem}.weight` in the export type and `{stem}.bias` F32, if any.
+/// `{stem}.weight` in the type `target` gives for its row length, and `{stem}.bias` F32, if any.
 fn linear_tensors(
     stem: &str,
     linear: &Linear,
-    ty: ExportType,
+    target: impl Fn(usize) -> GgmlType,
 ) -> Result<Vec<TensorOut>, ExportError> {
     let weight_name = format!("{stem}.weight");
     let mut out = Vec::with_capacity(2);
     let (shape, (wty, data)) = match (linear.dense_weight(), linear.quantized_weight()) {
         (_, Some(q)) => (
             vec![q.rows(), q.cols()],
-            quantized_matrix(&weight_name, q, ty)?,
+            quantized_matrix(&weight_name, q, target(q.cols()))?,
         ),
-        (Some(t), None) => (t.dims().to_vec(), dense_matrix(&weight_name, t, ty)?),
+        (Some(t), None) => {
+            let target = target(t.dims()[1]);
+            (t.dims().to_vec(), dense_matrix(&weight_name, t, target)?)
+        }
         (None, None) => {
             return Err(ExportError::Readback {
                 tensor: weight_name,
@@ -331,23 +364,23 @@ fn linear_tensors(
     Ok(out)
 }
 
-/// A dense f32 matrix `[rows, cols]` in the export type.
+/// A dense f32 matrix `[rows, cols]` as `target`.
 fn dense_matrix(
     name: &str,
     t: Tensor<2>,
-    ty: ExportType,
+    target: GgmlType,
 ) -> Result<(GgmlType, Vec<u8>), ExportError> {
     let [_, cols] = t.dims();
     let values = read_f32(name, t)?; // [rows · cols], row-major
-    convert(name, &values, cols, ty)
+    convert(name, &values, cols, target)
 }
 
-/// A quantized matrix in the export type: Q8_0 to Q8_0 copied, anything else dequantized and
+/// A quantized matrix as `target`: Q8_0 to Q8_0 copied, anything else dequantized and
 /// converted.
 fn quantized_matrix(
     name: &str,
     q: &QWeight,
-    ty: ExportType,
+    target: GgmlType,
 ) -> Result<(GgmlType, Vec<u8>), ExportError> {
     let words = q
         .words()
@@ -369,7 +402,6 @@ fn quantized_matrix(
         });
     }
     let bytes = words_as_bytes(&words, q.file_bytes());
-    let target = ty.matrix_type(q.cols());
     if q.ty() == target {
         return Ok((target, bytes.into_owned()));
     }
@@ -380,17 +412,16 @@ fn quantized_matrix(
             source,
         }
     })?;
-    convert(name, &values, q.cols(), ty)
+    convert(name, &values, q.cols(), target)
 }
 
-/// Row-major f32 values with rows of `cols` in the export type.
+/// Row-major f32 values with rows of `cols` as `target`.
 fn convert(
     name: &str,
     values: &[f32],
     cols: usize,
-    ty: ExportType,
+    target: GgmlType,
 ) -> Result<(GgmlType, Vec<u8>), ExportError> {
-    let target = ty.matrix_type(cols);
     let data = quantize(target, cols, values).map_err(|source| ExportError::Quantize {
         tensor: name.to_string(),
         source,

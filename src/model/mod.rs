@@ -26,7 +26,7 @@
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
 //! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
-//! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16 or Q8_0.
+//! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16, Q8_0 or Q4_0.
 //! - [`lora`]: LoRA adapters on the projections ([`Llama::with_lora`], [`Llama::merge_lora`])
 //!   for fine-tuning on the frozen (quantized) base.
 //!

@@ -1,4 +1,4 @@
-//! Quantization: f32 rows to the bytes of a GGUF tensor of type F32, F16, BF16 or Q8_0.
+//! Quantization: f32 rows to the bytes of a GGUF tensor of type F32, F16, BF16, Q4_0 or Q8_0.
 //!
 //! Each format follows ggml's reference conversion, so the bytes equal llama.cpp's (and gguf-py's
 //! numpy quantizer's) for the same input:
@@ -11,6 +11,10 @@
 //! - Q8_0: per block of 32, `d = max|x| / 127`, `q = round(x / d)` computed as `x · (1/d)` and
 //!   rounded half away from zero (C's `roundf`), `d` stored as F16 (ggml's
 //!   `quantize_row_q8_0_ref`). An all-zero block has `d = 0` and `q = 0`.
+//! - Q4_0: per block of 32, `max` = the element of largest magnitude (the first of equals),
+//!   `d = max / -8`, `q = min(15, trunc(x · (1/d) + 8.5))`, `d` stored as F16, elements `j` and
+//!   `j + 16` in the low and high nibbles of byte `j` (ggml's `quantize_row_q4_0_ref`, what
+//!   llama.cpp's quantizer runs without an importance matrix).
 //!
 //! A tensor is quantized row by row: `row_len` (ggml's `ne[0]`) must be a whole number of blocks,
 //! and the data a whole number of rows. Q8_0 refuses non-finite input: one NaN or inf would make
@@ -18,14 +22,14 @@
 
 use rayon::prelude::*;
 
-use super::{BlockQ8_0, F16};
+use super::{BlockQ4_0, BlockQ8_0, F16};
 use crate::types::GgmlType;
 
 /// Why data could not be quantized.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QuantizeError {
-    /// A type this module does not quantize to (only F32, F16, BF16 and Q8_0 are).
-    #[error("quantizing to {type_name} is not supported (F32, F16, BF16 and Q8_0 are)")]
+    /// A type this module does not quantize to (only F32, F16, BF16, Q4_0 and Q8_0 are).
+    #[error("quantizing to {type_name} is not supported (F32, F16, BF16, Q4_0 and Q8_0 are)")]
     UnsupportedType { type_name: &'static str },
 
     /// The row length is not a whole number of the type's blocks.
@@ -70,6 +74,14 @@ pub fn quantize(ty: GgmlType, row_len: usize, data: &[f32]) -> Result<Vec<u8>, Q
                 GgmlType::F32 => f32_to_bytes(x, out),
                 GgmlType::F16 => f16_to_bytes(x, out),
                 GgmlType::BF16 => bf16_to_bytes(x, out),
+                GgmlType::Q4_0 => {
+                    let blocks: &mut [BlockQ4_0] = bytemuck::cast_slice_mut(out);
+                    quantize_q4_0(x, blocks).map_err(|i| QuantizeError::NonFinite {
+                        type_name: ty.name(),
+                        index: offset + i,
+                        value: x[i],
+                    })?
+                }
                 GgmlType::Q8_0 => {
                     let blocks: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(out);
                     quantize_q8_0(x, blocks).map_err(|i| QuantizeError::NonFinite {
@@ -93,7 +105,7 @@ pub fn quantize(ty: GgmlType, row_len: usize, data: &[f32]) -> Result<Vec<u8>, Q
 fn check(ty: GgmlType, row_len: usize, data: &[f32]) -> Result<(), QuantizeError> {
     if !matches!(
         ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_0 | GgmlType::Q8_0
     ) {
         return Err(QuantizeError::UnsupportedType {
             type_name: ty.name(),
@@ -148,6 +160,33 @@ pub fn f32_to_bf16(x: f32) -> u16 {
         return ((u >> 16) | 0x40) as u16;
     }
     ((u as u64 + 0x7fff + ((u >> 16) & 1) as u64) >> 16) as u16
+}
+
+/// Quantizes `x` (`blocks.len() · 32` values) into Q4_0 blocks as ggml's `quantize_row_q4_0_ref`;
+/// on a non-finite value, its index in `x`.
+pub fn quantize_q4_0(x: &[f32], blocks: &mut [BlockQ4_0]) -> Result<(), usize> {
+    for (b, (block, x)) in blocks.iter_mut().zip(x.chunks_exact(32)).enumerate() {
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(b * 32 + i);
+        }
+        // The first element of the largest magnitude, with its sign.
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        block.d = F16::from_f32(d);
+        // x · id is in [-8, 8] up to rounding: + 8.5 is positive, and `as u8` truncates it.
+        let q = |v: f32| ((v * id + 8.5) as u8).min(15);
+        for j in 0..16 {
+            block.qs[j] = q(x[j]) | (q(x[j + 16]) << 4);
+        }
+    }
+    Ok(())
 }
 
 /// Quantizes `x` (`blocks.len() · 32` values) into Q8_0 blocks; on a non-finite value, its index

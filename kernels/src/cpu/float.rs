@@ -291,10 +291,14 @@ unsafe fn ggml_body<E: GgmlFloat, L: Lanes16, const TINY: bool>(
     }
 }
 
-/// [`ggml_body`] compiled for AVX2, FMA and F16C.
+/// [`ggml_body`] for AVX2, FMA and F16C: F16 rows widened with `vcvtph2ps`, and tinyBLAS's
+/// chains (one accumulator per output element, so each alone waits on its multiply-adds'
+/// latency) run four activation rows at a time on one load of the weights, as tinyBLAS's tiles
+/// do. The same bits as [`ggml_body`].
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C.
+/// The CPU must have AVX2, FMA and F16C; the shapes were checked by the caller (`check_tile`,
+/// and `cols % 16 == 0` when `TINY`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ggml_avx2<E: GgmlFloat, const TINY: bool>(
@@ -303,7 +307,85 @@ unsafe fn ggml_avx2<E: GgmlFloat, const TINY: bool>(
     xs: &[&[f32]],
     out: &Out,
 ) {
-    ggml_body::<E, super::vec_dot::Avx2Fma, TINY>(w, row_bytes, xs, out)
+    use std::arch::x86_64::*;
+    type L = super::vec_dot::Avx2Fma;
+    let cols = row_bytes / E::BYTES;
+    let mut wide = vec![0f32; cols];
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        if E::VEC_DOT_F16 {
+            let whole = cols / 8 * 8;
+            let mut e = 0;
+            while e < whole {
+                // SAFETY: 8 f16 (16 bytes) at e · 2 + 16 ≤ row_bytes; 8 f32 into `wide`.
+                let h = _mm_loadu_si128(row.as_ptr().add(2 * e) as *const __m128i);
+                _mm256_storeu_ps(wide.as_mut_ptr().add(e), _mm256_cvtph_ps(h));
+                e += 8;
+            }
+            for (o, b) in wide[whole..]
+                .iter_mut()
+                .zip(row[2 * whole..].chunks_exact(2))
+            {
+                *o = E::get(b);
+            }
+        } else {
+            E::widen(row, &mut wide);
+        }
+        if !TINY {
+            for (i, x) in xs.iter().enumerate() {
+                let x = &x[..cols];
+                let v = match E::VEC_DOT_F16 {
+                    true => vec_dot_f16::<L>(&wide, x),
+                    false => vec_dot_f32::<L>(&wide, x),
+                };
+                out.set(r, i, v);
+            }
+            continue;
+        }
+        // tinyBLAS: up to four activation rows per pass over the weight row.
+        for (t, xs4) in xs.chunks(4).enumerate() {
+            let sums: &[f32] = match xs4.len() {
+                1 => &tiny_rows::<1>(&wide, xs4),
+                2 => &tiny_rows::<2>(&wide, xs4),
+                3 => &tiny_rows::<3>(&wide, xs4),
+                _ => &tiny_rows::<4>(&wide, xs4),
+            };
+            for (j, &v) in sums.iter().enumerate() {
+                out.set(r, 4 * t + j, v);
+            }
+        }
+    }
+}
+
+/// tinyBLAS's sums of the weight row `w` (a multiple of 16 long) with `N` activation rows, each
+/// one 16-lane accumulator (two registers) in order over the row, reduced; the weights loaded
+/// once for all `N`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; every `xs[j]` at least `w.len()` long.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tiny_rows<const N: usize>(w: &[f32], xs: &[&[f32]]) -> [f32; N] {
+    use std::arch::x86_64::*;
+    let cols = w.len() / 16 * 16;
+    let x: [&[f32]; N] = std::array::from_fn(|j| &xs[j][..cols]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut e = 0;
+    while e < cols {
+        // SAFETY: e + 16 ≤ cols ≤ the lengths of w and of every x[j].
+        let w0 = _mm256_loadu_ps(w.as_ptr().add(e));
+        let w1 = _mm256_loadu_ps(w.as_ptr().add(e + 8));
+        for j in 0..N {
+            acc[j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].as_ptr().add(e)), acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[j].as_ptr().add(e + 8)), acc[j][1]);
+        }
+        e += 16;
+    }
+    std::array::from_fn(|j| {
+        let mut lanes = [0f32; 16];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[j][0]);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[j][1]);
+        super::vec_dot::reduce16(&lanes)
+    })
 }
 
 /// The ggml-order kernel (see [`TileFn`]); `SIMD`: AVX2 with FMA and F16C, else portable code

@@ -23,10 +23,10 @@
 //! the definition; the AVX2 and AVX-512 ones (`legacy_x86.rs`) give the same bits, and
 //! kernels/tests/ggml_vec_dot.rs checks all of them against ggml's own results.
 //!
-//! Exceptions: Q4_0, and Q8_0 with AVX-512 VNNI, on tiles of several activation rows (prefill)
-//! take the interleaved kernel of `interleaved.rs`, faster there; llama.cpp multiplies them with
-//! kernels of other orders (repacked Q4_0, llamafile's tinyBLAS), so ggml's `ggml_vec_dot_*`
-//! order has no result to match ([`super::follows_ggml_vec_dot`] says which cases keep it).
+//! Exceptions: Q4_0 matrices of a multiple of 8 rows take the order of llama.cpp's repacked
+//! kernels (`repacked.rs`), as llama.cpp does; other Q4_0 matrices take the interleaved kernel of
+//! `interleaved.rs` on tiles of several activation rows (prefill), faster there
+//! ([`super::follows_ggml_vec_dot`] says which cases keep this order).
 
 use gguf_importer::quants::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, F16};
 use gguf_importer::GgmlType;

@@ -31,6 +31,7 @@ mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
 mod quantize_act;
+mod repacked;
 mod vec_dot;
 #[cfg(target_arch = "x86_64")]
 mod x86_util;
@@ -384,7 +385,14 @@ fn with_kernel(
             let rows: Vec<&[f32]> = rounded.chunks_exact(cols).collect();
             then.run(&rows, kernel, TILE);
         }
-        Family::X32 if !follows_ggml_vec_dot(ty, m, isa) => {
+        Family::X32 if follows_ggml_repack(ty, rows) => {
+            // Q4_0 in llama.cpp's repacked kernels' order (repacked.rs), decoding and prefill.
+            let kernel = repacked::tile_fn(isa);
+            let acts = quantize_act::quantize_blocks(x, cols);
+            let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
+            then.run(&rows, kernel, TILE);
+        }
+        Family::X32 if !follows_ggml_vec_dot(ty, rows, m, isa) => {
             // Q4_0 prefill: llama.cpp does not take `ggml_vec_dot_*`'s order there either (it
             // repacks Q4_0); the interleaved kernel is faster on tiles of several rows (see
             // interleaved.rs).
@@ -537,16 +545,25 @@ pub(crate) fn q8_0_dot_rows(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], y:
     }
 }
 
-/// Whether [`qmatmul_with_isa`] on `m` activation rows of a 32-element format (Q4_0 .. Q8_0)
-/// computes in ggml's order of float operations, giving `ggml_vec_dot_<fmt>_q8_<0|1>`'s results
-/// bit for bit (`legacy.rs`). True for decoding (`m == 1`) and for prefill tiles (llama.cpp's
-/// tinyBLAS sums Q8_0 in the same order) except Q4_0's, which take the faster interleaved kernel
-/// (`interleaved.rs`; llama.cpp repacks Q4_0 and sums it in another order). False for the other
-/// formats (F32 and F16 weights follow ggml's order too, see float.rs; the K-quants and BF16 sum
-/// in orders of their own).
-pub fn follows_ggml_vec_dot(ty: GgmlType, m: usize, isa: Isa) -> bool {
+/// Whether [`qmatmul_with_isa`] on `m` activation rows of a `rows × cols` matrix of a 32-element
+/// format (Q4_0 .. Q8_0) computes in the order of `ggml_vec_dot_<fmt>_q8_<0|1>`, giving its
+/// results bit for bit (`legacy.rs`). True for decoding (`m == 1`) and for prefill tiles
+/// (llama.cpp's tinyBLAS sums Q8_0 in the same order), except for Q4_0: with `rows % 8 == 0` it
+/// takes the order of llama.cpp's repacked Q4_0 kernels ([`follows_ggml_repack`]), otherwise its
+/// prefill takes the faster interleaved kernel (`interleaved.rs`). False for the other formats
+/// (F32 and F16 weights follow ggml's order too, see float.rs; the K-quants and BF16 sum in orders
+/// of their own).
+pub fn follows_ggml_vec_dot(ty: GgmlType, rows: usize, m: usize, isa: Isa) -> bool {
     matches!(kernel_family(ty), Some(Family::X32))
+        && !follows_ggml_repack(ty, rows)
         && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
+}
+
+/// Whether [`qmatmul_with_isa`] on a matrix of `ty` with `rows` rows sums in the order of
+/// llama.cpp's repacked kernels, as llama.cpp on x86 with AVX2 multiplies such a matrix
+/// (`repacked.rs`): Q4_0 with `rows % 8 == 0`, for any number of activation rows.
+pub fn follows_ggml_repack(ty: GgmlType, rows: usize) -> bool {
+    ty == GgmlType::Q4_0 && rows.is_multiple_of(8)
 }
 
 /// Weight rows per rayon task: 8 tasks per thread when the matrix allows it, so work stealing
@@ -554,11 +571,14 @@ pub fn follows_ggml_vec_dot(ty: GgmlType, m: usize, isa: Isa) -> bool {
 /// in cache across the passes over the activation tiles. (Decode streams each weight once:
 /// bigger tasks only save scheduling.)
 fn rows_per_task(rows: usize, row_bytes: usize, m: usize) -> usize {
-    let by_balance = rows.div_ceil(8 * rayon::current_num_threads()).max(1);
+    // In whole eights where possible: the repacked-order Q4_0 kernel takes eight rows at a time
+    // and the rows past the last eight of a task take its scalar code.
+    let eights = |n: usize| if n >= 8 { n / 8 * 8 } else { n };
+    let by_balance = eights(rows.div_ceil(8 * rayon::current_num_threads()).max(1));
     if m == 1 {
         return by_balance;
     }
-    let by_cache = (TASK_BYTES / row_bytes).max(1);
+    let by_cache = eights((TASK_BYTES / row_bytes).max(1));
     by_cache.min(by_balance)
 }
 

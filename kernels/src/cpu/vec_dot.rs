@@ -55,6 +55,45 @@ pub(crate) trait Lanes16 {
     /// # Safety
     /// As [`Lanes16::fma`].
     unsafe fn fma_prefix(acc: &mut [f32; 16], a: &[f32], b: &[f32; 16]);
+
+    /// [`vec_dot_steps`]: the whole steps of 64 of `x · y`, reduced, and how many elements they
+    /// took. An implementation may keep the accumulators in registers; the bits are the same.
+    ///
+    /// # Safety
+    /// As [`Lanes16::fma`].
+    #[inline(always)]
+    unsafe fn steps64(x: &[f32], y: &[f32]) -> (f32, usize)
+    where
+        Self: Sized,
+    {
+        let n = x.len().min(y.len());
+        let whole = n - n % 64;
+        let mut acc = [[0f32; 16]; 4];
+        for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
+            fma64::<Self>(&mut acc, x, y);
+        }
+        (reduce_acc4(&acc), whole)
+    }
+
+    /// [`dot_tiny`]'s sum (one 16-lane accumulator over the whole steps of 16, reduced).
+    ///
+    /// # Safety
+    /// As [`Lanes16::fma`].
+    #[inline(always)]
+    unsafe fn tiny16(x: &[f32], y: &[f32]) -> f32
+    where
+        Self: Sized,
+    {
+        let mut acc = [0f32; 16];
+        for (x, y) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
+            Self::fma(
+                &mut acc,
+                x.try_into().expect("16 lanes"),
+                y.try_into().expect("16 lanes"),
+            );
+        }
+        reduce16(&acc)
+    }
 }
 
 pub(crate) struct Portable;
@@ -123,6 +162,55 @@ impl Lanes16 for Avx2Fma {
             );
         }
     }
+
+    /// The four accumulators in eight registers (two per 16 lanes), stored once at the end.
+    #[inline(always)]
+    unsafe fn steps64(x: &[f32], y: &[f32]) -> (f32, usize) {
+        use std::arch::x86_64::*;
+        let n = x.len().min(y.len());
+        let whole = n - n % 64;
+        let mut a = [_mm256_setzero_ps(); 8];
+        let (xp, yp) = (x.as_ptr(), y.as_ptr());
+        let mut s = 0;
+        while s < whole {
+            for (h, a) in a.iter_mut().enumerate() {
+                // SAFETY: s + 8h + 8 ≤ whole ≤ the lengths of x and y.
+                let o = s + 8 * h;
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(o)), _mm256_loadu_ps(yp.add(o)), *a);
+            }
+            s += 64;
+        }
+        let mut acc = [[0f32; 16]; 4];
+        for (j, acc) in acc.iter_mut().enumerate() {
+            _mm256_storeu_ps(acc.as_mut_ptr(), a[2 * j]);
+            _mm256_storeu_ps(acc.as_mut_ptr().add(8), a[2 * j + 1]);
+        }
+        (reduce_acc4(&acc), whole)
+    }
+
+    /// The accumulator in two registers.
+    #[inline(always)]
+    unsafe fn tiny16(x: &[f32], y: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        let n = x.len().min(y.len()) / 16 * 16;
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (xp, yp) = (x.as_ptr(), y.as_ptr());
+        let mut s = 0;
+        while s < n {
+            // SAFETY: s + 16 ≤ n ≤ the lengths of x and y.
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(s)), _mm256_loadu_ps(yp.add(s)), lo);
+            hi = _mm256_fmadd_ps(
+                _mm256_loadu_ps(xp.add(s + 8)),
+                _mm256_loadu_ps(yp.add(s + 8)),
+                hi,
+            );
+            s += 16;
+        }
+        let mut acc = [0f32; 16];
+        _mm256_storeu_ps(acc.as_mut_ptr(), lo);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
+        reduce16(&acc)
+    }
 }
 
 /// ggml's `vec_dot_f32` (AVX-512): four 16-lane accumulators over steps of 64 elements, summed
@@ -156,13 +244,7 @@ pub(crate) unsafe fn vec_dot_f32<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
 /// As [`Lanes16::fma`].
 #[inline(always)]
 unsafe fn vec_dot_steps<L: Lanes16>(x: &[f32], y: &[f32]) -> (f32, usize) {
-    let n = x.len().min(y.len());
-    let whole = n - n % 64;
-    let mut acc = [[0f32; 16]; 4];
-    for (x, y) in x[..whole].chunks_exact(64).zip(y[..whole].chunks_exact(64)) {
-        fma64::<L>(&mut acc, x, y);
-    }
-    (reduce_acc4(&acc), whole)
+    L::steps64(x, y)
 }
 
 /// ggml's `vec_dot_f16` (AVX-512) of two vectors already widened to f32: [`vec_dot_f32`]'s
@@ -188,15 +270,7 @@ pub(crate) unsafe fn vec_dot_f16<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
 /// As [`Lanes16::fma`].
 #[inline(always)]
 pub(crate) unsafe fn dot_tiny<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for (x, y) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
-        L::fma(
-            &mut acc,
-            x.try_into().expect("16 lanes"),
-            y.try_into().expect("16 lanes"),
-        );
-    }
-    reduce16(&acc)
+    L::tiny16(x, y)
 }
 
 /// The end of [`vec_dot_f32`]'s whole steps: the four accumulators summed

@@ -1,0 +1,307 @@
+//! Q4_0 in the order of llama.cpp's repacked kernels: on x86 with AVX2 (and AVX-512), llama.cpp
+//! moves a Q4_0 matrix whose row count is a multiple of 8 into its "CPU_REPACK" buffer at load
+//! (eight rows' blocks interleaved, `block_q4_0x8`) and multiplies it with
+//! `ggml_gemv_q4_0_8x8_q8_0` (one activation row) and `ggml_gemm_q4_0_8x8_q8_0` (several), not
+//! with `ggml_vec_dot_q4_0_q8_0`. Both sum each output element the same way (read in
+//! llama-cpp-python 0.3.36's `ggml-cpu/arch/x86/repack.cpp`, `gemv_q4_b32_8x8_q8_0_lut_avx` and
+//! `gemm_q4_b32_8x8_q8_0_lut_avx`, 256- and 512-bit paths):
+//!
+//! ```text
+//! acc = 0                                                   (f32)
+//! for each block b, in order:
+//!     sumi = Σ_e (wq[e] - 8) · aq[e]                        (exact i32)
+//!     acc  = fma(sumi, wd · ad, acc)                        (wd · ad rounded to f32 first)
+//! y = acc
+//! ```
+//!
+//! with the activations quantized as ggml's `quantize_row_q8_0` ([`ActQ8Block`]). One output
+//! element is one chain of multiply-adds over the blocks, so the AVX2 kernel keeps eight weight
+//! rows in the lanes of a vector for those chains, as ggml's do.
+
+use gguf_importer::quants::BlockQ4_0;
+
+use super::legacy::Legacy;
+use super::quantize_act::ActQ8Block;
+use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
+
+/// The scalar kernel (see [`TileFn`]): the definition of the order.
+fn tile_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
+    check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
+    rows_scalar(w, row_bytes, xs, &out, 0);
+}
+
+/// The weight rows of `w` (rows of `row_bytes`) against the activation rows `xs`, written as
+/// output rows `r0 ..`.
+fn rows_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out, r0: usize) {
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[BlockQ4_0] = bytemuck::cast_slice(row);
+        let mut acc = [0f32; MAX_TILE];
+        for (b, block) in blocks.iter().enumerate() {
+            let q = block.raw().map(|q| q - BlockQ4_0::OFFSET);
+            let d = block.d().to_f32();
+            for (acc, x) in acc.iter_mut().zip(xs) {
+                let x = &x[b];
+                let sumi: i32 = q
+                    .iter()
+                    .zip(&x.qs)
+                    .map(|(&w, &a)| w as i32 * a as i32)
+                    .sum();
+                *acc = (sumi as f32).mul_add(d * x.d, *acc);
+            }
+        }
+        for (i, &acc) in acc.iter().take(xs.len()).enumerate() {
+            out.set(r0 + r, i, acc);
+        }
+    }
+}
+
+/// The kernel on `isa` (call it only if this CPU runs `isa`: `with_kernel` checks it).
+pub(super) fn tile_fn(isa: Isa) -> TileFn<ActQ8Block> {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        return x86::tile_avx2;
+    }
+    let _ = isa;
+    tile_scalar
+}
+
+/// The AVX2 kernel. Eight weight rows at a time, in two passes: the first walks each row in
+/// memory order (one stream at a time; eight rows side by side ran at a third of the memory
+/// bandwidth) and leaves every block's exact integer dot product and scale in small buffers laid
+/// out block-major, eight rows per block; the second runs the multiply-add chains of the eight
+/// rows in the lanes of one vector per activation row, block by block, in ggml's order. The
+/// rows past the last whole eight of a call take the scalar kernel (the same order, the same
+/// bits).
+///
+/// # Safety
+/// The `unsafe fn`s run only inside `tile_avx2`, which `tile_fn` hands out for `Isa::Avx2` and
+/// `Isa::Avx512Vnni` (both include AVX2, FMA and F16C) after `with_kernel` checked that this CPU
+/// runs the set. Memory: `check_tile` asserts the shapes on entry (whole rows of whole 18-byte
+/// blocks, each activation row one `ActQ8Block` per weight block); the loads read a block's
+/// 16-byte `qs` or an activation block's 32-byte `qs` through references to them, or 8 lanes of
+/// the buffers at offsets that `rows8` sizes them for.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use gguf_importer::quants::BlockQ4_0;
+
+    use super::super::quantize_act::ActQ8Block;
+    use super::super::{check_tile, Out, MAX_TILE};
+
+    /// The 32 stored nibbles of a block (0..16, before Q4_0's -8) as bytes in element order.
+    #[inline(always)]
+    unsafe fn nibbles(b: &BlockQ4_0) -> __m256i {
+        // SAFETY: `qs` is 16 bytes; `loadu`: any alignment.
+        let raw = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(raw, m);
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// Lane `k` = the sum of the eight i32 lanes of `v[k]`.
+    #[inline(always)]
+    unsafe fn sum8(v: &[__m256i; 8]) -> __m256i {
+        let s01 = _mm256_hadd_epi32(v[0], v[1]);
+        let s23 = _mm256_hadd_epi32(v[2], v[3]);
+        let s45 = _mm256_hadd_epi32(v[4], v[5]);
+        let s67 = _mm256_hadd_epi32(v[6], v[7]);
+        let s0123 = _mm256_hadd_epi32(s01, s23); // [0 1 2 3 | 0 1 2 3], halves of each sum
+        let s4567 = _mm256_hadd_epi32(s45, s67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(s0123, s4567, 0x20),
+            _mm256_permute2x128_si256(s0123, s4567, 0x31),
+        )
+    }
+
+    /// The sum of the eight i32 lanes of `v`.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// `Σ_e q[e] · x[e]` of unsigned nibbles and signed activations, as 8 i32 partial sums.
+    #[inline(always)]
+    unsafe fn dot_parts(q: __m256i, x: &ActQ8Block) -> __m256i {
+        // SAFETY: `qs` is 32 bytes.
+        let xv = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        // u8 · i8 pairs (|15 · 128 · 2| fits i16), then pairs of i16 to i32.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1))
+    }
+
+    /// Scratch of [`rows8`], reused across the groups of a call; row-major, so that pass 1
+    /// stores whole vectors.
+    struct Scratch {
+        /// `[xs][8][nb]`: block `b`'s `Σ (q - 8)·x` of row `r` against activation row `i`.
+        sumi: Vec<i32>,
+        /// `[8][nb]`: block `b`'s scale of row `r`.
+        d: Vec<f32>,
+    }
+
+    /// The 8×8 transpose of `v` (`v[r]` lane `k` becomes lane `r` of the result's `k`).
+    #[inline(always)]
+    unsafe fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+        let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+        let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+        let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// Eight consecutive weight rows (`rows[r]`, `nb` blocks each) against the tile's activation
+    /// rows, written as output rows `r0 .. r0 + 8`. `xsum[i · nb + b]` is the integer sum of
+    /// activation block `b` of row `i`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; every activation row has `nb` blocks, `xsum`
+    /// `xs.len() · nb` sums, `scratch` is sized for `xs.len()` rows of `nb` blocks.
+    #[inline(always)]
+    unsafe fn rows8(
+        rows: [&[BlockQ4_0]; 8],
+        xs: &[&[ActQ8Block]],
+        xsum: &[i32],
+        scratch: &mut Scratch,
+        out: &Out,
+        r0: usize,
+    ) {
+        let nb = rows[0].len();
+        let whole = nb - nb % 8;
+        debug_assert!(scratch.sumi.len() == xs.len() * 8 * nb && scratch.d.len() == 8 * nb);
+        let (sumi, dbuf) = (scratch.sumi.as_mut_ptr(), scratch.d.as_mut_ptr());
+        // Pass 1: each row in memory order.
+        for (r, row) in rows.iter().enumerate() {
+            let mut b0 = 0;
+            while b0 < whole {
+                // The eight blocks' f16 scales, converted together.
+                let h: [u16; 8] = std::array::from_fn(|k| u16::from_le_bytes(row[b0 + k].d.0));
+                // SAFETY: `h` is 16 bytes; r · nb + b0 + 8 ≤ 8 · nb = d.len().
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+                _mm256_storeu_ps(dbuf.add(r * nb + b0), d);
+                let q: [__m256i; 8] = std::array::from_fn(|k| nibbles(&row[b0 + k]));
+                for (i, x) in xs.iter().enumerate() {
+                    let v: [__m256i; 8] = std::array::from_fn(|k| dot_parts(q[k], &x[b0 + k]));
+                    // Σ (q - 8)·x = Σ q·x - 8·Σ x, exact; lane k is block b0 + k.
+                    // SAFETY: b0 + 8 ≤ nb, so xsum[i · nb + b0 ..][..8] is in xsum, and
+                    // sumi[(i · 8 + r) · nb + b0 ..][..8] in sumi.
+                    let xs8 = _mm256_loadu_si256(xsum.as_ptr().add(i * nb + b0) as *const __m256i);
+                    let s = _mm256_sub_epi32(sum8(&v), _mm256_slli_epi32(xs8, 3));
+                    _mm256_storeu_si256(sumi.add((i * 8 + r) * nb + b0) as *mut __m256i, s);
+                }
+                b0 += 8;
+            }
+            for b in whole..nb {
+                // SAFETY: r · nb + b < 8 · nb; (i · 8 + r) · nb + b < xs.len() · 8 · nb.
+                *dbuf.add(r * nb + b) = row[b].d.to_f32();
+                let q = nibbles(&row[b]);
+                for (i, x) in xs.iter().enumerate() {
+                    *sumi.add((i * 8 + r) * nb + b) =
+                        hsum(dot_parts(q, &x[b])) - 8 * xsum[i * nb + b];
+                }
+            }
+        }
+        // Pass 2: the eight rows' chains side by side (lane r), block by block, eight blocks
+        // transposed at a time.
+        let dbuf = dbuf as *const f32;
+        let sumi = sumi as *const i32;
+        for (i, x) in xs.iter().enumerate() {
+            let mut acc = _mm256_setzero_ps();
+            let mut b0 = 0;
+            while b0 < whole {
+                // SAFETY: r · nb + b0 + 8 ≤ 8 · nb and (i · 8 + r) · nb + b0 + 8 ≤
+                // xs.len() · 8 · nb for r < 8.
+                let dt = transpose8(std::array::from_fn(|r| {
+                    _mm256_loadu_ps(dbuf.add(r * nb + b0))
+                }));
+                let st = transpose8(std::array::from_fn(|r| {
+                    _mm256_castsi256_ps(_mm256_loadu_si256(
+                        sumi.add((i * 8 + r) * nb + b0) as *const __m256i
+                    ))
+                }));
+                for k in 0..8 {
+                    let scale = _mm256_mul_ps(dt[k], _mm256_set1_ps(x[b0 + k].d));
+                    let s = _mm256_cvtepi32_ps(_mm256_castps_si256(st[k]));
+                    acc = _mm256_fmadd_ps(s, scale, acc);
+                }
+                b0 += 8;
+            }
+            for b in whole..nb {
+                // SAFETY: as in pass 1's tail.
+                let dw: [f32; 8] = std::array::from_fn(|r| *dbuf.add(r * nb + b));
+                let si: [i32; 8] = std::array::from_fn(|r| *sumi.add((i * 8 + r) * nb + b));
+                let scale = _mm256_mul_ps(_mm256_loadu_ps(dw.as_ptr()), _mm256_set1_ps(x[b].d));
+                let s = _mm256_cvtepi32_ps(_mm256_loadu_si256(si.as_ptr() as *const __m256i));
+                acc = _mm256_fmadd_ps(s, scale, acc);
+            }
+            let mut y = [0f32; 8];
+            _mm256_storeu_ps(y.as_mut_ptr(), acc);
+            for (r, &y) in y.iter().enumerate() {
+                out.set(r0 + r, i, y);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `w` whole rows of `row_bytes` (whole blocks), every
+    /// activation row as long as a weight row has blocks (the caller's `check_tile`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_avx2_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
+        let nb = row_bytes / size_of::<BlockQ4_0>();
+        // The integer sum of every activation block, once per call.
+        let xsum: Vec<i32> = xs
+            .iter()
+            .flat_map(|x| {
+                x.iter()
+                    .map(|b| b.qs.iter().map(|&q| q as i32).sum::<i32>())
+            })
+            .collect();
+        let mut scratch = Scratch {
+            sumi: vec![0; xs.len() * nb * 8],
+            d: vec![0.0; nb * 8],
+        };
+        let mut groups = w.chunks_exact(8 * row_bytes);
+        for (g, group) in (&mut groups).enumerate() {
+            let rows: [&[BlockQ4_0]; 8] =
+                std::array::from_fn(|r| bytemuck::cast_slice(&group[r * row_bytes..][..row_bytes]));
+            rows8(rows, xs, &xsum, &mut scratch, out, 8 * g);
+        }
+        let rest = groups.remainder();
+        if !rest.is_empty() {
+            let r0 = (w.len() - rest.len()) / row_bytes;
+            super::rows_scalar(rest, row_bytes, xs, out, r0);
+        }
+        let _ = MAX_TILE;
+    }
+
+    pub(super) fn tile_avx2(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
+        check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
+        // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
+        // instruction sets that include AVX2, FMA and F16C, which `with_kernel` checked this CPU
+        // runs.
+        unsafe { tile_avx2_tf(w, row_bytes, xs, &out) }
+    }
+}
