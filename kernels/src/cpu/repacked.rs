@@ -58,8 +58,10 @@ fn rows_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out, r0: 
 /// The kernel on `isa` (call it only if this CPU runs `isa`: `with_kernel` checks it).
 pub(super) fn tile_fn(isa: Isa) -> TileFn<ActQ8Block> {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
-        return x86::tile_avx2;
+    match isa {
+        Isa::Avx2 => return x86::tile_avx2,
+        Isa::Avx512Vnni => return x86::tile_vnni,
+        _ => {}
     }
     let _ = isa;
     tile_scalar
@@ -124,11 +126,15 @@ mod x86 {
         _mm_cvtsi128_si32(s)
     }
 
-    /// `Σ_e q[e] · x[e]` of unsigned nibbles and signed activations, as 8 i32 partial sums.
+    /// `Σ_e q[e] · x[e]` of unsigned nibbles and signed activations, as 8 i32 partial sums
+    /// (`VNNI`: one `vpdpbusd`, which needs AVX-512 VNNI and VL; else `vpmaddubsw` + `vpmaddwd`).
     #[inline(always)]
-    unsafe fn dot_parts(q: __m256i, x: &ActQ8Block) -> __m256i {
+    unsafe fn dot_parts<const VNNI: bool>(q: __m256i, x: &ActQ8Block) -> __m256i {
         // SAFETY: `qs` is 32 bytes.
         let xv = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        if VNNI {
+            return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, xv);
+        }
         // u8 · i8 pairs (|15 · 128 · 2| fits i16), then pairs of i16 to i32.
         _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1))
     }
@@ -181,7 +187,7 @@ mod x86 {
     /// The CPU must have AVX2, FMA and F16C; every activation row has `nb` blocks, `xsum`
     /// `xs.len() · nb` sums, `scratch` is sized for `xs.len()` rows of `nb` blocks.
     #[inline(always)]
-    unsafe fn rows8(
+    unsafe fn rows8<const VNNI: bool>(
         rows: [&[BlockQ4_0]; 8],
         xs: &[&[ActQ8Block]],
         xsum: &[i32],
@@ -204,7 +210,8 @@ mod x86 {
                 _mm256_storeu_ps(dbuf.add(r * nb + b0), d);
                 let q: [__m256i; 8] = std::array::from_fn(|k| nibbles(&row[b0 + k]));
                 for (i, x) in xs.iter().enumerate() {
-                    let v: [__m256i; 8] = std::array::from_fn(|k| dot_parts(q[k], &x[b0 + k]));
+                    let v: [__m256i; 8] =
+                        std::array::from_fn(|k| dot_parts::<VNNI>(q[k], &x[b0 + k]));
                     // Σ (q - 8)·x = Σ q·x - 8·Σ x, exact; lane k is block b0 + k.
                     // SAFETY: b0 + 8 ≤ nb, so xsum[i · nb + b0 ..][..8] is in xsum, and
                     // sumi[(i · 8 + r) · nb + b0 ..][..8] in sumi.
@@ -220,7 +227,7 @@ mod x86 {
                 let q = nibbles(&row[b]);
                 for (i, x) in xs.iter().enumerate() {
                     *sumi.add((i * 8 + r) * nb + b) =
-                        hsum(dot_parts(q, &x[b])) - 8 * xsum[i * nb + b];
+                        hsum(dot_parts::<VNNI>(q, &x[b])) - 8 * xsum[i * nb + b];
                 }
             }
         }
@@ -268,8 +275,13 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `w` whole rows of `row_bytes` (whole blocks), every
     /// activation row as long as a weight row has blocks (the caller's `check_tile`).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_avx2_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
+    #[inline(always)]
+    unsafe fn tile_body<const VNNI: bool>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8Block]],
+        out: &Out,
+    ) {
         let nb = row_bytes / size_of::<BlockQ4_0>();
         // The integer sum of every activation block, once per call.
         let xsum: Vec<i32> = xs
@@ -287,7 +299,7 @@ mod x86 {
         for (g, group) in (&mut groups).enumerate() {
             let rows: [&[BlockQ4_0]; 8] =
                 std::array::from_fn(|r| bytemuck::cast_slice(&group[r * row_bytes..][..row_bytes]));
-            rows8(rows, xs, &xsum, &mut scratch, out, 8 * g);
+            rows8::<VNNI>(rows, xs, &xsum, &mut scratch, out, 8 * g);
         }
         let rest = groups.remainder();
         if !rest.is_empty() {
@@ -297,11 +309,33 @@ mod x86 {
         let _ = MAX_TILE;
     }
 
+    /// # Safety
+    /// As `tile_body`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_avx2_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
+        tile_body::<false>(w, row_bytes, xs, out)
+    }
+
+    /// # Safety
+    /// As `tile_body`, and the CPU must have AVX-512 VNNI and VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_vnni_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
+        tile_body::<true>(w, row_bytes, xs, out)
+    }
+
     pub(super) fn tile_avx2(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
         check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
         // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
         // instruction sets that include AVX2, FMA and F16C, which `with_kernel` checked this CPU
         // runs.
         unsafe { tile_avx2_tf(w, row_bytes, xs, &out) }
+    }
+
+    pub(super) fn tile_vnni(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
+        check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
+        // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
+        // `Isa::Avx512Vnni` (AVX2, FMA, F16C, AVX-512 F/BW/VL/VNNI), which `with_kernel` checked
+        // this CPU runs.
+        unsafe { tile_vnni_tf(w, row_bytes, xs, &out) }
     }
 }
