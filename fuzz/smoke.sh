@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Fuzz smoke run (issue 17): each target of fuzz/ for SECONDS (default 60) seconds, starting from
-# the committed corpus, under the same limits as the long runs. Fails on a crash, a leak, a
-# timeout or an allocation over the limits; the input that failed is left in $ARTIFACTS.
+# Fuzz smoke run (issue 17): each target of fuzz/ (the GGUF reader, the tokenizer, chat templates)
+# for SECONDS_PER_TARGET (default 60) seconds, starting from the committed corpus, under the same
+# limits as the long runs. Fails on a crash, a leak, a timeout or an allocation over the limits;
+# the input that failed is left in $ARTIFACTS.
 #
-#   bash fuzz/smoke.sh              # both targets, 60 s each
+#   bash fuzz/smoke.sh              # every target, 60 s each
 #   SECONDS_PER_TARGET=10 bash fuzz/smoke.sh gguf_header
 #
-# Needs a nightly toolchain and cargo-fuzz. cargo-fuzz is installed from crates.io when absent
+# Needs a nightly toolchain and cargo-fuzz. cargo-fuzz is installed with `cargo install` when absent
 # (`cargo install cargo-fuzz --locked`). When either is missing the script says so and exits 0,
 # except under CI (CI=true), where a smoke run that cannot run fails.
 #
@@ -17,7 +18,7 @@ cd "$(dirname "$0")"
 
 seconds="${SECONDS_PER_TARGET:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf_file gguf_header)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf_file gguf_header tokenizer chat_template)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gguf-llama/fuzz-target}"
 # Dequantization uses rayon; one thread keeps the run on one core.
 export RAYON_NUM_THREADS=1

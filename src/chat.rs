@@ -13,7 +13,9 @@
 //! - Python string, dict and list methods (`.strip()`, `.startswith()`, `.split()`, `.items()`,
 //!   ...) through `minijinja-contrib`'s pycompat layer;
 //! - a `tojson` filter that writes JSON as Python's `json.dumps(x, ensure_ascii=False)` does
-//!   (`", "` and `": "` separators, `indent=n` for pretty output, no HTML escaping), as HF's does.
+//!   (`", "` and `": "` separators, `indent=n` for pretty output, no HTML escaping), as HF's does;
+//! - bounds on what one rendering may do, since the template comes from the model file:
+//!   [`MAX_FUEL`] instructions and [`MAX_OUTPUT_BYTES`] of text (a [`ChatError::Render`] beyond).
 //!
 //! A file without a template gets [`ChatTemplate::chatml`], as in llama.cpp (`common/chat.cpp`
 //! falls back to ChatML when `tokenizer.chat_template` is absent or empty); see
@@ -118,6 +120,38 @@ impl fmt::Display for RaisedException {
 
 impl std::error::Error for RaisedException {}
 
+/// The most minijinja instructions one rendering may execute (its `fuel`; most instructions
+/// take 1) before it fails with [`ChatError::Render`] (`ErrorKind::OutOfFuel`). A template comes
+/// from the model file, and a hostile one could loop for hours (`{% for a in range(99999) %}{%
+/// for b in range(99999) %}...`, in `fuzz/regressions/chat_template/`). Real templates take
+/// some tens of instructions per message (SmolLM2's about 23, Llama 3's about 32), so this allows
+/// conversations of tens of thousands of turns; a release build uses it up in about 60 ms.
+pub const MAX_FUEL: u64 = 2_000_000;
+
+/// The most bytes a rendering may produce before it fails with [`ChatError::Render`]: a short
+/// hostile template can otherwise ask for gigabytes (`{% for i in range(99999) %}{{ "a" *
+/// 99999999 }}{% endfor %}`). Far above any prompt a context window holds.
+pub const MAX_OUTPUT_BYTES: usize = 256 << 20;
+
+/// Collects the rendered text, refusing a write that would take it over [`MAX_OUTPUT_BYTES`].
+struct LimitedWriter(Vec<u8>);
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len().saturating_add(buf.len()) > MAX_OUTPUT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered text exceeds {MAX_OUTPUT_BYTES} bytes"
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Name of the one template in each environment.
 const TEMPLATE_NAME: &str = "chat_template";
 
@@ -157,6 +191,15 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A template is a program from the model file: bound its work (see `MAX_FUEL`).
+        env.set_fuel(Some(MAX_FUEL));
+        // No source excerpts in errors, in debug builds as in release ones (minijinja's default
+        // is on with debug assertions): for some errors of a hostile template, rendering the
+        // excerpt panics inside minijinja 2.24 whenever the error is formatted with `{:?}`
+        // (`unwrap`) or `{:#}`: `{% for in messages %}` fails with a span that ends before it
+        // starts, and `debug.rs` computes `end_col - start_col`. Found by the `chat_template`
+        // fuzz target (fuzz/README.md, bug 6).
+        env.set_debug(false);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
@@ -254,7 +297,17 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        template.render(ctx).map_err(classify)
+        let mut out = LimitedWriter(Vec::new());
+        template
+            .render_captured_to(ctx, &mut out)
+            .map_err(classify)?;
+        // minijinja writes whole `&str` pieces, and the writer takes a piece whole or not at all.
+        String::from_utf8(out.0).map_err(|_| ChatError::Render {
+            source: minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                "the rendered text is not UTF-8",
+            ),
+        })
     }
 
     /// Removes a leading BOS text when the tokenizer will add BOS itself (`add_bos`), and a
