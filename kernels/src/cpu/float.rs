@@ -388,6 +388,85 @@ unsafe fn tiny_rows<const N: usize>(w: &[f32], xs: &[&[f32]]) -> [f32; N] {
     })
 }
 
+/// tinyBLAS's order with AVX-512: tiles of four weight rows by four activation rows, each
+/// output one 16-lane accumulator (one register) in order over the row, reduced as
+/// `_mm512_reduce_add_ps` ([`super::vec_dot::reduce16`]): the same bits as [`ggml_body`], with
+/// the loads of a step shared by sixteen chains (a partial tile repeats its first row or column
+/// and drops the copies).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C and AVX-512 F; the shapes were checked by the caller
+/// (`check_tile`, `cols % 16 == 0`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn tiny_avx512<E: GgmlFloat>(w: &[u8], row_bytes: usize, xs: &[&[f32]], out: &Out) {
+    use std::arch::x86_64::*;
+    let cols = row_bytes / E::BYTES;
+    let n_rows = w.len() / row_bytes;
+    let mut wide = vec![0f32; 4 * cols];
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let rr = (n_rows - r0).min(4);
+        for k in 0..rr {
+            let row = &w[(r0 + k) * row_bytes..][..row_bytes];
+            let dst = &mut wide[k * cols..][..cols];
+            if E::VEC_DOT_F16 {
+                let mut e = 0;
+                while e < cols {
+                    // SAFETY: cols % 16 == 0: 16 f16 (32 bytes) at 2e + 32 ≤ row_bytes, 16 f32
+                    // at e + 16 ≤ cols in `dst`.
+                    let h = _mm256_loadu_si256(row.as_ptr().add(2 * e) as *const __m256i);
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(e), _mm512_cvtph_ps(h));
+                    e += 16;
+                }
+            } else {
+                E::widen(row, dst);
+            }
+        }
+        let wrow = |k: usize| &wide[(if k < rr { k } else { 0 }) * cols..][..cols];
+        let wr: [&[f32]; 4] = std::array::from_fn(wrow);
+        for (t, xs4) in xs.chunks(4).enumerate() {
+            let xr: [&[f32]; 4] =
+                std::array::from_fn(|j| &xs4[if j < xs4.len() { j } else { 0 }][..cols]);
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            let mut e = 0;
+            while e < cols {
+                // SAFETY: e + 16 ≤ cols, the length of every wr[i] and xr[j].
+                let wv: [__m512; 4] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(wr[i].as_ptr().add(e)));
+                for j in 0..4 {
+                    let xv = _mm512_loadu_ps(xr[j].as_ptr().add(e));
+                    for i in 0..4 {
+                        acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+                    }
+                }
+                e += 16;
+            }
+            for (i, acc) in acc.iter().take(rr).enumerate() {
+                for (j, acc) in acc.iter().take(xs4.len()).enumerate() {
+                    let mut lanes = [0f32; 16];
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), *acc);
+                    out.set(r0 + i, 4 * t + j, super::vec_dot::reduce16(&lanes));
+                }
+            }
+        }
+        r0 += rr;
+    }
+}
+
+/// The AVX-512 tinyBLAS kernel (see [`TileFn`], [`tiny_avx512`]).
+#[cfg(target_arch = "x86_64")]
+fn ggml_tile_avx512<E: GgmlFloat>(w: &[u8], row_bytes: usize, xs: &[&[f32]], out: Out) {
+    check_tile(w, row_bytes, E::BYTES, 1, xs, &out);
+    assert!(
+        (row_bytes / E::BYTES).is_multiple_of(16),
+        "tile kernel: tinyBLAS's order needs rows of whole 16-element steps"
+    );
+    // SAFETY: `ggml_tile_fn` hands this kernel out for `Isa::Avx512Vnni` only (AVX2, FMA, F16C,
+    // AVX-512 F among its features), and `with_kernel` checked that this CPU runs the set.
+    unsafe { tiny_avx512::<E>(w, row_bytes, xs, &out) }
+}
+
 /// The ggml-order kernel (see [`TileFn`]); `SIMD`: AVX2 with FMA and F16C, else portable code
 /// (the same bits).
 fn ggml_tile<E: GgmlFloat, const TINY: bool, const SIMD: bool>(
@@ -417,6 +496,14 @@ fn ggml_tile<E: GgmlFloat, const TINY: bool, const SIMD: bool>(
 /// dots with: as they are for F32, rounded to f16 for F16 (its `vec_dot_type`). Call the kernel
 /// only if this CPU runs `isa` (`with_kernel` checks it).
 pub(super) fn ggml_tile_fn(ty: GgmlType, isa: Isa, tiny: bool) -> Option<TileFn<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if tiny && isa == Isa::Avx512Vnni {
+        return match ty {
+            GgmlType::F32 => Some(ggml_tile_avx512::<F32>),
+            GgmlType::F16 => Some(ggml_tile_avx512::<F16>),
+            _ => None,
+        };
+    }
     let simd = cfg!(target_arch = "x86_64") && matches!(isa, Isa::Avx2 | Isa::Avx512Vnni);
     Some(match (ty, tiny, simd) {
         (GgmlType::F32, false, false) => ggml_tile::<F32, false, false>,
