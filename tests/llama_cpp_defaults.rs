@@ -21,6 +21,7 @@ use gguf_llama::cli;
 use gguf_llama::device::DeviceName;
 use gguf_llama::generate::{generate, GenerateConfig, StopReason};
 use gguf_llama::gguf::GgufFile;
+use gguf_llama::model::export::ExportType;
 use gguf_llama::model::{CacheTypes, KvType, Llama, Logits};
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
@@ -140,11 +141,7 @@ fn smollm2_q8_0_keys_bit_for_bit_on_cpu_devices() {
 /// after checking that it is the file llama.cpp's quantizer writes from the same weights (the
 /// sha256 of every tensor's name, type, shape and bytes in name order, recorded by the fixture
 /// script from llama.cpp's file under `key`).
-fn smollm2_exported_as(
-    ty: gguf_llama::model::export::ExportType,
-    key: &str,
-    name: &str,
-) -> Option<std::path::PathBuf> {
+fn smollm2_exported_as(ty: ExportType, key: &str, name: &str) -> Option<std::path::PathBuf> {
     use gguf_llama::model::Weights;
     use sha2::{Digest, Sha256};
     let src = smollm2()?;
@@ -176,16 +173,23 @@ fn smollm2_exported_as(
     Some(path)
 }
 
+/// [`check_cpu_devices`] on SmolLM2 exported as `ty` into `name` ([`smollm2_exported_as`]),
+/// against llama.cpp's record under `key`.
+fn check_smollm2_export(ty: ExportType, key: &str, name: &str) {
+    if let Some(path) = smollm2_exported_as(ty, key, name) {
+        check_cpu_devices(&path, key);
+    }
+}
+
 /// SmolLM2 in Q8_0 (our export, llama.cpp's file) runs as llama.cpp runs it: Q8_0 decoding in
 /// `vec_dot_q8_0_q8_0`'s order, prefill in tinyBLAS's.
 #[test]
 fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
-    use gguf_llama::model::export::ExportType;
-    let name = "SmolLM2-135M-Instruct.Q8_0.gguf";
-    let Some(path) = smollm2_exported_as(ExportType::Q8_0, "smollm2-q8_0", name) else {
-        return;
-    };
-    check_cpu_devices(&path, "smollm2-q8_0");
+    check_smollm2_export(
+        ExportType::Q8_0,
+        "smollm2-q8_0",
+        "SmolLM2-135M-Instruct.Q8_0.gguf",
+    );
 }
 
 /// SmolLM2 in Q4_0 (our export, llama.cpp's file: Q4_0 matrices, the tied embedding Q8_0) runs
@@ -193,24 +197,22 @@ fn smollm2_q8_0_default_cache_bit_for_bit_on_cpu_devices() {
 /// (`ggml_gemv/gemm_q4_0_8x8_q8_0`), decoding and prefill.
 #[test]
 fn smollm2_q4_0_default_cache_bit_for_bit_on_cpu_devices() {
-    use gguf_llama::model::export::ExportType;
-    let name = "SmolLM2-135M-Instruct.Q4_0.gguf";
-    let Some(path) = smollm2_exported_as(ExportType::Q4_0, "smollm2-q4_0", name) else {
-        return;
-    };
-    check_cpu_devices(&path, "smollm2-q4_0");
+    check_smollm2_export(
+        ExportType::Q4_0,
+        "smollm2-q4_0",
+        "SmolLM2-135M-Instruct.Q4_0.gguf",
+    );
 }
 
 /// SmolLM2 in F16 (our export, llama.cpp's file) runs as llama.cpp runs it: the activations
 /// rounded to f16, `vec_dot_f16` for one row, tinyBLAS for several.
 #[test]
 fn smollm2_f16_default_cache_bit_for_bit_on_cpu_devices() {
-    use gguf_llama::model::export::ExportType;
-    let name = "SmolLM2-135M-Instruct.F16.gguf";
-    let Some(path) = smollm2_exported_as(ExportType::F16, "smollm2-f16", name) else {
-        return;
-    };
-    check_cpu_devices(&path, "smollm2-f16");
+    check_smollm2_export(
+        ExportType::F16,
+        "smollm2-f16",
+        "SmolLM2-135M-Instruct.F16.gguf",
+    );
 }
 
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own

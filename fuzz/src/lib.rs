@@ -3,6 +3,8 @@
 //! - `check`, `header`, `seeds` (GGUF reader): only `gguf_importer`, `half` and `std`, so that
 //!   `importer/tests/fuzz_corpus.rs` can include the same files with `#[path]` and replay the
 //!   corpus without nightly or libFuzzer.
+//! - `replay`: that replay (directory walk, a panic per input caught and named), included by
+//!   both corpus tests.
 //! - `tokenize`, `template`, `text_seeds` (tokenizer and chat templates): they use the main
 //!   crate's `tokenizer` and `chat` modules as `crate::tokenizer` and `crate::chat`. Here those
 //!   are the main crate's own source files compiled into this crate (below: the main crate
@@ -11,6 +13,7 @@
 
 pub mod check;
 pub mod header;
+pub mod replay;
 pub mod seeds;
 
 /// `gguf_llama::tokenizer`, compiled from its source (`../src/tokenizer/`).

@@ -16,6 +16,9 @@ mod header;
 #[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
 
+#[path = "../../fuzz/src/replay.rs"]
+mod replay;
+
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
@@ -31,41 +34,11 @@ fn run_target(target: &str, data: &[u8]) {
     }
 }
 
-/// Files of `dir/<target>/` for each target, sorted; a missing directory has none.
-fn inputs(dir: &Path, target: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-/// Replays every input of `target` under `dir`, naming each input that panics.
-fn replay(dir: &Path, target: &str) -> usize {
-    let files = inputs(dir, target);
-    let mut failed = Vec::new();
-    for path in &files {
-        let data = std::fs::read(path).expect("read corpus file");
-        if std::panic::catch_unwind(|| run_target(target, &data)).is_err() {
-            failed.push(path.display().to_string());
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{target}: inputs that panic: {failed:#?}"
-    );
-    files.len()
-}
-
 #[test]
 fn corpus_replays_without_panic() {
     let corpus = fuzz_dir().join("corpus");
     for target in ["gguf_file", "gguf_header"] {
-        let n = replay(&corpus, target);
+        let n = replay::replay(&corpus, target, run_target);
         assert!(
             n > 0,
             "the {target} corpus in {} is empty",
@@ -78,7 +51,7 @@ fn corpus_replays_without_panic() {
 fn regressions_replay_without_panic() {
     let regressions = fuzz_dir().join("regressions");
     for target in ["gguf_file", "gguf_header"] {
-        replay(&regressions, target);
+        replay::replay(&regressions, target, run_target);
     }
 }
 

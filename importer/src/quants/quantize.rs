@@ -69,26 +69,21 @@ pub fn quantize(ty: GgmlType, row_len: usize, data: &[f32]) -> Result<Vec<u8>, Q
         .zip(data.par_chunks(ELEMENTS_PER_TASK))
         .enumerate()
         .try_for_each(|(task, (out, x))| {
-            let offset = task * ELEMENTS_PER_TASK;
+            // The error of a non-finite value at index `i` of this task's slice.
+            let non_finite = |i: usize| QuantizeError::NonFinite {
+                type_name: ty.name(),
+                index: task * ELEMENTS_PER_TASK + i,
+                value: x[i],
+            };
             match ty {
                 GgmlType::F32 => f32_to_bytes(x, out),
                 GgmlType::F16 => f16_to_bytes(x, out),
                 GgmlType::BF16 => bf16_to_bytes(x, out),
                 GgmlType::Q4_0 => {
-                    let blocks: &mut [BlockQ4_0] = bytemuck::cast_slice_mut(out);
-                    quantize_q4_0(x, blocks).map_err(|i| QuantizeError::NonFinite {
-                        type_name: ty.name(),
-                        index: offset + i,
-                        value: x[i],
-                    })?
+                    quantize_q4_0(x, bytemuck::cast_slice_mut(out)).map_err(non_finite)?
                 }
                 GgmlType::Q8_0 => {
-                    let blocks: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(out);
-                    quantize_q8_0(x, blocks).map_err(|i| QuantizeError::NonFinite {
-                        type_name: ty.name(),
-                        index: offset + i,
-                        value: x[i],
-                    })?
+                    quantize_q8_0(x, bytemuck::cast_slice_mut(out)).map_err(non_finite)?
                 }
                 _ => {
                     return Err(QuantizeError::UnsupportedType {
