@@ -116,7 +116,7 @@ pub fn generate(
         return Err(Error::EmptyPrompt);
     }
     let c = model.config();
-    config.cache.check(c.key_length, c.value_length)?;
+    config.cache.check(c.key_length)?;
     let context = c.context_length;
     let capacity = (prompt.len() + config.max_tokens)
         .min(context)

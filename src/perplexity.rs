@@ -182,7 +182,7 @@ pub fn perplexity(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Perplexity> {
     let c = model.config();
-    config.cache.check(c.key_length, c.value_length)?;
+    config.cache.check(c.key_length)?;
     let n_windows = check(model, tokens, config)?;
     let n_ctx = config.n_ctx;
     let first = n_ctx / 2;

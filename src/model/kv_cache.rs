@@ -153,11 +153,11 @@ impl CacheTypes {
         v: KvType::F16,
     };
 
-    /// Whether a model whose attention heads have `key_length` and `value_length` elements can
-    /// cache as these types: as llama.cpp, q8_0 keys need whole blocks of 32 per head, and q8_0
+    /// Whether a model whose attention heads have `key_length` elements per key can cache as
+    /// these types: as llama.cpp, q8_0 keys need whole blocks of 32 per head, and q8_0
     /// values are refused (llama.cpp takes them only with flash attention, which this crate does
     /// not implement).
-    pub fn check(self, key_length: usize, value_length: usize) -> Result<(), ModelError> {
+    pub fn check(self, key_length: usize) -> Result<(), ModelError> {
         if self.v == KvType::Q8_0 {
             return Err(ModelError::UnsupportedCacheType {
                 name: "q8_0 (values)".into(),
@@ -171,7 +171,6 @@ impl CacheTypes {
                     "q8_0 keys need a key length that is a multiple of 32 (ggml's block); f32, f16",
             });
         }
-        let _ = value_length;
         Ok(())
     }
 
@@ -336,10 +335,7 @@ impl KvCache {
         device: &Device,
     ) -> KvCache {
         let types = types.on(device);
-        if shapes
-            .iter()
-            .any(|&(_, dk, dv)| types.check(dk, dv).is_err())
-        {
+        if shapes.iter().any(|&(_, dk, _)| types.check(dk).is_err()) {
             // Types these heads cannot hold: nothing allocated, the first append says why.
             return KvCache::new(shapes.len(), batch, capacity, types);
         }
@@ -445,7 +441,14 @@ impl KvCache {
             .ok_or_else(|| ModelError::CacheMismatch {
                 what: format!("layer {layer} of a cache of {n_layers} layers"),
             })?;
-        let transposed = values_transposed(&k.device());
+        let device = k.device();
+        let transposed = values_transposed(&device);
+        // A zeroed layer for the keys' device, in the types it holds (once they fit the heads).
+        let fresh = |stored: &mut CacheTypes| -> Result<(Stored, Stored), ModelError> {
+            types.check(dk)?;
+            *stored = types.on(&device);
+            Ok(zero_layer(batch, kh, capacity, (dk, dv), *stored, &device))
+        };
         let (k_all, v_all) = match slot.take() {
             Some((ck, cv)) => {
                 let [_, ch, _, cdk] = ck.dims(types.k);
@@ -461,8 +464,7 @@ impl KvCache {
                     // Nothing cached yet, and the keys come from another kind of device than
                     // the one the cache was allocated for (a model with adapters on the autodiff
                     // device): start the layer anew for theirs.
-                    self.types = types.on(&k.device());
-                    zero_layer(batch, kh, capacity, (dk, dv), self.types, &k.device())
+                    fresh(&mut self.types)?
                 } else if (ch, cdk, cdv) != (kh, dk, dv) || !same_kind {
                     // Put the tensors back: a mismatched call must not lose the cache.
                     *slot = Some((ck, cv));
@@ -472,8 +474,7 @@ impl KvCache {
                                 "layer {layer} caches {ch} heads of {cdk}/{cdv} elements, got {kh} of {dk}/{dv}"
                             ),
                             false => format!(
-                                "layer {layer} was allocated for another kind of device than {:?}",
-                                k.device()
+                                "layer {layer} was allocated for another kind of device than {device:?}"
                             ),
                         },
                     });
@@ -481,11 +482,7 @@ impl KvCache {
                     (ck, cv)
                 }
             }
-            None => {
-                types.check(dk, dv)?;
-                self.types = types.on(&k.device());
-                zero_layer(batch, kh, capacity, (dk, dv), self.types, &k.device())
-            }
+            None => fresh(&mut self.types)?,
         };
         let types = self.types;
         let (start, end) = (self.len, self.len + seq);
@@ -684,10 +681,10 @@ mod tests {
             k: KvType::F16,
             v: KvType::Q8_0,
         };
-        assert!(q8_keys.check(64, 64).is_ok());
-        let err = q8_values.check(64, 64).unwrap_err().to_string();
+        assert!(q8_keys.check(64).is_ok());
+        let err = q8_values.check(64).unwrap_err().to_string();
         assert!(err.contains("flash attention"), "{err}");
-        let err = q8_keys.check(8, 8).unwrap_err().to_string();
+        let err = q8_keys.check(8).unwrap_err().to_string();
         assert!(err.contains("multiple of 32"), "{err}");
         // Allocating for heads of 8 elements allocates nothing; the first append says why and
         // caches nothing.

@@ -89,7 +89,8 @@ mod x86 {
     use gguf_importer::quants::BlockQ4_0;
 
     use super::super::quantize_act::ActQ8Block;
-    use super::super::{check_tile, Out, MAX_TILE};
+    use super::super::x86_util::f16c;
+    use super::super::{check_tile, Out};
 
     /// The 32 stored nibbles of a block (0..16, before Q4_0's -8) as bytes in element order.
     #[inline(always)]
@@ -223,7 +224,7 @@ mod x86 {
             }
             for b in whole..nb {
                 // SAFETY: r · nb + b < 8 · nb; (i · 8 + r) · nb + b < xs.len() · 8 · nb.
-                *dbuf.add(r * nb + b) = row[b].d.to_f32();
+                *dbuf.add(r * nb + b) = f16c(row[b].d);
                 let q = nibbles(&row[b]);
                 for (i, x) in xs.iter().enumerate() {
                     *sumi.add((i * 8 + r) * nb + b) =
@@ -306,7 +307,6 @@ mod x86 {
             let r0 = (w.len() - rest.len()) / row_bytes;
             super::rows_scalar(rest, row_bytes, xs, out, r0);
         }
-        let _ = MAX_TILE;
     }
 
     /// # Safety
