@@ -191,14 +191,35 @@ def tensor_data_sha256(path) -> str:
 
 
 SMOL_Q8_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf"
-SMOL_F16 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.F16.gguf"
-SMOL_Q4_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q4_0.gguf"
+# llama.cpp's own conversions of the F32 weights (`llama_model_quantize` with this file type, no
+# importance matrix), by fixture key. SmolLM2's 576-wide rows are not whole 256-blocks, so the
+# K-quant mixes hold llama.cpp's fallbacks (Q4_0, Q5_0, Q5_1, Q8_0) beside the K-quant ffn_down.
+LLAMA_CPP_VARIANTS = [
+    ("smollm2-f16", "LLAMA_FTYPE_MOSTLY_F16"),
+    ("smollm2-bf16", "LLAMA_FTYPE_MOSTLY_BF16"),
+    ("smollm2-q4_0", "LLAMA_FTYPE_MOSTLY_Q4_0"),
+    ("smollm2-q5_0", "LLAMA_FTYPE_MOSTLY_Q5_0"),
+    ("smollm2-q5_1", "LLAMA_FTYPE_MOSTLY_Q5_1"),
+    ("smollm2-q2_k", "LLAMA_FTYPE_MOSTLY_Q2_K"),
+    ("smollm2-q3_k_m", "LLAMA_FTYPE_MOSTLY_Q3_K_M"),
+    ("smollm2-q4_k_s", "LLAMA_FTYPE_MOSTLY_Q4_K_S"),
+    ("smollm2-q4_k_m", "LLAMA_FTYPE_MOSTLY_Q4_K_M"),
+    ("smollm2-q5_k_m", "LLAMA_FTYPE_MOSTLY_Q5_K_M"),
+    ("smollm2-q6_k", "LLAMA_FTYPE_MOSTLY_Q6_K"),
+]
+
+
+def variant_path(ftype: str):
+    """Where llama.cpp's conversion of type `ftype` lives (beside the Q8_0 file)."""
+    name = ftype.removeprefix("LLAMA_FTYPE_MOSTLY_")
+    return fc.SMOLLM2_MODEL.parent / "bench" / f"SmolLM2-135M-Instruct.{name}.gguf"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--only", choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-f16", "smollm2-q4_0", "smollm2-kq8"]
+        "--only",
+        choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-kq8"] + [key for key, _ in LLAMA_CPP_VARIANTS],
     )
     args = ap.parse_args()
     fc.quiet_llama()
@@ -234,10 +255,8 @@ def main() -> int:
 
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
         run_model("smollm2-q4_1-kq8", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc, llama_cpp.GGML_TYPE_Q8_0)
-    for key, path, ftype in [
-        ("smollm2-f16", SMOL_F16, "LLAMA_FTYPE_MOSTLY_F16"),
-        ("smollm2-q4_0", SMOL_Q4_0, "LLAMA_FTYPE_MOSTLY_Q4_0"),
-    ]:
+    for key, ftype in LLAMA_CPP_VARIANTS:
+        path = variant_path(ftype)
         if args.only not in (None, key):
             continue
         if not path.exists():

@@ -50,13 +50,8 @@ fn stem(model: &str) -> &str {
     Path::new(model).file_stem().unwrap().to_str().unwrap()
 }
 
-fn type_key(ty: ExportType) -> &'static str {
-    match ty {
-        ExportType::F32 => "f32",
-        ExportType::F16 => "f16",
-        ExportType::Q8_0 => "q8_0",
-        ExportType::Q4_0 => "q4_0",
-    }
+fn type_key(ty: ExportType) -> String {
+    ty.name().to_lowercase()
 }
 
 /// Exports `model` (loaded with quantized weights kept in their blocks) as `ty`, to a file named
@@ -88,6 +83,7 @@ fn metadata_is_the_sources_with_the_exports_file_type() {
                 ExportType::F16 => 1,
                 ExportType::Q4_0 => 2,
                 ExportType::Q8_0 => 7,
+                other => unreachable!("{other} is not among TYPES"),
             };
             assert_eq!(
                 out.get(keys::GENERAL_FILE_TYPE),

@@ -215,6 +215,43 @@ fn smollm2_f16_default_cache_bit_for_bit_on_cpu_devices() {
     );
 }
 
+/// SmolLM2 in BF16 (our export, llama.cpp's file) runs as llama.cpp runs it: the activations
+/// rounded to BF16, `vec_dot_bf16` (AVX-512 BF16's `vdpbf16ps` order) for one row, tinyBLAS's
+/// BF16 order for several.
+#[test]
+fn smollm2_bf16_default_cache_bit_for_bit_on_cpu_devices() {
+    check_smollm2_export(ExportType::BF16, "smollm2-bf16", "SmolLM2-135M-Instruct.BF16.gguf");
+}
+
+/// SmolLM2 in Q5_0 and Q5_1 (our exports, llama.cpp's files; the tied embedding Q8_0):
+/// `vec_dot_q5_<0|1>_q8_<0|1>`'s order in decoding and prefill.
+#[test]
+fn smollm2_q5_0_and_q5_1_default_cache_bit_for_bit_on_cpu_devices() {
+    check_smollm2_export(ExportType::Q5_0, "smollm2-q5_0", "SmolLM2-135M-Instruct.Q5_0.gguf");
+    check_smollm2_export(ExportType::Q5_1, "smollm2-q5_1", "SmolLM2-135M-Instruct.Q5_1.gguf");
+}
+
+/// SmolLM2 in llama.cpp's K-quant mixes (our exports, llama.cpp's files). SmolLM2's 576-wide rows
+/// are not whole 256-blocks, so llama.cpp writes those matrices in its fallback types (Q4_0,
+/// Q5_0, Q5_1, Q8_0) and only `ffn_down` (1536 wide) in K-quants: Q3_K (Q2_K file), Q4_K and
+/// Q5_K (Q3_K_M, Q4_K_S), Q4_K and Q6_K (Q4_K_M), Q5_K and Q6_K (Q5_K_M), Q6_K (Q6_K). Q4_K
+/// matrices (rows in eights) in the order of llama.cpp's repacked kernels, Q3_K, Q5_K and Q6_K in
+/// `vec_dot_q<n>_K_q8_K`'s for fewer than 8 activation rows and the tiled K-quant matmul's for
+/// more.
+#[test]
+fn smollm2_k_quant_mixes_default_cache_bit_for_bit_on_cpu_devices() {
+    for (ty, key) in [
+        (ExportType::Q2_K, "smollm2-q2_k"),
+        (ExportType::Q3_K_M, "smollm2-q3_k_m"),
+        (ExportType::Q4_K_S, "smollm2-q4_k_s"),
+        (ExportType::Q4_K_M, "smollm2-q4_k_m"),
+        (ExportType::Q5_K_M, "smollm2-q5_k_m"),
+        (ExportType::Q6_K, "smollm2-q6_k"),
+    ] {
+        check_smollm2_export(ty, key, &format!("SmolLM2-135M-Instruct.{ty}.gguf"));
+    }
+}
+
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own
 /// except at near-ties (top-2 gap below 1e-3; stories260K's smallest gap is far above it).
 #[test]

@@ -1,9 +1,16 @@
-//! Quantization (`quants::quantize`) against gguf-py's numpy quantizer, byte for byte, and the
-//! quantize → dequantize round trip within each format's error bound.
+//! Quantization (`quants::quantize`) against gguf-py's numpy quantizer and llama.cpp's own
+//! quantizer, byte for byte, and the quantize → dequantize round trip within each format's error
+//! bound.
 //!
-//! Fixtures: tests/fixtures/quants/quantize/, written by scripts/make_quantize_fixtures.py with
-//! `gguf.quants.quantize` (gguf-py 0.19.0): `input.npy` (f32 [16, 256]) and `{F16,BF16,Q8_0,Q4_0}.bin`
-//! (the quantized bytes).
+//! Fixtures, written by scripts/make_quantize_fixtures.py:
+//! - tests/fixtures/quants/quantize/: `gguf.quants.quantize` (gguf-py 0.19.0): `input.npy`
+//!   (f32 [16, 256]) and `{F16,BF16,Q8_0,Q4_0}.bin` (the quantized bytes).
+//! - tests/fixtures/quants/quantize/llama_cpp/: llama.cpp's `ggml_quantize_chunk` (the
+//!   libggml-base.so of llama-cpp-python 0.3.36, llama.cpp 0c1e57098, no importance matrix: the
+//!   call through which `llama_model_quantize` writes each tensor, running ggml's
+//!   `quantize_row_*_ref`): `input.npy` (f32 [40, 256]: random rows, zeros, constants, tiny,
+//!   subnormal and huge values, ties, outliers; `manifest.json` describes each row) and
+//!   `{TYPE}.bin` for F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
 use std::path::PathBuf;
 
@@ -57,6 +64,109 @@ fn assert_matches_gguf_py(ty: GgmlType) {
             &want[i * unit..(i + 1) * unit]
         );
     }
+}
+
+/// The llama.cpp fixture's input (row-major, rows of 256) and its per-row descriptions.
+fn llama_cpp_input() -> (Vec<f32>, Vec<String>) {
+    let path = fixture("llama_cpp/input.npy");
+    let mut f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (shape, data) = npy::read_f32(&mut f).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("llama_cpp/manifest.json")).unwrap())
+            .unwrap();
+    let notes: Vec<String> = serde_json::from_value(manifest["rows"].clone()).unwrap();
+    assert_eq!(shape, [notes.len(), ROW_LEN]);
+    (data, notes)
+}
+
+/// Byte for byte against llama.cpp's `ggml_quantize_chunk` for one type; on a difference, reports
+/// the first differing block and the row it lies in.
+fn assert_matches_llama_cpp(ty: GgmlType) {
+    let (x, notes) = llama_cpp_input();
+    let ours = quantize(ty, ROW_LEN, &x).unwrap();
+    let path = fixture(&format!("llama_cpp/{}.bin", ty.name()));
+    let want = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(ours.len(), want.len(), "{ty}: byte count");
+    let unit = ty.type_size();
+    if let Some(i) = (0..want.len() / unit)
+        .find(|&i| ours[i * unit..(i + 1) * unit] != want[i * unit..(i + 1) * unit])
+    {
+        let row = i * ty.block_size() / ROW_LEN;
+        panic!(
+            "{ty}: block {i} (row {row}: {}; elements {}..{}) differs:\n ours      {:?}\n llama.cpp {:?}",
+            notes[row],
+            i * ty.block_size(),
+            (i + 1) * ty.block_size(),
+            &ours[i * unit..(i + 1) * unit],
+            &want[i * unit..(i + 1) * unit]
+        );
+    }
+}
+
+#[test]
+fn f16_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::F16);
+}
+
+#[test]
+fn bf16_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::BF16);
+}
+
+/// Includes blocks whose scale is subnormal, where `1/d` overflows to infinity and ggml's float to
+/// integer conversion meets infinities and NaNs.
+#[test]
+fn q4_0_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q4_0);
+}
+
+/// Q5_0: `d = max / -16`, `q = min(31, trunc(x/d + 16.5))`, fifth bits in `qh`.
+#[test]
+fn q5_0_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q5_0);
+}
+
+/// Q5_1: `d = (max − min) / 31`, `m = min`, `q = trunc((x − min)/d + 0.5)`.
+#[test]
+fn q5_1_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q5_1);
+}
+
+#[test]
+fn q8_0_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q8_0);
+}
+
+/// Q2_K: per 16 values an affine fit (levels 0..3, weights |x|, least absolute error over 16
+/// candidate scales), 4-bit scales and mins.
+#[test]
+fn q2_k_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q2_K);
+}
+
+/// Q3_K: per 16 values a symmetric scale (levels -4..3) refined level by level, 6-bit scales.
+#[test]
+fn q3_k_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q3_K);
+}
+
+/// Q4_K: per 32 values an affine fit (levels 0..15, weights rms + |x|, 21 candidate scales),
+/// 6-bit scales and mins.
+#[test]
+fn q4_k_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q4_K);
+}
+
+/// Q5_K: as Q4_K with levels 0..31 and 16 candidate scales.
+#[test]
+fn q5_k_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q5_K);
+}
+
+/// Q6_K: per 16 values a symmetric scale (levels -32..31, weights x², 19 candidates), i8 scales.
+#[test]
+fn q6_k_matches_llama_cpp() {
+    assert_matches_llama_cpp(GgmlType::Q6_K);
 }
 
 #[test]
@@ -219,9 +329,46 @@ fn data_not_whole_rows_is_an_error() {
 fn unsupported_target_type_is_an_error() {
     let x = vec![0.5f32; 256];
     assert_eq!(
-        quantize(GgmlType::Q4_K, 256, &x),
-        Err(QuantizeError::UnsupportedType { type_name: "Q4_K" })
+        quantize(GgmlType::Q4_1, 256, &x),
+        Err(QuantizeError::UnsupportedType { type_name: "Q4_1" })
     );
+}
+
+/// The K-quants need rows of whole 256-value super-blocks (SmolLM2's 576 is not).
+#[test]
+fn k_quant_row_not_whole_super_blocks_is_an_error() {
+    let x = vec![0.5f32; 576 * 2];
+    for ty in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K] {
+        assert_eq!(
+            quantize(ty, 576, &x),
+            Err(QuantizeError::RowNotBlockAligned {
+                type_name: ty.name(),
+                row_len: 576,
+                block_size: 256,
+            })
+        );
+    }
+    assert!(quantize(GgmlType::Q5_0, 576, &x).is_ok());
+}
+
+#[test]
+fn non_finite_block_input_is_an_error_with_its_index() {
+    let mut x = vec![0.5f32; 512];
+    x[300] = f32::NEG_INFINITY;
+    for ty in [
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q3_K,
+        GgmlType::Q5_K,
+    ] {
+        assert!(
+            matches!(
+                quantize(ty, 256, &x),
+                Err(QuantizeError::NonFinite { index: 300, value, .. }) if value == f32::NEG_INFINITY
+            ),
+            "{ty}"
+        );
+    }
 }
 
 #[test]

@@ -456,8 +456,9 @@ fn q4_0_prefill_with_large_activations_stays_finite() {
     }
 }
 
-/// The kernels that follow one of ggml's orders (Q4_0 in the repacked kernels' order, F32 and F16
-/// in `vec_dot_f32/f16`'s and tinyBLAS's) give the same bits on every instruction set as the
+/// The kernels that follow one of ggml's orders (Q4_0 in the repacked kernels' order, F32, F16
+/// and BF16 in `vec_dot_f32/f16/bf16`'s and tinyBLAS's, the K-quants in the tiled matmul's with
+/// 13 activation rows) give the same bits on every instruction set as the
 /// portable code that defines the order: decoding and prefill, rows in eights and not (the
 /// eight-row SIMD groups and their scalar remainder), lengths with and without a tail past the
 /// last whole 64 (or 8-block group).
@@ -471,6 +472,11 @@ fn ggml_order_kernels_agree_across_instruction_sets() {
         (GgmlType::F16, 12, 2048),
         (GgmlType::F32, 8, 80),
         (GgmlType::F32, 12, 2048),
+        (GgmlType::BF16, 8, 80),
+        (GgmlType::BF16, 12, 2048),
+        (GgmlType::Q3_K, 12, 512),
+        (GgmlType::Q4_K, 12, 512),
+        (GgmlType::Q6_K, 8, 256),
     ] {
         let w = random_weights(ty, rows, cols, &mut rng);
         let w = QMatrix::new(ty, rows, cols, &w).unwrap();

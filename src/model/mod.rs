@@ -26,7 +26,8 @@
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
 //! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
-//! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16, Q8_0 or Q4_0.
+//! - [`export`]: [`Llama::save_gguf`], the model as a GGUF file in F32, F16, BF16, Q8_0,
+//!   Q4_0, Q5_0, Q5_1 or llama.cpp's K-quant mixes (Q2_K .. Q6_K), as llama.cpp's quantizer writes it.
 //! - [`lora`]: LoRA adapters on the projections ([`Llama::with_lora`], [`Llama::merge_lora`])
 //!   for fine-tuning on the frozen (quantized) base.
 //!

@@ -1,5 +1,6 @@
 //! Dequantization of ggml block formats into f32 (and f16/bf16 on request); quantization from f32
-//! to F32, F16, BF16 and Q8_0 in [`quantize`](mod@quantize).
+//! to F32, F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0 and the K-quants Q2_K to Q6_K, as llama.cpp's
+//! quantizer writes them, in [`quantize`](mod@quantize).
 //!
 //! Each format is a `#[repr(C)]` block struct implementing [`Block`], with a compile-time size
 //! check, and a `dequantize` that mirrors ggml's `dequantize_row_*` (ggml-quants.c) operation for

@@ -19,6 +19,7 @@
 //! architectures run; written so the compiler can vectorize it, NEON being aarch64's baseline).
 //! [`qmatmul_with_isa`] forces one.
 
+mod bf16;
 mod float;
 pub mod ggml_ops;
 mod interleaved;
@@ -32,6 +33,7 @@ mod legacy;
 mod legacy_x86;
 mod quantize_act;
 mod repacked;
+mod tiled_k;
 mod vec_dot;
 #[cfg(target_arch = "x86_64")]
 mod x86_util;
@@ -373,15 +375,15 @@ fn with_kernel(
             then.run(&rows, kernel, TILE);
         }
         Family::Float => {
-            let kernel = float::tile_fn(ty, isa).ok_or_else(unsupported)?;
-            // BF16 weights: as ggml's CPU backend, which converts the activations to BF16 (its
-            // `vec_dot_type`) before the dot product, round them the same way (to nearest even),
-            // then multiply in f32 (the BF16 products are exact in f32), summed in an order of
-            // this crate's (ggml's `vec_dot_bf16` uses AVX-512 BF16 where the CPU has it).
-            let rounded: Vec<f32> = x
-                .par_iter()
-                .map(|&v| half::bf16::from_f32(v).to_f32())
-                .collect();
+            // BF16 weights in ggml's order (bf16.rs): the activations rounded to BF16 (ggml's
+            // `vec_dot_type`), tinyBLAS when `llamafile_sgemm` takes the product, else
+            // `vec_dot_bf16`; both rows in the kernels' step layout.
+            let kernel = bf16::tile_fn(isa, bf16::uses_tiny(rows, cols, m));
+            let mut rounded = vec![0f32; x.len()];
+            rounded
+                .par_chunks_mut(cols)
+                .zip(x.par_chunks(cols))
+                .for_each(|(out, x)| bf16::round_activations(x, out));
             let rows: Vec<&[f32]> = rounded.chunks_exact(cols).collect();
             then.run(&rows, kernel, TILE);
         }
@@ -409,6 +411,14 @@ fn with_kernel(
             let acts = quantize_act::quantize_blocks(x, cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
             then.run(&rows, kernel, TILE);
+        }
+        Family::K if tiled_k::applies(ty, m, follows_ggml_repack(ty, rows)) => {
+            // ggml's tiled K-quant matmul's order (tiled_k.rs), as llama.cpp multiplies 8 or
+            // more activation rows.
+            let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_k(x, cols);
+            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, wide_tile(isa));
         }
         Family::K if kquants::uses_seq(m) => {
             let kernel = kquants::tile_fn_seq(ty, isa).ok_or_else(unsupported)?;
@@ -559,11 +569,12 @@ pub fn follows_ggml_vec_dot(ty: GgmlType, rows: usize, m: usize, isa: Isa) -> bo
         && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
 }
 
-/// Whether [`qmatmul_with_isa`] on a matrix of `ty` with `rows` rows sums in the order of
-/// llama.cpp's repacked kernels, as llama.cpp on x86 with AVX2 multiplies such a matrix
-/// (`repacked.rs`): Q4_0 with `rows % 8 == 0`, for any number of activation rows.
+/// Whether llama.cpp's x86 build (AVX-512) repacks a matrix of `ty` with `rows` rows at load and
+/// multiplies it with its repacked kernels: Q4_0 and Q4_K (with AVX2) and Q2_K (with AVX-512)
+/// when `rows % 8 == 0` (`ggml_repack_get_optimal_repack_type`). For Q4_0 [`qmatmul_with_isa`]
+/// sums in their order for any number of activation rows (`repacked.rs`).
 pub fn follows_ggml_repack(ty: GgmlType, rows: usize) -> bool {
-    ty == GgmlType::Q4_0 && rows.is_multiple_of(8)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q2_K) && rows.is_multiple_of(8)
 }
 
 /// Weight rows per rayon task: 8 tasks per thread when the matrix allows it, so work stealing

@@ -75,24 +75,28 @@ pub(crate) trait Lanes16 {
         (reduce_acc4(&acc), whole)
     }
 
-    /// [`dot_tiny`]'s sum (one 16-lane accumulator over the whole steps of 16, reduced).
+    /// [`dot_tiny`]'s sums of `w` with each of the `N` rows `xs` (one 16-lane accumulator per
+    /// row over the whole steps of 16 of `w`, reduced). An implementation may load each step of
+    /// `w` once for all rows, as tinyBLAS's tiles do; the bits are the same.
     ///
     /// # Safety
-    /// As [`Lanes16::fma`].
+    /// As [`Lanes16::fma`]; every `xs[j]` at least as long as `w`'s whole steps of 16.
     #[inline(always)]
-    unsafe fn tiny16(x: &[f32], y: &[f32]) -> f32
+    unsafe fn tiny16_rows<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N]
     where
         Self: Sized,
     {
-        let mut acc = [0f32; 16];
-        for (x, y) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
-            Self::fma(
-                &mut acc,
-                x.try_into().expect("16 lanes"),
-                y.try_into().expect("16 lanes"),
-            );
-        }
-        reduce16(&acc)
+        std::array::from_fn(|j| {
+            let mut acc = [0f32; 16];
+            for (w, x) in w.chunks_exact(16).zip(xs[j].chunks_exact(16)) {
+                Self::fma(
+                    &mut acc,
+                    w.try_into().expect("16 lanes"),
+                    x.try_into().expect("16 lanes"),
+                );
+            }
+            reduce16(&acc)
+        })
     }
 }
 
@@ -188,28 +192,31 @@ impl Lanes16 for Avx2Fma {
         (reduce_acc4(&acc), whole)
     }
 
-    /// The accumulator in two registers.
+    /// Each row's accumulator in two registers, every step of `w` loaded once for all rows.
     #[inline(always)]
-    unsafe fn tiny16(x: &[f32], y: &[f32]) -> f32 {
+    unsafe fn tiny16_rows<const N: usize>(w: &[f32], xs: [&[f32]; N]) -> [f32; N] {
         use std::arch::x86_64::*;
-        let n = x.len().min(y.len()) / 16 * 16;
-        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (xp, yp) = (x.as_ptr(), y.as_ptr());
-        let mut s = 0;
-        while s < n {
-            // SAFETY: s + 16 ≤ n ≤ the lengths of x and y.
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(s)), _mm256_loadu_ps(yp.add(s)), lo);
-            hi = _mm256_fmadd_ps(
-                _mm256_loadu_ps(xp.add(s + 8)),
-                _mm256_loadu_ps(yp.add(s + 8)),
-                hi,
-            );
-            s += 16;
+        let n = w.len() / 16 * 16;
+        let x: [&[f32]; N] = std::array::from_fn(|j| &xs[j][..n]);
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut e = 0;
+        while e < n {
+            // SAFETY: e + 16 ≤ n ≤ the lengths of w and of every x[j].
+            let w0 = _mm256_loadu_ps(w.as_ptr().add(e));
+            let w1 = _mm256_loadu_ps(w.as_ptr().add(e + 8));
+            for j in 0..N {
+                acc[j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].as_ptr().add(e)), acc[j][0]);
+                acc[j][1] =
+                    _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[j].as_ptr().add(e + 8)), acc[j][1]);
+            }
+            e += 16;
         }
-        let mut acc = [0f32; 16];
-        _mm256_storeu_ps(acc.as_mut_ptr(), lo);
-        _mm256_storeu_ps(acc.as_mut_ptr().add(8), hi);
-        reduce16(&acc)
+        std::array::from_fn(|j| {
+            let mut lanes = [0f32; 16];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[j][0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[j][1]);
+            reduce16(&lanes)
+        })
     }
 }
 
@@ -270,7 +277,7 @@ pub(crate) unsafe fn vec_dot_f16<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
 /// As [`Lanes16::fma`].
 #[inline(always)]
 pub(crate) unsafe fn dot_tiny<L: Lanes16>(x: &[f32], y: &[f32]) -> f32 {
-    L::tiny16(x, y)
+    L::tiny16_rows::<1>(x, [y])[0]
 }
 
 /// The end of [`vec_dot_f32`]'s whole steps: the four accumulators summed
