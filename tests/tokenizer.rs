@@ -5,32 +5,88 @@
 //! vocabulary-only GGUF files, the test texts, and the ids llama.cpp produces for them with
 //! `add_special = false, parse_special = false`.
 //!
+//! Only the small suites (llama-spm, llama-bpe, gpt-2) are committed. The others (Qwen 2 and 3.5,
+//! Phi-3, Gemma 4, DeepSeek, Command-R ..., 0.6 to 16 MB each) are read from the directory named
+//! by `GGUF_LLAMA_VOCAB_DIR` (default `~/.cache/gguf-llama/vocab`), where
+//! `scripts/fetch_vocab_suites.sh` puts them; a test whose suite is missing says it skipped, or
+//! fails under CI (`tests/common/ci.rs`).
+//!
 //! `tests/fixtures/vocab/special-cases.json` holds ids and texts produced by llama.cpp itself
 //! (through llama-cpp-python) for special-token parsing, BOS handling and detokenization; it is
 //! written by `scripts/tokenizer_fixtures.py` (see that script for the command).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use gguf_importer::GgufFile;
 use gguf_llama::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerKind};
+
+#[path = "common/ci.rs"]
+mod ci;
 
 fn vocab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vocab")
 }
 
+/// Where the suites that are not committed are: `GGUF_LLAMA_VOCAB_DIR`, else
+/// `~/.cache/gguf-llama/vocab`.
+fn fetched_vocab_dir() -> PathBuf {
+    match std::env::var_os("GGUF_LLAMA_VOCAB_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".cache/gguf-llama/vocab")
+        }
+    }
+}
+
+fn suite_files(dir: &Path, name: &str) -> [PathBuf; 3] {
+    let base = format!("ggml-vocab-{name}.gguf");
+    [
+        dir.join(&base),
+        dir.join(format!("{base}.inp")),
+        dir.join(format!("{base}.out")),
+    ]
+}
+
+/// The directory holding suite `name` (the committed fixtures first); `None` after the skip
+/// message, or a panic under CI, when its files are missing.
+fn suite_dir(name: &str) -> Option<PathBuf> {
+    let dirs = [vocab_dir(), fetched_vocab_dir()];
+    if let Some(dir) = dirs
+        .iter()
+        .find(|d| suite_files(d, name).iter().all(|f| f.is_file()))
+    {
+        return Some(dir.clone());
+    }
+    ci::missing(&format!(
+        "llama.cpp's vocab suite ggml-vocab-{name}.gguf{{,.inp,.out}} is not in {} \
+         (run scripts/fetch_vocab_suites.sh, or set GGUF_LLAMA_VOCAB_DIR)",
+        dirs[1].display()
+    ))
+}
+
+fn open_vocab(dir: &Path, name: &str) -> Result<Tokenizer, String> {
+    let path = dir.join(format!("ggml-vocab-{name}.gguf"));
+    let file = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Tokenizer::from_gguf(file.metadata()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn load(name: &str) -> Tokenizer {
-    let path = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
-    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Tokenizer::from_gguf(file.metadata()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    open_vocab(&vocab_dir(), name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The texts and expected ids of a committed suite.
+fn read_suite(name: &str) -> Vec<(String, Vec<u32>)> {
+    read_suite_in(&vocab_dir(), name)
 }
 
 /// The texts and expected ids of a suite, split exactly as llama.cpp's `test-tokenizer-0.cpp`
 /// splits them: texts are separated by `"\n__ggml_vocab_test__\n"` (the newline before the
 /// marker belongs to the separator), ids are space-separated, one line per text.
-fn read_suite(name: &str) -> Vec<(String, Vec<u32>)> {
-    let base = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
-    let raw = std::fs::read_to_string(base.with_extension("gguf.inp")).expect("read .inp");
-    let out = std::fs::read_to_string(base.with_extension("gguf.out")).expect("read .out");
+fn read_suite_in(dir: &Path, name: &str) -> Vec<(String, Vec<u32>)> {
+    let [_, inp, out] = suite_files(dir, name);
+    let raw = std::fs::read_to_string(&inp).unwrap_or_else(|e| panic!("{}: {e}", inp.display()));
+    let out = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
 
     const SEP: &str = "\n__ggml_vocab_test__\n";
     let mut texts = Vec::new();
@@ -63,16 +119,20 @@ fn read_suite(name: &str) -> Vec<(String, Vec<u32>)> {
     texts.into_iter().zip(ids).collect()
 }
 
-/// Runs one llama.cpp suite; every text must give exactly llama.cpp's ids.
+/// Runs one llama.cpp suite; every text must give exactly llama.cpp's ids. Every failing text
+/// is reported, not only the first. Skips (fails under CI) when the suite's files are missing.
 fn run_suite(name: &str) {
-    let tok = load(name);
-    let suite = read_suite(name);
+    let Some(dir) = suite_dir(name) else {
+        return;
+    };
+    let tok = open_vocab(&dir, name).unwrap_or_else(|e| panic!("{e}"));
+    let suite = read_suite_in(&dir, name);
     let mut failures = Vec::new();
-    for (text, expected) in &suite {
+    for (i, (text, expected)) in suite.iter().enumerate() {
         let got = tok.encode(text, false, false);
         if &got != expected {
             failures.push(format!(
-                "{text:?}\n  expected {expected:?}\n  got      {got:?}"
+                "case {i} {text:?}\n  expected {expected:?}\n  got      {got:?}"
             ));
         }
     }
@@ -83,6 +143,7 @@ fn run_suite(name: &str) {
         suite.len(),
         failures.join("\n")
     );
+    eprintln!("{name}: all {} texts as llama.cpp", suite.len());
 }
 
 #[test]
@@ -98,6 +159,169 @@ fn llama_bpe_suite() {
 #[test]
 fn gpt2_suite() {
     run_suite("gpt-2");
+}
+
+// The suites fetched by scripts/fetch_vocab_suites.sh: one test each.
+
+#[test]
+fn qwen2_suite() {
+    run_suite("qwen2");
+}
+
+#[test]
+fn qwen35_suite() {
+    run_suite("qwen35");
+}
+
+#[test]
+fn phi3_suite() {
+    run_suite("phi-3");
+}
+
+#[test]
+fn gemma4_suite() {
+    run_suite("gemma-4");
+}
+
+#[test]
+fn deepseek_llm_suite() {
+    run_suite("deepseek-llm");
+}
+
+#[test]
+fn deepseek_coder_suite() {
+    run_suite("deepseek-coder");
+}
+
+#[test]
+fn command_r_suite() {
+    run_suite("command-r");
+}
+
+#[test]
+fn falcon_suite() {
+    run_suite("falcon");
+}
+
+#[test]
+fn starcoder_suite() {
+    run_suite("starcoder");
+}
+
+#[test]
+fn refact_suite() {
+    run_suite("refact");
+}
+
+#[test]
+fn mpt_suite() {
+    run_suite("mpt");
+}
+
+/// bert-bge is WordPiece (`tokenizer.ggml.model = "bert"`, BERT-style embedding models), which
+/// this crate does not implement: loading it fails with an error that says so.
+#[test]
+fn bert_bge_is_refused_clearly() {
+    let Some(dir) = suite_dir("bert-bge") else {
+        return;
+    };
+    let path = dir.join("ggml-vocab-bert-bge.gguf");
+    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let err = Tokenizer::from_gguf(file.metadata()).expect_err("WordPiece is not implemented");
+    assert!(
+        matches!(&err, TokenizerError::UnknownModel { model } if model == "bert"),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"bert\"") && msg.contains("WordPiece") && msg.contains("not implemented"),
+        "{msg}"
+    );
+}
+
+/// A fetched vocabulary as llama.cpp reports it: (suite, tokens, BOS, EOS, EOT, add BOS,
+/// end-of-generation ids).
+type VocabFacts = (
+    &'static str,
+    usize,
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    bool,
+    &'static [u32],
+);
+
+/// What llama.cpp (0c1e57098, through llama-cpp-python 0.3.36: `llama_vocab_n_tokens`, `_bos`,
+/// `_eos`, `_eot`, `_get_add_bos`, and `_is_eog` over every id) reports for the fetched
+/// vocabularies.
+#[rustfmt::skip]
+const FETCHED_VOCAB_FACTS: &[VocabFacts] = &[
+    ("qwen2", 151936, Some(151643), Some(151643), Some(151645), false, &[128247, 151643, 151645]),
+    ("qwen35", 151936, Some(151643), Some(151643), Some(151645), false, &[128247, 151643, 151645]),
+    ("phi-3", 32064, Some(1), Some(32000), Some(32007), true, &[2, 32000, 32007]),
+    ("gemma-4", 262144, Some(2), Some(1), None, true, &[1, 50, 106]),
+    ("deepseek-llm", 102400, Some(100000), Some(100001), Some(100001), true, &[100001]),
+    ("deepseek-coder", 32256, Some(32013), Some(32014), Some(32014), true, &[32014]),
+    ("command-r", 256000, Some(5), Some(255001), None, true, &[0, 255001]),
+    ("falcon", 65024, Some(11), Some(11), Some(11), false, &[11]),
+    ("starcoder", 49152, Some(0), Some(0), Some(0), false, &[0, 4]),
+    ("refact", 49216, Some(0), Some(0), Some(0), false, &[0, 4, 18]),
+    ("mpt", 50432, Some(0), Some(0), Some(0), false, &[0]),
+];
+
+#[test]
+fn fetched_vocab_metadata_as_llama_cpp() {
+    let mut failures = Vec::new();
+    for &(name, n, bos, eos, eot, add_bos, eog) in FETCHED_VOCAB_FACTS {
+        let Some(dir) = suite_dir(name) else {
+            continue;
+        };
+        let tok = open_vocab(&dir, name).unwrap_or_else(|e| panic!("{e}"));
+        let got = (
+            tok.vocab_size(),
+            tok.bos_id(),
+            tok.eos_id(),
+            tok.eot_id(),
+            tok.add_bos(),
+            tok.eog_ids(),
+        );
+        if got != (n, bos, eos, eot, add_bos, eog.to_vec()) {
+            failures.push(format!("{name}: got {got:?}"));
+        }
+        assert!(!tok.add_eos(), "{name}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Gemma 4's tokenizer model (`tokenizer.ggml.model = "gemma4"`): llama.cpp takes its own
+/// pre-tokenizer whatever `tokenizer.ggml.pre` says, always adds BOS, and writes spaces as `▁`.
+#[test]
+fn gemma4_model_as_llama_cpp() {
+    use gguf_importer::Value;
+    let Some(dir) = suite_dir("gemma-4") else {
+        return;
+    };
+    let path = dir.join("ggml-vocab-gemma-4.gguf");
+    let mut md = GgufFile::open(&path).expect("open").metadata().clone();
+    md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    md.set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    let tok = Tokenizer::from_gguf(&md).expect("gemma-4 vocabulary");
+    assert_eq!(tok.kind(), TokenizerKind::BytePairEncoding);
+    assert_eq!(tok.pre_tokenizer(), Some("gemma4"));
+    assert!(tok.add_bos());
+
+    let suite = read_suite_in(&dir, "gemma-4");
+    let (text, ids) = suite
+        .iter()
+        .find(|(t, _)| t == " Hello world")
+        .expect("suite text");
+    assert_eq!(tok.encode(text, false, false), *ids);
+    let mut with_bos = vec![2];
+    with_bos.extend(ids);
+    assert_eq!(tok.encode(text, true, false), with_bos);
+    // "▁Hello" "▁world": the spaces come back.
+    assert_eq!(tok.decode(ids), *text);
+    assert_eq!(tok.detokenize(&with_bos, true, false), text.as_bytes());
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! adjacent pair with the lowest merge rank in `tokenizer.ggml.merges` is merged (ties: the
 //! leftmost) until no pair has a rank. Each final symbol is looked up in the vocabulary; one that
 //! is not a token is written as single-byte tokens where those exist.
+//!
+//! Gemma 4 (`tokenizer.ggml.model = "gemma4"`) is the same merging over the raw UTF-8 text with
+//! spaces written as `▁`, split only at newlines, and `<0xXX>` byte tokens as the fallback.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -94,11 +97,23 @@ pub(crate) fn tokenize(
     text: &str,
     out: &mut Vec<u32>,
 ) {
+    let escaped;
+    let text = match pre.escape_whitespaces {
+        true => {
+            escaped = text.replace(' ', "\u{2581}");
+            escaped.as_str()
+        }
+        false => text,
+    };
     let mut word = String::new();
     for raw in pretokenize::split(text, &pre.steps) {
         word.clear();
-        byte_encode_into(raw.as_bytes(), &mut word);
-        if pre.ignore_merges {
+        match pre.byte_encode {
+            true => byte_encode_into(raw.as_bytes(), &mut word),
+            false => word.push_str(raw),
+        }
+        let whole = pre.ignore_merges || (pre.whole_newlines && word.bytes().all(|b| b == b'\n'));
+        if whole {
             if let Some(id) = vocab.id_of(&word) {
                 out.push(id);
                 continue;
@@ -108,12 +123,19 @@ pub(crate) fn tokenize(
             match vocab.id_of(piece) {
                 Some(id) => out.push(id),
                 // Not a token: each byte of the piece's UTF-8 as a one-byte token, where the
-                // vocabulary has one (llama.cpp drops the others).
-                None => out.extend(
+                // vocabulary has one (llama.cpp drops the others). Byte-level words look the
+                // byte up as the one-character text (only ASCII bytes can be one), the others as
+                // `<0xXX>`.
+                None if pre.byte_encode => out.extend(
                     piece
                         .bytes()
                         .filter(u8::is_ascii)
                         .filter_map(|b| vocab.id_of(std::str::from_utf8(&[b]).unwrap_or_default())),
+                ),
+                None => out.extend(
+                    piece
+                        .bytes()
+                        .filter_map(|b| vocab.id_of(&format!("<0x{b:02X}>"))),
                 ),
             }
         }

@@ -22,6 +22,10 @@ pub(crate) fn piece_bytes(vocab: &Vocab, model: &Model, id: u32) -> Vec<u8> {
     if attr.is_normal() {
         return match model {
             Model::Spm => text.replace('\u{2581}', " ").into_bytes(),
+            // SentencePiece-style BPE (Gemma 4): `▁` for spaces, the rest as it is.
+            Model::Bpe { pre, .. } if pre.escape_whitespaces => {
+                text.replace('\u{2581}', " ").into_bytes()
+            }
             Model::Bpe { .. } => byte_decode(text),
         };
     }

@@ -1,9 +1,14 @@
 //! The tokenizer of a GGUF model, equal to llama.cpp's (`llama-vocab.cpp`).
 //!
-//! Two models are supported, chosen by `tokenizer.ggml.model`:
+//! Three models are supported, chosen by `tokenizer.ggml.model`:
 //! - `llama`: SentencePiece BPE by token scores, `▁` for spaces, byte fallback (`spm.rs`);
 //! - `gpt2`: byte-level BPE by merge ranks (`bpe.rs`), with the pre-tokenizer named by
-//!   `tokenizer.ggml.pre` (`pretokenize.rs` lists the supported names).
+//!   `tokenizer.ggml.pre` (`pretokenize.rs` lists the supported names);
+//! - `gemma4`: BPE by merge ranks over the text itself, `▁` for spaces, `<0xXX>` byte fallback
+//!   (`bpe.rs` with the `gemma4` pre-tokenizer, whatever `tokenizer.ggml.pre` says).
+//!
+//! Others (`bert`'s WordPiece, `t5`'s Unigram, `rwkv` ...) are refused with
+//! [`TokenizerError::UnknownModel`].
 //!
 //! Special tokens written in the text are split out first (`special.rs`); ids go back to text
 //! through each token's bytes (`detokenize.rs`, with the streaming [`Detokenizer`]).
@@ -63,7 +68,8 @@ pub(crate) enum Model {
 pub enum TokenizerKind {
     /// `tokenizer.ggml.model = "llama"`: SentencePiece BPE.
     SentencePiece,
-    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE.
+    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE; also `"gemma4"`, BPE over the text with
+    /// `▁` for spaces.
     BytePairEncoding,
 }
 
@@ -124,10 +130,12 @@ impl Tokenizer {
                 };
                 (Model::Spm, defaults, true, true, false)
             }
-            "gpt2" => {
-                let pre_name = match md.contains(k::PRE) {
-                    true => md.get_str(k::PRE)?.to_string(),
-                    false => {
+            "gpt2" | "gemma4" => {
+                // Gemma 4's model always takes its own pre-tokenizer, whatever the key says.
+                let pre_name = match (model_name, md.contains(k::PRE)) {
+                    ("gemma4", _) => "gemma4".to_string(),
+                    (_, true) => md.get_str(k::PRE)?.to_string(),
+                    (_, false) => {
                         log::warn!("{} is missing: using the 'default' pre-tokenizer; tokenization may differ from the model's", k::PRE);
                         "default".to_string()
                     }
@@ -142,10 +150,15 @@ impl Tokenizer {
                     return Err(TokenizerError::MissingKey { key: k::MERGES });
                 }
                 let merges = MergeRanks::from_lines(md.get_str_array(k::MERGES)?);
-                let defaults = SpecialTokens {
-                    bos: Some(11),
-                    eos: Some(11),
-                    ..SpecialTokens::default()
+                // llama.cpp's defaults: 11 for GPT-2-style files, none for Gemma 4 (its ids are
+                // all in the metadata).
+                let defaults = match model_name {
+                    "gpt2" => SpecialTokens {
+                        bos: Some(11),
+                        eos: Some(11),
+                        ..SpecialTokens::default()
+                    },
+                    _ => SpecialTokens::default(),
                 };
                 let (add_bos, clean_spaces) = (pre.add_bos, pre.clean_spaces);
                 (
@@ -175,6 +188,10 @@ impl Tokenizer {
         let mut add_eos = false;
         if let Some(v) = optional_bool(md, k::ADD_BOS)? {
             add_bos = v;
+        }
+        // llama.cpp overrides a Gemma 4 file that says not to add BOS (its PR 21500).
+        if matches!(&model, Model::Bpe { pre_name, .. } if pre_name == "gemma4") {
+            add_bos = true;
         }
         if let Some(v) = optional_bool(md, k::ADD_EOS)? {
             add_eos = v;
