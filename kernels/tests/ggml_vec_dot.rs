@@ -11,6 +11,12 @@
 //! and `ggml_vec_dot_<fmt>_q8_<0|1>` (llama-cpp-python's x86 build, AVX2 / AVX-512 VNNI, called
 //! through ctypes) on gguf-py-quantized and random valid weight blocks. No tolerance: the kernels
 //! follow ggml's order of float operations (see `src/cpu/legacy.rs`).
+//!
+//! The K-quants (Q2_K .. Q6_K) likewise against `ggml_vec_dot_<fmt>_q8_K` (after ggml's
+//! `quantize_row_q8_K`), for 1 to 7 activation rows (llama.cpp takes the vec_dot one row at a
+//! time there; the element-order kernels, `src/cpu/kquants.rs`): each fixture row alone, and
+//! the first `m` rows together for m = 2..7, on all weight rows (8, unless llama.cpp repacks
+//! the matrix: `follows_ggml_repack`) and on 5 and 7.
 
 use std::path::PathBuf;
 
@@ -41,7 +47,11 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture("cases.txt")).unwrap();
+    read_cases("cases.txt")
+}
+
+fn read_cases(name: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -130,5 +140,57 @@ fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn k_quants_match_ggml_vec_dot_bit_for_bit() {
+    let cases = read_cases("cases_k.txt");
+    assert_eq!(cases.len(), 25, "5 formats × 5 lengths");
+    for Case { ty, n, rows, m } in cases {
+        let stem = format!("{}-{n}", ty.name());
+        let weights = std::fs::read(fixture(&format!("{stem}.w"))).unwrap();
+        let x = read_f32(&format!("xk-{n}.f32"));
+        let want = read_f32(&format!("{stem}.y.f32"));
+        assert_eq!((x.len(), want.len()), (m * n, m * rows), "{stem}: sizes");
+        assert!(m < 8, "{stem}: the fixture's rows are all vec_dot rows");
+        let row_bytes = weights.len() / rows;
+        let mut checked = 0;
+        for isa in Isa::available() {
+            // all weight rows, then odd numbers of them (the SIMD kernels' passes of 2 or 4 rows
+            // and their remainders)
+            for w_rows in [rows, 5, 7] {
+                // matrices that llama.cpp repacks take its repacked kernels' order instead
+                // (tests/ggml_repack.rs)
+                if follows_ggml_repack(ty, w_rows) {
+                    continue;
+                }
+                checked += 1;
+                let w = QMatrix::new(ty, w_rows, n, &weights[..w_rows * row_bytes]).unwrap();
+                let what = |kind: &str| format!("{stem} {} {w_rows} rows, {kind}", isa.name());
+                for i in 0..m {
+                    let mut y = vec![f32::NAN; w_rows];
+                    qmatmul_with_isa(&w, &x[i * n..][..n], 1, &mut y, isa).unwrap();
+                    let want_i = &want[i * rows..][..rows];
+                    assert_bits(
+                        &what(&format!("row {i} alone")),
+                        &y,
+                        w_rows,
+                        want_i,
+                        rows,
+                        1,
+                    );
+                }
+                for k in 2..=m {
+                    let mut y = vec![f32::NAN; k * w_rows];
+                    qmatmul_with_isa(&w, &x[..k * n], k, &mut y, isa).unwrap();
+                    assert_bits(&what(&format!("{k} rows")), &y, w_rows, &want, rows, m);
+                }
+            }
+        }
+        assert!(
+            checked >= 2 * Isa::available().len(),
+            "{stem}: cases checked"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to 8 bits per 256
-//! ([`ActQ8KSeq`] in element order for decoding, [`ActQ8K`] in lane order for prefill; see
-//! [`uses_seq`]): the portable scalar kernel and the per-format dispatch.
+//! ([`ActQ8KSeq`] in element order for decoding and prompts of fewer than 8 rows, [`ActQ8K`] in
+//! lane order for prefill; see [`uses_seq`]): the portable scalar kernels and the per-format
+//! dispatch.
 //!
 //! Every format reduces to one integer core. A super-block of 256 unpacks to 256 unsigned
 //! integers `q` (0..64), 16 signed scales `sc[g]`, one per group `g` of 16 elements (formats with
@@ -20,10 +21,44 @@
 //! ```
 //!
 //! (ggml's `ggml_vec_dot_q2_K_q8_K` .. `ggml_vec_dot_q6_K_q8_K` do the same per format.)
+//!
+//! # ggml's float order (the element-order kernels)
+//!
+//! Decoding and prompts of a few rows ([`uses_seq`]) follow the float order of ggml's x86 (AVX2)
+//! `ggml_vec_dot_<fmt>_q8_K` (which its AVX-512 VNNI builds run too: these functions have no
+//! AVX-512 code), llama.cpp's kernels there, so that they give its results bit for
+//! bit (against activations quantized as its `quantize_row_q8_K`, `quantize_act.rs`). The
+//! integer sums are exact, so the order is which integer lands in which f32 lane, and the float
+//! operations on the lanes. Per output element (a weight row against an activation row):
+//!
+//! ```text
+//! acc[0..8] = 0, acc_m[0..4] = 0, summs = 0                     (f32)
+//! for each super-block, in order:
+//!     d    = x.d · f16(w.d);   dmin = -x.d · f16(w.dmin)          (f32 products)
+//!     sumi[l] = Σ_{c=0..8} sc[2c + l/4] · Σ_{e=32c+4l..32c+4l+4} (q[e] - i_off) · qx[e]
+//!               - b_off · (sc[2l]·bsum[2l] + sc[2l+1]·bsum[2l+1])      (exact i32, l in 0..8)
+//!     Q2_K:  acc[l]   = fma(dmin, mn[2l]·bsum[2l] + mn[2l+1]·bsum[2l+1], acc[l])   (first)
+//!     Q4_K:  acc_m[k] = fma(dmin, Σ_{g=4k..4k+4} mn[g]·bsum[g], acc_m[k])         (k in 0..4)
+//!     Q5_K:  summs    = fma(dmin, Σ_g mn[g]·bsum[g], summs)
+//!     acc[l] = fma(d, sumi[l], acc[l])
+//! y = hsum8(acc)   (+ ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3])) for Q4_K, + summs for Q5_K)
+//! hsum8(a) = ((a[0]+a[4]) + (a[2]+a[6])) + ((a[1]+a[5]) + (a[3]+a[7]))      (`hsum_float_8`)
+//! ```
+//!
+//! Lane `l` of `sumi` is what `madd(scales, maddubs(q, qx))` leaves in i32 lane `l` of each
+//! 32-element register `c` (bytes `4l..4l+4`, group `2c + l/4`). The offset: Q3_K subtracts it in
+//! every product (`i_off = 4`, `b_off = 0`: ggml's `maddubs(q_low, qx) - maddubs(4·!hbit, qx)`),
+//! Q6_K through the group sums (`i_off = 0`, `b_off = 32`: ggml's `q8sclsub`); the two put
+//! different integers in a lane. The mins' lanes are ggml's too: Q2_K's `madd(mins, bsums)` in
+//! the 8 lanes of `acc`, before the block's scales; Q4_K's `madd(mins, hadd(bsums))` over its 8
+//! sub-blocks in a 4-lane `acc_m` of its own; Q5_K's the same summed to one integer in a scalar.
+//! [`tile_seq_scalar`] is the definition; the AVX2 and AVX-512 VNNI kernels (`kquants_x86.rs`)
+//! give the same bits, and kernels/tests/ggml_vec_dot.rs checks all of them against ggml.
 
 use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, F16};
 use gguf_importer::GgmlType;
 
+use super::legacy::hsum8;
 use super::quantize_act::{ActQ8K, ActQ8KSeq, KActivations};
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
@@ -46,6 +81,49 @@ pub(super) trait KQuant: Block {
     fn supers(&self) -> (F16, F16);
     /// Writes the 256 `q` in element order.
     fn unpack(&self, q: &mut [u8; 256]);
+}
+
+/// Where ggml's `ggml_vec_dot_<fmt>_q8_K` sums a format's mins (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum GgmlMins {
+    /// No mins (Q3_K, Q6_K).
+    None,
+    /// In the 8 lanes of `acc`, before the super-block's scales (Q2_K).
+    Lanes8,
+    /// In a 4-lane `acc_m`, added after `acc`'s horizontal sum (Q4_K).
+    Lanes4,
+    /// In a scalar `summs`, added after `acc`'s horizontal sum (Q5_K).
+    Scalar,
+}
+
+/// How ggml's x86 `ggml_vec_dot_<fmt>_q8_K` applies a format's offset and mins (see the module
+/// doc): what the element-order kernels need beyond [`KQuant`].
+pub(super) trait GgmlVecDot: KQuant {
+    /// Whether the offset is taken off every `q` in the byte products (Q3_K) rather than
+    /// through the group sums (Q6_K; no matter for formats without one).
+    const INLINE_OFFSET: bool;
+    const MINS: GgmlMins;
+}
+
+impl GgmlVecDot for BlockQ2K {
+    const INLINE_OFFSET: bool = false;
+    const MINS: GgmlMins = GgmlMins::Lanes8;
+}
+impl GgmlVecDot for BlockQ3K {
+    const INLINE_OFFSET: bool = true;
+    const MINS: GgmlMins = GgmlMins::None;
+}
+impl GgmlVecDot for BlockQ4K {
+    const INLINE_OFFSET: bool = false;
+    const MINS: GgmlMins = GgmlMins::Lanes4;
+}
+impl GgmlVecDot for BlockQ5K {
+    const INLINE_OFFSET: bool = false;
+    const MINS: GgmlMins = GgmlMins::Scalar;
+}
+impl GgmlVecDot for BlockQ6K {
+    const INLINE_OFFSET: bool = false;
+    const MINS: GgmlMins = GgmlMins::None;
 }
 
 /// Scale and min of sub-block `j` (0..8) of Q4_K/Q5_K from their 12 packed bytes
@@ -259,18 +337,105 @@ fn tile_scalar<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&[A
     }
 }
 
+/// ggml's eight i32 lanes `sumi` of a super-block (`q` unpacked, scales `s`) against one activation
+/// super-block (see the module doc).
+#[inline(always)]
+fn ggml_lanes<W: GgmlVecDot>(q: &[u8; 256], s: &KScales, x: &ActQ8KSeq) -> [i32; 8] {
+    let i_off = if W::INLINE_OFFSET {
+        W::OFFSET as i32
+    } else {
+        0
+    };
+    let mut sumi = [0i32; 8];
+    for c in 0..8 {
+        for (l, sumi) in sumi.iter_mut().enumerate() {
+            let e = 32 * c + 4 * l;
+            let dot: i32 = (e..e + 4)
+                .map(|e| (q[e] as i32 - i_off) * x.qs[e] as i32)
+                .sum();
+            *sumi += s.sc[2 * c + l / 4] as i32 * dot;
+        }
+    }
+    if !W::INLINE_OFFSET && W::OFFSET != 0 {
+        for (l, sumi) in sumi.iter_mut().enumerate() {
+            let g = |g: usize| s.sc[g] as i32 * x.bsums[g] as i32;
+            *sumi -= W::OFFSET as i32 * (g(2 * l) + g(2 * l + 1));
+        }
+    }
+    sumi
+}
+
+/// The portable element-order kernel (see [`TileFn`]): ggml's float order, as the module doc
+/// writes it (the definition the SIMD kernels follow).
+fn tile_seq_scalar<W: GgmlVecDot>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    let mut q = [0u8; 256];
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[W] = bytemuck::cast_slice(row);
+        let mut acc = [[0f32; 8]; MAX_TILE];
+        let mut acc_m = [[0f32; 4]; MAX_TILE];
+        let mut summs = [0f32; MAX_TILE];
+        for (b, block) in blocks.iter().enumerate() {
+            let s = block.scales();
+            let (wd, wdmin) = block.supers();
+            let (wd, wdmin) = (wd.to_f32(), wdmin.to_f32());
+            block.unpack(&mut q);
+            for (i, x) in xs.iter().enumerate() {
+                let x = &x[b];
+                let (d, dmin) = (x.d * wd, -x.d * wdmin);
+                let mins = |g: std::ops::Range<usize>| -> f32 {
+                    g.map(|g| s.mn[g] as i32 * x.bsums[g] as i32).sum::<i32>() as f32
+                };
+                match W::MINS {
+                    GgmlMins::None => {}
+                    GgmlMins::Lanes8 => {
+                        for (l, acc) in acc[i].iter_mut().enumerate() {
+                            *acc = dmin.mul_add(mins(2 * l..2 * l + 2), *acc);
+                        }
+                    }
+                    GgmlMins::Lanes4 => {
+                        for (k, acc) in acc_m[i].iter_mut().enumerate() {
+                            *acc = dmin.mul_add(mins(4 * k..4 * k + 4), *acc);
+                        }
+                    }
+                    GgmlMins::Scalar => summs[i] = dmin.mul_add(mins(0..16), summs[i]),
+                }
+                let sumi = ggml_lanes::<W>(&q, &s, x);
+                for (acc, sumi) in acc[i].iter_mut().zip(sumi) {
+                    *acc = d.mul_add(sumi as f32, *acc);
+                }
+            }
+        }
+        for i in 0..xs.len() {
+            let y = hsum8(&acc[i]);
+            let y = match W::MINS {
+                GgmlMins::Lanes4 => {
+                    let m = acc_m[i];
+                    y + ((m[0] + m[2]) + (m[1] + m[3]))
+                }
+                GgmlMins::Scalar => y + summs[i],
+                _ => y,
+            };
+            out.set(r, i, y);
+        }
+    }
+}
+
 /// Whether the K-quants dot with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`])
 /// rather than in lane order ([`ActQ8K`], [`tile_fn`]) for `m` activation rows: element order
-/// in decoding, lane order in prefill. The element-order kernels need no transposes, which
-/// decoding (one activation row per unpacked super-block) cannot amortize, and they read several
-/// weight rows per pass; the lane-order kernels apply the group scales lane-wise in f32 after
-/// plain byte dot products, with 512-bit `dpbusd` over all 16 groups on VNNI.
+/// for fewer than 8 rows (decoding, short prompts), where llama.cpp takes
+/// `ggml_vec_dot_<fmt>_q8_K` one activation row at a time and these kernels give its results bit
+/// for bit (see the module doc); lane order from 8 rows on (prefill). The element-order kernels
+/// need no transposes, which decoding (one activation row per unpacked super-block) cannot
+/// amortize, and they read several weight rows per pass; the lane-order kernels apply the group
+/// scales lane-wise in f32 after plain byte dot products, with 512-bit `dpbusd` over all 16
+/// groups on VNNI.
 /// `cpu_matmul_bench` on 5632 × 2048, 2 threads (BENCHMARKS.md's machine): decode in element
 /// order Q4_K 16 -> 29 GB/s, Q2_K 19 -> 25, Q3_K 21 -> 27, Q6_K 0.57 -> 0.48 ms; prefill in lane
 /// order, GFLOP/s with VNNI (AVX2): Q2_K 254 -> 286 (180 -> 199), Q3_K 237 -> 267, Q4_K 224 ->
 /// 268 (166 -> 177), Q5_K 220 -> 259 (170 -> 175), Q6_K 300 either way (AVX2 177 / 180).
 pub(super) fn uses_seq(m: usize) -> bool {
-    m == 1
+    m < 8
 }
 
 /// The kernel for the K-quant `ty` on `isa` against activations in element order; `None` for
@@ -282,11 +447,11 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     }
     let _ = isa;
     Some(match ty {
-        GgmlType::Q2_K => tile_scalar::<BlockQ2K, ActQ8KSeq>,
-        GgmlType::Q3_K => tile_scalar::<BlockQ3K, ActQ8KSeq>,
-        GgmlType::Q4_K => tile_scalar::<BlockQ4K, ActQ8KSeq>,
-        GgmlType::Q5_K => tile_scalar::<BlockQ5K, ActQ8KSeq>,
-        GgmlType::Q6_K => tile_scalar::<BlockQ6K, ActQ8KSeq>,
+        GgmlType::Q2_K => tile_seq_scalar::<BlockQ2K>,
+        GgmlType::Q3_K => tile_seq_scalar::<BlockQ3K>,
+        GgmlType::Q4_K => tile_seq_scalar::<BlockQ4K>,
+        GgmlType::Q5_K => tile_seq_scalar::<BlockQ5K>,
+        GgmlType::Q6_K => tile_seq_scalar::<BlockQ6K>,
         _ => return None,
     })
 }

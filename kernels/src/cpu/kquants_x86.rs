@@ -33,7 +33,7 @@ use std::arch::x86_64::*;
 use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use gguf_importer::GgmlType;
 
-use super::kquants::KQuant;
+use super::kquants::{GgmlMins, GgmlVecDot, KQuant};
 use super::quantize_act::{ActQ8K, ActQ8KSeq};
 use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4, unroll16};
 use super::{check_tile, Isa, Out, TileFn};
@@ -492,12 +492,18 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
 //
 // ```text
 // p     = maddubs(q[j], qx[32j..32j+32])        16 × i16: pairs of q·qx (≤ 2·63·127 = 16002)
+//         (Q3_K: - maddubs(4, qx[..]), the offset in every product, as ggml's)
 // sumi += madd(p, [sc[2j]; 8 | sc[2j+1]; 8])    8 × i32: Σ sc·q·qx     (VNNI: dpwssd)
-// sumi -= off · madd(bsums, sc)                 the offset, once per super-block
-// y    += d·dx · Σ sumi  −  dmin·dx · Σ madd(bsums, mn)
+// sumi -= 32 · madd(bsums, sc)                  Q6_K's offset, once per super-block
+// mins:   Q2_K acc   = fma(dmin, madd(mn, bsums), acc)            8 lanes, before sumi
+//         Q4_K acc_m = fma(dmin, madd(mn8, hadd(bsums)), acc_m)   4 lanes
+//         Q5_K summs = fma(dmin, Σ madd(mn8, hadd(bsums)), summs) scalar
+// acc   = fma(d, sumi, acc)
 // ```
 //
-// (the shape of ggml's `ggml_vec_dot_q*_K_q8_K` on AVX2; |sumi| ≤ 256·63·127·127 < 2³¹.)
+// which is ggml's `ggml_vec_dot_q*_K_q8_K` on AVX2 lane for lane, the float operations in its
+// order (`kquants.rs`'s module doc; its `tile_seq_scalar` is the definition), so the results are
+// its bits; |sumi| ≤ 256·63·127·128 < 2³¹.
 
 /// `pshufb` masks for register `j`'s scales from a register holding 8 i16 group scales in each
 /// half: mask `k` (= j % 4) broadcasts i16 `2k` in the low half and `2k + 1` in the high half.
@@ -524,7 +530,8 @@ const DECODE_ROWS_VNNI: usize = 4;
 const DECODE_ROWS_AVX2: usize = 2;
 
 /// The 8 × i16 scales of each register `j` of a super-block (see [`group_scale_masks`]), the 16
-/// group scales (i16) and mins (u16) for the `bsums` terms.
+/// group scales (i16) and mins (u16) for the `bsums` terms, and the 8 sub-block mins (i16) of
+/// Q4_K/Q5_K (the even groups' mins: each sub-block's two groups share one).
 ///
 /// # Safety
 /// The CPU must have AVX2.
@@ -532,7 +539,7 @@ const DECODE_ROWS_AVX2: usize = 2;
 unsafe fn seq_scales<W: KQuantX86>(
     block: &W,
     masks: &[__m256i; 4],
-) -> ([__m256i; 8], __m256i, __m256i) {
+) -> ([__m256i; 8], __m256i, __m256i, __m128i) {
     let (sc, mn) = block.scales_avx2(); // 16 × i8, 16 × u8, group order
     let (sc_lo, sc_hi) = (
         _mm_cvtepi8_epi16(sc),
@@ -544,11 +551,32 @@ unsafe fn seq_scales<W: KQuantX86>(
     );
     let scj =
         std::array::from_fn(|j| _mm256_shuffle_epi8(if j < 4 { lo } else { hi }, masks[j % 4]));
+    let even = _mm_setr_epi8(0, -1, 2, -1, 4, -1, 6, -1, 8, -1, 10, -1, 12, -1, 14, -1);
     (
         scj,
         _mm256_set_m128i(sc_hi, sc_lo),
         _mm256_cvtepu8_epi16(mn),
+        _mm_shuffle_epi8(mn, even),
     )
+}
+
+/// ggml's `hsum_float_8` of `acc` (`hsum_ps`: the same additions, one with its operands swapped,
+/// which IEEE addition does not see) plus the mins kept apart (Q4_K's 4-lane `acc_m`, Q5_K's
+/// `summs`), in ggml's order.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[inline(always)]
+unsafe fn finish<W: GgmlVecDot>(acc: __m256, acc_m: __m128, summs: f32) -> f32 {
+    let y = hsum_ps(acc);
+    match W::MINS {
+        GgmlMins::Lanes4 => {
+            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+            y + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+        }
+        GgmlMins::Scalar => y + summs,
+        GgmlMins::None | GgmlMins::Lanes8 => y,
+    }
 }
 
 /// `R` weight rows (`blocks[r]`, `nb` super-blocks each) against one activation row: each
@@ -559,14 +587,22 @@ unsafe fn seq_scales<W: KQuantX86>(
 /// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL. Every `blocks[r]`
 /// and `x` must point at `nb` consecutive readable super-blocks (`W` has alignment 1).
 #[inline(always)]
-unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
+unsafe fn decode_rows<W: KQuantX86 + GgmlVecDot, const R: usize, const VNNI: bool>(
     blocks: [*const W; R],
     nb: usize,
     x: *const ActQ8KSeq,
     masks: &[__m256i; 4],
 ) -> [f32; R] {
-    let off = _mm256_set1_epi32(W::OFFSET as i32);
+    const {
+        assert!(
+            W::INLINE_OFFSET || W::OFFSET == 0 || W::OFFSET == 32,
+            "an offset through the group sums is Q6_K's 32 (a shift by 5, as ggml's)"
+        )
+    };
+    let off = _mm256_set1_epi8(W::OFFSET as i8);
     let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm_setzero_ps(); R];
+    let mut summs = [0f32; R];
     for b in 0..nb {
         // SAFETY: b < nb, and x points at nb activation super-blocks (this function's contract).
         let x = &*x.add(b);
@@ -577,6 +613,18 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
             std::array::from_fn(
                 |j| _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
             );
+        // Q3_K: 4 · (pair sums of qx), taken off every product below (ggml's `q3h` part), once
+        // per activation super-block for all R rows
+        let offs: [__m256i; 8] = if W::INLINE_OFFSET {
+            qx.map(|qx| _mm256_maddubs_epi16(off, qx))
+        } else {
+            [_mm256_setzero_si256(); 8]
+        };
+        // Q4_K, Q5_K: the 8 sub-block sums (ggml's `q8s`)
+        let sub_sums = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
         for r in 0..R {
             // SAFETY: b < nb, and blocks[r] points at nb weight super-blocks (this function's
             // contract); `W` is bytes, alignment 1.
@@ -584,11 +632,14 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
             // a hint, never a read: in bounds or not (see `prefetch_ahead`)
             prefetch_ahead(block as *const W as *const u8, size_of::<W>());
             let q = block.unpack_avx2();
-            let (scj, sc16, mn16) = seq_scales(block, masks);
-            // two chains of four multiply-adds rather than one of eight
+            let (scj, sc16, mn16, mn8) = seq_scales(block, masks);
+            // two chains of four multiply-adds rather than one of eight (exact: integers)
             let mut sumi = [_mm256_setzero_si256(); 2];
             for j in 0..8 {
-                let p = _mm256_maddubs_epi16(q[j], qx[j]);
+                let mut p = _mm256_maddubs_epi16(q[j], qx[j]);
+                if W::INLINE_OFFSET {
+                    p = _mm256_sub_epi16(p, offs[j]);
+                }
                 sumi[j % 2] = if VNNI {
                     _mm256_dpwssd_epi32(sumi[j % 2], p, scj[j])
                 } else {
@@ -596,22 +647,35 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
                 };
             }
             let mut sumi = _mm256_add_epi32(sumi[0], sumi[1]);
-            if W::OFFSET != 0 {
-                let o = _mm256_mullo_epi32(_mm256_madd_epi16(bsums, sc16), off);
+            if !W::INLINE_OFFSET && W::OFFSET != 0 {
+                let o = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
                 sumi = _mm256_sub_epi32(sumi, o);
             }
-            let (d, dmin) = block.supers();
-            let (d, dmin) = (f16c(d), f16c(dmin));
-            let a = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(sumi), acc[r]);
-            acc[r] = if W::HAS_MINS {
-                let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mn16));
-                _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x.d), mins, a)
-            } else {
-                a
-            };
+            let (wd, wdmin) = block.supers();
+            let (d, dmin) = (x.d * f16c(wd), -x.d * f16c(wdmin));
+            match W::MINS {
+                GgmlMins::None => {}
+                GgmlMins::Lanes8 => {
+                    let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mn16, bsums));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), m, acc[r]);
+                }
+                GgmlMins::Lanes4 => {
+                    let m = _mm_cvtepi32_ps(_mm_madd_epi16(mn8, sub_sums));
+                    acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), m, acc_m[r]);
+                }
+                GgmlMins::Scalar => {
+                    let m = _mm_madd_epi16(mn8, sub_sums);
+                    let m = _mm_add_epi32(m, _mm_unpackhi_epi64(m, m));
+                    let m = _mm_add_epi32(m, _mm_shuffle_epi32::<0b01>(m));
+                    let m = _mm_cvtsi32_ss(_mm_setzero_ps(), _mm_cvtsi128_si32(m));
+                    summs[r] =
+                        _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(dmin), m, _mm_set_ss(summs[r])));
+                }
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
     }
-    acc.map(|a| hsum_ps(a))
+    std::array::from_fn(|r| finish::<W>(acc[r], acc_m[r], summs[r]))
 }
 
 /// Decoding (one activation row), `R` weight rows per pass from `R` equal segments of the rows,
@@ -620,7 +684,7 @@ unsafe fn decode_rows<W: KQuantX86, const R: usize, const VNNI: bool>(
 /// # Safety
 /// As [`decode_rows`]; `x` must point at `row_bytes / size_of::<W>()` readable super-blocks.
 #[inline(always)]
-unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
+unsafe fn decode_seq<W: KQuantX86 + GgmlVecDot, const R: usize, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     x: *const ActQ8KSeq,
@@ -659,7 +723,7 @@ unsafe fn decode_seq<W: KQuantX86, const R: usize, const VNNI: bool>(
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 VNNI and VL.
 #[inline(always)]
-unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
+unsafe fn tile_seq_body<W: KQuantX86 + GgmlVecDot, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8KSeq]],
@@ -685,18 +749,28 @@ unsafe fn tile_seq_body<W: KQuantX86, const VNNI: bool>(
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_seq_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+unsafe fn tile_seq_avx2_tf<W: KQuantX86 + GgmlVecDot>(
+    w: &[u8],
+    rb: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: Out,
+) {
     tile_seq_body::<W, false>(w, rb, xs, out)
 }
 
 /// # Safety
 /// The CPU must have AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_seq_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+unsafe fn tile_seq_vnni_tf<W: KQuantX86 + GgmlVecDot>(
+    w: &[u8],
+    rb: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: Out,
+) {
     tile_seq_body::<W, true>(w, rb, xs, out)
 }
 
-fn tile_seq_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+fn tile_seq_avx2<W: KQuantX86 + GgmlVecDot>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     check_tile(w, rb, size_of::<W>(), 1, xs, &out);
     // SAFETY: the CPU has AVX2, FMA and F16C: `tile_fn_seq` hands this kernel out for
     // `Isa::Avx2` only, and `with_kernel` checked that this CPU runs it before asking. (The
@@ -704,7 +778,7 @@ fn tile_seq_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Ou
     unsafe { tile_seq_avx2_tf::<W>(w, rb, xs, out) }
 }
 
-fn tile_seq_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+fn tile_seq_vnni<W: KQuantX86 + GgmlVecDot>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     check_tile(w, rb, size_of::<W>(), 1, xs, &out);
     // SAFETY: the CPU has AVX-512 VNNI and AVX2: `tile_fn_seq` hands this kernel out for
     // `Isa::Avx512Vnni` only, and `with_kernel` checked that this CPU runs it before asking.

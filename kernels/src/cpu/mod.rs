@@ -416,9 +416,9 @@ fn with_kernel(
             // ggml's tiled K-quant matmul's order (tiled_k.rs), as llama.cpp multiplies 8 or
             // more activation rows.
             let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
-            let acts = quantize_act::quantize_k(x, cols);
-            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(cols / 256).collect();
-            then.run(&rows, kernel, wide_tile(isa));
+            let acts = quantize_act::quantize_k_seq(x, cols);
+            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, MAX_TILE);
         }
         Family::K if kquants::uses_seq(m) => {
             let kernel = kquants::tile_fn_seq(ty, isa).ok_or_else(unsupported)?;
@@ -555,18 +555,26 @@ pub(crate) fn q8_0_dot_rows(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], y:
     }
 }
 
-/// Whether [`qmatmul_with_isa`] on `m` activation rows of a `rows × cols` matrix of a 32-element
-/// format (Q4_0 .. Q8_0) computes in the order of `ggml_vec_dot_<fmt>_q8_<0|1>`, giving its
-/// results bit for bit (`legacy.rs`). True for decoding (`m == 1`) and for prefill tiles
-/// (llama.cpp's tinyBLAS sums Q8_0 in the same order), except for Q4_0: with `rows % 8 == 0` it
-/// takes the order of llama.cpp's repacked Q4_0 kernels ([`follows_ggml_repack`]), otherwise its
-/// prefill takes the faster interleaved kernel (`interleaved.rs`). False for the other formats
-/// (F32 and F16 weights follow ggml's order too, see float.rs; the K-quants and BF16 sum in orders
-/// of their own).
+/// Whether [`qmatmul_with_isa`] on `m` activation rows of a `rows × cols` matrix computes each
+/// output in the order of ggml's `vec_dot` for its type, giving its results bit for bit:
+/// - the 32-element formats (Q4_0 .. Q8_0, `ggml_vec_dot_<fmt>_q8_<0|1>`, `legacy.rs`) in
+///   decoding and prefill (llama.cpp's tinyBLAS sums Q8_0 and Q5_0 in the same order), except
+///   Q4_0 with `rows % 8 == 0`, which takes the order of llama.cpp's repacked kernels
+///   ([`follows_ggml_repack`]), and other Q4_0 prefill, which takes the faster interleaved
+///   kernel (`interleaved.rs`);
+/// - the K-quants (`ggml_vec_dot_q<n>_K_q8_K`, `kquants.rs`) for fewer than 8 activation rows
+///   (llama.cpp takes its tiled K-quant matmul for more, `tiled_k.rs`), except the matrices it
+///   repacks ([`follows_ggml_repack`]).
+///
+/// F32, F16 and BF16 weights follow ggml's orders too (`vec_dot` or tinyBLAS: float.rs, bf16.rs).
 pub fn follows_ggml_vec_dot(ty: GgmlType, rows: usize, m: usize, isa: Isa) -> bool {
-    matches!(kernel_family(ty), Some(Family::X32))
-        && !follows_ggml_repack(ty, rows)
-        && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
+    match kernel_family(ty) {
+        Some(Family::X32) => {
+            !follows_ggml_repack(ty, rows) && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
+        }
+        Some(Family::K) => kquants::uses_seq(m) && !follows_ggml_repack(ty, rows),
+        _ => false,
+    }
 }
 
 /// Whether llama.cpp's x86 build (AVX-512) repacks a matrix of `ty` with `rows` rows at load and

@@ -79,10 +79,12 @@ pub struct ActQ8K {
     pub d: f32,
 }
 
-/// 256 activations as 8-bit integers in element order (ggml's `block_q8_K` layout, f32 scale),
-/// for the K-quant kernels of Q2_K .. Q5_K: their super-blocks unpack in element order too, so
-/// each 32 weights meet their 32 activations in one register without the transposes
-/// [`ActQ8K`]'s lane order needs.
+/// 256 activations as 8-bit integers in element order: ggml's `block_q8_K` (the same fields, in
+/// another order), with the values ggml's `quantize_row_q8_K` gives (see `quantize_block_q8k`),
+/// for the element-order K-quant kernels (decoding and prompts of a few rows, in the float order
+/// of ggml's `ggml_vec_dot_*_q8_K`): the super-blocks unpack in element order too, so each 32
+/// weights meet their 32 activations in one register without the transposes [`ActQ8K`]'s lane
+/// order needs.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8KSeq {
@@ -253,16 +255,60 @@ fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
     }
 }
 
+/// ggml's `nearest_int` (ggml-quants.c): the bits of `v + 1.5 · 2²³` less those of `1.5 · 2²³`, as
+/// [`ROUND`] rounds (ties to even) for `|v| < 2²²`; for anything else (infinities, NaN) the same
+/// bit arithmetic, which is what ggml's release build computes there.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    ((v + ROUND).to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+}
+
+/// One super-block of 256 activations quantized as ggml's `quantize_row_q8_K_ref` (what x86's
+/// `quantize_row_q8_K` calls), byte for byte for finite `x`:
+///
+/// ```text
+/// max    = the first element of the largest magnitude (NaN never counts)
+/// iscale = -127 / max                            (f32; may overflow to ∓inf for a tiny max)
+/// qs[e]  = min(127, nearest_int(iscale · x[e]))  (as i8)
+/// bsums  = Σ qs per 16;   d = 1 / iscale
+/// ```
+///
+/// so `d` has the sign opposite to `max`'s (a super-block whose largest element is positive gets
+/// `d < 0` and negated `qs`). All zeros: `d = 0`, `qs` and `bsums` 0 (ggml leaves `bsums` as the
+/// buffer had them; its dot products multiply them by `d = 0`). Not ggml's: a super-block with an
+/// infinite or NaN element gets `d = NaN` (and zeros), so that every product it meets is NaN as in
+/// f32 arithmetic; ggml would quantize a NaN to a finite integer (its payload, capped at 127) and
+/// give a finite product, and gives NaN for an infinity too (`d = ∓inf`, `qs = 0`).
+#[inline(always)]
+fn quantize_block_q8k(x: &[f32], b: &mut ActQ8KSeq) {
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let finite = x.iter().fold(true, |f, &v| f & v.is_finite());
+    if !finite || amax == 0.0 {
+        b.qs = [0; 256];
+        b.bsums = [0; 16];
+        b.d = if finite { 0.0 } else { f32::NAN };
+        return;
+    }
+    // the first element that reaches the largest magnitude: ggml's running `ax > amax` keeps it
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    for (q, &v) in b.qs.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8;
+    }
+    for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+        *s = q.iter().map(|&q| q as i16).sum();
+    }
+    b.d = 1.0 / iscale;
+}
+
 /// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks), in
-/// element order; the same integers and scales as [`quantize_row_k`].
+/// element order, as ggml's `quantize_row_q8_K` does ([`quantize_block_q8k`]): the element-order
+/// kernels follow ggml's `ggml_vec_dot_*_q8_K`, which read exactly these integers. (The
+/// lane-order [`quantize_row_k`] takes `127 / amax` for the scale whatever the sign of the
+/// largest element: the same magnitudes, `d` and `q` negated where ggml's `max` is positive.)
 fn quantize_row_k_seq(x: &[f32], out: &mut [ActQ8KSeq]) {
     for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
-        let (d, id) = scales(x, true);
-        quantize_into(x, id, &mut b.qs);
-        for (g, q) in b.qs.chunks_exact(16).enumerate() {
-            b.bsums[g] = q.iter().map(|&q| q as i16).sum();
-        }
-        b.d = d;
+        quantize_block_q8k(x, b);
     }
 }
 
@@ -331,4 +377,57 @@ pub(super) fn quantize_k(x: &[f32], cols: usize) -> Vec<ActQ8K> {
         .zip(x.par_chunks(cols))
         .for_each(|(out, x)| quantize_row_k(x, out));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `quantize_k_seq` gives ggml's `quantize_row_q8_K` (llama-cpp-python's x86 build) byte for
+    /// byte: `d`, `qs` and `bsums` of every super-block of the fixtures' activation rows
+    /// (tests/fixtures/ggml_vec_dot/xk-<n>.f32 against q8k-<n>.bin, written by
+    /// scripts/make_ggml_vec_dot_fixtures.py), which include rounding ties, the largest magnitude
+    /// with both signs, all-zero super-blocks and maxima so small that ggml's inverse scale
+    /// overflows.
+    #[test]
+    fn q8_k_matches_ggml_byte_for_byte() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ggml_vec_dot");
+        let mut checked = 0;
+        for n in [256, 512, 1536, 2048, 5632] {
+            let read = |name: String| {
+                std::fs::read(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            let x: Vec<f32> = read(format!("xk-{n}.f32"))
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let want = read(format!("q8k-{n}.bin"));
+            let got = quantize_k_seq(&x, n);
+            assert_eq!(want.len(), got.len() * 292, "xk-{n}: blocks");
+            for (k, (g, w)) in got.iter().zip(want.chunks_exact(292)).enumerate() {
+                let what = format!(
+                    "n = {n}, row {}, super-block {}",
+                    k / (n / 256),
+                    k % (n / 256)
+                );
+                let d = f32::from_le_bytes(w[..4].try_into().unwrap());
+                assert_eq!(
+                    g.d.to_bits(),
+                    d.to_bits(),
+                    "{what}: d = {:e}, ggml's {d:e}",
+                    g.d
+                );
+                let qs: Vec<i8> = w[4..260].iter().map(|&b| b as i8).collect();
+                assert_eq!(&g.qs[..], &qs[..], "{what}: qs");
+                let bsums: Vec<i16> = w[260..]
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                assert_eq!(&g.bsums[..], &bsums[..], "{what}: bsums");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 7 * (1 + 2 + 6 + 8 + 22));
+    }
 }

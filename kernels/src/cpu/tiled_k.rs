@@ -24,7 +24,7 @@ use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use gguf_importer::GgmlType;
 
 use super::kquants::KQuant;
-use super::quantize_act::{ActQ8K, KActivations};
+use super::quantize_act::{ActQ8KSeq, KActivations};
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// Whether llama.cpp multiplies `m` activation rows with a `ty` matrix of `rows` rows by the
@@ -82,15 +82,247 @@ fn tile_portable<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&
     }
 }
 
-/// The kernel of the K-quant `ty` in the tiled order; `None` for other types.
-pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
+/// The SIMD kernels, laid out as ggml's own: the lanes of a register are activation rows (16 with
+/// AVX-512 VNNI, 8 per half of the band with AVX2), so no sum crosses lanes. Per super-block, the
+/// tile's codes are transposed once into 64 rows of four consecutive elements of each activation
+/// row ([`Band`]); then each weight row, unpacked, meets them four elements at a time (the four
+/// weight codes broadcast: `vpdpbusd`, or `vpmaddubsw` and `vpmaddwd` with AVX2, exact: a pair
+/// of products is at most 2 · 63 · 128), group by group into `s1` and `s2` lane-wise, and ends the
+/// block with the float steps of the module documentation. The same bits as [`tile_portable`].
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::quantize_act::ActQ8KSeq;
+    use super::super::{check_tile, Out};
+    use super::KQuant;
+
+    /// One super-block of a tile of up to 16 activation rows, transposed: `codes[kg][j]` holds
+    /// elements `4kg .. 4kg + 4` of row `j`, `bsums[g][j]` group `g`'s sum of row `j`, `d[j]` its
+    /// scale (zero for rows past the tile's end).
+    #[repr(C, align(64))]
+    struct Band {
+        codes: [[u32; 16]; 64],
+        bsums: [[i32; 16]; 16],
+        d: [f32; 16],
+    }
+
+    impl Band {
+        fn new() -> Band {
+            Band {
+                codes: [[0; 16]; 64],
+                bsums: [[0; 16]; 16],
+                d: [0.0; 16],
+            }
+        }
+
+        /// Super-block `b` of the tile's rows `xs` (at most 16).
+        fn fill(&mut self, xs: &[&[ActQ8KSeq]], b: usize) {
+            for (j, x) in xs.iter().enumerate() {
+                let x = &x[b];
+                for (kg, c) in self.codes.iter_mut().enumerate() {
+                    let e = &x.qs[4 * kg..4 * kg + 4];
+                    c[j] = u32::from_le_bytes([e[0] as u8, e[1] as u8, e[2] as u8, e[3] as u8]);
+                }
+                for (g, s) in self.bsums.iter_mut().enumerate() {
+                    s[j] = x.bsums[g] as i32;
+                }
+                self.d[j] = x.d;
+            }
+        }
+    }
+
+    /// A weight super-block, unpacked: its codes four at a time, scales, mins and f16 scales.
+    struct Weights {
+        q4: [u32; 64],
+        sc: [i32; 16],
+        mn: [i32; 16],
+        d: f32,
+        dmin: f32,
+    }
+
+    impl Weights {
+        #[inline(always)]
+        fn of<W: KQuant>(block: &W, q: &mut [u8; 256]) -> Weights {
+            block.unpack(q);
+            let s = block.scales();
+            let (d, dmin) = block.supers();
+            Weights {
+                q4: std::array::from_fn(|kg| {
+                    u32::from_le_bytes([q[4 * kg], q[4 * kg + 1], q[4 * kg + 2], q[4 * kg + 3]])
+                }),
+                sc: s.sc.map(|v| v as i32),
+                mn: s.mn.map(|v| v as i32),
+                d: d.to_f32(),
+                dmin: dmin.to_f32(),
+            }
+        }
+    }
+
+    /// The block's contribution for the 16 rows of the band, AVX-512 VNNI.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and VNNI.
+    #[inline(always)]
+    unsafe fn block_vnni<W: KQuant>(band: &Band, wb: &Weights, acc: __m512) -> __m512 {
+        // SAFETY (all loads): `Band` is align(64) and each of its rows 64 bytes at a multiple
+        // of 64: aligned 512-bit loads within it.
+        let off = _mm512_set1_epi32(W::OFFSET as i32);
+        let (mut s1, mut s2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for g in 0..16 {
+            let mut raw = _mm512_setzero_si512();
+            for kg in 4 * g..4 * g + 4 {
+                let codes = _mm512_load_si512(band.codes[kg].as_ptr() as *const __m512i);
+                raw = _mm512_dpbusd_epi32(raw, _mm512_set1_epi32(wb.q4[kg] as i32), codes);
+            }
+            let bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
+            let t = _mm512_sub_epi32(raw, _mm512_mullo_epi32(bs, off));
+            s1 = _mm512_add_epi32(s1, _mm512_mullo_epi32(t, _mm512_set1_epi32(wb.sc[g])));
+            if W::HAS_MINS {
+                s2 = _mm512_add_epi32(s2, _mm512_mullo_epi32(bs, _mm512_set1_epi32(wb.mn[g])));
+            }
+        }
+        let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(wb.d));
+        if W::HAS_MINS {
+            f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(wb.dmin), f);
+        }
+        _mm512_fmadd_ps(f, _mm512_load_ps(band.d.as_ptr()), acc)
+    }
+
+    /// The block's contribution for the 8 rows of half `h` of the band, AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `h < 2`.
+    #[inline(always)]
+    unsafe fn block_avx2<W: KQuant>(band: &Band, h: usize, wb: &Weights, acc: __m256) -> __m256 {
+        // SAFETY (all loads): 8 elements at 8h (h < 2) of a 16-element row of `Band`.
+        let ld = |p: *const i32| _mm256_loadu_si256(p.add(8 * h) as *const __m256i);
+        let ones = _mm256_set1_epi16(1);
+        let off = _mm256_set1_epi32(W::OFFSET as i32);
+        let (mut s1, mut s2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for g in 0..16 {
+            let mut raw = _mm256_setzero_si256();
+            for kg in 4 * g..4 * g + 4 {
+                let codes = ld(band.codes[kg].as_ptr() as *const i32);
+                let pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(wb.q4[kg] as i32), codes);
+                raw = _mm256_add_epi32(raw, _mm256_madd_epi16(pairs, ones));
+            }
+            let bs = ld(band.bsums[g].as_ptr());
+            let t = _mm256_sub_epi32(raw, _mm256_mullo_epi32(bs, off));
+            s1 = _mm256_add_epi32(s1, _mm256_mullo_epi32(t, _mm256_set1_epi32(wb.sc[g])));
+            if W::HAS_MINS {
+                s2 = _mm256_add_epi32(s2, _mm256_mullo_epi32(bs, _mm256_set1_epi32(wb.mn[g])));
+            }
+        }
+        let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(wb.d));
+        if W::HAS_MINS {
+            f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_set1_ps(wb.dmin), f);
+        }
+        let dx = _mm256_castsi256_ps(ld(band.d.as_ptr() as *const i32));
+        _mm256_fmadd_ps(f, dx, acc)
+    }
+
+    /// Every weight row of `w` against the tile `xs`, super-block by super-block, into `out`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA, and with `VNNI` AVX-512 F, BW, VL and VNNI; the shapes
+    /// were checked by the caller (`check_tile`: whole super-blocks, every activation row `nb`
+    /// blocks, 1..=16 rows).
+    #[inline(always)]
+    unsafe fn tile_body<W: KQuant, const VNNI: bool>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8KSeq]],
+        out: &Out,
+    ) {
+        let size = size_of::<W>();
+        let nb = row_bytes / size;
+        let n_rows = w.len() / row_bytes;
+        let halves = xs.len().div_ceil(8);
+        let mut band = Band::new();
+        let mut acc = vec![[0f32; 16]; n_rows];
+        let mut q = [0u8; 256];
+        for b in 0..nb {
+            band.fill(xs, b);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let block: &W = bytemuck::from_bytes(&w[r * row_bytes + b * size..][..size]);
+                let wb = Weights::of(block, &mut q);
+                if VNNI {
+                    let a = block_vnni::<W>(&band, &wb, _mm512_loadu_ps(acc.as_ptr()));
+                    _mm512_storeu_ps(acc.as_mut_ptr(), a);
+                } else {
+                    for h in 0..halves {
+                        let p = acc.as_mut_ptr().add(8 * h);
+                        _mm256_storeu_ps(p, block_avx2::<W>(&band, h, &wb, _mm256_loadu_ps(p)));
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (j, &v) in acc.iter().take(xs.len()).enumerate() {
+                out.set(r, j, v);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`tile_body`] with `VNNI`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_vnni_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: &Out) {
+        tile_body::<W, true>(w, rb, xs, out)
+    }
+
+    /// # Safety
+    /// As [`tile_body`] without `VNNI`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_avx2_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: &Out) {
+        tile_body::<W, false>(w, rb, xs, out)
+    }
+
+    /// The AVX-512 VNNI kernel (see [`super::super::TileFn`]).
+    pub(super) fn tile_vnni<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+        check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+        // SAFETY: `tile_fn` hands this kernel out for `Isa::Avx512Vnni` only, and `with_kernel`
+        // checked that this CPU runs it; the shapes were checked just above.
+        unsafe { tile_vnni_tf::<W>(w, rb, xs, &out) }
+    }
+
+    /// The AVX2 kernel (see [`super::super::TileFn`]).
+    pub(super) fn tile_avx2<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+        check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+        // SAFETY: `tile_fn` hands this kernel out for `Isa::Avx2` only, and `with_kernel`
+        // checked that this CPU runs it; the shapes were checked just above.
+        unsafe { tile_avx2_tf::<W>(w, rb, xs, &out) }
+    }
+}
+
+/// The kernel of the K-quant `ty` in the tiled order on `isa`; `None` for other types. The
+/// activations are in element order (`quantize_k_seq`), in tiles of at most 16 rows.
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        let vnni = isa == Isa::Avx512Vnni;
+        return Some(match (ty, vnni) {
+            (GgmlType::Q2_K, true) => x86::tile_vnni::<BlockQ2K>,
+            (GgmlType::Q3_K, true) => x86::tile_vnni::<BlockQ3K>,
+            (GgmlType::Q4_K, true) => x86::tile_vnni::<BlockQ4K>,
+            (GgmlType::Q5_K, true) => x86::tile_vnni::<BlockQ5K>,
+            (GgmlType::Q6_K, true) => x86::tile_vnni::<BlockQ6K>,
+            (GgmlType::Q2_K, false) => x86::tile_avx2::<BlockQ2K>,
+            (GgmlType::Q3_K, false) => x86::tile_avx2::<BlockQ3K>,
+            (GgmlType::Q4_K, false) => x86::tile_avx2::<BlockQ4K>,
+            (GgmlType::Q5_K, false) => x86::tile_avx2::<BlockQ5K>,
+            (GgmlType::Q6_K, false) => x86::tile_avx2::<BlockQ6K>,
+            _ => return None,
+        });
+    }
     let _ = isa;
     Some(match ty {
-        GgmlType::Q2_K => tile_portable::<BlockQ2K, ActQ8K>,
-        GgmlType::Q3_K => tile_portable::<BlockQ3K, ActQ8K>,
-        GgmlType::Q4_K => tile_portable::<BlockQ4K, ActQ8K>,
-        GgmlType::Q5_K => tile_portable::<BlockQ5K, ActQ8K>,
-        GgmlType::Q6_K => tile_portable::<BlockQ6K, ActQ8K>,
+        GgmlType::Q2_K => tile_portable::<BlockQ2K, ActQ8KSeq>,
+        GgmlType::Q3_K => tile_portable::<BlockQ3K, ActQ8KSeq>,
+        GgmlType::Q4_K => tile_portable::<BlockQ4K, ActQ8KSeq>,
+        GgmlType::Q5_K => tile_portable::<BlockQ5K, ActQ8KSeq>,
+        GgmlType::Q6_K => tile_portable::<BlockQ6K, ActQ8KSeq>,
         _ => return None,
     })
 }
