@@ -71,26 +71,17 @@ fn stories260k_prompts_and_greedy_64_tokens() {
 ///   (every matmul is then f32 in ggml's order: `vec_dot_f32` / tinyBLAS, kernels/src/cpu/float.rs)
 ///   and within 1e-3 elsewhere (only the summation order differs; logits here are O(1)).
 fn check_synthetic(weights: Weights, f32_exact: bool) {
-    // With the weights in their blocks, the CPU devices (flex, ndarray) round activations to 8
-    // bits per block exactly as llama.cpp's CPU backend does, so for these types their logits are
-    // llama.cpp's quantized logits bit for bit: their matmuls sum in ggml's x86 order
-    // (`ggml_vec_dot_<fmt>_q8_<0|1>`, kernels/src/cpu/legacy.rs; the same bits on the scalar,
-    // AVX2 and AVX-512 kernels, and in prefill as in decoding), and the layer operations do
-    // (kernels/src/cpu/ggml_ops.rs). Q8_0's prefill goes through llamafile's tinyBLAS in
-    // llama.cpp, which sums in vec_dot_q8_0_q8_0's order too. F32 and F16 weights sum in ggml's
-    // float orders (`vec_dot_f32` / `vec_dot_f16` for one row, llamafile's tinyBLAS for several;
-    // F16 with the activations rounded to f16 as ggml does, kernels/src/cpu/float.rs).
-    const BIT_IDENTICAL_ON_CPU: [&str; 6] = ["F16", "F32", "Q4_1", "Q5_0", "Q5_1", "Q8_0"];
-    // For these the 8-bit activations are the same but the dot products sum their exact integer
-    // block sums in another float order than llama.cpp's (the K-quants' kernels; the BF16 dot
-    // product, whose activations are rounded to BF16 on both sides): 2 or 3 ulps of these O(1)
-    // logits. Measured on an AVX-512 VNNI x86 CPU, flex and ndarray alike: BF16 2.7e-7, Q2_K
-    // 6.0e-7, Q3_K 4.8e-7, Q5_K 7.2e-7, Q6_K 7.2e-7.
-    const WITHIN_1E6_ON_CPU: [&str; 5] = ["BF16", "Q2_K", "Q3_K", "Q5_K", "Q6_K"];
-    // The rest keep the bound below. Measured: Q4_0 2.4e-2 and Q4_K 2.7e-2 (llama.cpp multiplies
-    // them with kernels of other orders, repacked Q4_0 / llamafile, repacked Q4_K, so an 8-bit
-    // rounding flips: still nearer than llama.cpp's f32 run, 3.7e-2 and 4.5e-2). wgpu keeps
-    // activations f32 for every type: within 2.5e-6 of llama.cpp's f32 run.
+    // With the weights in their blocks, the CPU devices (flex, ndarray) compute every type as
+    // llama.cpp's CPU backend does, so their logits are llama.cpp's quantized logits bit for bit:
+    // activations rounded to 8 bits (or to f16 / BF16 for F16 / BF16 weights) as ggml rounds them,
+    // and every matmul summed in the order of the kernel llama.cpp takes for it on an AVX-512 x86
+    // CPU (kernels/src/cpu: legacy.rs for `ggml_vec_dot_<fmt>_q8_<0|1>`, which its tinyBLAS
+    // prefill of Q8_0 and Q5_0 shares; repacked.rs and repacked_k.rs for the Q4_0, Q4_K and Q2_K
+    // matrices it repacks; kquants.rs for `ggml_vec_dot_q<n>_K_q8_K` below 8 rows and tiled_k.rs
+    // for its tiled K-quant matmul from 8; float.rs and bf16.rs for `vec_dot_f32/f16/bf16` and
+    // tinyBLAS), the same bits on every instruction set; and the layer operations likewise
+    // (kernels/src/cpu/ggml_ops.rs). wgpu keeps activations f32 for every type: within 2.5e-6 of
+    // llama.cpp's f32 run (measured), checked against the bound below.
     let reference = read_json("synthetic/synthetic.json");
     let prompt = ids(&reference["prompt_tokens"]);
     for (name, device) in devices() {
@@ -133,11 +124,8 @@ fn check_synthetic(weights: Weights, f32_exact: bool) {
                 "{what}: {vs_q} (vs its f32 run: {:.3e}; its f32 run is {activation_rounding:.3e} away)",
                 vs_f32.max_abs
             );
-            let ty = ty.as_str();
-            if weights == Weights::Quantized && cpu && BIT_IDENTICAL_ON_CPU.contains(&ty) {
+            if weights == Weights::Quantized && cpu {
                 assert_bits_eq(&what, &ours, &q_logits);
-            } else if weights == Weights::Quantized && cpu && WITHIN_1E6_ON_CPU.contains(&ty) {
-                assert!(vs_q.within(1e-6), "{what}: {vs_q} (tolerance 1e-6)");
             }
             assert!(
                 vs_q.within(activation_rounding + 1e-3),
@@ -152,11 +140,10 @@ fn synthetic_models_of_every_type_match_llama_cpp_logits() {
     check_synthetic(Weights::F32, true);
 }
 
-/// With the weights kept in their GGUF blocks, the CPU kernels round activations to 8 bits as
-/// llama.cpp does: on flex and ndarray the logits are llama.cpp's quantized logits bit for bit for
-/// F16, F32, Q4_1, Q5_0, Q5_1 and Q8_0, within 1e-6 for BF16, Q2_K, Q3_K, Q5_K and Q6_K (asserted; see
-/// `check_synthetic` for why and the measured values), and for every type and device within the
-/// bound of `check_synthetic`.
+/// With the weights kept in their GGUF blocks, the CPU devices compute as llama.cpp's CPU backend
+/// does: on flex and ndarray the logits of all 13 types are llama.cpp's quantized logits bit for
+/// bit (see `check_synthetic` for how), and for every type and device within the bound of
+/// `check_synthetic`.
 #[test]
 fn synthetic_models_with_quantized_weights_match_llama_cpp_logits() {
     check_synthetic(Weights::Quantized, false);

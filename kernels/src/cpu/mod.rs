@@ -33,6 +33,7 @@ mod legacy;
 mod legacy_x86;
 mod quantize_act;
 mod repacked;
+mod repacked_k;
 mod tiled_k;
 mod vec_dot;
 #[cfg(target_arch = "x86_64")]
@@ -411,6 +412,14 @@ fn with_kernel(
             let acts = quantize_act::quantize_blocks(x, cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
             then.run(&rows, kernel, TILE);
+        }
+        Family::K if follows_ggml_repack(ty, rows) => {
+            // Q4_K and Q2_K in llama.cpp's repacked kernels' order (repacked_k.rs), decoding
+            // and prefill.
+            let kernel = repacked_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = repacked_k::quantize(x, cols);
+            let rows: Vec<&[repacked_k::ActQ8KR]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, MAX_TILE);
         }
         Family::K if tiled_k::applies(ty, m, follows_ggml_repack(ty, rows)) => {
             // ggml's tiled K-quant matmul's order (tiled_k.rs), as llama.cpp multiplies 8 or
