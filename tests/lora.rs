@@ -393,7 +393,7 @@ fn merged_adapters_compute_the_adapted_model_and_export() {
     let config = LoraConfig {
         rank: 4,
         alpha: 8.0,
-        targets: vec![LoraTarget::Query, LoraTarget::Value, LoraTarget::Down],
+        targets: vec![LoraTarget::AttnQ, LoraTarget::AttnV, LoraTarget::FfnDown],
         seed: 3,
     };
     let adapted = Llama::from_gguf_with_weights(&src, &device, Weights::F32)
@@ -581,7 +581,7 @@ fn bad_lora_input_is_an_error() {
         ));
     }
     assert!("qq".parse::<LoraTarget>().is_err());
-    assert_eq!("gate".parse::<LoraTarget>(), Ok(LoraTarget::Gate));
+    assert_eq!("gate".parse::<LoraTarget>(), Ok(LoraTarget::FfnGate));
     assert!(TokenWindows::new(vec![1, 2, 3], 4, 0).is_err());
     assert!(LoraAdapter::from_tensors(
         Tensor::zeros([2, 64], &device),

@@ -424,7 +424,7 @@ fn tensors_of_another_dtype_are_errors() {
     let model = Llama::from_gguf(&open(&gguf), &device).unwrap();
     let good = description(&q4k_record("dtype-source.bpk"));
     let retyped = [
-        ("token_embd.quantized.words", DType::I64),
+        ("token_embd.weight.Quantized.words", DType::I64),
         ("output_norm.weight", DType::F16),
     ];
     for (name, dtype) in retyped {

@@ -46,6 +46,9 @@ use crate::model::config::LlamaConfig;
 use crate::model::linear::Linear;
 use crate::model::llama::Llama;
 use crate::model::load::{block_tensor, OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD};
+use crate::model::tensors::BlockTensor;
+pub use crate::model::tensors::LayerMatrix;
+use crate::model::weight::Weight;
 
 /// The file type of an export: llama.cpp's `llama_ftype`, the mix of matrix types its quantizer
 /// writes (1-D tensors are always F32). Parsed from and displayed as llama-quantize's names
@@ -99,47 +102,6 @@ pub enum MatrixRole {
     Layer(usize, LayerMatrix),
 }
 
-/// The matrices of a transformer block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LayerMatrix {
-    AttnQ,
-    AttnK,
-    AttnV,
-    AttnOutput,
-    FfnGate,
-    FfnUp,
-    FfnDown,
-}
-
-impl LayerMatrix {
-    /// The attention matrices, in the order of `Attention::linears`.
-    pub const ATTENTION: [LayerMatrix; 4] = [
-        LayerMatrix::AttnQ,
-        LayerMatrix::AttnK,
-        LayerMatrix::AttnV,
-        LayerMatrix::AttnOutput,
-    ];
-    /// The feed-forward matrices, in the order of `FeedForward::linears`.
-    pub const FEED_FORWARD: [LayerMatrix; 3] = [
-        LayerMatrix::FfnGate,
-        LayerMatrix::FfnUp,
-        LayerMatrix::FfnDown,
-    ];
-
-    /// The tensor name's stem: `attn_q`, …, `ffn_down`.
-    pub fn stem(self) -> &'static str {
-        match self {
-            LayerMatrix::AttnQ => "attn_q",
-            LayerMatrix::AttnK => "attn_k",
-            LayerMatrix::AttnV => "attn_v",
-            LayerMatrix::AttnOutput => "attn_output",
-            LayerMatrix::FfnGate => "ffn_gate",
-            LayerMatrix::FfnUp => "ffn_up",
-            LayerMatrix::FfnDown => "ffn_down",
-        }
-    }
-}
-
 impl MatrixRole {
     /// The role of the matrix named `name` (`token_embd.weight`, `output.weight`,
     /// `blk.{i}.attn_q.weight`, …); `None` for any other tensor.
@@ -156,10 +118,7 @@ impl MatrixRole {
         if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let matrix = LayerMatrix::ATTENTION
-            .into_iter()
-            .chain(LayerMatrix::FEED_FORWARD)
-            .find(|m| m.stem() == stem)?;
+        let matrix = LayerMatrix::ALL.into_iter().find(|m| m.stem() == stem)?;
         Some(MatrixRole::Layer(layer.parse().ok()?, matrix))
     }
 }
@@ -506,24 +465,9 @@ impl Llama {
         let model_shape = ModelShape::of(self);
         let target = |role: MatrixRole, row_len: usize| ty.tensor_type(&model_shape, role, row_len);
 
-        let embd = self.token_embedding();
-        let (shape, (embd_ty, data)) = match (embd.dense(), embd.quantized_weight()) {
-            (_, Some(q)) => (
-                [q.rows(), q.cols()],
-                quantized_matrix(TOKEN_EMBD, q, target(MatrixRole::TokenEmbedding, q.cols()))?,
-            ),
-            (Some(t), None) => {
-                let embd_ty = target(MatrixRole::TokenEmbedding, t.dims()[1]);
-                (t.dims(), dense_matrix(TOKEN_EMBD, t, embd_ty)?) // [n_vocab, n_embd]
-            }
-            (None, None) => {
-                return Err(ExportError::Readback {
-                    tensor: TOKEN_EMBD.into(),
-                    reason: "the embedding has no weight".into(),
-                })
-            }
-        };
-        add(TOKEN_EMBD, &shape, embd_ty, data)?;
+        let embd = self.token_embedding().weight(); // [n_vocab, n_embd]
+        let (embd_ty, data) = matrix(TOKEN_EMBD, embd, |c| target(MatrixRole::TokenEmbedding, c))?;
+        add(TOKEN_EMBD, &embd.shape(), embd_ty, data)?;
 
         if let Some(factors) = self.rope().freq_factors() {
             add(
@@ -535,29 +479,26 @@ impl Llama {
         }
 
         for (layer, block) in self.blocks().iter().enumerate() {
-            let name = |n: &str| block_tensor(layer, n);
-            let norm = name("attn_norm.weight");
-            let values = read_f32(&norm, block.attn_norm().weight())?;
-            add(&norm, &[values.len()], GgmlType::F32, f32_bytes(&values))?;
-            let attn = block.attention().linears();
-            for (linear, matrix) in attn.into_iter().zip(LayerMatrix::ATTENTION) {
-                let role = MatrixRole::Layer(layer, matrix);
-                for (n, shape, t, data) in
-                    linear_tensors(&name(matrix.stem()), linear, |c| target(role, c))?
-                {
-                    add(&n, &shape, t, data)?;
-                }
-            }
-            let norm = name("ffn_norm.weight");
-            let values = read_f32(&norm, block.ffn_norm().weight())?;
-            add(&norm, &[values.len()], GgmlType::F32, f32_bytes(&values))?;
-            let ffn = block.feed_forward().linears();
-            for (linear, matrix) in ffn.into_iter().zip(LayerMatrix::FEED_FORWARD) {
-                let role = MatrixRole::Layer(layer, matrix);
-                for (n, shape, t, data) in
-                    linear_tensors(&name(matrix.stem()), linear, |c| target(role, c))?
-                {
-                    add(&n, &shape, t, data)?;
+            for tensor in BlockTensor::ALL {
+                let stem = block_tensor(layer, tensor.stem());
+                match tensor {
+                    BlockTensor::Norm(norm) => {
+                        let name = format!("{stem}.weight");
+                        let values = read_f32(&name, block.norm(norm).weight())?;
+                        add(&name, &[values.len()], GgmlType::F32, f32_bytes(&values))?;
+                    }
+                    BlockTensor::Matrix(matrix) => {
+                        let linear = block.linear(matrix).ok_or_else(|| ExportError::Readback {
+                            tensor: format!("{stem}.weight"),
+                            reason: "the block has no such layer".into(),
+                        })?;
+                        let role = MatrixRole::Layer(layer, matrix);
+                        for (n, shape, t, data) in
+                            linear_tensors(&stem, linear, |c| target(role, c))?
+                        {
+                            add(&n, &shape, t, data)?;
+                        }
+                    }
                 }
             }
         }
@@ -641,29 +582,27 @@ fn linear_tensors(
 ) -> Result<Vec<TensorOut>, ExportError> {
     let weight_name = format!("{stem}.weight");
     let mut out = Vec::with_capacity(2);
-    let (shape, (wty, data)) = match (linear.dense_weight(), linear.quantized_weight()) {
-        (_, Some(q)) => (
-            vec![q.rows(), q.cols()],
-            quantized_matrix(&weight_name, q, target(q.cols()))?,
-        ),
-        (Some(t), None) => {
-            let target = target(t.dims()[1]);
-            (t.dims().to_vec(), dense_matrix(&weight_name, t, target)?)
-        }
-        (None, None) => {
-            return Err(ExportError::Readback {
-                tensor: weight_name,
-                reason: "the linear layer has no weight".into(),
-            })
-        }
-    };
-    out.push((weight_name, shape, wty, data));
+    let (wty, data) = matrix(&weight_name, linear.weight(), target)?;
+    out.push((weight_name, linear.shape().to_vec(), wty, data));
     if let Some(bias) = linear.bias() {
         let name = format!("{stem}.bias");
         let values = read_f32(&name, bias)?;
         out.push((name, vec![values.len()], GgmlType::F32, f32_bytes(&values)));
     }
     Ok(out)
+}
+
+/// A matrix `[rows, cols]` in the type `target` gives for its row length `cols`.
+fn matrix(
+    name: &str,
+    weight: &Weight,
+    target: impl Fn(usize) -> GgmlType,
+) -> Result<(GgmlType, Vec<u8>), ExportError> {
+    let [_, cols] = weight.shape();
+    match weight {
+        Weight::Dense(t) => dense_matrix(name, t.val(), target(cols)),
+        Weight::Quantized(q) => quantized_matrix(name, q, target(cols)),
+    }
 }
 
 /// A dense f32 matrix `[rows, cols]` as `target`.

@@ -2,12 +2,13 @@
 //! `LLM_FFN_SILU` and `LLM_FFN_PAR`).
 
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
-use gguf_kernels::ggml_ops;
 
+use crate::model::context::ForwardContext;
 use crate::model::error::ModelError;
 use crate::model::linear::Linear;
+use crate::model::ops;
+use crate::model::tensors::LayerMatrix;
 
 /// The feed-forward network of one block.
 #[derive(Module, Debug)]
@@ -26,26 +27,35 @@ impl FeedForward {
         FeedForward { gate, up, down }
     }
 
-    /// The projections: gate, up, down.
+    /// The projections: gate, up, down ([`LayerMatrix::FEED_FORWARD`]).
     pub fn linears(&self) -> [&Linear; 3] {
         [&self.gate, &self.up, &self.down]
     }
 
-    /// The network with `f(i, projection)` in place of each projection `i` of
-    /// [`FeedForward::linears`].
+    /// The projection of `matrix`, if it is one of this network's.
+    pub fn linear(&self, matrix: LayerMatrix) -> Option<&Linear> {
+        match matrix {
+            LayerMatrix::FfnGate => Some(&self.gate),
+            LayerMatrix::FfnUp => Some(&self.up),
+            LayerMatrix::FfnDown => Some(&self.down),
+            _ => None,
+        }
+    }
+
+    /// The network with `f(matrix, projection)` in place of each projection.
     pub(crate) fn map_linears(
         self,
-        f: &mut dyn FnMut(usize, Linear) -> Result<Linear, ModelError>,
+        f: &mut dyn FnMut(LayerMatrix, Linear) -> Result<Linear, ModelError>,
     ) -> Result<FeedForward, ModelError> {
         Ok(FeedForward {
-            gate: f(0, self.gate)?,
-            up: f(1, self.up)?,
-            down: f(2, self.down)?,
+            gate: f(LayerMatrix::FfnGate, self.gate)?,
+            up: f(LayerMatrix::FfnUp, self.up)?,
+            down: f(LayerMatrix::FfnDown, self.down)?,
         })
     }
 
-    /// Runs the network of block `layer`, reporting `ffn_gate-{i}`, `ffn_up-{i}` (the
-    /// projections) and `ffn_swiglu-{i}` (`silu(gate) · up`) to `trace`.
+    /// `down(silu(gate · x) · up · x)`, reporting `ffn_gate`, `ffn_up` (the projections) and
+    /// `ffn_swiglu` (`silu(gate) · up`) to the context's trace.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, n_embd]` (normalized)
@@ -53,20 +63,14 @@ impl FeedForward {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        layer: usize,
-        trace: &mut dyn FnMut(&str, Tensor<3>),
+        ctx: &mut ForwardContext<'_>,
     ) -> Result<Tensor<3>, ModelError> {
         let gate = self.gate.forward(x.clone())?; // [batch, seq, n_ff]
-        trace(&format!("ffn_gate-{layer}"), gate.clone());
+        ctx.trace("ffn_gate", &gate);
         let up = self.up.forward(x)?; // [batch, seq, n_ff]
-        trace(&format!("ffn_up-{layer}"), up.clone());
-        // ggml's swiglu bit for bit on the CPU devices, Burn's ops elsewhere.
-        let swiglu = if ggml_ops::runs_on(&gate.device()) && ggml_ops::runs_on(&up.device()) {
-            ggml_ops::swiglu(gate, up)
-        } else {
-            silu(gate) * up
-        }; // [batch, seq, n_ff]
-        trace(&format!("ffn_swiglu-{layer}"), swiglu.clone());
+        ctx.trace("ffn_up", &up);
+        let swiglu = ops::swiglu(gate, up); // [batch, seq, n_ff]
+        ctx.trace("ffn_swiglu", &swiglu);
         self.down.forward(swiglu) // [batch, seq, n_embd]
     }
 }

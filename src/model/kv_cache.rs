@@ -12,7 +12,7 @@
 //! are refused: llama.cpp computes with them only in flash attention, which this crate does not
 //! implement ([`CacheTypes::check`]).
 //!
-//! On the CPU devices (those of [`gguf_kernels::ggml_ops::runs_on`]) the cache holds the
+//! On the CPU devices (those of [`Kernels::Ggml`]) the cache holds the
 //! elements' bits in integer tensors (`u32` for f32, `u16` for f16: ndarray has no f16 tensors;
 //! `u8` for q8_0, each key row its blocks' bytes)
 //! and the values are kept transposed, `[batch, n_head_kv, value_length, capacity]`, as
@@ -41,6 +41,7 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use gguf_kernels::ggml_ops;
 
 use crate::model::error::ModelError;
+use crate::model::ops::Kernels;
 
 /// The element type of cached keys or values: llama.cpp's `--cache-type-k/-v` (`f16` is its
 /// default, and this crate's).
@@ -188,7 +189,7 @@ impl CacheTypes {
     /// on a device without f16 tensors (a wgpu adapter without `shader-f16`). The CPU devices
     /// hold f16 as bits and always can.
     pub fn on(self, device: &Device) -> CacheTypes {
-        let f16_ok = ggml_ops::runs_on(device) || device.supports_dtype(DType::F16);
+        let f16_ok = Kernels::of(device) == Kernels::Ggml || device.supports_dtype(DType::F16);
         let fit = |ty: KvType| match ty {
             KvType::F16 if !f16_ok => KvType::F32,
             ty => ty,
@@ -216,8 +217,8 @@ enum Stored {
 impl Stored {
     /// A zeroed tensor of `shape` (in elements) holding `ty` on `device`.
     fn zeros(shape: [usize; 4], ty: KvType, device: &Device) -> Stored {
-        match ggml_ops::runs_on(device) {
-            true => Stored::Bits(Tensor::zeros(
+        match Kernels::of(device) {
+            Kernels::Ggml => Stored::Bits(Tensor::zeros(
                 [
                     shape[0],
                     shape[1],
@@ -226,7 +227,7 @@ impl Stored {
                 ],
                 (device, ggml_ops::cache_bits_dtype(ty.into())),
             )),
-            false => Stored::Float(Tensor::zeros(shape, (device, ty.float_dtype()))),
+            Kernels::Burn => Stored::Float(Tensor::zeros(shape, (device, ty.float_dtype()))),
         }
     }
 
@@ -272,9 +273,10 @@ impl From<KvType> for ggml_ops::CacheElem {
     }
 }
 
-/// Whether a cache on `device` keeps its values transposed (see the module documentation).
+/// Whether a cache on `device` keeps its values transposed (see the module documentation): where
+/// ggml's attention reads them.
 fn values_transposed(device: &Device) -> bool {
-    ggml_ops::runs_on(device)
+    Kernels::of(device) == Kernels::Ggml
 }
 
 /// A layer's zeroed key and value tensors on `device`, the values in that device's layout.

@@ -3,16 +3,16 @@
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::model::attention::MaskCache;
-use crate::model::block::{Block, BlockContext};
+use crate::model::block::Block;
 use crate::model::config::LlamaConfig;
+use crate::model::context::{ForwardContext, Trace};
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::{CacheTypes, KvCache};
 use crate::model::linear::Linear;
-use crate::model::lora::LoraTarget;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
+use crate::model::tensors::LayerMatrix;
 
 /// The most positions one forward pass computes at once (llama.cpp's default `n_ubatch`): longer
 /// inputs are split into passes of this many, as llama.cpp splits them, so a long prompt gets
@@ -152,9 +152,9 @@ impl Llama {
         cache: &mut KvCache,
         logits: Logits,
     ) -> Result<Tensor<3>, ModelError> {
-        on_cpu_pool(&self.device(), || {
-            self.forward_traced(tokens, cache, logits, &mut |_, _| {})
-        })
+        let [batch, _] = tokens.dims();
+        let ids = self.token_ids(&tokens)?;
+        self.forward_ids(&ids, batch, cache, logits)
     }
 
     /// [`Llama::forward_logits`] for token ids on the host (row-major `[batch, seq]`, `batch`
@@ -170,7 +170,7 @@ impl Llama {
         logits: Logits,
     ) -> Result<Tensor<3>, ModelError> {
         on_cpu_pool(&self.device(), || {
-            self.forward_ids_traced(ids, batch, cache, logits, &mut |_, _| {})
+            self.forward_ids_with(ids, batch, cache, logits, None)
         })
     }
 
@@ -189,7 +189,7 @@ impl Llama {
         tokens: Tensor<2, Int>,
         cache: &mut KvCache,
         logits: Logits,
-        trace: &mut dyn FnMut(&str, Tensor<3>),
+        trace: &mut Trace<'_>,
     ) -> Result<Tensor<3>, ModelError> {
         let [batch, _] = tokens.dims();
         let ids = self.token_ids(&tokens)?;
@@ -203,7 +203,19 @@ impl Llama {
         batch: usize,
         cache: &mut KvCache,
         logits: Logits,
-        trace: &mut dyn FnMut(&str, Tensor<3>),
+        trace: &mut Trace<'_>,
+    ) -> Result<Tensor<3>, ModelError> {
+        self.forward_ids_with(ids, batch, cache, logits, Some(trace))
+    }
+
+    /// [`Llama::forward_ids`], traced to `trace` if given.
+    fn forward_ids_with(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+        mut trace: Option<&mut Trace<'_>>,
     ) -> Result<Tensor<3>, ModelError> {
         let seq = self.check_input(ids, batch, cache)?;
         if seq <= UBATCH {
@@ -227,6 +239,7 @@ impl Llama {
                     Logits::All => Some(Logits::All),
                     Logits::Last => (s1 == seq).then_some(Logits::Last),
                 };
+                let trace = trace.as_deref_mut();
                 let l = self.forward_ubatch(&piece, batch, s1 - s0, cache, wanted, trace)?;
                 out.extend(l);
             }
@@ -238,7 +251,7 @@ impl Llama {
         result
     }
 
-    /// One micro-batch of [`Llama::forward_ids_traced`]: `seq` positions, checked; the logits
+    /// One micro-batch of [`Llama::forward_ids_with`]: `seq` positions, checked; the logits
     /// `logits` asks for, or none (`None`: the pass only fills the cache).
     fn forward_ubatch(
         &self,
@@ -247,28 +260,9 @@ impl Llama {
         seq: usize,
         cache: &mut KvCache,
         logits: Option<Logits>,
-        trace: &mut dyn FnMut(&str, Tensor<3>),
+        trace: Option<&mut Trace<'_>>,
     ) -> Result<Option<Tensor<3>>, ModelError> {
-        let start = cache.len();
         let device = self.device();
-
-        // Token embeddings: row t of token_embd for token t.
-        let x: Tensor<3> = self
-            .token_embd
-            .forward(ids)? // [batch · seq, n_embd]
-            .reshape([batch, seq, self.config.embedding_length]);
-        trace("embd", x.clone());
-
-        // Transformer blocks.
-        let tables = self.rope.tables(start, seq, &device);
-        let mut masks = MaskCache::default();
-        let mut ctx = BlockContext {
-            rope: &self.rope,
-            tables: &tables,
-            cache,
-            masks: &mut masks,
-        };
-        let mut x = x;
         let last = self
             .blocks
             .len()
@@ -276,44 +270,57 @@ impl Llama {
             .ok_or(ModelError::InvalidInput {
                 what: "the model has no blocks".to_string(),
             })?;
+        let mut ctx = ForwardContext::new(&self.rope, seq, cache, &device, trace);
+
+        // Token embeddings: row t of token_embd for token t.
+        let x: Tensor<3> = self
+            .token_embd
+            .forward(ids)? // [batch · seq, n_embd]
+            .reshape([batch, seq, self.config.embedding_length]);
+        ctx.trace("embd", &x);
+
+        // Transformer blocks.
+        let mut x = x;
         for (layer, block) in self.blocks.iter().enumerate() {
-            let ffn_inp = block.attend(x, layer, &mut ctx, trace)?; // [batch, seq, n_embd]
-                                                                    // After the last attention only the positions whose logits are wanted go on, as in
-                                                                    // llama.cpp's graph (`inp_out_ids`): the same rows, and the same matmul shapes
-                                                                    // (one row takes ggml's vec_dot order, several its tiled one).
+            ctx.set_layer(Some(layer));
+            let ffn_inp = block.attend(x, &mut ctx)?;
+            // [batch, seq, n_embd]. After the last attention only the positions whose logits are
+            // wanted go on, as in llama.cpp's graph (`inp_out_ids`): the same rows, and the same
+            // matmul shapes (one row takes ggml's vec_dot order, several its tiled one).
             let ffn_inp = match (layer == last, logits) {
                 (false, _) | (true, Some(Logits::All)) => ffn_inp,
                 (true, Some(Logits::Last)) => ffn_inp.narrow(1, seq - 1, 1), // [batch, 1, n_embd]
                 (true, None) => {
-                    ctx.cache.advance(seq)?;
+                    ctx.cache().advance(seq)?;
                     return Ok(None);
                 }
             };
-            x = block.feed_forward_residual(ffn_inp, layer, trace)?;
+            x = block.feed_forward_residual(ffn_inp, &mut ctx)?;
         }
-        cache.advance(seq)?;
+        ctx.set_layer(None);
+        ctx.cache().advance(seq)?;
 
         // Final norm and logits of the positions that went on.
         let x = self.output_norm.forward(x);
-        trace("result_norm", x.clone());
+        ctx.trace("result_norm", &x);
         let logits = match &self.output {
             Some(output) => output.forward(x)?,
             None => self.token_embd.project(x)?,
         }; // [batch, seq or 1, n_vocab]
-        trace("result_output", logits.clone());
+        ctx.trace("result_output", &logits);
         Ok(Some(logits))
     }
 
     /// The model with `f(layer, target, projection)` in place of each projection of every block.
     pub(crate) fn map_block_linears(
         self,
-        f: &mut dyn FnMut(usize, LoraTarget, Linear) -> Result<Linear, ModelError>,
+        f: &mut dyn FnMut(usize, LayerMatrix, Linear) -> Result<Linear, ModelError>,
     ) -> Result<Llama, ModelError> {
         let blocks = self
             .blocks
             .into_iter()
             .enumerate()
-            .map(|(layer, block)| block.map_linears(&mut |i, l| f(layer, LoraTarget::ALL[i], l)))
+            .map(|(layer, block)| block.map_linears(&mut |m, l| f(layer, m, l)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Llama { blocks, ..self })
     }

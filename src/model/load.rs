@@ -21,7 +21,9 @@
 //! | `blk.{i}.ffn_up.weight`      | `[n_ff, n_embd]`                    | yes                      |
 //! | `blk.{i}.ffn_down.weight`    | `[n_embd, n_ff]`                    | yes                      |
 //!
-//! Every linear layer also takes an optional `.bias` of shape `[n_out]`.
+//! Every linear layer also takes an optional `.bias` of shape `[n_out]`. The `blk.{i}.*` rows are
+//! the block's tensor table ([`crate::model::tensors`]), from which each block is read
+//! ([`Block::build`]).
 //!
 //! Before a tensor is read its presence, shape and type are checked: a missing tensor, another
 //! shape or a type without a dequantizer here (an i-quant ...) is an error naming the tensor.
@@ -32,16 +34,15 @@ use burn::tensor::{Device, Tensor};
 use gguf_importer::keys::{self, arch_key, llm};
 use gguf_importer::{GgmlType, GgufFile};
 
-use crate::model::attention::Attention;
 use crate::model::block::Block;
 use crate::model::config::LlamaConfig;
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
-use crate::model::feed_forward::FeedForward;
 use crate::model::linear::Linear;
 use crate::model::llama::Llama;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
+use crate::model::tensors::{BlockSource, Fused, LayerMatrix, LayerNorm};
 use gguf_kernels::packed::QWeight;
 
 /// Token embedding.
@@ -329,59 +330,85 @@ impl Loader<'_> {
 
     /// Block `layer`.
     fn block(&self, config: &LlamaConfig, layer: usize) -> Result<Block, ModelError> {
-        let name = |n: &str| block_tensor(layer, n);
-        let n_embd = config.embedding_length;
-        let (n_head, n_kv) = (config.head_count, config.head_count_kv[layer]);
-        let (dk, dv) = (config.key_length, config.value_length);
-        let n_ff = config.feed_forward_length;
-        let eps = config.rms_norm_eps;
-
-        let attn_norm = RmsNorm::new(self.tensor::<1>(&name("attn_norm.weight"), [n_embd])?, eps);
-        let (q, k, v) = self.qkv(layer, [n_head * dk, n_kv * dk, n_kv * dv], n_embd)?;
-        let output = self.linear(&name("attn_output.weight"), [n_embd, n_head * dv])?;
-        let attn = Attention::new(q, k, v, output, n_head, n_kv, dk, dv);
-
-        let ffn_norm = RmsNorm::new(self.tensor::<1>(&name("ffn_norm.weight"), [n_embd])?, eps);
-        let ffn = FeedForward::new(
-            self.linear(&name("ffn_gate.weight"), [n_ff, n_embd])?,
-            self.linear(&name("ffn_up.weight"), [n_ff, n_embd])?,
-            self.linear(&name("ffn_down.weight"), [n_embd, n_ff])?,
-        );
-        Ok(Block::new(attn_norm, attn, ffn_norm, ffn))
+        Block::build(
+            config,
+            layer,
+            &mut GgufBlock {
+                loader: self,
+                config,
+                layer,
+                split: Vec::new(),
+            },
+        )
     }
 
-    /// The query, key and value projections of block `layer`: separate `attn_q`/`attn_k`/`attn_v`,
-    /// or the rows of a fused `attn_qkv` (q rows, then k rows, then v rows) split apart.
-    fn qkv(
+    /// The matrices of `fused` in block `layer` (shapes as `config` says), the rows of its tensor
+    /// split apart (dense layers: the rows of a quantized tensor are dequantized first).
+    fn fused(
         &self,
+        config: &LlamaConfig,
         layer: usize,
-        n_out: [usize; 3],
-        n_embd: usize,
-    ) -> Result<(Linear, Linear, Linear), ModelError> {
-        let fused = block_tensor(layer, "attn_qkv.weight");
-        let q_name = block_tensor(layer, "attn_q.weight");
-        if self.file.tensor(&q_name).is_some() || self.file.tensor(&fused).is_none() {
-            return Ok((
-                self.linear(&q_name, [n_out[0], n_embd])?,
-                self.linear(&block_tensor(layer, "attn_k.weight"), [n_out[1], n_embd])?,
-                self.linear(&block_tensor(layer, "attn_v.weight"), [n_out[2], n_embd])?,
-            ));
-        }
-        let total = n_out.iter().sum();
-        let weight = self.tensor::<2>(&fused, [total, n_embd])?; // [n_q + n_k + n_v, n_embd]
-        let bias_name = bias_name(&fused);
+        fused: &Fused,
+    ) -> Result<Vec<(LayerMatrix, Linear)>, ModelError> {
+        let name = block_tensor(layer, &format!("{}.weight", fused.stem));
+        let shapes: Vec<[usize; 2]> = fused.parts.iter().map(|m| m.shape(config, layer)).collect();
+        let n_in = shapes[0][1];
+        let total = shapes.iter().map(|[rows, _]| rows).sum();
+        let weight = self.tensor::<2>(&name, [total, n_in])?; // [Σ rows, n_in]
+        let bias_name = bias_name(&name);
         let bias = match self.file.tensor(&bias_name) {
             Some(_) => Some(self.tensor::<1>(&bias_name, [total])?),
             None => None,
         };
-        let part = |start: usize, n: usize| {
-            Linear::new(
-                weight.clone().narrow(0, start, n),
-                bias.clone().map(|b| b.narrow(0, start, n)),
-            )
-        };
-        let [n_q, n_k, n_v] = n_out;
-        Ok((part(0, n_q), part(n_q, n_k), part(n_q + n_k, n_v)))
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(shapes.len());
+        for (&m, [rows, _]) in fused.parts.iter().zip(shapes) {
+            let part = Linear::new(
+                weight.clone().narrow(0, start, rows),
+                bias.clone().map(|b| b.narrow(0, start, rows)),
+            );
+            parts.push((m, part));
+            start += rows;
+        }
+        Ok(parts)
+    }
+}
+
+/// The tensors of one block of a GGUF file, for [`Block::build`].
+struct GgufBlock<'a> {
+    loader: &'a Loader<'a>,
+    config: &'a LlamaConfig,
+    layer: usize,
+    /// The matrices of a fused tensor not yet asked for.
+    split: Vec<(LayerMatrix, Linear)>,
+}
+
+impl BlockSource for GgufBlock<'_> {
+    type Error = ModelError;
+
+    fn norm(&mut self, norm: LayerNorm, dim: usize) -> Result<RmsNorm, ModelError> {
+        let name = block_tensor(self.layer, &format!("{}.weight", norm.stem()));
+        let weight = self.loader.tensor::<1>(&name, [dim])?;
+        Ok(RmsNorm::new(weight, self.config.rms_norm_eps))
+    }
+
+    /// `{stem}.weight` with its optional bias; or, when the file has no tensor of the fused
+    /// tensor's first matrix but has the fused one, its part of that.
+    fn linear(&mut self, matrix: LayerMatrix, shape: [usize; 2]) -> Result<Linear, ModelError> {
+        if let Some(i) = self.split.iter().position(|(m, _)| *m == matrix) {
+            return Ok(self.split.swap_remove(i).1);
+        }
+        let file = self.loader.file;
+        let name = |stem: &str| block_tensor(self.layer, &format!("{stem}.weight"));
+        if let Some(fused) = matrix.fused() {
+            if file.tensor(&name(fused.parts[0].stem())).is_none()
+                && file.tensor(&name(fused.stem)).is_some()
+            {
+                self.split = self.loader.fused(self.config, self.layer, fused)?;
+                return self.linear(matrix, shape);
+            }
+        }
+        self.loader.linear(&name(matrix.stem()), shape)
     }
 }
 

@@ -6,9 +6,9 @@
 //!     └ base: quantized (or f32), frozen       A: [rank, n_in], B: [n_out, rank], trained
 //! ```
 //!
-//! - [`Llama::with_lora`] adds an adapter to each targeted projection of every block ([`LoraTarget`]:
-//!   the attention's q, k, v, output and the feed-forward's gate, up, down, as PEFT's
-//!   `target_modules`). `A` starts uniform in `±1/√n_in` (PEFT's Kaiming-uniform default), `B` at
+//! - [`Llama::with_lora`] adds an adapter to each targeted projection of every block ([`LoraTarget`],
+//!   a matrix of the block's tensor table [`crate::model::tensors`]: the attention's q, k, v,
+//!   output and the feed-forward's gate, up, down, as PEFT's `target_modules`). `A` starts uniform in `±1/√n_in` (PEFT's Kaiming-uniform default), `B` at
 //!   zero, so the adapted model starts equal to the base. The adapters go on the device given,
 //!   usually the base's device with autodiff (`device.autodiff()`): the base stays on its plain
 //!   device, so its tensors are constants of the graph and only the adapters get gradients. The
@@ -21,9 +21,6 @@
 //!   device it is loaded to; to train them further, give them the autodiff device with
 //!   [`Llama::map_lora`] (`LoraAdapter::from_tensors(a.a().autodiff(), a.b().autodiff(), ..)`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -32,68 +29,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::model::error::ModelError;
 use crate::model::linear::Linear;
 use crate::model::llama::Llama;
+use crate::model::tensors::LayerMatrix;
 
-/// A projection of a block that can carry an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LoraTarget {
-    /// `attn_q`
-    Query,
-    /// `attn_k`
-    Key,
-    /// `attn_v`
-    Value,
-    /// `attn_output`
-    AttnOutput,
-    /// `ffn_gate`
-    Gate,
-    /// `ffn_up`
-    Up,
-    /// `ffn_down`
-    Down,
-}
-
-impl LoraTarget {
-    /// Every target, in the order of a block's layers.
-    pub const ALL: [LoraTarget; 7] = [
-        LoraTarget::Query,
-        LoraTarget::Key,
-        LoraTarget::Value,
-        LoraTarget::AttnOutput,
-        LoraTarget::Gate,
-        LoraTarget::Up,
-        LoraTarget::Down,
-    ];
-
-    /// The short name: `q`, `k`, `v`, `o`, `gate`, `up`, `down`.
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraTarget::Query => "q",
-            LoraTarget::Key => "k",
-            LoraTarget::Value => "v",
-            LoraTarget::AttnOutput => "o",
-            LoraTarget::Gate => "gate",
-            LoraTarget::Up => "up",
-            LoraTarget::Down => "down",
-        }
-    }
-}
-
-impl fmt::Display for LoraTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for LoraTarget {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        LoraTarget::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown LoRA target {s:?} (one of q, k, v, o, gate, up, down)"))
-    }
-}
+/// A projection of a block that can carry an adapter: a matrix of the block's tensor table,
+/// named `q`, `k`, `v`, `o`, `gate`, `up`, `down` (PEFT's `target_modules`).
+pub type LoraTarget = LayerMatrix;
 
 /// Which layers get adapters, and their size.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,13 +233,8 @@ impl Llama {
     pub fn lora_adapters(&self) -> Vec<(usize, LoraTarget, &LoraAdapter)> {
         let mut out = Vec::new();
         for (layer, block) in self.blocks().iter().enumerate() {
-            let linears = block
-                .attention()
-                .linears()
-                .into_iter()
-                .chain(block.feed_forward().linears());
-            for (target, linear) in LoraTarget::ALL.into_iter().zip(linears) {
-                if let Some(a) = linear.adapter() {
+            for target in LoraTarget::ALL {
+                if let Some(a) = block.linear(target).and_then(Linear::adapter) {
                     out.push((layer, target, a));
                 }
             }

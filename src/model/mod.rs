@@ -16,13 +16,23 @@
 //! ```
 //!
 //! The names on the right are llama.cpp's for the same tensors (its eval callback's), under
-//! which [`Llama::forward_traced`] reports them.
+//! which [`Llama::forward_traced`] reports them (through the pass's [`ForwardContext`]).
 //!
 //! - [`config`]: [`LlamaConfig::from_gguf`] and the metadata keys it reads.
+//! - [`tensors`]: the table of a block's tensors ([`LayerMatrix`], [`LayerNorm`], [`BlockTensor`]):
+//!   GGUF names, module paths, shapes, fused tensors, LoRA targets; what loading, records, export
+//!   and LoRA read.
 //! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights kept in their blocks or
 //!   dequantized to f32 ([`Weights`]).
 //! - [`llama`]: the [`Llama`] module and its forward pass (one implementation, traced or not).
-//! - [`embedding`], [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers.
+//! - [`embedding`], [`block`], [`attention`], [`feed_forward`], [`norm`], [`linear`]: the layers,
+//!   written as their formulas with [`ops`].
+//! - [`weight`]: a matrix dense or in its GGUF blocks ([`Weight`]).
+//! - [`ops`]: the operations the layers are written in, each on ggml's CPU kernels (llama.cpp's
+//!   order, bit for bit) on the CPU devices and on Burn's ops elsewhere: the one place that
+//!   chooses per device.
+//! - [`context`]: the state of one forward pass ([`ForwardContext`]: RoPE tables, KV cache,
+//!   masks, block, trace hook).
 //! - [`rope`]: rotary embedding (adjacent pairs for `llama`, halves for NEOX-style).
 //! - [`kv_cache`]: the [`KvCache`].
 //! - [`record`]: [`Llama::save_record`] / [`Llama::load_record`], a burnpack file without the GGUF.
@@ -37,6 +47,7 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod context;
 pub mod embedding;
 pub mod error;
 pub mod export;
@@ -47,10 +58,14 @@ pub mod llama;
 pub mod load;
 pub mod lora;
 pub mod norm;
+pub mod ops;
 pub mod record;
 pub mod rope;
+pub mod tensors;
+pub mod weight;
 
 pub use config::{LlamaConfig, RopeConfig, RopeStyle};
+pub use context::ForwardContext;
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use export::{ExportError, ExportType};
@@ -60,3 +75,5 @@ pub use load::Weights;
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget};
 pub use record::RecordError;
 pub use rope::Rope;
+pub use tensors::{BlockTensor, LayerMatrix, LayerNorm};
+pub use weight::Weight;

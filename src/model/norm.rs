@@ -1,18 +1,17 @@
-//! RMS normalization with a learned scale (ggml's `rms_norm` followed by `mul`).
-//!
-//! On the CPU devices it runs as ggml's CPU backend computes it, bit for bit
-//! ([`gguf_kernels::ggml_ops::rms_norm`]); elsewhere with Burn's tensor operations.
+//! RMS normalization with a learned scale (ggml's `rms_norm` followed by `mul`), computed by
+//! [`ops::rms_norm`] (ggml's order on the CPU devices, Burn's ops elsewhere).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use gguf_kernels::ggml_ops;
+
+use crate::model::ops;
 
 /// `y = x / sqrt(mean(x²) + eps) · weight`, over the last dimension.
 #[derive(Module, Debug)]
 pub struct RmsNorm {
     /// `[dim]`
     weight: Param<Tensor<1>>,
-    eps: f64,
+    eps: f32,
 }
 
 impl RmsNorm {
@@ -20,16 +19,13 @@ impl RmsNorm {
     pub fn new(weight: Tensor<1>, eps: f32) -> RmsNorm {
         RmsNorm {
             weight: Param::from_tensor(weight),
-            eps: eps as f64,
+            eps,
         }
     }
 
     /// A norm from its scale parameter `[dim]` (a record's skeleton) and epsilon.
     pub(crate) fn from_param(weight: Param<Tensor<1>>, eps: f32) -> RmsNorm {
-        RmsNorm {
-            weight,
-            eps: eps as f64,
-        }
+        RmsNorm { weight, eps }
     }
 
     /// The scale `[dim]`.
@@ -46,11 +42,6 @@ impl RmsNorm {
     /// - `x`: `[batch, seq, dim]`
     /// - output: `[batch, seq, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        if ggml_ops::runs_on(&x.device()) {
-            return ggml_ops::rms_norm(x, self.weight.val(), self.eps as f32);
-        }
-        let mean_sq = x.clone().square().mean_dim(2); // [batch, seq, 1]
-        let inv_rms = (mean_sq + self.eps).sqrt().recip(); // [batch, seq, 1]
-        x * inv_rms * self.weight.val().unsqueeze::<3>() // [batch, seq, dim]
+        ops::rms_norm(x, self.weight.val(), self.eps)
     }
 }

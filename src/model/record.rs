@@ -8,13 +8,17 @@
 //! | `token_embd.dense`                     | F32   | `[n_vocab, n_embd]`                     |
 //! | `token_embd.quantized.words`           | U32   | `[⌈bytes / 4⌉]`: the GGUF blocks        |
 //! | `blocks.{i}.attn.{q,k,v,output}.…`     |       | as a linear layer below                 |
-//! | `blocks.{i}.ffn.{gate,up,down}.…`      |       | as a linear layer below                 |
+//! | `blocks.{i}.ffn.{gate,up,down}.…`      |       | as a linear layer below (the paths of [`crate::model::tensors`]) |
 //! | `blocks.{i}.{attn_norm,ffn_norm}.weight` | F32 | `[n_embd]`                              |
 //! | `output_norm.weight`                   | F32   | `[n_embd]`                              |
 //! | `output.…` (absent when tied)          |       | as a linear layer below                 |
 //! | linear `….dense` / `….quantized.words` | F32 / U32 | `[n_out, n_in]` / `[⌈bytes / 4⌉]`   |
 //! | linear `….bias` (optional)             | F32   | `[n_out]`                               |
 //! | linear `….lora.{a,b}` (optional)       | F32   | `[rank, n_in]`, `[n_out, rank]`         |
+//!
+//! The names are the module paths, but for a matrix ([`Weight`], an enum whose variant is part of
+//! the module path `….weight.Dense` / `….weight.Quantized.words`), which the file names
+//! `….dense` / `….quantized.words` as the format has since its first version.
 //!
 //! Quantized weights are their packed words ([`QWeight`]): the file's bytes, never converted to
 //! f32, so the record is about the size of the GGUF file's tensor data (each tensor padded to
@@ -38,24 +42,24 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::store::burn_pack::{self, Reader};
-use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
+use burn::store::burn_pack::{self, Reader, Writer};
+use burn::store::{ApplyResult, ModuleSnapshot};
 use burn::tensor::{Bytes, DType, Device, Int, Tensor};
 use gguf_importer::GgmlType;
 use gguf_kernels::packed::QWeight;
 use serde::{Deserialize, Serialize};
 
-use crate::model::attention::Attention;
 use crate::model::block::Block;
 use crate::model::config::{LlamaConfig, RopeConfig, RopeStyle};
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
-use crate::model::feed_forward::FeedForward;
 use crate::model::linear::Linear;
 use crate::model::llama::Llama;
 use crate::model::lora::LoraAdapter;
 use crate::model::norm::RmsNorm;
 use crate::model::rope::Rope;
+use crate::model::tensors::{BlockSource, LayerMatrix, LayerNorm};
+use crate::model::weight::Weight;
 
 /// The burnpack metadata key of the model description (a JSON document).
 pub const METADATA_KEY: &str = "gguf_llama.model";
@@ -157,22 +161,11 @@ struct LoraDescription {
     scale_bits: u32,
 }
 
-/// The linear layers of a block, in [`BLOCK_LINEARS`] order.
+/// The linear layers of a block, in the order of [`LayerMatrix::ALL`].
 #[derive(Debug, Serialize, Deserialize)]
 struct BlockDescription {
     linears: Vec<LinearDescription>,
 }
-
-/// The linear layers of a block, in the order of [`BlockDescription::linears`].
-const BLOCK_LINEARS: [&str; 7] = [
-    "attn.q",
-    "attn.k",
-    "attn.v",
-    "attn.output",
-    "ffn.gate",
-    "ffn.up",
-    "ffn.down",
-];
 
 impl Llama {
     /// Saves the model to the burnpack file `path` (used as given: no extension is added),
@@ -186,11 +179,19 @@ impl Llama {
                 path: path.to_path_buf(),
                 reason: format!("serializing: {e}"),
             })?;
-        let mut store = BurnpackStore::from_file(path)
+        let tensors = self
+            .collect(None, None, false)
+            .into_iter()
+            .map(|mut t| {
+                t.name = file_name(&t.name);
+                t
+            })
+            .collect();
+        Writer::new(tensors)
+            .with_metadata(METADATA_KEY, &json)
             .auto_extension(false)
             .overwrite(true)
-            .metadata(METADATA_KEY, json);
-        self.save_into(&mut store)
+            .write_to_file(path)
             .map_err(|source| RecordError::Pack {
                 path: path.to_path_buf(),
                 source,
@@ -232,7 +233,10 @@ impl Llama {
             })?;
         let mut model = skeleton(&description, device).map_err(|e| e.at(path))?;
 
-        let tensors = reader.into_tensors().map_err(pack_error)?;
+        let mut tensors = reader.into_tensors().map_err(pack_error)?;
+        for t in &mut tensors {
+            t.name = module_path(&t.name);
+        }
         let result = model.apply(tensors, None, None, false);
         check_applied(&result).map_err(|what| RecordError::Tensors {
             path: path.to_path_buf(),
@@ -248,6 +252,33 @@ impl Llama {
         }
         Ok(model)
     }
+}
+
+/// A weight's tensor in the module (a [`Weight`] enum: its variant is part of the path) and in
+/// the file (`dense`, `quantized.words`, as before the enum).
+const WEIGHT_PATHS: [(&str, &str); 2] = [
+    (".weight.Dense", ".dense"),
+    (".weight.Quantized.words", ".quantized.words"),
+];
+
+/// The file's name for the tensor at module path `path`.
+fn file_name(path: &str) -> String {
+    for (module, file) in WEIGHT_PATHS {
+        if let Some(stem) = path.strip_suffix(module) {
+            return format!("{stem}{file}");
+        }
+    }
+    path.to_string()
+}
+
+/// The module path of the file's tensor `name` (the inverse of [`file_name`]).
+fn module_path(name: &str) -> String {
+    for (module, file) in WEIGHT_PATHS {
+        if let Some(stem) = name.strip_suffix(file) {
+            return format!("{stem}{module}");
+        }
+    }
+    name.to_string()
 }
 
 /// The description of a model's layout and hyper-parameters.
@@ -298,11 +329,9 @@ fn describe(model: &Llama) -> Description {
             .blocks()
             .iter()
             .map(|b| BlockDescription {
-                linears: b
-                    .attention()
-                    .linears()
+                linears: LayerMatrix::ALL
                     .into_iter()
-                    .chain(b.feed_forward().linears())
+                    .filter_map(|m| b.linear(m))
                     .map(linear)
                     .collect(),
             })
@@ -391,13 +420,12 @@ fn skeleton(d: &Description, device: &Device) -> Result<Llama, SkeletonError> {
 
     let (n_embd, n_vocab) = (config.embedding_length, config.vocab_size);
     let eps = config.rms_norm_eps;
-    let token_embd = match &d.token_embd {
-        Some(ty) => Embedding::from_parts(
-            None,
-            Some(quantized("token_embd", ty, [n_vocab, n_embd], device)?),
-        ),
-        None => Embedding::from_parts(Some(f32_param([n_vocab, n_embd], device)), None),
-    };
+    let token_embd = Embedding::from_weight(weight(
+        "token_embd",
+        d.token_embd.as_deref(),
+        [n_vocab, n_embd],
+        device,
+    )?);
     let output = match &d.output {
         Some(l) => Some(linear("output", l, [n_vocab, n_embd], device)?),
         None => None,
@@ -426,43 +454,50 @@ fn block(
     d: &BlockDescription,
     device: &Device,
 ) -> Result<Block, SkeletonError> {
-    if d.linears.len() != BLOCK_LINEARS.len() {
+    if d.linears.len() != LayerMatrix::ALL.len() {
+        let names: Vec<&str> = LayerMatrix::ALL.iter().map(|m| m.module_path()).collect();
         return Err(SkeletonError::Metadata(format!(
             "block {layer} describes {} linear layers, expected {} ({})",
             d.linears.len(),
-            BLOCK_LINEARS.len(),
-            BLOCK_LINEARS.join(", ")
+            LayerMatrix::ALL.len(),
+            names.join(", ")
         )));
     }
-    let n_embd = config.embedding_length;
-    let (n_head, n_kv) = (config.head_count, config.head_count_kv[layer]);
-    let (dk, dv) = (config.key_length, config.value_length);
-    let n_ff = config.feed_forward_length;
-    let shapes = [
-        [n_head * dk, n_embd],
-        [n_kv * dk, n_embd],
-        [n_kv * dv, n_embd],
-        [n_embd, n_head * dv],
-        [n_ff, n_embd],
-        [n_ff, n_embd],
-        [n_embd, n_ff],
-    ];
-    let mut linears = Vec::with_capacity(BLOCK_LINEARS.len());
-    for ((name, l), shape) in BLOCK_LINEARS.iter().zip(&d.linears).zip(shapes) {
-        linears.push(linear(&format!("blocks.{layer}.{name}"), l, shape, device)?);
+    Block::build(
+        config,
+        layer,
+        &mut SkeletonBlock {
+            layer,
+            description: d,
+            eps: config.rms_norm_eps,
+            device,
+        },
+    )
+}
+
+/// The unallocated tensors of a described block, for [`Block::build`].
+struct SkeletonBlock<'a> {
+    layer: usize,
+    description: &'a BlockDescription,
+    eps: f32,
+    device: &'a Device,
+}
+
+impl BlockSource for SkeletonBlock<'_> {
+    type Error = SkeletonError;
+
+    fn norm(&mut self, _norm: LayerNorm, dim: usize) -> Result<RmsNorm, SkeletonError> {
+        Ok(RmsNorm::from_param(f32_param([dim], self.device), self.eps))
     }
-    let [q, k, v, o, gate, up, down]: [Linear; 7] = linears
-        .try_into()
-        .map_err(|_| SkeletonError::Metadata(format!("block {layer}: not seven linear layers")))?;
-    let attn = Attention::new(q, k, v, o, n_head, n_kv, dk, dv);
-    let ffn = FeedForward::new(gate, up, down);
-    let eps = config.rms_norm_eps;
-    Ok(Block::new(
-        RmsNorm::from_param(f32_param([n_embd], device), eps),
-        attn,
-        RmsNorm::from_param(f32_param([n_embd], device), eps),
-        ffn,
-    ))
+
+    fn linear(&mut self, matrix: LayerMatrix, shape: [usize; 2]) -> Result<Linear, SkeletonError> {
+        let i = LayerMatrix::ALL
+            .iter()
+            .position(|m| *m == matrix)
+            .expect("every matrix is in LayerMatrix::ALL");
+        let path = format!("blocks.{}.{}", self.layer, matrix.module_path());
+        linear(&path, &self.description.linears[i], shape, self.device)
+    }
 }
 
 /// A linear layer `[n_out, n_in]` of the skeleton.
@@ -484,22 +519,25 @@ fn linear(
         )),
         None => None,
     };
-    Ok(match &d.quantized {
-        Some(ty) => Linear::from_parts(None, Some(quantized(path, ty, shape, device)?), bias, lora),
-        None => Linear::from_parts(Some(f32_param(shape, device)), None, bias, lora),
-    })
+    let weight = weight(path, d.quantized.as_deref(), shape, device)?;
+    Ok(Linear::from_parts(weight, bias, lora))
 }
 
-/// A quantized matrix `[rows, cols]` of the ggml type named `ty`, unallocated.
-fn quantized(
+/// A matrix `[rows, cols]`, unallocated: quantized in the ggml type named `quantized`, else
+/// dense f32.
+fn weight(
     path: &str,
-    ty: &str,
+    quantized: Option<&str>,
     [rows, cols]: [usize; 2],
     device: &Device,
-) -> Result<QWeight, SkeletonError> {
+) -> Result<Weight, SkeletonError> {
+    let Some(ty) = quantized else {
+        return Ok(Weight::Dense(f32_param([rows, cols], device)));
+    };
     let ggml = GgmlType::from_name(ty)
         .ok_or_else(|| SkeletonError::Metadata(format!("{path}: unknown ggml type {ty:?}")))?;
     QWeight::uninitialized(ggml, rows, cols, device)
+        .map(Weight::Quantized)
         .map_err(|e| SkeletonError::Metadata(format!("{path}: {e}")))
 }
 

@@ -20,18 +20,17 @@
 //! `Halves` rotates `(x[i], x[i + n_rot/2])` (`LLAMA_ROPE_TYPE_NEOX`). Elements of a head past
 //! `n_rot` pass through unchanged.
 //!
-//! On the CPU devices the rotation is ggml's own, bit for bit ([`gguf_kernels::ggml_ops::rope`]:
-//! `x0·cos - x1·sin` and `x0·sin + x1·cos` each with one fused multiply-add, as ggml's binary
-//! computes them). Elsewhere both pairings are computed the same way, as `x · C + swap(x) · S`: the rotated part of a head
-//! is viewed as `[n_rot/2, 2]` (adjacent) or `[2, n_rot/2]` (halves), `swap` flips the axis of
-//! size 2 so that each element meets its partner, and the tables hold `C = (cos, cos)` and
-//! `S = (-sin, sin)` laid out along the same axes.
+//! The rotation itself is [`ops::rope`]: on the CPU devices ggml's own, bit for bit
+//! ([`gguf_kernels::ggml_ops::rope`]: `x0·cos - x1·sin` and `x0·sin + x1·cos` each with one fused
+//! multiply-add, as ggml's binary computes them); elsewhere both pairings are computed the same
+//! way, as `x · C + swap(x) · S` (see [`ops::rope`]).
 
-use burn::tensor::{Device, Tensor, TensorData};
-use gguf_kernels::ggml_ops;
+use burn::tensor::{Device, Tensor};
 
 use crate::model::config::{RopeConfig, RopeStyle};
 use crate::model::error::ModelError;
+use crate::model::ops;
+pub use crate::model::ops::RopeTables;
 
 /// RoPE parameters and the per-pair frequency divisors.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,20 +41,6 @@ pub struct Rope {
     freq_scale: f32,
     /// `[n_rot / 2]` divisors of the angles (`rope_freqs.weight`), if the file has them.
     freq_factors: Option<Vec<f32>>,
-}
-
-/// The rotation tables for one run of positions, shaped to broadcast against a head tensor
-/// viewed as `[batch, seq, heads, a, b]` (see [`Rope::apply`]).
-#[derive(Debug, Clone)]
-pub struct RopeTables {
-    /// `(cos, cos)`: `[1, seq, 1, n_rot/2, 2]` (adjacent) or `[1, seq, 1, 2, n_rot/2]` (halves).
-    cos: Tensor<5>,
-    /// `(-sin, sin)`, shaped as `cos`.
-    sin: Tensor<5>,
-    /// On the CPU devices, ggml's own table `[seq, n_rot]` of `(cos, sin)` pairs, for
-    /// [`gguf_kernels::ggml_ops::rope`] (ggml's rotation bit for bit).
-    ggml: Option<Tensor<2>>,
-    seq: usize,
 }
 
 impl Rope {
@@ -119,96 +104,24 @@ impl Rope {
 
     /// The rotation tables of positions `start .. start + seq` on `device`.
     pub fn tables(&self, start: usize, seq: usize, device: &Device) -> RopeTables {
-        let half = self.n_rot / 2;
-        let angles = self.angles(start, seq); // [seq, half]
-        let mut cos = Vec::with_capacity(seq * self.n_rot);
-        let mut sin = Vec::with_capacity(seq * self.n_rot);
-        for row in angles.chunks_exact(half.max(1)).take(seq) {
-            match self.style {
-                // [half, 2]: (cos_i, cos_i), (-sin_i, sin_i)
-                RopeStyle::Adjacent => {
-                    for &a in row {
-                        cos.extend_from_slice(&[a.cos(), a.cos()]);
-                        sin.extend_from_slice(&[-a.sin(), a.sin()]);
-                    }
-                }
-                // [2, half]: (cos_0 .. cos_h), (cos_0 .. cos_h) and (-sin ..), (sin ..)
-                RopeStyle::Halves => {
-                    cos.extend(row.iter().map(|a| a.cos()));
-                    cos.extend(row.iter().map(|a| a.cos()));
-                    sin.extend(row.iter().map(|a| -a.sin()));
-                    sin.extend(row.iter().map(|a| a.sin()));
-                }
-            }
-        }
-        let shape = self.pair_shape(1, seq, 1);
-        let ggml = ggml_ops::runs_on(device).then(|| {
-            let cache: Vec<f32> = angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect();
-            Tensor::from_data(TensorData::new(cache, [seq, self.n_rot]), device)
-        });
-        RopeTables {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
-            ggml,
-            seq,
-        }
+        let angles = self.angles(start, seq); // [seq, n_rot / 2]
+        RopeTables::new(&angles, seq, self.n_rot, self.style, device)
     }
 
-    /// `[batch, seq, heads, a, b]` with `a · b = n_rot` and the partner axis of size 2 where
-    /// the style puts it.
-    fn pair_shape(&self, batch: usize, seq: usize, heads: usize) -> [usize; 5] {
-        let half = self.n_rot / 2;
-        match self.style {
-            RopeStyle::Adjacent => [batch, seq, heads, half, 2],
-            RopeStyle::Halves => [batch, seq, heads, 2, half],
-        }
-    }
-
-    /// Rotates the heads of `x`.
+    /// Rotates the heads of `x` ([`ops::rope`] with `tables`, made by [`Rope::tables`]).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, heads, head_dim]`, `head_dim >= n_rot`, `seq` as in `tables`
     /// - output: same
     pub fn apply(&self, x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
-        let [batch, seq, heads, head_dim] = x.dims();
-        debug_assert_eq!(
-            seq, tables.seq,
-            "RoPE tables made for another sequence length"
-        );
-        if self.n_rot == 0 {
-            return x;
-        }
-        if let Some(cache) = &tables.ggml {
-            if ggml_ops::runs_on(&x.device()) {
-                let neox = self.style == RopeStyle::Halves;
-                return ggml_ops::rope(x, cache.clone(), self.n_rot, neox);
-            }
-        }
-        let (rot, pass) = if self.n_rot < head_dim {
-            let pass = x.clone().narrow(3, self.n_rot, head_dim - self.n_rot);
-            (x.narrow(3, 0, self.n_rot), Some(pass))
-        } else {
-            (x, None)
-        };
-        let shape = self.pair_shape(batch, seq, heads);
-        let partner_axis = match self.style {
-            RopeStyle::Adjacent => 4,
-            RopeStyle::Halves => 3,
-        };
-        let pairs: Tensor<5> = rot.reshape(shape); // [batch, seq, heads, a, b]
-        let swapped = pairs.clone().flip([partner_axis]); // each element beside its partner
-        let rotated = pairs * tables.cos.clone() + swapped * tables.sin.clone();
-        let rotated: Tensor<4> = rotated.reshape([batch, seq, heads, self.n_rot]);
-        match pass {
-            Some(pass) => Tensor::cat(vec![rotated, pass], 3),
-            None => rotated,
-        }
+        ops::rope(x, tables)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     /// llama.cpp's rotation of one head, written out element by element (ggml's `rotate_pairs`:
     /// partners `(i, i + 1)` for NORM, `(i, i + n_rot/2)` for NEOX).
