@@ -220,15 +220,27 @@ fn smollm2_f16_default_cache_bit_for_bit_on_cpu_devices() {
 /// BF16 order for several.
 #[test]
 fn smollm2_bf16_default_cache_bit_for_bit_on_cpu_devices() {
-    check_smollm2_export(ExportType::BF16, "smollm2-bf16", "SmolLM2-135M-Instruct.BF16.gguf");
+    check_smollm2_export(
+        ExportType::BF16,
+        "smollm2-bf16",
+        "SmolLM2-135M-Instruct.BF16.gguf",
+    );
 }
 
 /// SmolLM2 in Q5_0 and Q5_1 (our exports, llama.cpp's files; the tied embedding Q8_0):
 /// `vec_dot_q5_<0|1>_q8_<0|1>`'s order in decoding and prefill.
 #[test]
 fn smollm2_q5_0_and_q5_1_default_cache_bit_for_bit_on_cpu_devices() {
-    check_smollm2_export(ExportType::Q5_0, "smollm2-q5_0", "SmolLM2-135M-Instruct.Q5_0.gguf");
-    check_smollm2_export(ExportType::Q5_1, "smollm2-q5_1", "SmolLM2-135M-Instruct.Q5_1.gguf");
+    check_smollm2_export(
+        ExportType::Q5_0,
+        "smollm2-q5_0",
+        "SmolLM2-135M-Instruct.Q5_0.gguf",
+    );
+    check_smollm2_export(
+        ExportType::Q5_1,
+        "smollm2-q5_1",
+        "SmolLM2-135M-Instruct.Q5_1.gguf",
+    );
 }
 
 /// SmolLM2 in llama.cpp's K-quant mixes (our exports, llama.cpp's files). SmolLM2's 576-wide rows

@@ -1,6 +1,8 @@
 //! Dot products of the K-quants (Q2_K .. Q6_K) with activations quantized to 8 bits per 256
-//! ([`ActQ8KSeq`] in element order for decoding and prompts of fewer than 8 rows, [`ActQ8K`] in
-//! lane order for prefill; see [`uses_seq`]): the portable scalar kernels and the per-format
+//! ([`ActQ8KSeq`]) in the order of ggml's `ggml_vec_dot_q<n>_K_q8_K`, for decoding and prompts
+//! of fewer than 8 rows (see [`uses_seq`]; from 8 rows on llama.cpp takes its tiled matmul,
+//! `tiled_k.rs`, and for the matrices it repacks its repacked kernels, `repacked_k.rs`): the
+//! integer form of the formats ([`KQuant`]), the portable scalar kernels and the per-format
 //! dispatch.
 //!
 //! Every format reduces to one integer core. A super-block of 256 unpacks to 256 unsigned
@@ -59,7 +61,7 @@ use gguf_importer::quants::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, Block
 use gguf_importer::GgmlType;
 
 use super::legacy::hsum8;
-use super::quantize_act::{ActQ8K, ActQ8KSeq, KActivations};
+use super::quantize_act::ActQ8KSeq;
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// The per-group scales of a super-block.
@@ -305,38 +307,6 @@ impl KQuant for BlockQ6K {
     }
 }
 
-/// The scalar kernel (see [`TileFn`]), for either activation layout.
-fn tile_scalar<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&[A]], out: Out) {
-    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
-    let mut q = [0u8; 256];
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [0f32; MAX_TILE];
-        for (b, block) in blocks.iter().enumerate() {
-            let s = block.scales();
-            let (d, dmin) = block.supers();
-            let (d, dmin) = (d.to_f32(), dmin.to_f32());
-            block.unpack(&mut q);
-            for (acc, x) in acc.iter_mut().zip(xs) {
-                let x = &x[b];
-                let (mut isum, mut msum) = (0i32, 0i32);
-                for g in 0..16 {
-                    let dot: i32 = (16 * g..16 * g + 16)
-                        .map(|e| q[e] as i32 * x.q(e) as i32)
-                        .sum();
-                    let bsum = x.bsum(g) as i32;
-                    isum += s.sc[g] as i32 * (dot - W::OFFSET as i32 * bsum);
-                    msum += s.mn[g] as i32 * bsum;
-                }
-                *acc += d * x.d() * isum as f32 - dmin * x.d() * msum as f32;
-            }
-        }
-        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            out.set(r, i, *acc);
-        }
-    }
-}
-
 /// ggml's eight i32 lanes `sumi` of a super-block (`q` unpacked, scales `s`) against one activation
 /// super-block (see the module doc).
 #[inline(always)]
@@ -421,19 +391,10 @@ fn tile_seq_scalar<W: GgmlVecDot>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]
     }
 }
 
-/// Whether the K-quants dot with activations in element order ([`ActQ8KSeq`], [`tile_fn_seq`])
-/// rather than in lane order ([`ActQ8K`], [`tile_fn`]) for `m` activation rows: element order
-/// for fewer than 8 rows (decoding, short prompts), where llama.cpp takes
-/// `ggml_vec_dot_<fmt>_q8_K` one activation row at a time and these kernels give its results bit
-/// for bit (see the module doc); lane order from 8 rows on (prefill). The element-order kernels
-/// need no transposes, which decoding (one activation row per unpacked super-block) cannot
-/// amortize, and they read several weight rows per pass; the lane-order kernels apply the group
-/// scales lane-wise in f32 after plain byte dot products, with 512-bit `dpbusd` over all 16
-/// groups on VNNI.
-/// `cpu_matmul_bench` on 5632 × 2048, 2 threads (BENCHMARKS.md's machine): decode in element
-/// order Q4_K 16 -> 29 GB/s, Q2_K 19 -> 25, Q3_K 21 -> 27, Q6_K 0.57 -> 0.48 ms; prefill in lane
-/// order, GFLOP/s with VNNI (AVX2): Q2_K 254 -> 286 (180 -> 199), Q3_K 237 -> 267, Q4_K 224 ->
-/// 268 (166 -> 177), Q5_K 220 -> 259 (170 -> 175), Q6_K 300 either way (AVX2 177 / 180).
+/// Whether llama.cpp multiplies `m` activation rows with a K-quant matrix (one it does not
+/// repack) by `ggml_vec_dot_<fmt>_q8_K`, one activation row at a time ([`tile_fn_seq`], bit for
+/// bit): fewer than 8 rows (decoding, short prompts); from 8 on it takes its tiled K-quant matmul
+/// (`ggml_tiled_min_batch`, tiled_k.rs).
 pub(super) fn uses_seq(m: usize) -> bool {
     m < 8
 }
@@ -452,24 +413,6 @@ pub(super) fn tile_fn_seq(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
         GgmlType::Q4_K => tile_seq_scalar::<BlockQ4K>,
         GgmlType::Q5_K => tile_seq_scalar::<BlockQ5K>,
         GgmlType::Q6_K => tile_seq_scalar::<BlockQ6K>,
-        _ => return None,
-    })
-}
-
-/// The kernel for the K-quant `ty` on `isa` against activations in lane order; `None` for other
-/// types.
-pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(f) = super::kquants_x86::tile_fn(ty, isa) {
-        return Some(f);
-    }
-    let _ = isa;
-    Some(match ty {
-        GgmlType::Q2_K => tile_scalar::<BlockQ2K, ActQ8K>,
-        GgmlType::Q3_K => tile_scalar::<BlockQ3K, ActQ8K>,
-        GgmlType::Q4_K => tile_scalar::<BlockQ4K, ActQ8K>,
-        GgmlType::Q5_K => tile_scalar::<BlockQ5K, ActQ8K>,
-        GgmlType::Q6_K => tile_scalar::<BlockQ6K, ActQ8K>,
         _ => return None,
     })
 }

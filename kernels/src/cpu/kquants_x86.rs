@@ -1,32 +1,20 @@
-//! AVX2 and AVX-512 VNNI kernels for the K-quants (see `kquants.rs` for the math): prefill
-//! against activations in lane order (this part), decoding against activations in element order
-//! (the last part of the file, `decode_seq`).
-//!
-//! A super-block unpacks once per tile into eight 256-bit registers of 32 unsigned `q` (0..64),
-//! which in-half 4 × 4 transposes turn into the activations' lane order ([`ActQ8K`]): 32-bit
-//! lane `lane(g)` holds four elements of group `g` per register. Per activation row, four
-//! multiply-adds of 4 byte pairs per lane leave each group's dot product in its lane, and the
-//! group scales, offsets and mins apply lane-wise in f32, 8 or 16 groups per instruction:
-//!
-//! ```text
-//! AVX-512 VNNI: dot = dpbusd(dpbusd(0, q[0], qx[0]), q[2], qx[2]) + (same for 1, 3)   16 lanes
-//! AVX2:         dot = madd(maddubs(q[0], qx[0]) + maddubs(q[1], qx[1]), 1) + (same for 2, 3)   8 lanes, twice
-//! then          y  += dx · (d·sc · dot  -  (d·off·sc + dmin·mn) · bsum)
-//! ```
+//! AVX2 and AVX-512 VNNI kernels of the K-quants against activations in element order, in the
+//! order of ggml's `ggml_vec_dot_q<n>_K_q8_K` (see `kquants.rs` for the math and the order; the
+//! section "Against activations in element order" below for the lanes), used for fewer than 8
+//! activation rows. The unpacking of a super-block into registers (`KQuantX86`) is shared.
 //!
 //! # Safety
 //!
 //! Every `unsafe fn` here has two obligations. The instruction set: they run only inside the
-//! `#[target_feature]` functions (`*_tf`), which the safe kernels (`tile_avx2` ..
-//! `tile_seq_vnni`) call only for the set that `tile_fn` / `tile_fn_seq` handed them out for,
+//! `#[target_feature]` functions (`*_tf`), which the safe kernels (`tile_seq_avx2`,
+//! `tile_seq_vnni`) call only for the set that `tile_fn_seq` handed them out for,
 //! after `with_kernel` (cpu/mod.rs) checked that this CPU runs it. Memory: each safe kernel
 //! asserts its shapes on entry (`check_tile`: `row_bytes` whole super-blocks, `w` whole rows,
 //! every activation row exactly `nb = row_bytes / size_of::<W>()` super-blocks, an output of the
 //! weight rows by the activation rows), and the raw reads below stay in bounds by those: weight
 //! row `r < w.len() / row_bytes` starts at byte `r · row_bytes`, super-block `b < nb` of a row
 //! and of an activation row exists. The fixed-width loads from a block's or an activation's own
-//! arrays are in bounds by the arrays' types (each says which); the aligned ones read
-//! [`ActQ8K`], `align(64)`, at offsets that are multiples of 64 (checked at compile time below).
+//! arrays are in bounds by the arrays' types (each says which).
 
 use std::arch::x86_64::*;
 
@@ -34,14 +22,9 @@ use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use gguf_importer::GgmlType;
 
 use super::kquants::{GgmlMins, GgmlVecDot, KQuant};
-use super::quantize_act::{ActQ8K, ActQ8KSeq};
-use super::x86_util::{by_tile, f16c, hsum_ps, prefetch_ahead, transpose4, unroll16};
+use super::quantize_act::ActQ8KSeq;
+use super::x86_util::{f16c, hsum_ps, prefetch_ahead};
 use super::{check_tile, Isa, Out, TileFn};
-
-// `tile_body`'s aligned 512-bit loads of `qs[r]` and `dbsums` (64 bytes each).
-const _: () = assert!(align_of::<ActQ8K>() == 64);
-const _: () = assert!(std::mem::offset_of!(ActQ8K, qs) % 64 == 0);
-const _: () = assert!(std::mem::offset_of!(ActQ8K, dbsums) % 64 == 0);
 
 /// A super-block unpacked into registers.
 pub(super) trait KQuantX86: KQuant {
@@ -253,233 +236,6 @@ impl KQuantX86 for BlockQ6K {
             q[4 * h + 3] = _mm256_or_si256(hi1, _mm256_slli_epi16::<4>(c3));
         }
         q
-    }
-}
-
-/// The eight registers of a super-block (element order: register `c` holds groups `2c`, `2c+1`
-/// in its 128-bit halves) in the activations' lane order (see [`ActQ8K`]): `t[r]` for
-/// `r in 0..4` holds dword `r` of every group, lanes 0..8 in `t[r].0`, lanes 8..16 in `t[r].1`.
-/// Lanes 0..8 hold groups `4k`, `4k+1` (k in 0..4), which are the halves of registers
-/// `0, 2, 4, 6`: one in-half 4 × 4 transpose; lanes 8..16 likewise from registers `1, 3, 5, 7`.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[inline(always)]
-unsafe fn to_lanes(q: [__m256i; 8]) -> [(__m256i, __m256i); 4] {
-    let lo = transpose4([q[0], q[2], q[4], q[6]]);
-    let hi = transpose4([q[1], q[3], q[5], q[7]]);
-    std::array::from_fn(|r| (lo[r], hi[r]))
-}
-
-/// Per-lane f32 factors of a super-block, lane order: `s = d·sc`, `c = d·off·sc + dmin·mn`, so
-/// that a group contributes `dx · (s·dot - c·bsum)`.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[inline(always)]
-unsafe fn lane_factors<W: KQuantX86>(block: &W) -> ([__m256; 2], [__m256; 2]) {
-    let (sc, mn) = block.scales_avx2();
-    let (d, dmin) = block.supers();
-    let (d, dmin) = (f16c(d), f16c(dmin));
-    // group order -> lane order (lane(g) is its own inverse)
-    let perm = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let (sc, mn) = (_mm_shuffle_epi8(sc, perm), _mm_shuffle_epi8(mn, perm));
-    let halves = |v: __m128i, f: unsafe fn(__m128i) -> __m256i| [f(v), f(_mm_srli_si128::<8>(v))];
-    let sc = halves(sc, |v| _mm256_cvtepi8_epi32(v));
-    let mn = halves(mn, |v| _mm256_cvtepu8_epi32(v));
-    let (vd, voff, vdmin) = (
-        _mm256_set1_ps(d),
-        _mm256_set1_ps(d * W::OFFSET as f32),
-        _mm256_set1_ps(dmin),
-    );
-    let s = sc.map(|v| _mm256_mul_ps(vd, _mm256_cvtepi32_ps(v)));
-    let c: [__m256; 2] = std::array::from_fn(|h| {
-        let m = _mm256_mul_ps(vdmin, _mm256_cvtepi32_ps(mn[h]));
-        _mm256_fmadd_ps(voff, _mm256_cvtepi32_ps(sc[h]), m)
-    });
-    (s, c)
-}
-
-/// Prefill: all weight rows of `w` against the first `N` activation rows of `xs` (a tile).
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C, and with `VNNI` AVX-512 F, BW, VL and VNNI. (The shapes
-/// it reads by, it asserts itself: the first `N` rows of `xs` hold at least
-/// `row_bytes / size_of::<W>()` super-blocks, as the kernel's `check_tile` has already.)
-#[inline(always)]
-unsafe fn tile_body<W: KQuantX86, const N: usize, const VNNI: bool>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[ActQ8K]],
-    out: Out,
-) {
-    let nb = row_bytes / size_of::<W>();
-    let xs: [*const ActQ8K; N] = std::array::from_fn(|i| {
-        // once per tile, not per block (`xs[i]` panics if the tile has fewer than N rows)
-        assert!(
-            xs[i].len() >= nb,
-            "activation row shorter than a weight row"
-        );
-        xs[i].as_ptr()
-    });
-    let ones = _mm256_set1_epi16(1);
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        // `blocks.len() == nb`: a row of `row_bytes` bytes (cast_slice panics if that is not
-        // whole super-blocks)
-        let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [_mm256_setzero_ps(); N];
-        // zeroed memory, not `_mm512_setzero_ps`: no AVX-512 instruction in the AVX2 kernels
-        // SAFETY: all-zero bits are a valid `__m512` (0.0 in every lane).
-        let mut acc512: [__m512; N] = std::mem::zeroed();
-        for (b, block) in blocks.iter().enumerate() {
-            let q = to_lanes(block.unpack_avx2());
-            let (s, c) = lane_factors(block);
-            if VNNI && N > 1 {
-                // AVX-512 in prefill: all 16 lanes in one register (in decode, combining the
-                // halves costs more than it saves)
-                let q: [__m512i; 4] =
-                    q.map(|(lo, hi)| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi));
-                let wide = |v: [__m256; 2]| {
-                    let lo = _mm512_castpd_ps(_mm512_castpd256_pd512(_mm256_castps_pd(v[0])));
-                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                        _mm512_castps_pd(lo),
-                        _mm256_castps_pd(v[1]),
-                    ))
-                };
-                let (s, c) = (wide(s), wide(c));
-                // acc += (s·dx)·dot - c·(dx·bsum): one chain of multiply-adds per row (the
-                // rows of the tile overlap), then two f32 multiply-adds. The rows are written
-                // out with constant indices (`unroll16!`) so that the 16 accumulators stay in
-                // registers: as a loop, the compiler kept them on the stack, a store and a load
-                // per row and block.
-                macro_rules! row {
-                    ($i:literal) => {
-                        if $i < N {
-                            // SAFETY: b < blocks.len() = nb, and activation row $i holds at
-                            // least nb super-blocks (asserted above).
-                            let x = &*xs[$i].add(b);
-                            // SAFETY: `qs[r]` (r < 4, indexed with a check) is 64 bytes at
-                            // offset 64·r of the align(64) `ActQ8K`: one aligned 512-bit load.
-                            let qx =
-                                |r: usize| _mm512_load_si512(x.qs[r].as_ptr() as *const __m512i);
-                            let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], qx(0));
-                            dot = _mm512_dpbusd_epi32(dot, q[1], qx(1));
-                            dot = _mm512_dpbusd_epi32(dot, q[2], qx(2));
-                            dot = _mm512_dpbusd_epi32(dot, q[3], qx(3));
-                            // SAFETY: `dbsums` is 16 f32 at a multiple of 64 (asserted at
-                            // compile time above): one aligned 512-bit load.
-                            let dbsum = _mm512_load_ps(x.dbsums.as_ptr());
-                            let a = _mm512_fnmadd_ps(c, dbsum, acc512[$i]);
-                            let sdx = _mm512_mul_ps(s, _mm512_set1_ps(x.d));
-                            acc512[$i] = _mm512_fmadd_ps(sdx, _mm512_cvtepi32_ps(dot), a);
-                        }
-                    };
-                }
-                unroll16!(row);
-                continue;
-            }
-            for i in 0..N {
-                // SAFETY: b < blocks.len() = nb, and activation row i holds at least nb
-                // super-blocks (asserted above).
-                let x = &*xs[i].add(b);
-                let dx = _mm256_broadcast_ss(&x.d);
-                for h in 0..2 {
-                    // SAFETY: bytes 32·h..32·h + 32 (h < 2) of the 64-byte `qs[r]`.
-                    let qx = |r: usize| {
-                        _mm256_loadu_si256(x.qs[r].as_ptr().add(32 * h) as *const __m256i)
-                    };
-                    let qw = |r: usize| if h == 0 { q[r].0 } else { q[r].1 };
-                    // lane g: Σ over the group's 16 elements of q·qx
-                    let dot = if VNNI {
-                        let even = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw(0), qx(0));
-                        let odd = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw(1), qx(1));
-                        let even = _mm256_dpbusd_epi32(even, qw(2), qx(2));
-                        _mm256_add_epi32(_mm256_dpbusd_epi32(odd, qw(3), qx(3)), even)
-                    } else {
-                        // i16 pair sums are at most 2·63·127 = 16002: two registers add up
-                        // before widening
-                        let p01 = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(qw(0), qx(0)),
-                            _mm256_maddubs_epi16(qw(1), qx(1)),
-                        );
-                        let p23 = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(qw(2), qx(2)),
-                            _mm256_maddubs_epi16(qw(3), qx(3)),
-                        );
-                        _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones))
-                    };
-                    // SAFETY: i16 8·h..8·h + 8 (h < 2) of the 16 `bsums`: 16 bytes.
-                    let bsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(
-                        x.bsums.as_ptr().add(8 * h) as *const __m128i
-                    ));
-                    // dx · (s·dot - c·bsum)
-                    let t = _mm256_mul_ps(c[h], _mm256_cvtepi32_ps(bsum));
-                    let u = _mm256_fmsub_ps(s[h], _mm256_cvtepi32_ps(dot), t);
-                    acc[i] = _mm256_fmadd_ps(u, dx, acc[i]);
-                }
-            }
-        }
-        if VNNI && N > 1 {
-            for (i, acc) in acc512.iter().enumerate() {
-                out.set(r, i, _mm512_reduce_add_ps(*acc));
-            }
-            continue;
-        }
-        for (i, acc) in acc.iter().enumerate() {
-            out.set(r, i, hsum_ps(*acc));
-        }
-    }
-}
-
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    by_tile!(tile_body, W, false, 8, (w, rb, xs, out))
-}
-
-/// # Safety
-/// The CPU must have AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_vnni_tf<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    by_tile!(tile_body, W, true, 16, (w, rb, xs, out))
-}
-
-fn tile_avx2<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
-    // SAFETY: the CPU has AVX2, FMA and F16C: `tile_fn` hands this kernel out for `Isa::Avx2`
-    // only, and `with_kernel` checked that this CPU runs it before asking. (The shapes are
-    // asserted just above, and again by `tile_body` per tile.)
-    unsafe { tile_avx2_tf::<W>(w, rb, xs, out) }
-}
-
-fn tile_vnni<W: KQuantX86>(w: &[u8], rb: usize, xs: &[&[ActQ8K]], out: Out) {
-    check_tile(w, rb, size_of::<W>(), 1, xs, &out);
-    // SAFETY: the CPU has AVX-512 VNNI and AVX2: `tile_fn` hands this kernel out for
-    // `Isa::Avx512Vnni` only, and `with_kernel` checked that this CPU runs it before asking.
-    // (The shapes are asserted just above, and again by `tile_body` per tile.)
-    unsafe { tile_vnni_tf::<W>(w, rb, xs, out) }
-}
-
-/// The x86 kernel for `ty` on `isa`, `None` for other sets and formats. Call the kernel only if
-/// this CPU runs `isa` (`with_kernel` checks it).
-pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8K>> {
-    macro_rules! pick {
-        ($f:ident) => {
-            match ty {
-                GgmlType::Q2_K => Some($f::<BlockQ2K> as TileFn<ActQ8K>),
-                GgmlType::Q3_K => Some($f::<BlockQ3K>),
-                GgmlType::Q4_K => Some($f::<BlockQ4K>),
-                GgmlType::Q5_K => Some($f::<BlockQ5K>),
-                GgmlType::Q6_K => Some($f::<BlockQ6K>),
-                _ => None,
-            }
-        };
-    }
-    match isa {
-        Isa::Avx2 => pick!(tile_avx2),
-        Isa::Avx512Vnni => pick!(tile_vnni),
-        _ => None,
     }
 }
 

@@ -42,7 +42,7 @@ mod x86_util;
 use gguf_importer::GgmlType;
 use rayon::prelude::*;
 
-use self::quantize_act::{ActQ8Block, ActQ8K, ActQ8KSeq, ActQ8x32};
+use self::quantize_act::{ActQ8Block, ActQ8KSeq, ActQ8x32};
 use super::error::KernelError;
 
 /// Activation rows dotted with each weight block per pass (a tile), at most: the kernels hold
@@ -421,25 +421,20 @@ fn with_kernel(
             let rows: Vec<&[repacked_k::ActQ8KR]> = acts.chunks_exact(cols / 256).collect();
             then.run(&rows, kernel, MAX_TILE);
         }
-        Family::K if tiled_k::applies(ty, m, follows_ggml_repack(ty, rows)) => {
-            // ggml's tiled K-quant matmul's order (tiled_k.rs), as llama.cpp multiplies 8 or
-            // more activation rows.
-            let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
-            let acts = quantize_act::quantize_k_seq(x, cols);
-            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
-            then.run(&rows, kernel, MAX_TILE);
-        }
         Family::K if kquants::uses_seq(m) => {
+            // Fewer than 8 activation rows: `ggml_vec_dot_q<n>_K_q8_K`'s order (kquants.rs).
             let kernel = kquants::tile_fn_seq(ty, isa).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_k_seq(x, cols);
             let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
             then.run(&rows, kernel, TILE);
         }
         Family::K => {
-            let kernel = kquants::tile_fn(ty, isa).ok_or_else(unsupported)?;
-            let acts = quantize_act::quantize_k(x, cols);
-            let rows: Vec<&[ActQ8K]> = acts.chunks_exact(cols / 256).collect();
-            then.run(&rows, kernel, wide_tile(isa));
+            // 8 or more: the order of ggml's tiled K-quant matmul, which llama.cpp takes there
+            // (tiled_k.rs).
+            let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_k_seq(x, cols);
+            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, MAX_TILE);
         }
     }
     Ok(())
@@ -608,14 +603,6 @@ fn rows_per_task(rows: usize, row_bytes: usize, m: usize) -> usize {
     }
     let by_cache = eights((TASK_BYTES / row_bytes).max(1));
     by_cache.min(by_balance)
-}
-
-/// The tile of the kernels that take 16 rows with AVX-512 (see [`MAX_TILE`]).
-fn wide_tile(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512Vnni => MAX_TILE,
-        _ => TILE,
-    }
 }
 
 /// Runs `kernel` over all weight rows and activation rows `xs` (`m` of them) in tiles of `tile`

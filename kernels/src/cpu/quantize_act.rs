@@ -55,36 +55,10 @@ impl ActQ8x32 {
     }
 }
 
-/// 256 activations as 8-bit integers, for the K-quants (ggml's Q8_K, f32 scale), interleaved
-/// for the SIMD kernels. The 16 groups of 16 elements (the unit of a K-quant scale) sit in the
-/// 16 32-bit lanes of a 512-bit register, four elements per lane per register:
-///
-/// ```text
-/// qs[r][4·lane(g) + j] = q of element 16g + 4r + j      r in 0..4, g in 0..16, j in 0..4
-/// bsums[lane(g)]       = Σ q of group g                  (the K-quants' mins and offsets)
-/// dbsums[lane(g)]      = d · Σ q of group g, in f32       (the same, ready for the f32 lanes)
-/// lane(g)              = 4·(g % 4) + g / 4                (a 4 × 4 transpose; lane(lane(g)) = g)
-/// ```
-///
-/// The lane order is the one a K-quant super-block unpacked into eight 256-bit registers takes
-/// after in-lane 4 × 4 transposes, so the weights need no further shuffles; four multiply-adds
-/// over the registers leave group g's dot product in lane `lane(g)`. Cache-line aligned, so the
-/// loads never straddle two lines.
-#[repr(C, align(64))]
-#[derive(Debug, Clone, Copy)]
-pub struct ActQ8K {
-    pub qs: [[i8; 64]; 4],
-    pub dbsums: [f32; 16],
-    pub bsums: [i16; 16],
-    pub d: f32,
-}
-
 /// 256 activations as 8-bit integers in element order: ggml's `block_q8_K` (the same fields, in
 /// another order), with the values ggml's `quantize_row_q8_K` gives (see `quantize_block_q8k`),
 /// for the element-order K-quant kernels (decoding and prompts of a few rows, in the float order
-/// of ggml's `ggml_vec_dot_*_q8_K`): the super-blocks unpack in element order too, so each 32
-/// weights meet their 32 activations in one register without the transposes [`ActQ8K`]'s lane
-/// order needs.
+/// of ggml's `ggml_vec_dot_*_q8_K`; transposed per tile by the tiled-order kernels).
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct ActQ8KSeq {
@@ -119,54 +93,19 @@ impl KActivations for ActQ8KSeq {
     }
 }
 
-/// The lane of group `g` (0..16) in [`ActQ8K`].
+/// Scale and inverse scale of a 32-element block as ggml's x86 `quantize_row_q8_0/q8_1` compute
+/// them, so that the same activations round to the same integers: `d = amax / 127`, and the
+/// values multiplied by `id = 127 / amax`. A NaN or infinite activation makes the scale NaN, so
+/// the block's products come out NaN as they would in f32 (the quantized values are 0).
 #[inline(always)]
-pub const fn lane(g: usize) -> usize {
-    4 * (g % 4) + g / 4
-}
-
-impl KActivations for ActQ8K {
-    #[inline(always)]
-    fn q(&self, e: usize) -> i8 {
-        self.qs[e % 16 / 4][4 * lane(e / 16) + e % 4]
-    }
-    #[inline(always)]
-    fn bsum(&self, g: usize) -> i16 {
-        self.bsums[lane(g)]
-    }
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
-}
-
-/// Scale and inverse scale of a block, as ggml computes them (its x86 build) so that the same
-/// activations round to the same integers: the 32-element blocks (`quantize_row_q8_0/q8_1`) take
-/// `d = amax / 127` and multiply by `id = 127 / amax`; the 256-element blocks
-/// (`quantize_row_q8_K_ref`) multiply by `127 / amax` too (ggml's `-127 / max`, signed by the
-/// largest element, only flips the signs of both `q` and `d`, exactly) and store `d = 1 / id`.
-/// (`1 / (amax / 127)` can differ from `127 / amax` in the last bit, which moves an element that
-/// lies near a rounding boundary to the other integer.) A NaN or infinite activation makes the
-/// scale NaN, so the block's products come out NaN as they would in f32 (the quantized values
-/// are 0).
-#[inline(always)]
-fn scales(x: &[f32], k_quant: bool) -> (f32, f32) {
+fn scales(x: &[f32]) -> (f32, f32) {
     let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let finite = x.iter().fold(true, |f, &v| f & v.is_finite());
     if !finite {
         return (f32::NAN, 0.0);
     }
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-    let d = if k_quant {
-        if amax > 0.0 {
-            1.0 / id
-        } else {
-            0.0
-        }
-    } else {
-        amax / 127.0
-    };
-    (d, id)
+    (amax / 127.0, id)
 }
 
 /// 1.5 · 2²³: adding it to an f32 below 2²² in magnitude rounds that to an integer (to nearest,
@@ -190,7 +129,7 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
     let mut q = [0i8; 32];
     for (b, x) in x.chunks_exact(32).enumerate() {
         let (g, k) = (&mut out[b / 8], b % 8);
-        let (d, id) = scales(x, false);
+        let (d, id) = scales(x);
         quantize_into(x, id, &mut q);
         for (e, &v) in q.iter().enumerate() {
             g.qs[e / 4][4 * k + e % 4] = v;
@@ -209,7 +148,7 @@ fn quantize_row_x32(x: &[f32], out: &mut [ActQ8x32]) {
 /// Quantizes one row (`x.len()` a multiple of 32) into `out` (`x.len() / 32` blocks).
 fn quantize_row_blocks(x: &[f32], out: &mut [ActQ8Block]) {
     for (x, b) in x.chunks_exact(32).zip(out.iter_mut()) {
-        let (d, id) = scales(x, false);
+        let (d, id) = scales(x);
         quantize_into(x, id, &mut b.qs);
         let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
         // As ggml's block_q8_0 / block_q8_1: the quantized values come from the f32 scale, and
@@ -235,23 +174,6 @@ pub(crate) fn quantize_q8_0_bytes(x: &[f32], out: &mut [u8]) {
         for (o, &q) in out[2..].iter_mut().zip(&b.qs) {
             *o = q as u8;
         }
-    }
-}
-
-/// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks).
-fn quantize_row_k(x: &[f32], out: &mut [ActQ8K]) {
-    let mut q = [0i8; 256];
-    for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
-        let (d, id) = scales(x, true);
-        quantize_into(x, id, &mut q);
-        for (g, q) in q.chunks_exact(16).enumerate() {
-            for (e, &v) in q.iter().enumerate() {
-                b.qs[e / 4][4 * lane(g) + e % 4] = v;
-            }
-            b.bsums[lane(g)] = q.iter().map(|&q| q as i16).sum();
-        }
-        b.dbsums = b.bsums.map(|s| d * s as f32);
-        b.d = d;
     }
 }
 
@@ -303,9 +225,8 @@ fn quantize_block_q8k(x: &[f32], b: &mut ActQ8KSeq) {
 
 /// Quantizes one row (`x.len()` a multiple of 256) into `out` (`x.len() / 256` blocks), in
 /// element order, as ggml's `quantize_row_q8_K` does ([`quantize_block_q8k`]): the element-order
-/// kernels follow ggml's `ggml_vec_dot_*_q8_K`, which read exactly these integers. (The
-/// lane-order [`quantize_row_k`] takes `127 / amax` for the scale whatever the sign of the
-/// largest element: the same magnitudes, `d` and `q` negated where ggml's `max` is positive.)
+/// kernels follow ggml's `ggml_vec_dot_*_q8_K` and its tiled matmul, which read exactly these
+/// integers.
 fn quantize_row_k_seq(x: &[f32], out: &mut [ActQ8KSeq]) {
     for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
         quantize_block_q8k(x, b);
@@ -317,13 +238,6 @@ const EMPTY_X32: ActQ8x32 = ActQ8x32 {
     d: [0.0; 8],
     s: [0.0; 8],
 };
-const EMPTY_K: ActQ8K = ActQ8K {
-    qs: [[0; 64]; 4],
-    dbsums: [0.0; 16],
-    bsums: [0; 16],
-    d: 0.0,
-};
-
 /// Groups of 8 blocks of 32 in a row of `cols` activations.
 pub(super) fn groups_x32(cols: usize) -> usize {
     (cols / 32).div_ceil(8)
@@ -366,16 +280,6 @@ pub(super) fn quantize_k_seq(x: &[f32], cols: usize) -> Vec<ActQ8KSeq> {
     out.par_chunks_mut(nb)
         .zip(x.par_chunks(cols))
         .for_each(|(out, x)| quantize_row_k_seq(x, out));
-    out
-}
-
-/// Quantizes `m` rows of `cols` activations (`x` is `[m, cols]`) to Q8_K blocks.
-pub(super) fn quantize_k(x: &[f32], cols: usize) -> Vec<ActQ8K> {
-    let nb = cols / 256;
-    let mut out = vec![EMPTY_K; x.len() / 256];
-    out.par_chunks_mut(nb)
-        .zip(x.par_chunks(cols))
-        .for_each(|(out, x)| quantize_row_k(x, out));
     out
 }
 

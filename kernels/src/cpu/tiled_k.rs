@@ -27,14 +27,6 @@ use super::kquants::KQuant;
 use super::quantize_act::{ActQ8KSeq, KActivations};
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
-/// Whether llama.cpp multiplies `m` activation rows with a `ty` matrix of `rows` rows by the
-/// tiled kernel: a K-quant, at least 8 activation rows (`ggml_tiled_min_batch`), weights not
-/// repacked (`follows_repack` says which are).
-pub(super) fn applies(ty: GgmlType, m: usize, follows_repack: bool) -> bool {
-    use GgmlType::*;
-    matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K) && m >= 8 && !follows_repack
-}
-
 /// The super-block `b`'s contribution in the tiled order, added to `acc`.
 #[inline(always)]
 fn block_step<W: KQuant, A: KActivations>(

@@ -96,27 +96,3 @@ macro_rules! by_tile {
     }};
 }
 pub(super) use by_tile;
-
-/// `$m!(0); $m!(1); … $m!(15);`: a loop over the rows of a tile written out with literal
-/// indices (each expansion guards itself with `if i < N`).
-macro_rules! unroll16 {
-    ($m:ident) => {
-        $m!(0);
-        $m!(1);
-        $m!(2);
-        $m!(3);
-        $m!(4);
-        $m!(5);
-        $m!(6);
-        $m!(7);
-        $m!(8);
-        $m!(9);
-        $m!(10);
-        $m!(11);
-        $m!(12);
-        $m!(13);
-        $m!(14);
-        $m!(15);
-    };
-}
-pub(super) use unroll16;
