@@ -192,6 +192,126 @@ pub(super) fn tile_fn(isa: Isa, tiny: bool) -> TileFn<f32> {
     }
 }
 
+/// The same two sums with AVX-512 BF16's `vdpbf16ps` itself, on CPUs that have it: the weights
+/// and the activations (as BF16 bits, element order) go to the instruction as they are, and only
+/// the reductions, the double tail and the loop structure are this crate's; the same bits as the
+/// emulation above (except that the instruction, as in llama.cpp, flushes subnormals to zero).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod native {
+    use std::arch::x86_64::*;
+
+    use super::super::vec_dot::reduce16;
+    use super::super::{check_tile, Out, TileFn};
+    use super::STEP;
+
+    /// Whether this CPU has AVX-512 F and BF16.
+    pub(in super::super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+
+    /// The activation row `x` rounded to BF16 (`GGML_FP32_TO_BF16`), as bits.
+    pub(in super::super) fn round_activations(x: &[f32], out: &mut [u16]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = half::bf16::from_f32(v).to_bits();
+        }
+    }
+
+    /// `acc` plus one `vdpbf16ps` step of 32 elements at `w` (bytes) and `x`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; 64 bytes readable at `w` and 32 elements at `x`.
+    #[inline(always)]
+    unsafe fn dp(acc: __m512, w: *const u8, x: *const u16) -> __m512 {
+        // SAFETY: 64 readable bytes at each (the contract); `loadu`: any alignment; a __m512bh
+        // is 32 BF16 in the 512 bits.
+        let a: __m512bh = std::mem::transmute(_mm512_loadu_si512(w as *const __m512i));
+        let b: __m512bh = std::mem::transmute(_mm512_loadu_si512(x as *const __m512i));
+        _mm512_dpbf16_ps(acc, a, b)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[inline(always)]
+    unsafe fn reduce(v: __m512) -> f32 {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+        reduce16(&lanes)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; `w` holds `2 · x.len()` bytes.
+    #[inline(always)]
+    unsafe fn vec_dot(w: &[u8], x: &[u16]) -> f32 {
+        let n = x.len();
+        debug_assert!(w.len() >= 2 * n);
+        let whole = n / 64 * 64;
+        let (mut c1, mut c2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for s in (0..whole).step_by(64) {
+            // SAFETY: elements s..s + 64 ≤ whole ≤ n of both rows.
+            c1 = dp(c1, w.as_ptr().add(2 * s), x.as_ptr().add(s));
+            c2 = dp(c2, w.as_ptr().add(2 * (s + STEP)), x.as_ptr().add(s + STEP));
+        }
+        let mut sum = 0f64;
+        sum += reduce(c1) as f64;
+        sum += reduce(c2) as f64;
+        let widen = |b: u16| f32::from_bits((b as u32) << 16);
+        for e in whole..n {
+            let we = u16::from_le_bytes([w[2 * e], w[2 * e + 1]]);
+            sum += (widen(we) * widen(x[e])) as f64;
+        }
+        sum as f32
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; `w` holds `2 · x.len()` bytes.
+    #[inline(always)]
+    unsafe fn tiny(w: &[u8], x: &[u16]) -> f32 {
+        let n = x.len() / STEP * STEP;
+        debug_assert!(w.len() >= 2 * n);
+        let mut acc = _mm512_setzero_ps();
+        for s in (0..n).step_by(STEP) {
+            // SAFETY: elements s..s + 32 ≤ n of both rows.
+            acc = dp(acc, w.as_ptr().add(2 * s), x.as_ptr().add(s));
+        }
+        reduce(acc)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; the shapes were checked (`check_tile`).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn body<const TINY: bool>(w: &[u8], row_bytes: usize, xs: &[&[u16]], out: &Out) {
+        let cols = row_bytes / 2;
+        for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+            for (i, x) in xs.iter().enumerate() {
+                let x = &x[..cols];
+                let v = if TINY { tiny(row, x) } else { vec_dot(row, x) };
+                out.set(r, i, v);
+            }
+        }
+    }
+
+    fn tile<const TINY: bool>(w: &[u8], row_bytes: usize, xs: &[&[u16]], out: Out) {
+        check_tile(w, row_bytes, 2, 1, xs, &out);
+        assert!(
+            !TINY || (row_bytes / 2).is_multiple_of(STEP),
+            "tile kernel: tinyBLAS's BF16 order needs rows of whole 32-element steps"
+        );
+        assert!(available(), "tile kernel: this CPU has no AVX-512 BF16");
+        // SAFETY: the CPU has AVX-512 F and BF16 (asserted just above, a cached check); every
+        // weight row is `row_bytes` = 2 · cols bytes and every activation row `cols` elements
+        // (`check_tile`).
+        unsafe { body::<TINY>(w, row_bytes, xs, &out) }
+    }
+
+    /// The kernel: tinyBLAS's (`tiny`) or `vec_dot_bf16`'s, activations [`round_activations`]'s.
+    pub(in super::super) fn tile_fn(tiny: bool) -> TileFn<u16> {
+        match tiny {
+            false => tile::<false>,
+            true => tile::<true>,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -379,7 +379,20 @@ fn with_kernel(
             // BF16 weights in ggml's order (bf16.rs): the activations rounded to BF16 (ggml's
             // `vec_dot_type`), tinyBLAS when `llamafile_sgemm` takes the product, else
             // `vec_dot_bf16`; both rows in the kernels' step layout.
-            let kernel = bf16::tile_fn(isa, bf16::uses_tiny(rows, cols, m));
+            let tiny = bf16::uses_tiny(rows, cols, m);
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512Vnni && bf16::native::available() {
+                // The instruction itself where the CPU has it (the same bits, faster).
+                let kernel = bf16::native::tile_fn(tiny);
+                let mut bits = vec![0u16; x.len()];
+                bits.par_chunks_mut(cols)
+                    .zip(x.par_chunks(cols))
+                    .for_each(|(out, x)| bf16::native::round_activations(x, out));
+                let rows: Vec<&[u16]> = bits.chunks_exact(cols).collect();
+                then.run(&rows, kernel, TILE);
+                return Ok(());
+            }
+            let kernel = bf16::tile_fn(isa, tiny);
             let mut rounded = vec![0f32; x.len()];
             rounded
                 .par_chunks_mut(cols)
