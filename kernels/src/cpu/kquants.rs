@@ -158,6 +158,35 @@ fn scales_k4(s: &[u8; 12]) -> KScales {
     out
 }
 
+/// The 12 packed scale bytes of Q3_K .. Q5_K as three little-endian u32 words.
+#[inline(always)]
+pub(super) fn scale_words(s: &[u8; 12]) -> [u32; 3] {
+    std::array::from_fn(|i| {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+    })
+}
+
+/// Q4_K/Q5_K's 8 scales and 8 mins ([`scales_k4`]'s layout) unpacked four per little-endian u32
+/// word, from the 12 bytes as the words `a, b, c`:
+///
+/// ```text
+/// sc[0..4] = a & 0x3f..                           mn[0..4] = b & 0x3f..
+/// sc[4..8] = c & 0x0f.. | (a >> 6 & 0x03..) << 4  mn[4..8] = c >> 4 & 0x0f.. | (b >> 6 & 0x03..) << 4
+/// ```
+#[inline(always)]
+pub(super) fn k4_scale_min_words(s: &[u8; 12]) -> ([u32; 2], [u32; 2]) {
+    let [a, b, c] = scale_words(s);
+    let sc = [
+        a & 0x3f3f_3f3f,
+        (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4),
+    ];
+    let mn = [
+        b & 0x3f3f_3f3f,
+        ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4),
+    ];
+    (sc, mn)
+}
+
 impl KQuant for BlockQ2K {
     const OFFSET: i16 = 0;
     const HAS_MINS: bool = true;

@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use gguf_importer::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use gguf_importer::GgmlType;
 
-use super::kquants::{GgmlMins, GgmlVecDot, KQuant};
+use super::kquants::{k4_scale_min_words, scale_words, GgmlMins, GgmlVecDot, KQuant};
 use super::quantize_act::ActQ8KSeq;
 use super::x86_util::{f16c, hsum_ps, prefetch_ahead};
 use super::{check_tile, Isa, Out, TileFn};
@@ -41,36 +41,14 @@ pub(super) trait KQuantX86: KQuant {
     unsafe fn scales_avx2(&self) -> (__m128i, __m128i);
 }
 
-/// The 12 packed scale bytes as three little-endian u32 words.
-#[inline(always)]
-fn words(s: &[u8; 12]) -> [u32; 3] {
-    std::array::from_fn(|i| {
-        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
-    })
-}
-
-/// Q4_K/Q5_K's 8 scales and 8 mins (layout in `kquants.rs`, `scales_k4`), four per u32 word:
-///
-/// ```text
-/// sc[0..4] = a & 0x3f..            mn[0..4] = b & 0x3f..
-/// sc[4..8] = c & 0x0f.. | (a >> 6 & 0x03..) << 4     mn[4..8] = c >> 4 & 0x0f.. | (b >> 6 & 0x03..) << 4
-/// ```
-///
-/// then each repeated for the two groups of 16 of its sub-block of 32.
+/// Q4_K/Q5_K's 8 scales and 8 mins ([`k4_scale_min_words`]), each repeated for the two groups of
+/// 16 of its sub-block of 32.
 ///
 /// # Safety
 /// The CPU must have AVX2 (SSSE3's `pshufb`).
 #[inline(always)]
 unsafe fn scales_k4(s: &[u8; 12]) -> (__m128i, __m128i) {
-    let [a, b, c] = words(s);
-    let sc = [
-        a & 0x3f3f_3f3f,
-        (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4),
-    ];
-    let mn = [
-        b & 0x3f3f_3f3f,
-        ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4),
-    ];
+    let (sc, mn) = k4_scale_min_words(s);
     let twice = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let sc = _mm_shuffle_epi8(_mm_setr_epi32(sc[0] as i32, sc[1] as i32, 0, 0), twice);
     let mn = _mm_shuffle_epi8(_mm_setr_epi32(mn[0] as i32, mn[1] as i32, 0, 0), twice);
@@ -156,7 +134,7 @@ impl KQuantX86 for BlockQ3K {
     /// `c >> 0, 2, 4, 6`; minus 32.
     #[inline(always)]
     unsafe fn scales_avx2(&self) -> (__m128i, __m128i) {
-        let [a, b, c] = words(&self.scales);
+        let [a, b, c] = scale_words(&self.scales);
         let (lo, hi) = (0x0f0f_0f0f, 0x0303_0303);
         let w = [
             (a & lo) | ((c & hi) << 4),

@@ -89,7 +89,7 @@ mod x86 {
     use gguf_importer::quants::BlockQ4_0;
 
     use super::super::quantize_act::ActQ8Block;
-    use super::super::x86_util::f16c;
+    use super::super::x86_util::{f16c, transpose8};
     use super::super::{check_tile, Out};
 
     /// The 32 stored nibbles of a block (0..16, before Q4_0's -8) as bytes in element order.
@@ -147,37 +147,6 @@ mod x86 {
         sumi: Vec<i32>,
         /// `[8][nb]`: block `b`'s scale of row `r`.
         d: Vec<f32>,
-    }
-
-    /// The 8×8 transpose of `v` (`v[r]` lane `k` becomes lane `r` of the result's `k`).
-    #[inline(always)]
-    unsafe fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
-        let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-        let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-        let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-        let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-        let t4 = _mm256_unpacklo_ps(v[4], v[5]);
-        let t5 = _mm256_unpackhi_ps(v[4], v[5]);
-        let t6 = _mm256_unpacklo_ps(v[6], v[7]);
-        let t7 = _mm256_unpackhi_ps(v[6], v[7]);
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ]
     }
 
     /// Eight consecutive weight rows (`rows[r]`, `nb` blocks each) against the tile's activation

@@ -46,10 +46,11 @@
 //! and super-block, is paid once per tile: repacking once at load, as llama.cpp does, would save
 //! it).
 
-use gguf_importer::quants::{BlockQ2K, BlockQ4K, F16};
+use gguf_importer::quants::{BlockQ2K, BlockQ4K};
 use gguf_importer::GgmlType;
 use rayon::prelude::*;
 
+use super::kquants::KQuant;
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 #[cfg(target_arch = "x86_64")]
@@ -130,57 +131,32 @@ pub(super) fn quantize(x: &[f32], cols: usize) -> Vec<ActQ8KR> {
     out
 }
 
-/// A super-block of a format with a repacked kernel, in the integer form of the module docs.
-pub(super) trait RepackK: bytemuck::Pod + Send + Sync {
+/// A super-block of a format with a repacked kernel, in the integer form of the module docs: a
+/// K-quant (its quants, scales and super-scales as [`KQuant`] unpacks them) with ggml's chunking.
+pub(super) trait RepackK: KQuant + Send + Sync {
     /// Sub-blocks (each with a scale and a min) per super-block.
     const SUBS: usize;
     /// Chunks per super-block in ggml's gemm (one in its gemv).
     const GEMM_CHUNKS: usize;
-    /// The 256 quants `wq` in element order.
-    fn unpack(&self, q: &mut [u8; 256]);
-    /// Scale and min of every sub-block (`SUBS` of each; the rest 0).
-    fn scales_mins(&self) -> ([u8; 16], [u8; 16]);
-    /// `d` and `dmin`.
-    fn supers(&self) -> (F16, F16);
     /// `Σ aq` over sub-block `j` of `x`.
     fn bsum(x: &ActQ8KR, j: usize) -> i32;
+    /// Scale and min of every sub-block (`SUBS` of each; the rest 0): [`KQuant::scales`]' per
+    /// group of 16, one per sub-block.
+    #[inline(always)]
+    fn scales_mins(&self) -> ([u8; 16], [u8; 16]) {
+        let s = self.scales();
+        let per = 16 / Self::SUBS;
+        let (mut sc, mut mn) = ([0u8; 16], [0u8; 16]);
+        for j in 0..Self::SUBS {
+            (sc[j], mn[j]) = (s.sc[per * j] as u8, s.mn[per * j] as u8);
+        }
+        (sc, mn)
+    }
 }
 
 impl RepackK for BlockQ4K {
     const SUBS: usize = 8;
     const GEMM_CHUNKS: usize = 4;
-    /// Bytes `32c..32c + 32`: sub-block `2c` in the low nibbles, `2c + 1` in the high ones.
-    #[inline(always)]
-    fn unpack(&self, q: &mut [u8; 256]) {
-        for c in 0..4 {
-            for l in 0..32 {
-                let b = self.qs[32 * c + l];
-                q[64 * c + l] = b & 0x0F;
-                q[64 * c + 32 + l] = b >> 4;
-            }
-        }
-    }
-    /// `get_scale_min_k4` of ggml-quants.c: 6-bit scales and mins in 12 bytes.
-    #[inline(always)]
-    fn scales_mins(&self) -> ([u8; 16], [u8; 16]) {
-        let s = &self.scales;
-        let (mut sc, mut mn) = ([0u8; 16], [0u8; 16]);
-        for j in 0..8 {
-            (sc[j], mn[j]) = if j < 4 {
-                (s[j] & 63, s[j + 4] & 63)
-            } else {
-                (
-                    (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
-                    (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-                )
-            };
-        }
-        (sc, mn)
-    }
-    #[inline(always)]
-    fn supers(&self) -> (F16, F16) {
-        (self.d, self.dmin)
-    }
     #[inline(always)]
     fn bsum(x: &ActQ8KR, j: usize) -> i32 {
         x.bsums32[j] as i32
@@ -190,26 +166,6 @@ impl RepackK for BlockQ4K {
 impl RepackK for BlockQ2K {
     const SUBS: usize = 16;
     const GEMM_CHUNKS: usize = 2;
-    /// Element `128h + 32k + l` is bits `2k..2k + 2` of `qs[32h + l]`.
-    #[inline(always)]
-    fn unpack(&self, q: &mut [u8; 256]) {
-        for h in 0..2 {
-            for k in 0..4 {
-                for l in 0..32 {
-                    q[128 * h + 32 * k + l] = (self.qs[32 * h + l] >> (2 * k)) & 3;
-                }
-            }
-        }
-    }
-    /// `scales[j]`: | min (4 bits) | scale (4 bits) |
-    #[inline(always)]
-    fn scales_mins(&self) -> ([u8; 16], [u8; 16]) {
-        (self.scales.map(|s| s & 0x0F), self.scales.map(|s| s >> 4))
-    }
-    #[inline(always)]
-    fn supers(&self) -> (F16, F16) {
-        (self.d, self.dmin)
-    }
     #[inline(always)]
     fn bsum(x: &ActQ8KR, j: usize) -> i32 {
         x.bsums[j] as i32

@@ -53,7 +53,8 @@ use std::arch::x86_64::*;
 use gguf_importer::quants::{BlockQ2K, BlockQ4K};
 use gguf_importer::GgmlType;
 
-use super::super::x86_util::{f16c, prefetch_ahead};
+use super::super::kquants::k4_scale_min_words;
+use super::super::x86_util::{self, f16c, prefetch_ahead};
 use super::super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 use super::{rows_scalar, ActQ8KR, RepackK};
 
@@ -105,36 +106,8 @@ trait RepackX86: RepackK {
 /// The CPU must have AVX.
 #[inline(always)]
 unsafe fn transpose8(vi: [__m256i; 8]) -> [__m256i; 8] {
-    let mut v = [_mm256_setzero_ps(); 8];
-    for r in 0..8 {
-        v[r] = _mm256_castsi256_ps(vi[r]);
-    }
-    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
-    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
-    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
-    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
-    [
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x20>(u0, u4)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x20>(u1, u5)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x20>(u2, u6)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x20>(u3, u7)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x31>(u0, u4)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x31>(u1, u5)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x31>(u2, u6)),
-        _mm256_castps_si256(_mm256_permute2f128_ps::<0x31>(u3, u7)),
-    ]
+    let t = x86_util::transpose8(vi.map(|v| _mm256_castsi256_ps(v)));
+    t.map(|v| _mm256_castps_si256(v))
 }
 
 /// The 8 × 16 transpose of bytes: row `r`'s byte `c` (`a[r]`) becomes byte `r` of column `c`,
@@ -296,16 +269,7 @@ unsafe fn sums4_128(m: [__m128i; 4]) -> __m128i {
 /// Q4_K's 8 scales and 8 mins (`get_scale_min_k4`) as the little-endian u64s of their bytes.
 #[inline(always)]
 fn q4k_scales_mins(s: &[u8; 12]) -> (u64, u64) {
-    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
-    let (a, b, c) = (word(0), word(1), word(2));
-    let sc = [
-        a & 0x3f3f_3f3f,
-        (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4),
-    ];
-    let mn = [
-        b & 0x3f3f_3f3f,
-        ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4),
-    ];
+    let (sc, mn) = k4_scale_min_words(s);
     (
         sc[0] as u64 | (sc[1] as u64) << 32,
         mn[0] as u64 | (mn[1] as u64) << 32,
