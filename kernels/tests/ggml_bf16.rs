@@ -9,39 +9,25 @@
 //! x86 build with AVX-512 BF16, called through ctypes). No tolerance: the kernels follow its
 //! order of float operations (see `src/cpu/bf16.rs`).
 
-use std::path::PathBuf;
-
 use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul_with_isa, Isa, QMatrix};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ggml_bf16")
-        .join(name)
-}
+mod ggml_fixtures;
 
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use ggml_fixtures::Fixtures;
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
+const FIXTURES: Fixtures = Fixtures("ggml_bf16");
 
 #[test]
 fn bf16_matmul_is_ggml_vec_dot_bf16_bit_for_bit() {
-    let text = std::fs::read_to_string(fixture("cases.txt")).unwrap();
     let mut checked = 0;
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let f: Vec<usize> = line.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    for line in FIXTURES.lines("cases.txt") {
+        let f: Vec<usize> = line.iter().map(|v| v.parse().unwrap()).collect();
         let (n, rows, m) = (f[0], f[1], f[2]);
         assert_ne!(rows % 4, 0, "tinyBLAS would take a product of {rows} rows");
-        let w = read(&format!("w-{n}.bf16"));
-        let x = f32s(&read(&format!("x-{n}.f32")));
-        let want = f32s(&read(&format!("y-{n}.f32")));
+        let w = FIXTURES.read(&format!("w-{n}.bf16"));
+        let x = FIXTURES.read_f32(&format!("x-{n}.f32"));
+        let want = FIXTURES.read_f32(&format!("y-{n}.f32"));
         let w = QMatrix::new(GgmlType::BF16, rows, n, &w).unwrap();
         for isa in Isa::available() {
             // all activation rows at once, and the first alone (decoding)

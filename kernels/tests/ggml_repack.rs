@@ -11,47 +11,13 @@
 //! llama.cpp repacks them, for every activation row through each kernel. No tolerance: the
 //! kernels follow ggml's order of float operations (see `src/cpu/repacked_k.rs`).
 
-use std::path::PathBuf;
-
-use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{qmatmul_with_isa, run_tile_kernel, Isa, QMatrix};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ggml_repack")
-        .join(name)
-}
+mod ggml_fixtures;
 
-fn read_f32(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
+use ggml_fixtures::{Case, Fixtures};
 
-struct Case {
-    ty: GgmlType,
-    n: usize,
-    rows: usize,
-    m: usize,
-}
-
-fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture("cases.txt")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Case {
-                ty: GgmlType::from_name(f[0]).unwrap_or_else(|| panic!("format {}", f[0])),
-                n: f[1].parse().unwrap(),
-                rows: f[2].parse().unwrap(),
-                m: f[3].parse().unwrap(),
-            }
-        })
-        .collect()
-}
+const FIXTURES: Fixtures = Fixtures("ggml_repack");
 
 /// Checks `y` `[m, w_rows]` against ggml: output `(i, r)` is weight row `r % rows` of the fixture
 /// against activation row `i`, through ggml's gemm if `i < m - m % 4`, else its gemv.
@@ -78,7 +44,7 @@ fn check(what: &str, y: &[f32], w_rows: usize, m: usize, gemm: &[f32], gemv: &[f
 
 #[test]
 fn q4_k_and_q2_k_match_ggml_repacked_kernels_bit_for_bit() {
-    let cases = cases();
+    let cases = FIXTURES.cases("cases.txt");
     assert_eq!(cases.len(), 6, "2 formats × 3 lengths");
     for Case {
         ty,
@@ -88,10 +54,10 @@ fn q4_k_and_q2_k_match_ggml_repacked_kernels_bit_for_bit() {
     } in cases
     {
         let stem = format!("{}-{n}", ty.name());
-        let weights = std::fs::read(fixture(&format!("{stem}.w"))).unwrap();
-        let x = read_f32(&format!("x-{n}.f32"));
-        let gemm = read_f32(&format!("{stem}.gemm.f32"));
-        let gemv = read_f32(&format!("{stem}.gemv.f32"));
+        let weights = FIXTURES.read(&format!("{stem}.w"));
+        let x = FIXTURES.read_f32(&format!("x-{n}.f32"));
+        let gemm = FIXTURES.read_f32(&format!("{stem}.gemm.f32"));
+        let gemv = FIXTURES.read_f32(&format!("{stem}.gemv.f32"));
         assert_eq!(x.len(), m_fixture * n, "{stem}: x");
         assert_eq!(
             (gemm.len(), gemv.len()),

@@ -18,53 +18,16 @@
 //! the first `m` rows together for m = 2..7, on all weight rows (8, unless llama.cpp repacks
 //! the matrix: `follows_ggml_repack`) and on 5 and 7.
 
-use std::path::PathBuf;
-
 use gguf_importer::GgmlType;
 use gguf_kernels::cpu::{
     follows_ggml_repack, follows_ggml_vec_dot, qmatmul_with_isa, Isa, QMatrix,
 };
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ggml_vec_dot")
-        .join(name)
-}
+mod ggml_fixtures;
 
-fn read_f32(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
+use ggml_fixtures::{Case, Fixtures};
 
-struct Case {
-    ty: GgmlType,
-    n: usize,
-    rows: usize,
-    m: usize,
-}
-
-fn cases() -> Vec<Case> {
-    read_cases("cases.txt")
-}
-
-fn read_cases(name: &str) -> Vec<Case> {
-    let text = std::fs::read_to_string(fixture(name)).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Case {
-                ty: GgmlType::from_name(f[0]).unwrap_or_else(|| panic!("format {}", f[0])),
-                n: f[1].parse().unwrap(),
-                rows: f[2].parse().unwrap(),
-                m: f[3].parse().unwrap(),
-            }
-        })
-        .collect()
-}
+const FIXTURES: Fixtures = Fixtures("ggml_vec_dot");
 
 /// `y` [m, rows] against ggml's `want` [m_fixture, all_rows]: row `i` of `y` is activation row
 /// `i % m_fixture`, its `rows` columns the first weight rows.
@@ -90,13 +53,13 @@ fn assert_bits(
 
 #[test]
 fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
-    let cases = cases();
+    let cases = FIXTURES.cases("cases.txt");
     assert_eq!(cases.len(), 25, "5 formats × 5 lengths");
     for Case { ty, n, rows, m } in cases {
         let stem = format!("{}-{n}", ty.name());
-        let weights = std::fs::read(fixture(&format!("{stem}.w"))).unwrap();
-        let x = read_f32(&format!("x-{n}.f32"));
-        let want = read_f32(&format!("{stem}.y.f32"));
+        let weights = FIXTURES.read(&format!("{stem}.w"));
+        let x = FIXTURES.read_f32(&format!("x-{n}.f32"));
+        let want = FIXTURES.read_f32(&format!("{stem}.y.f32"));
         assert_eq!((x.len(), want.len()), (m * n, m * rows), "{stem}: sizes");
         let row_bytes = weights.len() / rows;
         // eleven activation rows: the fixture's, cycled
@@ -145,13 +108,13 @@ fn legacy_formats_match_ggml_vec_dot_bit_for_bit() {
 
 #[test]
 fn k_quants_match_ggml_vec_dot_bit_for_bit() {
-    let cases = read_cases("cases_k.txt");
+    let cases = FIXTURES.cases("cases_k.txt");
     assert_eq!(cases.len(), 25, "5 formats × 5 lengths");
     for Case { ty, n, rows, m } in cases {
         let stem = format!("{}-{n}", ty.name());
-        let weights = std::fs::read(fixture(&format!("{stem}.w"))).unwrap();
-        let x = read_f32(&format!("xk-{n}.f32"));
-        let want = read_f32(&format!("{stem}.y.f32"));
+        let weights = FIXTURES.read(&format!("{stem}.w"));
+        let x = FIXTURES.read_f32(&format!("xk-{n}.f32"));
+        let want = FIXTURES.read_f32(&format!("{stem}.y.f32"));
         assert_eq!((x.len(), want.len()), (m * n, m * rows), "{stem}: sizes");
         assert!(m < 8, "{stem}: the fixture's rows are all vec_dot rows");
         let row_bytes = weights.len() / rows;
