@@ -91,11 +91,12 @@ pub fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
     let [_, seq, vocab] = logits.dims();
     logits
         .slice([0..1, seq - 1..seq, 0..vocab])
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Readback {
+        .try_into_data()
+        .map_err(|e| format!("{e}"))
+        .and_then(|d| d.try_into_vec::<f32>().map_err(|e| format!("{e:?}")))
+        .map_err(|reason| Error::Readback {
             what: "logits",
-            reason: format!("{e:?}"),
+            reason,
         })
 }
 

@@ -218,11 +218,12 @@ pub fn perplexity(
         let n_vocab = logits.dims()[2];
         let scored = logits
             .narrow(1, first, n_scored) // [b, n_scored, n_vocab]
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Readback {
+            .try_into_data()
+            .map_err(|e| format!("{e}"))
+            .and_then(|d| d.try_into_vec::<f32>().map_err(|e| format!("{e:?}")))
+            .map_err(|reason| Error::Readback {
                 what: "perplexity logits",
-                reason: format!("{e:?}"),
+                reason,
             })?;
 
         for (k, w) in (batch_start..batch_start + b).enumerate() {

@@ -121,6 +121,8 @@ fn rope_is_llama_cpps() {
                         dimension_count: head_dim,
                         freq_base: case.hp["freq_base"].as_f64().unwrap() as f32,
                         freq_scale: 1.0,
+                        attn_factor: 1.0,
+                        original_context_length: 4096,
                     },
                     None,
                 )
@@ -213,6 +215,7 @@ fn attention_is_llama_cpps() {
                         cache(&v, [n, n_kv, dv, capacity], Layout::Columns, elem, &device),
                         n - seq,
                         scale,
+                        None,
                     );
                     assert_bits(
                         &format!(

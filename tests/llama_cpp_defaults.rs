@@ -19,12 +19,9 @@ mod common;
 use common::*;
 use gguf_llama::cli;
 use gguf_llama::device::DeviceName;
-use gguf_llama::generate::{generate, GenerateConfig, StopReason};
 use gguf_llama::gguf::GgufFile;
 use gguf_llama::model::export::ExportType;
-use gguf_llama::model::{CacheTypes, KvType, Llama, Logits};
-use gguf_llama::sampling::SamplerConfig;
-use gguf_llama::tokenizer::Tokenizer;
+use gguf_llama::model::{CacheTypes, KvType, Llama};
 
 /// The record of `model` in the fixture, after checking that llama.cpp ran with an f16 cache and
 /// no flash attention.
@@ -35,22 +32,10 @@ fn reference(model: &str) -> serde_json::Value {
 /// The record of `model` in the fixture, after checking that llama.cpp ran with the cache types
 /// `types` and no flash attention.
 fn reference_with(model: &str, types: CacheTypes) -> serde_json::Value {
-    let doc = read_json("llama/default-kv.json");
-    let r = doc["models"][model].clone();
-    let s = &r["settings"];
-    let (k, v) = (types.k.name().to_uppercase(), types.v.name().to_uppercase());
-    assert_eq!(
-        (s["type_k"].as_str(), s["type_v"].as_str()),
-        (Some(k.as_str()), Some(v.as_str())),
-        "{model}: the fixture's cache types are not {types:?}"
-    );
-    assert_eq!(s["flash_attn_type"], "disabled");
-    r
+    greedy::record("llama/default-kv.json", model, types)
 }
 
-/// On flex and ndarray: for every prompt, the prompt tokens, the last prompt position's logits
-/// (bit for bit), and `generate`'s greedy tokens and text with its
-/// default configuration (what `generate --temp 0` runs), all equal to llama.cpp's.
+/// On flex and ndarray, `path` against llama.cpp's record `key` ([`greedy::check_cpu_devices`]).
 fn check_cpu_devices(path: &std::path::Path, key: &str) {
     check_cpu_devices_with(path, key, CacheTypes::default());
 }
@@ -59,53 +44,7 @@ fn check_cpu_devices(path: &std::path::Path, key: &str) {
 /// `key`).
 fn check_cpu_devices_with(path: &std::path::Path, key: &str, types: CacheTypes) {
     let r = reference_with(key, types);
-    let n_gen = r["n_gen"].as_u64().unwrap() as usize;
-    let file = GgufFile::open(path).unwrap();
-    let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
-    for name in [DeviceName::Flex, DeviceName::NdArray] {
-        let device = gguf_llama::device::device(name).unwrap();
-        let model = Llama::from_gguf(&file, &device).unwrap();
-        for p in r["prompts"].as_array().unwrap() {
-            let text = p["prompt"].as_str().unwrap();
-            let chat = p["kind"] == "chat";
-            let what = format!("{key} {name} {:?} {text:?}", p["kind"]);
-            let prompt = cli::prompt_tokens(&file, &tokenizer, text, chat, None).unwrap();
-            assert_eq!(prompt, ids(&p["prompt_tokens"]), "{what}: prompt tokens");
-
-            let mut cache = model.new_cache_with(1, prompt.len(), types);
-            let logits = model
-                .forward_ids(&prompt, 1, &mut cache, Logits::Last)
-                .unwrap();
-            let (_, want) = read_npy(&fixture(&format!(
-                "llama/{}",
-                p["last_prompt_logits"].as_str().unwrap()
-            )));
-            let what_logits = format!("{what}: last prompt logits");
-            assert_bits_eq(&what_logits, &to_vec(logits), &want);
-
-            // What `generate --temp 0` runs: the default config, greedy; chat answers stop at
-            // the end of generation as llama.cpp's record does.
-            assert_eq!(GenerateConfig::default().cache, CacheTypes::F16);
-            let config = GenerateConfig {
-                max_tokens: n_gen,
-                sampler: SamplerConfig::greedy(),
-                stop_at_eog: chat,
-                cache: types,
-            };
-            let g = generate(&model, &tokenizer, &prompt, &config, &mut |_| {}).unwrap();
-            let mut want_tokens = ids(&p["greedy_tokens"]);
-            if p["stopped_at_eog"] == true {
-                want_tokens.pop(); // the end-of-generation token is not part of the output
-                assert_eq!(g.stop, StopReason::EndOfGeneration, "{what}: stop");
-            }
-            assert_eq!(g.tokens, want_tokens, "{what}: greedy tokens");
-            assert_eq!(
-                g.text,
-                p["generated_text"].as_str().unwrap(),
-                "{what}: text"
-            );
-        }
-    }
+    greedy::check_cpu_devices(path, &r, "llama", key, types, &|_| {});
 }
 
 /// stories260K has F32 weights, which the CPU devices multiply in ggml's order (`vec_dot_f32`

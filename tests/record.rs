@@ -167,7 +167,8 @@ fn a_dequantized_model_round_trips_bit_for_bit() {
 
 /// The Q4_K synthetic model with what the fixtures lack: biases (on q, k, v, output, down and
 /// the output projection), Llama 3 frequency divisors (`rope_freqs.weight`) and, in block 0, a
-/// fused `attn_qkv` (the rows of q, k and v concatenated, split into dense layers on load).
+/// fused `attn_qkv` (the rows of q, k and v concatenated, split by rows on load, each part kept
+/// in its blocks).
 /// Values are arbitrary: the reference is the GGUF model itself.
 fn write_extended_model(path: &Path) {
     let src = open(&root().join("tests/fixtures/synthetic/synth-Q4_K.gguf"));
@@ -229,9 +230,7 @@ fn biases_rope_freqs_and_fused_qkv_round_trip_bit_for_bit() {
     let model = Llama::from_gguf(&open(&gguf), &Device::flex()).unwrap();
     assert!(model.rope().freq_factors().is_some());
     let block0 = model.blocks()[0].attention().linears();
-    assert!(block0[..3]
-        .iter()
-        .all(|l| !l.is_quantized() && l.has_bias()));
+    assert!(block0[..3].iter().all(|l| l.is_quantized() && l.has_bias()));
     assert!(model.output().is_some_and(|o| o.has_bias()));
     let prompt = ids(&read_json("synthetic/synthetic.json")["prompt_tokens"]);
     round_trip(
@@ -374,7 +373,7 @@ fn records_without_a_valid_description_are_errors() {
 
     // A future format version; an unknown ggml type.
     let edits = [
-        ("\"format_version\":1", "\"format_version\":2"),
+        ("\"format_version\":2", "\"format_version\":3"),
         ("\"Q4_K\"", "\"Q9_K\""),
     ];
     for (from, to) in edits {

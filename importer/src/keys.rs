@@ -37,6 +37,19 @@ pub mod llm {
     /// Older files: linear scaling given as `1 / factor`.
     pub const ROPE_SCALE_LINEAR: &str = "rope.scale_linear";
     pub const ROPE_SCALING_ORIG_CTX_LEN: &str = "rope.scaling.original_context_length";
+    /// Factor of RoPE's cosines and sines (LongRoPE's and YaRN's attention factor).
+    pub const ROPE_SCALING_ATTN_FACTOR: &str = "rope.scaling.attn_factor";
+    /// The RoPE base of sliding-window layers (Gemma 3; llama.cpp's default 10000).
+    pub const ROPE_FREQ_BASE_SWA: &str = "rope.freq_base_swa";
+    /// Positions a sliding-window layer attends to (the query's and the `n - 1` before it).
+    pub const SLIDING_WINDOW: &str = "attention.sliding_window";
+    /// Which layers use the sliding window: a period (every `n`-th layer is global) or one
+    /// boolean per layer.
+    pub const SLIDING_WINDOW_PATTERN: &str = "attention.sliding_window_pattern";
+    /// `cap · tanh(logits / cap)` on the output logits (Gemma 2/3).
+    pub const FINAL_LOGIT_SOFTCAPPING: &str = "final_logit_softcapping";
+    /// `cap · tanh(scores / cap)` on the attention scores (Gemma 2).
+    pub const ATTN_LOGIT_SOFTCAPPING: &str = "attn_logit_softcapping";
 }
 
 /// Tokenizer keys.

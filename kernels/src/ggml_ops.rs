@@ -68,19 +68,24 @@ pub trait GgmlOpsBackend: Backend {
     /// `silu(g) · u`, both `[.., n]`.
     fn ggml_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// `gelu(g) · u`, both `[.., n]` (GELU's tanh approximation looked up in ggml's f16 table).
+    fn ggml_geglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// Causal attention of `q` `[batch, seq, n_head, key_length]` over the caches `k`
     /// `[batch, n_head_kv, capacity, key_length]` and `vt` (the values transposed, as llama.cpp
     /// caches them) `[batch, n_head_kv, value_length, capacity]` whose positions
     /// `start .. start + seq` hold the new keys and values; later positions are not read:
     /// `[batch, seq, n_head · value_length]`. `k` and `vt` hold the bits of their elements
     /// ([`cache_bits`]); each may be f32 or f16, and `k` q8_0 (its last dimension then the
-    /// blocks' bytes, [`cache_row_len`]).
+    /// blocks' bytes, [`cache_row_len`]). With a `window` (0: none), query `i` sees only the last
+    /// `window` of its keys.
     fn ggml_attention(
         q: FloatTensor<Self>,
         k: IntTensor<Self>,
         vt: IntTensor<Self>,
         start: usize,
         scale: f32,
+        window: usize,
     ) -> FloatTensor<Self>;
 
     /// `x` `[m, k]` times `w` `[n, k]` transposed: `[m, n]`, f32 weights in ggml's order (its
@@ -138,14 +143,23 @@ pub fn swiglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
     ))
 }
 
-/// Causal grouped-query attention (see [`GgmlOpsBackend::ggml_attention`]):
-/// `[batch, seq, n_head · value_length]`.
+/// ggml's `geglu`: `gelu(g) · u` (see [`GgmlOpsBackend::ggml_geglu`]).
+pub fn geglu<const D: usize>(g: Tensor<D>, u: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_geglu(
+        g.into_dispatch(),
+        u.into_dispatch(),
+    ))
+}
+
+/// Causal grouped-query attention (see [`GgmlOpsBackend::ggml_attention`]), each query seeing
+/// at most the last `window` keys when given: `[batch, seq, n_head · value_length]`.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4, Int>,
     vt: Tensor<4, Int>,
     start: usize,
     scale: f32,
+    window: Option<usize>,
 ) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as GgmlOpsBackend>::ggml_attention(
         q.into_dispatch(),
@@ -153,6 +167,7 @@ pub fn attention(
         vt.into_dispatch(),
         start,
         scale,
+        window.unwrap_or(0),
     ))
 }
 
@@ -348,12 +363,20 @@ fn host_swiglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> 
     elementwise2::<B>(g, u, |g, u, y| ggml_ops::swiglu(g, u, n, y))
 }
 
+fn host_geglu<B: Host>(g: FloatTensor<B>, u: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = g.shape().to_vec();
+    assert_eq!(shape, u.shape().to_vec(), "ggml geglu: shapes differ");
+    let n = *shape.last().expect("ggml geglu: a scalar");
+    elementwise2::<B>(g, u, |g, u, y| ggml_ops::geglu(g, u, n, y))
+}
+
 fn host_attention<B: Host>(
     q: FloatTensor<B>,
     k: IntTensor<B>,
     vt: IntTensor<B>,
     start: usize,
     scale: f32,
+    window: usize,
 ) -> FloatTensor<B> {
     let (qs, ks, vs) = (q.shape().to_vec(), k.shape().to_vec(), vt.shape().to_vec());
     let (
@@ -381,6 +404,7 @@ fn host_attention<B: Host>(
         key_length,
         value_length,
         scale,
+        window: (window > 0).then_some(window),
     };
     let per_out = seq * n_head * value_length;
     let out = B::read(&q, |q| {
@@ -488,14 +512,19 @@ macro_rules! impl_ggml_ops {
                 host_swiglu::<Self>(g, u)
             }
 
+            fn ggml_geglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_geglu::<Self>(g, u)
+            }
+
             fn ggml_attention(
                 q: FloatTensor<Self>,
                 k: IntTensor<Self>,
                 vt: IntTensor<Self>,
                 start: usize,
                 scale: f32,
+                window: usize,
             ) -> FloatTensor<Self> {
-                host_attention::<Self>(q, k, vt, start, scale)
+                host_attention::<Self>(q, k, vt, start, scale, window)
             }
 
             fn ggml_mul_mat(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {

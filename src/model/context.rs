@@ -16,6 +16,8 @@ pub type Trace<'a> = dyn FnMut(&str, Tensor<3>) + 'a;
 pub struct ForwardContext<'a> {
     /// The rotation tables of the positions `cache.len() .. cache.len() + seq`.
     pub(crate) tables: RopeTables,
+    /// The same positions' tables of the sliding-window layers' RoPE, if it differs.
+    pub(crate) local_tables: Option<RopeTables>,
     /// The cache the blocks append to and attend over.
     pub(crate) cache: &'a mut KvCache,
     /// The causal masks of the pass (Burn's attention).
@@ -27,9 +29,10 @@ pub struct ForwardContext<'a> {
 
 impl<'a> ForwardContext<'a> {
     /// The context of `seq` new positions after those of `cache`, on `device`, tracing to
-    /// `trace` if given.
+    /// `trace` if given; `local_rope` is the RoPE of sliding-window layers when it is not `rope`.
     pub fn new(
         rope: &Rope,
+        local_rope: Option<&Rope>,
         seq: usize,
         cache: &'a mut KvCache,
         device: &Device,
@@ -37,6 +40,7 @@ impl<'a> ForwardContext<'a> {
     ) -> ForwardContext<'a> {
         ForwardContext {
             tables: rope.tables(cache.len(), seq, device),
+            local_tables: local_rope.map(|r| r.tables(cache.len(), seq, device)),
             cache,
             masks: MaskCache::default(),
             layer: None,
@@ -59,9 +63,13 @@ impl<'a> ForwardContext<'a> {
         self.cache
     }
 
-    /// The rotation tables of the pass's positions.
-    pub fn rope_tables(&self) -> &RopeTables {
-        &self.tables
+    /// The rotation tables of the pass's positions: of the sliding-window layers' RoPE when
+    /// `local` (if the model has one), else of the global one.
+    pub fn rope_tables(&self, local: bool) -> &RopeTables {
+        match (&self.local_tables, local) {
+            (Some(t), true) => t,
+            _ => &self.tables,
+        }
     }
 
     /// Whether the pass is traced.

@@ -414,6 +414,13 @@ pub enum ExportError {
         source: GgufError,
     },
 
+    /// The model's family is written with tensors this exporter does not produce yet.
+    #[error("exporting the {family} architecture is not implemented: {reason}")]
+    UnsupportedFamily {
+        family: crate::model::config::Family,
+        reason: &'static str,
+    },
+
     /// The model still has LoRA adapters: GGUF holds the merged weights
     /// ([`Llama::merge_lora`] first).
     #[error("the model has {count} unmerged LoRA adapters: merge them first (Llama::merge_lora)")]
@@ -444,6 +451,13 @@ impl Llama {
     ) -> Result<(), ExportError> {
         let path = path.as_ref();
         check_metadata(self.config(), source_metadata)?;
+        if self.config().family == crate::model::config::Family::Phi3 {
+            return Err(ExportError::UnsupportedFamily {
+                family: self.config().family,
+                reason: "llama.cpp reads Phi-3's gate and up projections fused in `ffn_up` \
+                         and its LongRoPE factors as tensors, which the exporter does not write",
+            });
+        }
         let count = self.lora_adapters().len();
         if count > 0 {
             return Err(ExportError::UnmergedAdapters { count });
@@ -479,12 +493,16 @@ impl Llama {
         }
 
         for (layer, block) in self.blocks().iter().enumerate() {
-            for tensor in BlockTensor::ALL {
+            for tensor in BlockTensor::of(self.config().family) {
                 let stem = block_tensor(layer, tensor.stem());
                 match tensor {
                     BlockTensor::Norm(norm) => {
                         let name = format!("{stem}.weight");
-                        let values = read_f32(&name, block.norm(norm).weight())?;
+                        let weight = block.norm(norm).ok_or_else(|| ExportError::Readback {
+                            tensor: name.clone(),
+                            reason: "the block has no such norm".into(),
+                        })?;
+                        let values = read_f32(&name, weight.weight())?;
                         add(&name, &[values.len()], GgmlType::F32, f32_bytes(&values))?;
                     }
                     BlockTensor::Matrix(matrix) => {
@@ -626,11 +644,12 @@ fn quantized_matrix(
     let words = q
         .words()
         .clone()
-        .into_data()
-        .try_into_vec::<u32>()
-        .map_err(|e| ExportError::Readback {
+        .try_into_data()
+        .map_err(|e| format!("{e}"))
+        .and_then(|d| d.try_into_vec::<u32>().map_err(|e| format!("{e:?}")))
+        .map_err(|reason| ExportError::Readback {
             tensor: name.to_string(),
-            reason: format!("{e:?}"),
+            reason,
         })?;
     if words.len() * 4 < q.file_bytes() {
         return Err(ExportError::Readback {
@@ -672,11 +691,12 @@ fn convert(
 
 /// The values of an f32 tensor, row-major.
 fn read_f32<const D: usize>(name: &str, t: Tensor<D>) -> Result<Vec<f32>, ExportError> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ExportError::Readback {
+    t.try_into_data()
+        .map_err(|e| format!("{e}"))
+        .and_then(|d| d.try_into_vec::<f32>().map_err(|e| format!("{e:?}")))
+        .map_err(|reason| ExportError::Readback {
             tensor: name.to_string(),
-            reason: format!("{e:?}"),
+            reason,
         })
 }
 

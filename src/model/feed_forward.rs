@@ -1,9 +1,11 @@
-//! The SwiGLU feed-forward network: `down(silu(gate(x)) · up(x))` (llama.cpp's `build_ffn` with
-//! `LLM_FFN_SILU` and `LLM_FFN_PAR`).
+//! The gated feed-forward network: `down(act(gate(x)) · up(x))`, SwiGLU (`act = silu`) or GeGLU
+//! (`act = gelu`, Gemma) (llama.cpp's `build_ffn` with `LLM_FFN_SILU` or `LLM_FFN_GELU` and
+//! `LLM_FFN_PAR`).
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use crate::model::config::Activation;
 use crate::model::context::ForwardContext;
 use crate::model::error::ModelError;
 use crate::model::linear::Linear;
@@ -19,12 +21,29 @@ pub struct FeedForward {
     up: Linear,
     /// `[n_embd, n_ff]`
     down: Linear,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl FeedForward {
     /// A network from its projections (see the field shapes).
     pub fn new(gate: Linear, up: Linear, down: Linear) -> FeedForward {
-        FeedForward { gate, up, down }
+        FeedForward {
+            gate,
+            up,
+            down,
+            activation: Activation::Silu,
+        }
+    }
+
+    /// The network with the gate's activation `activation` (SiLU by default).
+    pub fn with_activation(self, activation: Activation) -> FeedForward {
+        FeedForward { activation, ..self }
+    }
+
+    /// The gate's activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
     }
 
     /// The projections: gate, up, down ([`LayerMatrix::FEED_FORWARD`]).
@@ -51,11 +70,12 @@ impl FeedForward {
             gate: f(LayerMatrix::FfnGate, self.gate)?,
             up: f(LayerMatrix::FfnUp, self.up)?,
             down: f(LayerMatrix::FfnDown, self.down)?,
+            activation: self.activation,
         })
     }
 
-    /// `down(silu(gate · x) · up · x)`, reporting `ffn_gate`, `ffn_up` (the projections) and
-    /// `ffn_swiglu` (`silu(gate) · up`) to the context's trace.
+    /// `down(act(gate · x) · up · x)`, reporting `ffn_gate`, `ffn_up` (the projections) and
+    /// `ffn_swiglu` (`silu(gate) · up`) or `ffn_geglu` (`gelu(gate) · up`) to the context's trace.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, n_embd]` (normalized)
@@ -69,8 +89,15 @@ impl FeedForward {
         ctx.trace("ffn_gate", &gate);
         let up = self.up.forward(x)?; // [batch, seq, n_ff]
         ctx.trace("ffn_up", &up);
-        let swiglu = ops::swiglu(gate, up); // [batch, seq, n_ff]
-        ctx.trace("ffn_swiglu", &swiglu);
-        self.down.forward(swiglu) // [batch, seq, n_embd]
+        let gated = match self.activation {
+            Activation::Silu => ops::swiglu(gate, up), // [batch, seq, n_ff]
+            Activation::Gelu => ops::geglu(gate, up),  // [batch, seq, n_ff]
+        };
+        let name = match self.activation {
+            Activation::Silu => "ffn_swiglu",
+            Activation::Gelu => "ffn_geglu",
+        };
+        ctx.trace(name, &gated);
+        self.down.forward(gated) // [batch, seq, n_embd]
     }
 }

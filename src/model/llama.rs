@@ -4,13 +4,14 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::model::block::Block;
-use crate::model::config::LlamaConfig;
+use crate::model::config::{LlamaConfig, RopeConfig};
 use crate::model::context::{ForwardContext, Trace};
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::{CacheTypes, KvCache};
 use crate::model::linear::Linear;
 use crate::model::norm::RmsNorm;
+use crate::model::ops;
 use crate::model::rope::Rope;
 use crate::model::tensors::LayerMatrix;
 
@@ -32,7 +33,8 @@ pub enum Logits {
     Last,
 }
 
-/// A Llama model (llama.cpp's `llama` architecture).
+/// A model of one of the supported families (llama.cpp's `llama`, `qwen2`, `qwen3`, `gemma3`
+/// architectures: [`crate::model::config::Family`]), named after the first.
 ///
 /// Built from a GGUF file by [`Llama::from_gguf`]. Run a prompt through [`Llama::forward`] in one
 /// pass, then one token per pass; the [`KvCache`] carries the positions between passes.
@@ -48,10 +50,15 @@ pub struct Llama {
     config: LlamaConfig,
     #[module(skip)]
     rope: Rope,
+    /// The RoPE of sliding-window layers, when the model has some.
+    #[module(skip)]
+    local_rope: Option<Rope>,
 }
 
 impl Llama {
-    /// A model from its parts; [`Llama::from_gguf`] checks the shapes against `config`.
+    /// A model from its parts; [`Llama::from_gguf`] checks the shapes against `config`. The
+    /// sliding-window layers' RoPE comes from `config` (its own base and scale, no frequency
+    /// divisors, as llama.cpp's Gemma 3 graph).
     pub(crate) fn from_parts(
         config: LlamaConfig,
         rope: Rope,
@@ -59,15 +66,27 @@ impl Llama {
         blocks: Vec<Block>,
         output_norm: RmsNorm,
         output: Option<Linear>,
-    ) -> Llama {
-        Llama {
+    ) -> Result<Llama, ModelError> {
+        let local_rope = match &config.sliding_window {
+            Some(w) => Some(Rope::new(
+                &RopeConfig {
+                    freq_base: w.freq_base,
+                    freq_scale: w.freq_scale,
+                    ..config.rope.clone()
+                },
+                None,
+            )?),
+            None => None,
+        };
+        Ok(Llama {
             token_embd,
             blocks,
             output_norm,
             output,
             config,
             rope,
-        }
+            local_rope,
+        })
     }
 
     /// The hyper-parameters.
@@ -270,14 +289,23 @@ impl Llama {
             .ok_or(ModelError::InvalidInput {
                 what: "the model has no blocks".to_string(),
             })?;
-        let mut ctx = ForwardContext::new(&self.rope, seq, cache, &device, trace);
+        let local_rope = self.local_rope.as_ref();
+        let mut ctx = ForwardContext::new(&self.rope, local_rope, seq, cache, &device, trace);
 
-        // Token embeddings: row t of token_embd for token t.
+        // Token embeddings: row t of token_embd for token t (scaled, in Gemma).
         let x: Tensor<3> = self
             .token_embd
             .forward(ids)? // [batch · seq, n_embd]
             .reshape([batch, seq, self.config.embedding_length]);
         ctx.trace("embd", &x);
+        let x = match self.config.embedding_scale {
+            Some(s) => {
+                let x = ops::scale(x, s); // [batch, seq, n_embd]
+                ctx.trace("inp_scaled", &x);
+                x
+            }
+            None => x,
+        };
 
         // Transformer blocks.
         let mut x = x;
@@ -307,6 +335,10 @@ impl Llama {
             Some(output) => output.forward(x)?,
             None => self.token_embd.project(x)?,
         }; // [batch, seq or 1, n_vocab]
+        let logits = match self.config.final_logit_softcapping {
+            Some(cap) => ops::softcap(logits, cap),
+            None => logits,
+        };
         ctx.trace("result_output", &logits);
         Ok(Some(logits))
     }

@@ -53,6 +53,10 @@ pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
 /// Per-pair RoPE frequency divisors (Llama 3).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
+/// LongRoPE's divisors beyond the original context (Phi-3).
+pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+/// LongRoPE's divisors within the original context (Phi-3).
+pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 
 /// `blk.{layer}.{name}`.
 pub fn block_tensor(layer: usize, name: &str) -> String {
@@ -148,12 +152,25 @@ impl Llama {
         );
         let output = loader.optional_linear(OUTPUT, [n_vocab, n_embd])?;
 
+        // The per-pair divisors, as llama.cpp's `get_rope_factors` picks them: Llama 3's, else
+        // LongRoPE's long ones when the context exceeds the original one, else its short ones.
         let half = config.rope.dimension_count / 2;
-        let freq_factors = match file.tensor(ROPE_FREQS) {
-            Some(_) => Some(loader.host_f32::<1>(ROPE_FREQS, [half])?),
+        let long = config.context_length > config.rope.original_context_length;
+        let factors = [
+            ROPE_FREQS,
+            if long {
+                ROPE_FACTORS_LONG
+            } else {
+                ROPE_FACTORS_SHORT
+            },
+        ]
+        .into_iter()
+        .find(|name| file.tensor(name).is_some());
+        let freq_factors = match factors {
+            Some(name) => Some((name, loader.host_f32::<1>(name, [half])?)),
             None => None,
         };
-        let rope = Rope::new(&config.rope, freq_factors)?;
+        let rope = Rope::with_factors(&config.rope, freq_factors)?;
 
         let blocks = (0..config.block_count)
             .map(|layer| loader.block(&config, layer))
@@ -161,14 +178,7 @@ impl Llama {
         // The header's pages: its metadata and tensor infos were parsed at open.
         file.release_pages();
 
-        Ok(Llama::from_parts(
-            config,
-            rope,
-            token_embd,
-            blocks,
-            output_norm,
-            output,
-        ))
+        Llama::from_parts(config, rope, token_embd, blocks, output_norm, output)
     }
 }
 
@@ -343,7 +353,8 @@ impl Loader<'_> {
     }
 
     /// The matrices of `fused` in block `layer` (shapes as `config` says), the rows of its tensor
-    /// split apart (dense layers: the rows of a quantized tensor are dequantized first).
+    /// split apart: quantized rows stay in their blocks ([`Weights::Quantized`]; each row is whole
+    /// blocks, so each part computes what the fused matmul computes for its rows), else f32.
     fn fused(
         &self,
         config: &LlamaConfig,
@@ -354,22 +365,38 @@ impl Loader<'_> {
         let shapes: Vec<[usize; 2]> = fused.parts.iter().map(|m| m.shape(config, layer)).collect();
         let n_in = shapes[0][1];
         let total = shapes.iter().map(|[rows, _]| rows).sum();
-        let weight = self.tensor::<2>(&name, [total, n_in])?; // [Σ rows, n_in]
+        self.check_shape(&name, [total, n_in])?;
         let bias_name = bias_name(&name);
         let bias = match self.file.tensor(&bias_name) {
             Some(_) => Some(self.tensor::<1>(&bias_name, [total])?),
             None => None,
         };
+        let info = self
+            .file
+            .require_tensor(&name)
+            .map_err(|e| tensor_error(&name, e))?;
+        let quantized = self.weights == Weights::Quantized && info.ty != GgmlType::F32;
+        let dense = match quantized {
+            true => None,
+            false => Some(self.tensor::<2>(&name, [total, n_in])?), // [Σ rows, n_in]
+        };
+        let (data, row_bytes) = (self.file.tensor_data(info), info.row_bytes());
         let mut start = 0;
         let mut parts = Vec::with_capacity(shapes.len());
         for (&m, [rows, _]) in fused.parts.iter().zip(shapes) {
-            let part = Linear::new(
-                weight.clone().narrow(0, start, rows),
-                bias.clone().map(|b| b.narrow(0, start, rows)),
-            );
+            let bias = bias.clone().map(|b| b.narrow(0, start, rows));
+            let part = match &dense {
+                Some(w) => Linear::new(w.clone().narrow(0, start, rows), bias),
+                None => {
+                    let bytes = &data[start * row_bytes..(start + rows) * row_bytes];
+                    let q = QWeight::new(info.ty, rows, n_in, bytes, self.device)?;
+                    Linear::quantized(q, bias)
+                }
+            };
             parts.push((m, part));
             start += rows;
         }
+        self.file.release_tensor_pages(info);
         Ok(parts)
     }
 }

@@ -1,15 +1,20 @@
-//! The Llama model as a Burn module, built from a GGUF file (llama.cpp's `llama` architecture).
+//! The model as a Burn module, built from a GGUF file: llama.cpp's `llama` architecture and the
+//! families that change its block ([`Family`]: `qwen2`, `qwen3`, `gemma3`, `phi3`).
 //!
 //! ```text
 //! tokens [batch, seq]
-//!   └ token_embd row gather                            embd          [batch, seq, n_embd]
+//!   └ token_embd row gather (· sqrt(n_embd): gemma3)   embd, inp_scaled [batch, seq, n_embd]
 //!   └ n_layer × Block:
 //!       h = attn_norm(x)                               attn_norm-i
-//!       q, k = RoPE(wq·h, wk·h); v = wv·h              Qcur-i, Vcur-i, Kcur-i
+//!       q, k, v = wq·h (+bq), wk·h (+bk), wv·h (+bv)   (biases: qwen2)
+//!       q, k = q_norm(q), k_norm(k) per head           Qcur_normed-i, Kcur_normed-i (qwen3, gemma3)
+//!       q, k = RoPE(q), RoPE(k)                        Qcur-i, Vcur-i, Kcur-i
 //!       a = wo · GQA attention(q, k, v; cache)         kqv_out-i (before wo), attn_out-i
-//!       x = x + a                                      ffn_inp-i
+//!       a = attn_post_norm(a)                          attn_post_norm-i (gemma3)
+//!       x = x + a                                      ffn_inp-i (gemma3: sa_out-i)
 //!       h = ffn_norm(x)                                ffn_norm-i
-//!       f = down(silu(gate·h) · up·h)                  ffn_gate-i, ffn_up-i, ffn_swiglu-i, ffn_out-i
+//!       f = down(act(gate·h) · up·h)                   ffn_gate-i, ffn_up-i, ffn_swiglu-i | ffn_geglu-i, ffn_out-i
+//!       f = ffn_post_norm(f)                           ffn_post_norm-i (gemma3)
 //!       x = x + f                                      l_out-i
 //!   └ output_norm                                      result_norm
 //!   └ output (or the tied token embedding)             result_output [batch, seq, n_vocab]
@@ -18,10 +23,11 @@
 //! The names on the right are llama.cpp's for the same tensors (its eval callback's), under
 //! which [`Llama::forward_traced`] reports them (through the pass's [`ForwardContext`]).
 //!
-//! - [`config`]: [`LlamaConfig::from_gguf`] and the metadata keys it reads.
-//! - [`tensors`]: the table of a block's tensors ([`LayerMatrix`], [`LayerNorm`], [`BlockTensor`]):
-//!   GGUF names, module paths, shapes, fused tensors, LoRA targets; what loading, records, export
-//!   and LoRA read.
+//! - [`config`]: [`LlamaConfig::from_gguf`], the metadata keys it reads, and the family
+//!   description ([`Family`]: RoPE pairing, activation, scales, sliding window).
+//! - [`tensors`]: the table of a block's tensors per family ([`LayerMatrix`], [`LayerNorm`],
+//!   [`BlockTensor::of`]): GGUF names, module paths, shapes, fused tensors, LoRA targets; what
+//!   loading, records, export and LoRA read.
 //! - [`load`]: [`Llama::from_gguf`], the tensor names and shapes; weights kept in their blocks or
 //!   dequantized to f32 ([`Weights`]).
 //! - [`llama`]: the [`Llama`] module and its forward pass (one implementation, traced or not).
@@ -64,7 +70,9 @@ pub mod rope;
 pub mod tensors;
 pub mod weight;
 
-pub use config::{LlamaConfig, RopeConfig, RopeStyle};
+pub use config::{
+    Activation, AttentionScale, Family, LlamaConfig, RopeConfig, RopeStyle, SlidingWindow,
+};
 pub use context::ForwardContext;
 pub use embedding::Embedding;
 pub use error::ModelError;

@@ -44,4 +44,15 @@ impl RmsNorm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         ops::rms_norm(x, self.weight.val(), self.eps)
     }
+
+    /// The norm of each head (llama.cpp's `build_norm` of `Qcur`/`Kcur` viewed as heads).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, heads, dim]`
+    /// - output: `[batch, seq, heads, dim]`
+    pub fn forward_heads(&self, x: Tensor<4>) -> Tensor<4> {
+        let [batch, seq, heads, dim] = x.dims();
+        self.forward(x.reshape([batch, seq * heads, dim]))
+            .reshape([batch, seq, heads, dim])
+    }
 }

@@ -12,6 +12,8 @@
 //! | [`mul_mat`]     | `ggml_ops::mul_mat`               | `matmul` with the transposed weight           |
 //! | [`rms_norm`]    | `ggml_ops::rms_norm`              | `x / sqrt(mean(x²) + eps) · w`                |
 //! | [`swiglu`]      | `ggml_ops::swiglu`                | `silu(gate) · up`                             |
+//! | [`geglu`]       | `ggml_ops::geglu` (f16 GELU table) | `gelu_tanh(gate) · up`                       |
+//! | [`scale`], [`softcap`] | Burn's `mul`, `tanh` (ggml's `scale`, `tanh` give the same bits) | the same |
 //! | [`rope`]        | `ggml_ops::rope`                  | `x · C + swap(x) · S`                         |
 //! | [`hadamard`]    | `ggml_ops::fwht`                  | `matmul` with the Walsh-Hadamard matrix       |
 //! | [`attention`]   | `ggml_ops::attention` (cache bits in place) | the GQA attention below             |
@@ -26,7 +28,8 @@
 //! Row `g · seq + i` is the query of position `start + i` of head `kv · group + g`; the causal
 //! mask lets it see the keys `0 ..= start + i`.
 //!
-//! Scores are `q · kᵀ · (1 / sqrt(key_length))` plus the mask (0 or -inf), softmax in f32 over
+//! Scores are `q · kᵀ · scale` plus the mask (0 or -inf; a sliding window masks the keys more
+//! than `window - 1` positions before the query too), softmax in f32 over
 //! the keys (max-subtracted), times the values: ggml's `soft_max_ext(kq, mask, scale)` then
 //! `mul_mat(v, kq)`. The attention is written with matmul and softmax rather than Burn's fused
 //! `attention` op: the matmuls read the cache's strided views `[.., 0 .. len, ..]` in place,
@@ -105,6 +108,33 @@ pub fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     }
 }
 
+/// `gelu(gate) · up` with GELU's tanh approximation (ggml's `geglu`): on the CPU devices ggml's
+/// own (GELU looked up in its table of f16 values), elsewhere
+/// `0.5 · g · (1 + tanh(sqrt(2/π) · (g + 0.044715 · g³)))`.
+///
+/// # Shapes
+/// - `gate`, `up`: `[batch, seq, n_ff]`
+/// - output: `[batch, seq, n_ff]`
+pub fn geglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    let ggml = |t: &Tensor<3>| Kernels::of(&t.device()) == Kernels::Ggml;
+    if ggml(&gate) && ggml(&up) {
+        return ggml_ops::geglu(gate, up);
+    }
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (gate.clone().square() * 0.044715 + 1.0) * gate.clone() * SQRT_2_OVER_PI;
+    (inner.tanh() + 1.0) * gate * 0.5 * up
+}
+
+/// `x · s` (ggml's `scale`; one rounding per element on every device).
+pub fn scale<const D: usize>(x: Tensor<D>, s: f32) -> Tensor<D> {
+    x * s
+}
+
+/// `cap · tanh(x / cap)` as ggml's graph computes it: `scale(tanh(scale(x, 1/cap)), cap)`.
+pub fn softcap<const D: usize>(x: Tensor<D>, cap: f32) -> Tensor<D> {
+    scale(scale(x, 1.0 / cap).tanh(), cap)
+}
+
 /// The rotation tables of one run of positions, for [`rope`]: the angles' cosines and sines
 /// laid out to broadcast against a head tensor viewed as `[batch, seq, heads, a, b]`, and on the
 /// CPU devices ggml's own table.
@@ -123,15 +153,18 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
-    /// The tables of the angles `[seq, n_rot / 2]` (row-major) of `seq` positions on `device`.
+    /// The tables of the angles `[seq, n_rot / 2]` (row-major) of `seq` positions on `device`,
+    /// cosines and sines times `mscale` (ggml's `cosf(θ) · mscale`, `sinf(θ) · mscale`).
     pub(crate) fn new(
         angles: &[f32],
+        mscale: f32,
         seq: usize,
         n_rot: usize,
         style: RopeStyle,
         device: &Device,
     ) -> RopeTables {
         let half = n_rot / 2;
+        let cs = |a: f32| (a.cos() * mscale, a.sin() * mscale);
         let mut cos = Vec::with_capacity(seq * n_rot);
         let mut sin = Vec::with_capacity(seq * n_rot);
         for row in angles.chunks_exact(half.max(1)).take(seq) {
@@ -139,22 +172,29 @@ impl RopeTables {
                 // [half, 2]: (cos_i, cos_i), (-sin_i, sin_i)
                 RopeStyle::Adjacent => {
                     for &a in row {
-                        cos.extend_from_slice(&[a.cos(), a.cos()]);
-                        sin.extend_from_slice(&[-a.sin(), a.sin()]);
+                        let (c, s) = cs(a);
+                        cos.extend_from_slice(&[c, c]);
+                        sin.extend_from_slice(&[-s, s]);
                     }
                 }
                 // [2, half]: (cos_0 .. cos_h), (cos_0 .. cos_h) and (-sin ..), (sin ..)
                 RopeStyle::Halves => {
-                    cos.extend(row.iter().map(|a| a.cos()));
-                    cos.extend(row.iter().map(|a| a.cos()));
-                    sin.extend(row.iter().map(|a| -a.sin()));
-                    sin.extend(row.iter().map(|a| a.sin()));
+                    cos.extend(row.iter().map(|&a| cs(a).0));
+                    cos.extend(row.iter().map(|&a| cs(a).0));
+                    sin.extend(row.iter().map(|&a| -cs(a).1));
+                    sin.extend(row.iter().map(|&a| cs(a).1));
                 }
             }
         }
         let shape = pair_shape(n_rot, style, [1, seq, 1]);
         let ggml = (Kernels::of(device) == Kernels::Ggml).then(|| {
-            let cache: Vec<f32> = angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect();
+            let cache: Vec<f32> = angles
+                .iter()
+                .flat_map(|&a| {
+                    let (c, s) = cs(a);
+                    [c, s]
+                })
+                .collect();
             Tensor::from_data(TensorData::new(cache, [seq, n_rot]), device)
         });
         RopeTables {
@@ -224,26 +264,37 @@ pub fn rope(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
     }
 }
 
-/// Causal masks by group size, made once per forward pass (for the attention of Burn's ops).
+/// Causal masks by group size and window, made once per forward pass (for the attention of
+/// Burn's ops).
 #[derive(Debug, Default)]
 pub struct MaskCache {
-    masks: Vec<(usize, Tensor<4>)>,
+    masks: Vec<((usize, Option<usize>), Tensor<4>)>,
 }
 
 impl MaskCache {
     /// The additive mask of `group · seq` stacked query rows over `start + seq` keys: `-inf`
-    /// where row `g · seq + i` must not see key `j`, i.e. `j > start + i`, else 0.
-    /// `[1, 1, group · seq, start + seq]`, broadcast over batch and heads.
-    fn get(&mut self, group: usize, start: usize, seq: usize, device: &Device) -> Tensor<4> {
-        if let Some((_, m)) = self.masks.iter().find(|(g, _)| *g == group) {
+    /// where row `g · seq + i` must not see key `j`, i.e. `j > start + i`, or, with a sliding
+    /// `window`, `start + i - j >= window`; else 0. `[1, 1, group · seq, start + seq]`, broadcast
+    /// over batch and heads.
+    fn get(
+        &mut self,
+        group: usize,
+        window: Option<usize>,
+        start: usize,
+        seq: usize,
+        device: &Device,
+    ) -> Tensor<4> {
+        if let Some((_, m)) = self.masks.iter().find(|(k, _)| *k == (group, window)) {
             return m.clone();
         }
         let n_keys = start + seq;
         let mut data = Vec::with_capacity(group * seq * n_keys);
         for _ in 0..group {
             for i in 0..seq {
+                let p = start + i;
                 data.extend((0..n_keys).map(|j| {
-                    if j > start + i {
+                    let outside = window.is_some_and(|w| j + w <= p);
+                    if j > p || outside {
                         f32::NEG_INFINITY
                     } else {
                         0.0
@@ -253,15 +304,26 @@ impl MaskCache {
         }
         let mask =
             Tensor::<4>::from_data(TensorData::new(data, [1, 1, group * seq, n_keys]), device);
-        self.masks.push((group, mask.clone()));
+        self.masks.push(((group, window), mask.clone()));
         mask
     }
 }
 
+/// The attention's parameters besides its tensors: the scale of the scores and the sliding
+/// window, if the layer has one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    /// Applied to `q · k` inside the softmax.
+    pub scale: f32,
+    /// Each query sees at most this many keys (its own position and the ones before).
+    pub window: Option<usize>,
+}
+
 /// Causal grouped-query attention of `seq` new positions over the cached ones and themselves:
 /// appends `k` and `v` at positions `cache.len() ..` of layer `layer` of the cache, then
-/// `softmax(q · kᵀ / sqrt(key_length) + mask) · v` per head, all heads concatenated (the input of
-/// the output projection, llama.cpp's `kqv_out`).
+/// `softmax(q · kᵀ · scale + mask) · v` per head (`params`; the mask also hides keys outside a
+/// sliding window), all heads concatenated (the input of the output projection, llama.cpp's
+/// `kqv_out`).
 ///
 /// With a q8_0 key cache, queries and keys are first rotated as llama.cpp rotates them (its
 /// `attn_rot_k`, see [`crate::model::CacheTypes::key_rotation`]). On the CPU devices, whose
@@ -280,6 +342,7 @@ pub fn attention(
     cache: &mut KvCache,
     layer: usize,
     masks: &mut MaskCache,
+    params: AttentionParams,
 ) -> Result<Tensor<3>, ModelError> {
     let [batch, seq, n_head, dk] = q.dims();
     let [_, _, n_kv, dv] = v.dims();
@@ -291,7 +354,7 @@ pub fn attention(
         Some(n) => (hadamard(q, n), hadamard(k, n)),
         None => (q, k),
     };
-    let scale = 1.0 / (dk as f32).sqrt();
+    let AttentionParams { scale, window } = params;
     // Cache the new keys and values.
     let views = cache.append(
         layer,
@@ -307,7 +370,8 @@ pub fn attention(
                 .ok_or_else(|| ModelError::CacheMismatch {
                     what: format!("layer {layer} holds no CPU cache tensors after its append"),
                 })?;
-        return Ok(ggml_ops::attention(q, keys, values_t, start, scale)); // [batch, seq, n_head · dv]
+        return Ok(ggml_ops::attention(q, keys, values_t, start, scale, window));
+        // [batch, seq, n_head · dv]
     }; // [batch, n_kv, start + seq, dk | dv], f32
     let types = cache.types();
     // ggml multiplies f16 keys with the queries rounded to f16 (q8_0 keys with the queries
@@ -323,9 +387,11 @@ pub fn attention(
     // Scaled scores of every stacked query row against every cached key:
     // [batch, n_kv, group · seq, start + seq].
     let scores = q.matmul(keys.swap_dims(2, 3)) * scale;
-    // Causal mask; a single new position sees every cached key and needs none.
-    let scores = if seq > 1 {
-        scores + masks.get(group, start, seq, &device)
+    // Causal mask; a single new position sees every cached key and needs none, unless a
+    // sliding window hides some.
+    let windowed = window.is_some_and(|w| start + seq > w);
+    let scores = if seq > 1 || windowed {
+        scores + masks.get(group, window, start, seq, &device)
     } else {
         scores
     };

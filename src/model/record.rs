@@ -10,6 +10,8 @@
 //! | `blocks.{i}.attn.{q,k,v,output}.…`     |       | as a linear layer below                 |
 //! | `blocks.{i}.ffn.{gate,up,down}.…`      |       | as a linear layer below (the paths of [`crate::model::tensors`]) |
 //! | `blocks.{i}.{attn_norm,ffn_norm}.weight` | F32 | `[n_embd]`                              |
+//! | `blocks.{i}.{attn_post_norm,ffn_post_norm}.weight` | F32 | `[n_embd]` (gemma3)          |
+//! | `blocks.{i}.attn.{q_norm,k_norm}.weight` | F32 | `[key_length]` (qwen3, gemma3)          |
 //! | `output_norm.weight`                   | F32   | `[n_embd]`                              |
 //! | `output.…` (absent when tied)          |       | as a linear layer below                 |
 //! | linear `….dense` / `….quantized.words` | F32 / U32 | `[n_out, n_in]` / `[⌈bytes / 4⌉]`   |
@@ -50,7 +52,10 @@ use gguf_kernels::packed::QWeight;
 use serde::{Deserialize, Serialize};
 
 use crate::model::block::Block;
-use crate::model::config::{LlamaConfig, RopeConfig, RopeStyle};
+use crate::model::config::{
+    Activation, AttentionScale, Family, LlamaConfig, RopeConfig, RopeStyle, SlidingWindow,
+    SUPPORTED_ARCHITECTURES,
+};
 use crate::model::embedding::Embedding;
 use crate::model::error::ModelError;
 use crate::model::linear::Linear;
@@ -65,7 +70,11 @@ use crate::model::weight::Weight;
 pub const METADATA_KEY: &str = "gguf_llama.model";
 
 /// The version of the model description; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads: version 1 held Llama models only (its
+/// descriptions lack the family's parameters, which then take Llama's values).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Why a record could not be saved or loaded; each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +151,39 @@ struct ConfigDescription {
     rope_freq_base_bits: u32,
     rope_freq_scale_bits: u32,
     vocab_size: usize,
+    /// RoPE's `attn_factor` (version 2; 1 before).
+    #[serde(default)]
+    rope_attn_factor_bits: Option<u32>,
+    /// RoPE's original context length (version 2; the context length before).
+    #[serde(default)]
+    rope_original_context_length: Option<usize>,
+    /// `silu` or `gelu` (version 2; `silu` before).
+    #[serde(default)]
+    activation: Option<String>,
+    /// The embeddings' factor (version 2).
+    #[serde(default)]
+    embedding_scale_bits: Option<u32>,
+    /// The attention's scale (version 2; `1/sqrt(key_length)` before).
+    #[serde(default)]
+    attention_scale_bits: Option<u32>,
+    /// Whether the attention's scale applies to the queries rather than the scores.
+    #[serde(default)]
+    attention_scale_on_queries: bool,
+    /// Sliding-window attention (version 2).
+    #[serde(default)]
+    sliding_window: Option<SlidingWindowDescription>,
+    /// `cap` of the output logits' soft-capping (version 2).
+    #[serde(default)]
+    final_logit_softcapping_bits: Option<u32>,
+}
+
+/// [`SlidingWindow`], f32 values as bit patterns.
+#[derive(Debug, Serialize, Deserialize)]
+struct SlidingWindowDescription {
+    size: usize,
+    layers: Vec<bool>,
+    freq_base_bits: u32,
+    freq_scale_bits: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -303,7 +345,26 @@ fn describe(model: &Llama) -> Description {
         rope_dimension_count: c.rope.dimension_count,
         rope_freq_base_bits: c.rope.freq_base.to_bits(),
         rope_freq_scale_bits: c.rope.freq_scale.to_bits(),
+        rope_attn_factor_bits: Some(c.rope.attn_factor.to_bits()),
+        rope_original_context_length: Some(c.rope.original_context_length),
         vocab_size: c.vocab_size,
+        activation: Some(
+            match c.activation {
+                Activation::Silu => "silu",
+                Activation::Gelu => "gelu",
+            }
+            .to_string(),
+        ),
+        embedding_scale_bits: c.embedding_scale.map(f32::to_bits),
+        attention_scale_bits: Some(c.attention_scale.value().to_bits()),
+        attention_scale_on_queries: matches!(c.attention_scale, AttentionScale::Queries(_)),
+        sliding_window: c.sliding_window.as_ref().map(|w| SlidingWindowDescription {
+            size: w.size,
+            layers: w.layers.clone(),
+            freq_base_bits: w.freq_base.to_bits(),
+            freq_scale_bits: w.freq_scale.to_bits(),
+        }),
+        final_logit_softcapping_bits: c.final_logit_softcapping.map(f32::to_bits),
     };
     let linear = |l: &Linear| LinearDescription {
         quantized: l.quantized_weight().map(|q| q.ty().name().to_string()),
@@ -372,8 +433,28 @@ fn config_of(d: &ConfigDescription) -> Result<LlamaConfig, SkeletonError> {
             )))
         }
     };
+    let family = Family::from_architecture(&d.architecture).ok_or_else(|| {
+        SkeletonError::Metadata(format!(
+            "architecture {:?} is not one of {SUPPORTED_ARCHITECTURES}",
+            d.architecture
+        ))
+    })?;
+    let activation = match d.activation.as_deref() {
+        None | Some("silu") => Activation::Silu,
+        Some("gelu") => Activation::Gelu,
+        Some(other) => {
+            return Err(SkeletonError::Metadata(format!(
+                "unknown activation {other:?} (silu or gelu)"
+            )))
+        }
+    };
+    let attention_scale = f32::from_bits(
+        d.attention_scale_bits
+            .unwrap_or_else(|| (1.0 / (d.key_length as f32).sqrt()).to_bits()),
+    );
     let config = LlamaConfig {
         architecture: d.architecture.clone(),
+        family,
         context_length: d.context_length,
         embedding_length: d.embedding_length,
         block_count: d.block_count,
@@ -388,8 +469,23 @@ fn config_of(d: &ConfigDescription) -> Result<LlamaConfig, SkeletonError> {
             dimension_count: d.rope_dimension_count,
             freq_base: f32::from_bits(d.rope_freq_base_bits),
             freq_scale: f32::from_bits(d.rope_freq_scale_bits),
+            attn_factor: f32::from_bits(d.rope_attn_factor_bits.unwrap_or(1f32.to_bits())),
+            original_context_length: d.rope_original_context_length.unwrap_or(d.context_length),
         },
         vocab_size: d.vocab_size,
+        activation,
+        embedding_scale: d.embedding_scale_bits.map(f32::from_bits),
+        attention_scale: match d.attention_scale_on_queries {
+            true => AttentionScale::Queries(attention_scale),
+            false => AttentionScale::Scores(attention_scale),
+        },
+        sliding_window: d.sliding_window.as_ref().map(|w| SlidingWindow {
+            size: w.size,
+            layers: w.layers.clone(),
+            freq_base: f32::from_bits(w.freq_base_bits),
+            freq_scale: f32::from_bits(w.freq_scale_bits),
+        }),
+        final_logit_softcapping: d.final_logit_softcapping_bits.map(f32::from_bits),
     };
     config.validate()?;
     Ok(config)
@@ -398,9 +494,9 @@ fn config_of(d: &ConfigDescription) -> Result<LlamaConfig, SkeletonError> {
 /// The model a description describes, every parameter unallocated: the right shapes, types and
 /// devices for [`ModuleSnapshot::apply`] to fill.
 fn skeleton(d: &Description, device: &Device) -> Result<Llama, SkeletonError> {
-    if d.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&d.format_version) {
         return Err(SkeletonError::Metadata(format!(
-            "format version {}, this build reads version {FORMAT_VERSION}",
+            "format version {}, this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
             d.format_version
         )));
     }
@@ -444,7 +540,7 @@ fn skeleton(d: &Description, device: &Device) -> Result<Llama, SkeletonError> {
         blocks,
         output_norm,
         output,
-    ))
+    )?)
 }
 
 /// Block `layer` of the skeleton.

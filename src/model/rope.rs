@@ -8,7 +8,12 @@
 //!
 //! - `freq_scale` is linear position scaling (`1 / rope.scaling.factor`, 1 without scaling);
 //! - `freq_factor` are the per-pair divisors of Llama 3 files (tensor `rope_freqs.weight`,
-//!   shape `[n_rot / 2]`), 1 when the file has none (ggml's `freq_factors` of `ggml_rope_ext`).
+//!   shape `[n_rot / 2]`) or LongRoPE's (Phi-3: `rope_factors_long.weight` or
+//!   `rope_factors_short.weight`), 1 when the file has none (ggml's `freq_factors` of
+//!   `ggml_rope_ext`).
+//!
+//! The cosines and sines are multiplied by `attn_factor` (`rope.scaling.attn_factor`, 1 without
+//! it: ggml's `mscale`).
 //!
 //! The angles are computed on the host in f32 the way ggml's CPU backend does
 //! (`ggml_rope_cache_init`: `theta` starts at `p` and is multiplied by `base^(-2/n_rot)` once per
@@ -39,6 +44,8 @@ pub struct Rope {
     n_rot: usize,
     freq_base: f32,
     freq_scale: f32,
+    /// Factor of the cosines and sines.
+    mscale: f32,
     /// `[n_rot / 2]` divisors of the angles (`rope_freqs.weight`), if the file has them.
     freq_factors: Option<Vec<f32>>,
 }
@@ -46,27 +53,40 @@ pub struct Rope {
 impl Rope {
     /// RoPE from the configuration and optional per-pair frequency divisors (`[n_rot / 2]`).
     pub fn new(config: &RopeConfig, freq_factors: Option<Vec<f32>>) -> Result<Rope, ModelError> {
+        Self::with_factors(
+            config,
+            freq_factors.map(|f| (crate::model::load::ROPE_FREQS, f)),
+        )
+    }
+
+    /// [`Rope::new`] with the divisors read from the tensor `name` (named in errors).
+    pub(crate) fn with_factors(
+        config: &RopeConfig,
+        freq_factors: Option<(&str, Vec<f32>)>,
+    ) -> Result<Rope, ModelError> {
         let n_rot = config.dimension_count;
-        if let Some(ff) = &freq_factors {
+        if let Some((name, ff)) = &freq_factors {
             if ff.len() != n_rot / 2 {
                 return Err(ModelError::ShapeMismatch {
-                    name: crate::model::load::ROPE_FREQS.to_string(),
+                    name: name.to_string(),
                     expected: vec![n_rot / 2],
                     found: vec![ff.len()],
                 });
             }
             if let Some(bad) = ff.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
                 return Err(ModelError::InvalidConfig {
-                    key: crate::model::load::ROPE_FREQS.to_string(),
+                    key: name.to_string(),
                     reason: format!("frequency divisor {bad} is not a positive number"),
                 });
             }
         }
+        let freq_factors = freq_factors.map(|(_, f)| f);
         Ok(Rope {
             style: config.style,
             n_rot,
             freq_base: config.freq_base,
             freq_scale: config.freq_scale,
+            mscale: config.attn_factor,
             freq_factors,
         })
     }
@@ -105,7 +125,7 @@ impl Rope {
     /// The rotation tables of positions `start .. start + seq` on `device`.
     pub fn tables(&self, start: usize, seq: usize, device: &Device) -> RopeTables {
         let angles = self.angles(start, seq); // [seq, n_rot / 2]
-        RopeTables::new(&angles, seq, self.n_rot, self.style, device)
+        RopeTables::new(&angles, self.mscale, seq, self.n_rot, self.style, device)
     }
 
     /// Rotates the heads of `x` ([`ops::rope`] with `tables`, made by [`Rope::tables`]).
@@ -147,6 +167,8 @@ mod tests {
                 dimension_count: 8,
                 freq_base: 10000.0,
                 freq_scale: 0.5,
+                attn_factor: 1.0,
+                original_context_length: 4096,
             },
             Some(vec![1.0, 2.0, 4.0, 8.0]),
         )
@@ -180,6 +202,8 @@ mod tests {
                         dimension_count: n_rot,
                         freq_base: 100.0,
                         freq_scale: 1.0,
+                        attn_factor: 1.0,
+                        original_context_length: 4096,
                     },
                     None,
                 )

@@ -9,14 +9,24 @@
 //! | [`LayerMatrix::AttnV`]        | `attn_v.weight`         | `attn.v`                     | `[n_head_kv · value_length, n_embd]`  | `v`  | `attn_qkv` (3rd) |
 //! | [`LayerMatrix::AttnOutput`]   | `attn_output.weight`    | `attn.output`                | `[n_embd, n_head · value_length]`     | `o`  |                |
 //! | [`LayerNorm::Ffn`]            | `ffn_norm.weight`       | `ffn_norm`                   | `[n_embd]`                            |      |                |
-//! | [`LayerMatrix::FfnGate`]      | `ffn_gate.weight`       | `ffn.gate`                   | `[n_ff, n_embd]`                      | `gate` |              |
-//! | [`LayerMatrix::FfnUp`]        | `ffn_up.weight`         | `ffn.up`                     | `[n_ff, n_embd]`                      | `up` |                |
+//! | [`LayerMatrix::FfnGate`]      | `ffn_gate.weight`       | `ffn.gate`                   | `[n_ff, n_embd]`                      | `gate` | `ffn_up` (1st, phi3) |
+//! | [`LayerMatrix::FfnUp`]        | `ffn_up.weight`         | `ffn.up`                     | `[n_ff, n_embd]`                      | `up` | `ffn_up` (2nd, phi3) |
 //! | [`LayerMatrix::FfnDown`]      | `ffn_down.weight`       | `ffn.down`                   | `[n_embd, n_ff]`                      | `down` |              |
 //!
-//! Every tensor is required (a matrix in its own tensor or in its fused one); each matrix takes
-//! an optional `.bias` `[rows]`. The order of [`BlockTensor::ALL`] is llama.cpp's (its graph's
-//! and its quantizer's); [`LayerMatrix::ALL`] is the same order without the norms, the order of
-//! a record's description of a block.
+//! Families other than Llama add norms ([`BlockTensor::of`]):
+//!
+//! | tensor                   | GGUF name (`blk.{i}.…`)        | module path           | shape          | families        |
+//! |--------------------------|--------------------------------|-----------------------|----------------|-----------------|
+//! | [`LayerNorm::AttnQ`]     | `attn_q_norm.weight`           | `attn.q_norm`         | `[key_length]` | qwen3, gemma3   |
+//! | [`LayerNorm::AttnK`]     | `attn_k_norm.weight`           | `attn.k_norm`         | `[key_length]` | qwen3, gemma3   |
+//! | [`LayerNorm::AttnPost`]  | `post_attention_norm.weight`   | `attn_post_norm`      | `[n_embd]`     | gemma3          |
+//! | [`LayerNorm::FfnPost`]   | `post_ffw_norm.weight`         | `ffn_post_norm`       | `[n_embd]`     | gemma3          |
+//!
+//! Every tensor of a family's table is required, as llama.cpp requires it (a matrix in its own
+//! tensor or in its fused one); each matrix takes an optional `.bias` `[rows]` (Qwen2's q, k and
+//! v have one). The order of [`BlockTensor::of`] is llama.cpp's for Llama (its graph's and its
+//! quantizer's); [`LayerMatrix::ALL`] is the matrices in that order, the order of a record's
+//! description of a block.
 //!
 //! A block is built from this table by [`crate::model::block::Block::build`], from any
 //! [`BlockSource`] (the GGUF loader, a record's skeleton), and read back by matrix
@@ -25,7 +35,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::model::config::LlamaConfig;
+use crate::model::config::{Family, LlamaConfig};
 use crate::model::linear::Linear;
 use crate::model::norm::RmsNorm;
 
@@ -56,6 +66,13 @@ pub struct Fused {
 pub const ATTN_QKV: Fused = Fused {
     stem: "attn_qkv",
     parts: &[LayerMatrix::AttnQ, LayerMatrix::AttnK, LayerMatrix::AttnV],
+};
+
+/// `ffn_up` of Phi-3 files (`[2 · n_ff, n_embd]`, no `ffn_gate`): the gate's rows, then the up
+/// projection's (ggml's `swiglu` of the fused row takes its first half as the gate).
+pub const FFN_GATE_UP: Fused = Fused {
+    stem: "ffn_up",
+    parts: &[LayerMatrix::FfnGate, LayerMatrix::FfnUp],
 };
 
 impl LayerMatrix {
@@ -143,7 +160,8 @@ impl LayerMatrix {
     pub fn fused(self) -> Option<&'static Fused> {
         match self {
             LayerMatrix::AttnQ | LayerMatrix::AttnK | LayerMatrix::AttnV => Some(&ATTN_QKV),
-            _ => None,
+            LayerMatrix::FfnGate | LayerMatrix::FfnUp => Some(&FFN_GATE_UP),
+            LayerMatrix::AttnOutput | LayerMatrix::FfnDown => None,
         }
     }
 }
@@ -172,16 +190,49 @@ impl FromStr for LayerMatrix {
 pub enum LayerNorm {
     /// Before attention.
     Attn,
+    /// Of each query head, before RoPE (qwen3, gemma3).
+    AttnQ,
+    /// Of each key head, before RoPE (qwen3, gemma3).
+    AttnK,
+    /// Of the attention's output, before the residual addition (gemma3).
+    AttnPost,
     /// Before the feed-forward network.
     Ffn,
+    /// Of the feed-forward network's output, before the residual addition (gemma3).
+    FfnPost,
 }
 
 impl LayerNorm {
-    /// The GGUF tensor name's stem (`attn_norm`, `ffn_norm`), also its path in the block module.
+    /// The GGUF tensor name's stem (`attn_norm`, `attn_q_norm`, …).
     pub fn stem(self) -> &'static str {
         match self {
             LayerNorm::Attn => "attn_norm",
+            LayerNorm::AttnQ => "attn_q_norm",
+            LayerNorm::AttnK => "attn_k_norm",
+            LayerNorm::AttnPost => "post_attention_norm",
             LayerNorm::Ffn => "ffn_norm",
+            LayerNorm::FfnPost => "post_ffw_norm",
+        }
+    }
+
+    /// The norm's path in the block module (and its record).
+    pub fn module_path(self) -> &'static str {
+        match self {
+            LayerNorm::Attn => "attn_norm",
+            LayerNorm::AttnQ => "attn.q_norm",
+            LayerNorm::AttnK => "attn.k_norm",
+            LayerNorm::AttnPost => "attn_post_norm",
+            LayerNorm::Ffn => "ffn_norm",
+            LayerNorm::FfnPost => "ffn_post_norm",
+        }
+    }
+
+    /// The length of the scale in a model of `config`: `key_length` for the per-head norms,
+    /// `n_embd` for the others.
+    pub fn dim(self, config: &LlamaConfig) -> usize {
+        match self {
+            LayerNorm::AttnQ | LayerNorm::AttnK => config.key_length,
+            _ => config.embedding_length,
         }
     }
 }
@@ -194,7 +245,7 @@ pub enum BlockTensor {
 }
 
 impl BlockTensor {
-    /// Every tensor of a block, in llama.cpp's order.
+    /// Every tensor of a Llama block, in llama.cpp's order.
     pub const ALL: [BlockTensor; 9] = [
         BlockTensor::Norm(LayerNorm::Attn),
         BlockTensor::Matrix(LayerMatrix::AttnQ),
@@ -207,6 +258,32 @@ impl BlockTensor {
         BlockTensor::Matrix(LayerMatrix::FfnDown),
     ];
 
+    /// Every tensor of a block of `family`: Llama's ([`BlockTensor::ALL`]) with the family's
+    /// norms, each after the tensor whose output it normalizes.
+    pub fn of(family: Family) -> Vec<BlockTensor> {
+        let mut out = Vec::with_capacity(13);
+        for t in BlockTensor::ALL {
+            out.push(t);
+            let extra: &[LayerNorm] = match t {
+                BlockTensor::Matrix(LayerMatrix::AttnQ) if family.has_qk_norm() => {
+                    &[LayerNorm::AttnQ]
+                }
+                BlockTensor::Matrix(LayerMatrix::AttnK) if family.has_qk_norm() => {
+                    &[LayerNorm::AttnK]
+                }
+                BlockTensor::Matrix(LayerMatrix::AttnOutput) if family.has_post_norms() => {
+                    &[LayerNorm::AttnPost]
+                }
+                BlockTensor::Matrix(LayerMatrix::FfnDown) if family.has_post_norms() => {
+                    &[LayerNorm::FfnPost]
+                }
+                _ => &[],
+            };
+            out.extend(extra.iter().map(|&n| BlockTensor::Norm(n)));
+        }
+        out
+    }
+
     /// The GGUF tensor name's stem.
     pub fn stem(self) -> &'static str {
         match self {
@@ -217,8 +294,8 @@ impl BlockTensor {
 }
 
 /// Where the tensors of a block come from (the GGUF loader, a record's skeleton):
-/// [`crate::model::block::Block::build`] asks it for each tensor of the table, in the order of
-/// [`BlockTensor::ALL`].
+/// [`crate::model::block::Block::build`] asks it for each tensor of the family's table, in the
+/// order of [`BlockTensor::of`].
 pub(crate) trait BlockSource {
     type Error;
 

@@ -13,6 +13,8 @@ use gguf_llama::gguf::{npy, GgufFile};
 
 pub mod ci;
 pub mod compare;
+pub mod families;
+pub mod greedy;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use ci::{missing, required};
 #[allow(unused_imports)]
@@ -91,6 +93,27 @@ pub fn smollm2() -> Option<PathBuf> {
     } else {
         missing(&format!(
             "SmolLM2 model not found at {} (set GGUF_LLAMA_SMOLLM2 or run .ci/run)",
+            path.display()
+        ))
+    }
+}
+
+/// Gemma 3 270M Q4_K_M (llama.cpp's `gemma3` architecture): $GGUF_LLAMA_GEMMA3, or where
+/// .ci/run puts it.
+pub fn gemma3() -> Option<PathBuf> {
+    let path = std::env::var_os("GGUF_LLAMA_GEMMA3")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/gguf-llama/models/gemma/gemma-3-270m-q4_k_m.gguf")
+        });
+    if path.exists() {
+        Some(path)
+    } else {
+        missing(&format!(
+            "Gemma 3 270M not found at {} (set GGUF_LLAMA_GEMMA3 or run .ci/run)",
             path.display()
         ))
     }

@@ -126,6 +126,54 @@ fn swiglu_row(g: &[f32], u: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y = gelu(g) · u` (ggml's `vec_geglu_f32` as built, with `GGML_GELU_FP16`) over rows of `n`:
+/// `gelu(g)` is 0 for `g <= -10`, `g` for `g >= 10`, and otherwise looked up in ggml's table of
+/// GELU of every f16 value ([`gelu_f16_table`]) at `g` rounded to f16.
+pub fn geglu(g: &[f32], u: &[f32], n: usize, y: &mut [f32]) {
+    assert!(n > 0 && g.len() == u.len() && g.len() == y.len() && g.len().is_multiple_of(n));
+    let table = gelu_f16_table();
+    y.par_chunks_mut(n)
+        .zip(g.par_chunks(n).zip(u.par_chunks(n)))
+        .for_each(|(y, (g, u))| {
+            for ((y, &x), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = gelu_lookup(table, x) * u;
+            }
+        });
+}
+
+/// ggml's `vec_gelu_f32` of one element through `table` ([`gelu_f16_table`]).
+#[inline(always)]
+fn gelu_lookup(table: &[half::f16], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize].to_f32()
+    }
+}
+
+/// ggml's `ggml_table_gelu_f16`: for every f16 bit pattern `h`, `ggml_gelu_f32(h)` rounded to
+/// f16, where `ggml_gelu_f32(x) = 0.5·x·(1 + tanhf(sqrt(2/π)·x·(1 + 0.044715·x·x)))` in f32
+/// (the C library's `tanhf`; GCC contracts `1 + 0.044715·x·x` into one fused multiply-add, as
+/// ggml's binary computes it). Built once.
+pub fn gelu_f16_table() -> &'static [half::f16] {
+    static TABLE: std::sync::OnceLock<Vec<half::f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| half::f16::from_f32(gelu_f32(half::f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// ggml's `ggml_gelu_f32` (see [`gelu_f16_table`]).
+pub fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
 /// ggml's AVX-512 `ggml_v_expf`, one lane: a degree-5 polynomial on the reduced argument, scaled
 /// by `2^n` (`vscalefps`), 0 or infinity when `|n| > 192`.
 #[inline]
@@ -250,6 +298,9 @@ pub struct AttentionShape {
     pub value_length: usize,
     /// Applied to `q · k` before the mask (`1 / sqrt(key_length)`).
     pub scale: f32,
+    /// A sliding window: query `i` sees only the last `window` of its keys
+    /// (`start + i + 1 - window ..= start + i`; llama.cpp's `LLAMA_SWA_TYPE_STANDARD`).
+    pub window: Option<usize>,
 }
 
 /// The summation order of a dot product over `key_length` (see [`attention`]).
@@ -432,6 +483,8 @@ unsafe fn attend<L: Lanes16>(
     for p in p.chunks_exact_mut(stride) {
         p[n_keys..padded].fill(f32::NEG_INFINITY);
     }
+    // Keys before a sliding window are masked as ggml masks them (-inf, weight 0).
+    let first_key = s.window.map_or(0, |w| n_keys.saturating_sub(w));
     match (plan.scores, keys, q_blocks) {
         (DotOrder::Q8_0, KvSlice::Q8_0(_), Some(q_blocks)) => {
             let KvSlice::Q8_0(k_rows) = keys.range(0, n_keys * dk) else {
@@ -444,10 +497,14 @@ unsafe fn attend<L: Lanes16>(
                 for (p, &dot) in p.iter_mut().zip(dots) {
                     *p = dot * s.scale + 0.0;
                 }
+                p[..first_key].fill(f32::NEG_INFINITY);
             }
         }
         _ => {
-            for j in 0..n_keys {
+            for p in p.chunks_exact_mut(stride) {
+                p[..first_key].fill(f32::NEG_INFINITY);
+            }
+            for j in first_key..n_keys {
                 let k = keys.f32_run(j * dk, dk, &mut wide);
                 for (r, q) in qs.chunks_exact(dk).enumerate() {
                     let dot = match plan.scores {
