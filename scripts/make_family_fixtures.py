@@ -1,5 +1,5 @@
-"""Writes llama.cpp's reference for the qwen2, qwen3, phi3 and gemma3 architectures:
-tests/fixtures/families/families.json and tests/fixtures/families/{key}-p{i}.npy.
+"""Writes llama.cpp's reference for the qwen2, qwen3, phi3 and gemma3 architectures (and qwen2 with
+YaRN rope scaling): tests/fixtures/families/families.json and tests/fixtures/families/{key}-p{i}.npy.
 
 The test models (written into $GGUF_LLAMA_FAMILIES, default ~/.cache/gguf-llama/models/families/;
 never committed):
@@ -30,6 +30,17 @@ never committed):
     seed s = 1000 * layer + k, k = 1 attn_q.bias, 2 attn_k.bias, 3 attn_v.bias, 4 attn_q_norm,
     5 attn_k_norm. tests/common/families.rs writes the same files with gguf_importer's GgufWriter;
     importer/tests/family_files.rs checks them against the digests recorded here.
+- `smollm2-as-qwen2-yarn.gguf`: the qwen2 file (same tensors, same bytes; `write_smollm2_as`'s
+  family "qwen2-yarn") with three keys, written where convert_hf_to_gguf.py writes a yarn
+  `rope_scaling` (TextModel.set_gguf_parameters: after `qwen2.attention.head_count_kv`, before
+  `qwen2.rope.freq_base`), in its order and with gguf-py's writer methods:
+  `qwen2.rope.scaling.type` = "yarn" (string), `qwen2.rope.scaling.factor` = 4.0 (f32),
+  `qwen2.rope.scaling.original_context_length` = 2048 (u32) (2048 * 4 = SmolLM2's 8192). llama.cpp
+  (llama_model::load_hparams, llama_context) then takes freq_scale = 1/4, n_ctx_orig_yarn = 2048,
+  ext_factor 1 (yarn), beta_fast 32 / beta_slow 1 (hparams defaults: qwen2 reads no yarn beta or
+  ext/attn-factor keys), attn_factor = get_mscale(4) / (1 + 0.1 ln 4) * rope_attn_factor (1) = 1,
+  and ggml's rope multiplies cos/sin by attn_factor * (1 + 0.1 ln 4) for every dimension and mixes
+  interpolated (theta / 4) and extrapolated angles between ggml_rope_yarn_corr_dims (6, 17).
 - `smollm2-as-phi3.gguf`: the same source as llama.cpp's `phi3` reads it (src/models/phi3.cpp;
   keys and tensors as convert_hf_to_gguf.py's Phi3MiniModel writes them, conversion/phi.py):
   * metadata: `general.architecture` = "phi3", `llama.*` renamed `phi3.*`, chat template
@@ -66,6 +77,15 @@ Models (keys of families.json "models"):
 - `smollm2-as-qwen2`, `smollm2-as-qwen3`: the 9 raw prompts of make_default_kv_fixtures (SMOL_RAW)
   and 3 of its chat prompts, rendered with the file's template by make_llama_fixtures.render_chat
   (the `jinja` rendering: llama-cpp-python's Jinja2ChatFormatter).
+- `smollm2-as-qwen2-yarn`: the yarn file, as `smollm2-as-qwen2` (same prompts, same defaults,
+  n_ctx 512; asserted: same prompt tokens and tensor digest as that record, which must exist), plus
+  `llama_cpp_rope_log` (as phi3's), `llama_cpp_rope_op` (rope_op_params: the values llama.cpp's
+  graph hands ggml_rope_ext, read from the 60 GGML_OP_ROPE nodes of one decode through an eval
+  callback in a second context: n_dims, mode, n_ctx_orig, freq_base, freq_scale, ext_factor,
+  attn_factor, beta_fast, beta_slow, their f32 bits, and ggml_rope_yarn_corr_dims for them),
+  `rope_scaling` (the keys, where they are, and ggml-cpu's rope magnitude attn_factor *
+  (1 + 0.1 logf(1 / freq_scale)) in f32) and `max_abs_logit_diff_vs_smollm2_as_qwen2` (per prompt,
+  the largest |difference| of the last prompt logits from the plain record's; all must be > 0).
 - `smollm2-as-phi3-long`, `smollm2-as-phi3-short`: the same phi3 file at two context sizes.
   llama.cpp uses rope_factors_long when the context (n_ctx_seq) exceeds
   original_context_length (256), else rope_factors_short (llama_model::get_rope_factors): -long
@@ -79,6 +99,22 @@ Models (keys of families.json "models"):
   are rendered with that template (the copy src/chat.rs embeds as CHATML_TEMPLATE) through the same
   Jinja2ChatFormatter. Gemma's BOS comes from tokenize (add_bos=True).
 - `gemma3-270m-swa16`: the swa16 file; 4 raw prompts of 20-60 tokens.
+- `smollm2-as-qwen2-f32`, `smollm2-as-qwen3-f32`, `smollm2-as-phi3-long-f32`, `gemma3-270m-f32`:
+  the reference for a forward pass in f32 on the quantized weights (no 8-bit rounding of the
+  activations, which llama.cpp's CPU backend does for quantized matmuls): llama.cpp on the F32
+  twin of the record's file (`smollm2-as-qwen2.gguf`, `smollm2-as-qwen3.gguf`,
+  `smollm2-as-phi3.gguf`, the real Gemma file), written beside it as `{stem}-dequant-f32.gguf`
+  (never committed; Gemma's is about 1.1 GB) by fixture_common.write_dequantized_f32 (every tensor
+  through gguf-py's `gguf.quants.dequantize`, all metadata copied, general.file_type ALL_F32),
+  opened with an F32 KV cache, flash attention off, the quantized record's n_ctx (512; for phi3
+  that is what selects the long rope factors), 2 threads, logits of the last position only. The
+  quantized record's first 3 raw prompts (same texts; the prompt tokens are asserted equal) with
+  16 greedy tokens each. Fields: `settings` (type_k/type_v F32), `n_gen`, `n_ctx`, `prompts`
+  (`prompt_tokens`, `greedy_tokens`, `generated_text`, `top2_gaps`; no .npy),
+  `quantized_record`, `twin_file`, `twin_tensor_data_sha256` (make_default_kv_fixtures'
+  `tensor_data_sha256` of the twin), `source`; the phi3 one also `llama_cpp_rope_log`. The
+  source file's tensor_data_sha256 must equal the quantized record's (so run the quantized key
+  first; a full run does).
 
 Besides the fields of default-kv.json (`settings`, `n_gen`, `prompts`), each model records `file`,
 `file_bytes`, `file_sha256` (of the whole file), `tensor_data_sha256` (make_default_kv_fixtures'
@@ -90,14 +126,18 @@ default, true: the sliding-window layers get a full-size cache and the window is
 the swa16 model also `sliding_window`, `swa_layers` (the layers llama.cpp marks is_swa) and
 `llama_cpp_kv_log` (llama.cpp's log lines about the window and its KV caches).
 
-    python3 scripts/make_family_fixtures.py [--only smollm2-as-qwen2|smollm2-as-qwen3|smollm2-as-phi3|
-                                             gemma3-270m|gemma3-270m-swa16]
+    python3 scripts/make_family_fixtures.py [--only smollm2-as-qwen2|smollm2-as-qwen3|
+                                             smollm2-as-qwen2-yarn|smollm2-as-phi3|gemma3-270m|
+                                             gemma3-270m-swa16|smollm2-as-qwen2-f32|smollm2-as-qwen3-f32|
+                                             smollm2-as-phi3-long-f32|gemma3-270m-f32]
 
-(`--only smollm2-as-phi3` writes both phi3 records.)
+(`--only smollm2-as-phi3` writes both phi3 records; `--only KEY-f32` only that F32 record, from
+the file its quantized record describes. Every other record is read back and written unchanged.)
 
 Needs llama-cpp-python 0.3.36 (llama.cpp 0c1e57098), gguf, numpy, jinja2, the SmolLM2 file and the
-Gemma 3 270M file. Takes about 4.5 minutes on 2 idle cores (writing the files, 6 runs of llama.cpp;
-the two phi3 records about 2.5 minutes).
+Gemma 3 270M file. Takes about 7.5 minutes on 2 idle cores (writing the files, 11 runs of llama.cpp;
+the two phi3 records about 2.5 minutes, the yarn record about 20 s, the four F32 records about 3.5:
+35-40 s each for the SmolLM2 twins, 100 s for Gemma's).
 """
 
 from __future__ import annotations
@@ -201,6 +241,10 @@ ROPE_SHORT_SCALE = 0.1
 ROPE_ORIG_CTX = 256
 ROPE_ATTN_FACTOR = 1.2747548783981961
 PHI3_N_CTX = {"long": 512, "short": 256}
+# The YaRN file (qwen2 with Qwen 2.5's long-context keys): rope.scaling.factor (f32) and
+# rope.scaling.original_context_length (u32); 2048 * 4 = 8192, SmolLM2's context_length.
+YARN_FACTOR = 4.0
+YARN_ORIG_CTX = 2048
 
 
 def det_f64(n: int, seed: int, scale: float) -> np.ndarray:
@@ -271,10 +315,13 @@ def template_path(family: str) -> Path:
 
 
 def write_smollm2_as(family: str, src: Path, dst: Path) -> None:
-    """Writes SmolLM2 (llama) as `family` ("qwen2", "qwen3" or "phi3"); see the module docstring."""
+    """Writes SmolLM2 (llama) as `family` ("qwen2", "qwen3", "phi3" or "qwen2-yarn": the qwen2 file
+    with the three YaRN keys); see the module docstring."""
     import gguf
 
-    assert family in ("qwen2", "qwen3", "phi3")
+    assert family in ("qwen2", "qwen3", "phi3", "qwen2-yarn")
+    yarn = family.endswith("-yarn")
+    family = family.removesuffix("-yarn")  # the architecture
     reader = gguf.GGUFReader(str(src))
     first = next(k for k in reader.fields if not k.startswith("GGUF."))
     assert first == "general.architecture" and reader.fields[first].contents() == "llama"
@@ -296,6 +343,12 @@ def write_smollm2_as(family: str, src: Path, dst: Path) -> None:
             value = template
         if key.startswith("llama."):
             key = family + key.removeprefix("llama")
+        if yarn and key == f"{family}.rope.freq_base":
+            # Where convert_hf_to_gguf.py writes them (TextModel.set_gguf_parameters: after
+            # attention.head_count_kv, before rope.freq_base), in its order.
+            writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)  # {arch}.rope.scaling.type, "yarn"
+            writer.add_rope_scaling_factor(YARN_FACTOR)  # {arch}.rope.scaling.factor, f32
+            writer.add_rope_scaling_orig_ctx_len(YARN_ORIG_CTX)  # ...original_context_length, u32
         writer.add_key_value(key, value, vtype, sub_type)
         if family == "phi3" and key == "phi3.context_length":
             writer.add_rope_scaling_orig_ctx_len(ROPE_ORIG_CTX)  # phi3.rope.scaling.original_context_length
@@ -378,6 +431,19 @@ def check_built(path: Path, family: str) -> None:
 
     src = gguf.GGUFReader(str(fc.SMOLLM2_MODEL))
     out = gguf.GGUFReader(str(path))
+    if family == "qwen2-yarn":
+        keys = [k for k in out.fields if not k.startswith("GGUF.")]
+        at = keys.index("qwen2.rope.freq_base")
+        assert keys[at - 4 : at] == ["qwen2.attention.head_count_kv"] + YARN_KEYS, keys[at - 4 : at]
+        f = out.fields
+        assert f["qwen2.rope.scaling.type"].types == [gguf.GGUFValueType.STRING]
+        assert f["qwen2.rope.scaling.type"].contents() == "yarn"
+        assert f["qwen2.rope.scaling.factor"].types == [gguf.GGUFValueType.FLOAT32]
+        assert f["qwen2.rope.scaling.factor"].contents() == YARN_FACTOR
+        assert f["qwen2.rope.scaling.original_context_length"].types == [gguf.GGUFValueType.UINT32]
+        assert f["qwen2.rope.scaling.original_context_length"].contents() == YARN_ORIG_CTX
+        assert int(f["qwen2.context_length"].contents()) == YARN_ORIG_CTX * YARN_FACTOR
+        family = "qwen2"
     src_t = {t.name: t for t in src.tensors}
     if family == "phi3":
         out_t = {t.name: t for t in out.tensors}
@@ -460,11 +526,15 @@ def render_chatml(llm, user: str) -> str:
     )(messages=[{"role": "user", "content": user}]).prompt
 
 
-def open_ctx(model: Path, n_ctx: int):
+def open_ctx(model: Path, n_ctx: int, kv_f32: bool = False):
     """make_default_kv_fixtures.open_default with another context size (llama-cpp-python then
-    takes n_batch = n_ubatch = min(512, n_ctx))."""
+    takes n_batch = n_ubatch = min(512, n_ctx)). With `kv_f32`, an F32 KV cache and flash
+    attention off (asked for explicitly; everything else still llama.cpp's defaults)."""
     import llama_cpp
 
+    extra = {}
+    if kv_f32:
+        extra = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32, "flash_attn": False}
     return llama_cpp.Llama(
         model_path=str(model),
         n_ctx=n_ctx,
@@ -473,8 +543,11 @@ def open_ctx(model: Path, n_ctx: int):
         n_gpu_layers=0,
         seed=0,
         verbose=False,
+        **extra,
     )
 
+
+YARN_KEYS = ["qwen2.rope.scaling.type", "qwen2.rope.scaling.factor", "qwen2.rope.scaling.original_context_length"]
 
 ROPE_LOG_KEYS = (
     "rope.scaling",
@@ -497,7 +570,7 @@ ROPE_LOG_KEYS = (
 )
 
 
-def open_logged(model: Path, n_ctx: int, keep: tuple[str, ...]):
+def open_logged(model: Path, n_ctx: int, keep: tuple[str, ...], kv_f32: bool = False):
     """open_ctx, keeping llama.cpp's log lines (model loading and context creation) that contain
     one of `keep`."""
     import ctypes
@@ -513,11 +586,81 @@ def open_logged(model: Path, n_ctx: int, keep: tuple[str, ...]):
 
     llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
     try:
-        llm = open_ctx(model, n_ctx)
+        llm = open_ctx(model, n_ctx, kv_f32)
     finally:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     text = "".join(lines).splitlines()
     return llm, [" ".join(line.split()) for line in text if any(k in line for k in keep)]
+
+
+def rope_op_params(llm) -> dict:
+    """What llama.cpp hands ggml's rope: the op_params of every GGML_OP_ROPE node of one decode (BOS
+    at position 0) in a second context on `llm`'s model with `llm`'s context parameters and an eval
+    callback (cb_eval) that reads each node when the scheduler asks whether to show it, and declines
+    (so nothing else changes; `llm`'s own context is not touched). ggml_rope_ext's op_params
+    (ggml.c ggml_rope_impl): i32 n_dims, mode, n_ctx_orig at 1, 2, 4; f32 freq_base, freq_scale,
+    ext_factor, attn_factor, beta_fast, beta_slow at 5-10. Also ggml_rope_yarn_corr_dims (the
+    ramp's ends, from libggml-base) for those values."""
+    import ctypes
+    import struct
+
+    import llama_cpp
+    from llama_cpp._ggml import libggml
+
+    class GgmlTensor(ctypes.Structure):  # ggml/include/ggml.h `struct ggml_tensor`, up to `name`
+        _fields_ = [
+            ("type", ctypes.c_int),
+            ("buffer", ctypes.c_void_p),
+            ("ne", ctypes.c_int64 * 4),
+            ("nb", ctypes.c_size_t * 4),
+            ("op", ctypes.c_int),
+            ("op_params", ctypes.c_int32 * 16),
+            ("flags", ctypes.c_int32),
+            ("src", ctypes.c_void_p * 10),
+            ("view_src", ctypes.c_void_p),
+            ("view_offs", ctypes.c_size_t),
+            ("data", ctypes.c_void_p),
+            ("name", ctypes.c_char * 64),
+        ]
+
+    libggml.ggml_op_name.restype = ctypes.c_char_p
+    libggml.ggml_op_name.argtypes = [ctypes.c_int]
+    seen: list[tuple[str, list[int]]] = []
+
+    @llama_cpp.ggml_backend_sched_eval_callback
+    def callback(t, ask, user_data):
+        node = ctypes.cast(t, ctypes.POINTER(GgmlTensor)).contents
+        if ask and libggml.ggml_op_name(node.op) == b"ROPE":
+            seen.append((node.name.decode(), [int(x) for x in node.op_params]))
+        return False
+
+    params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+    params.cb_eval = callback
+    ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+    assert ctx, "llama_init_from_model failed"
+    try:
+        token = (llama_cpp.llama_token * 1)(llm.token_bos())
+        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(token, 1)) == 0
+    finally:
+        llama_cpp.llama_free(ctx)
+    n_layer = llama_cpp.llama_model_n_layer(llm._model.model)
+    assert len(seen) == 2 * n_layer, len(seen)  # Qcur and Kcur of every layer
+    distinct = {tuple(p) for _, p in seen}
+    assert len(distinct) == 1, distinct
+    p = seen[0][1]
+    as_f32 = lambda i: struct.unpack("<f", struct.pack("<i", i))[0]  # noqa: E731
+    names = ["freq_base", "freq_scale", "ext_factor", "attn_factor", "beta_fast", "beta_slow"]
+    out: dict = {"n_dims": p[1], "mode": p[2], "n_ctx_orig": p[4]}
+    out.update({name: as_f32(p[5 + i]) for i, name in enumerate(names)})
+    out["f32_bits"] = {name: f"0x{p[5 + i] & 0xFFFFFFFF:08x}" for i, name in enumerate(names)}
+    dims = (ctypes.c_float * 2)()
+    libggml.ggml_rope_yarn_corr_dims.restype = None
+    f = ctypes.c_float
+    libggml.ggml_rope_yarn_corr_dims.argtypes = [ctypes.c_int, ctypes.c_int, f, f, f, ctypes.POINTER(f)]
+    libggml.ggml_rope_yarn_corr_dims(p[1], p[4], out["freq_base"], out["beta_fast"], out["beta_slow"], dims)
+    out["corr_dims"] = [float(dims[0]), float(dims[1])]
+    out["nodes"] = len(seen)
+    return out
 
 
 def run_family(
@@ -528,10 +671,12 @@ def run_family(
     doc: dict,
     chatml: bool = False,
     n_ctx: int | None = None,
+    rope_probe: bool = False,
 ) -> dict:
     """make_default_kv_fixtures.run_model, writing `{key}-p{i}.npy` into tests/fixtures/families/
     and rendering chat prompts with the ChatML fallback when `chatml`. With `n_ctx`, llama.cpp gets
-    that context size and the entry its rope log lines (`llama_cpp_rope_log`)."""
+    that context size and the entry its rope log lines (`llama_cpp_rope_log`); with `rope_probe`,
+    also the values its graph hands ggml's rope (`llama_cpp_rope_op`, rope_op_params)."""
     log = None
     if n_ctx is None:
         llm = open_default(model)
@@ -540,6 +685,8 @@ def run_family(
     entry = {"settings": resolved_settings(llm), "n_gen": n_gen, "prompts": []}
     if log is not None:
         entry["llama_cpp_rope_log"] = log
+    if rope_probe:
+        entry["llama_cpp_rope_op"] = rope_op_params(llm)
     settings = entry["settings"]
     if settings["type_k"] != "F16" or settings["type_v"] != "F16" or settings["flash_attn_type"] != "disabled":
         raise SystemExit(f"llama-cpp-python's defaults changed: {settings}")
@@ -588,7 +735,166 @@ def describe_file(entry: dict, path: Path) -> None:
     )
 
 
-KEYS = ["smollm2-as-qwen2", "smollm2-as-qwen3", "smollm2-as-phi3", "gemma3-270m", "gemma3-270m-swa16"]
+def twin_path(src: Path) -> Path:
+    """Where the F32-dequantized twin of `src` goes: beside it, `{stem}-dequant-f32.gguf` (as
+    make_llama_fixtures.py names SmolLM2's)."""
+    return src.with_name(src.stem + "-dequant-f32.gguf")
+
+
+def run_f32_twin(key: str, src: Path, doc: dict) -> dict:
+    """The `{key}-f32` record: llama.cpp on `src` with every tensor dequantized to F32 by gguf-py
+    (fixture_common.write_dequantized_f32), F32 KV cache, flash attention off, the quantized
+    record's n_ctx, 2 threads, logits of the last position only; the quantized record's first
+    F32_N_PROMPTS raw prompts (same texts, same prompt tokens), F32_N_GEN greedy tokens each."""
+    base = doc["models"].get(key)
+    if base is None:
+        raise SystemExit(f"{key}-f32: no `{key}` record in {fc.rel(OUT)}; run --only {key.removesuffix('-long')} first")
+    if not src.exists():
+        raise SystemExit(f"{src} not found; run --only {key.removesuffix('-long')} first")
+    got = tensor_data_sha256(src)
+    if got != base["tensor_data_sha256"]:
+        raise SystemExit(f"{src}: tensor_data_sha256 {got}, the `{key}` record has {base['tensor_data_sha256']}")
+    twin = twin_path(src)
+    t0 = time.time()
+    tmp = twin.with_suffix(".tmp")
+    fc.write_dequantized_f32(src, tmp)
+    tmp.replace(twin)
+    print(f"{key}-f32: wrote {twin} ({twin.stat().st_size / 1e6:.0f} MB) in {time.time() - t0:.0f} s")
+    n_ctx = base["n_ctx"]
+    log = None
+    if key.startswith("smollm2-as-phi3"):
+        llm, log = open_logged(twin, n_ctx, ROPE_LOG_KEYS, kv_f32=True)
+        orig = [line for line in log if "n_ctx_orig_yarn" in line]
+        assert orig and orig[0].endswith(f"= {ROPE_ORIG_CTX}"), orig
+    else:
+        llm = open_ctx(twin, n_ctx, kv_f32=True)
+    settings = resolved_settings(llm)
+    if settings["type_k"] != "F32" or settings["type_v"] != "F32" or settings["flash_attn_type"] != "disabled":
+        raise SystemExit(f"{key}-f32: llama.cpp resolved {settings}")
+    if settings["n_ctx"] != n_ctx:
+        raise SystemExit(f"{key}-f32: llama.cpp resolved n_ctx {settings['n_ctx']}, asked for {n_ctx}")
+    entry: dict = {"settings": settings, "n_gen": F32_N_GEN, "prompts": []}
+    if log is not None:
+        entry["llama_cpp_rope_log"] = log
+    raw = [rec for rec in base["prompts"] if rec["kind"] == "raw"][:F32_N_PROMPTS]
+    assert len(raw) == F32_N_PROMPTS, key
+    for rec in raw:
+        prompt = llm.tokenize(rec["prompt"].encode(), add_bos=True, special=True)
+        assert prompt == rec["prompt_tokens"], (key, rec["prompt"], prompt, rec["prompt_tokens"])
+        tokens, gaps, _ = greedy(llm, prompt, F32_N_GEN, stop_at_eog=False)
+        entry["prompts"].append(
+            {
+                "kind": "raw",
+                "prompt": rec["prompt"],
+                "prompt_tokens": prompt,
+                "greedy_tokens": tokens,
+                "generated_text": text_of(llm, tokens),
+                "top2_gaps": [round(g, 6) for g in gaps],
+            }
+        )
+        q = rec["greedy_tokens"][:F32_N_GEN]
+        diff = next((i for i, (a, b) in enumerate(zip(tokens, q)) if a != b), None)
+        n_diff = sum(a != b for a, b in zip(tokens, q))
+        vs = "same tokens" if diff is None else f"first differs at step {diff}, {n_diff} of {len(q)} differ"
+        print(
+            f"{key}-f32 {rec['prompt'][:40]!r}: {len(prompt)} -> {text_of(llm, tokens)[:60]!r} "
+            f"(min gap {min(gaps):.4f}; vs quantized: {vs})"
+        )
+    entry["n_ctx"] = settings["n_ctx"]
+    del llm
+    entry["quantized_record"] = key
+    entry["twin_file"] = twin.name
+    entry["twin_tensor_data_sha256"] = tensor_data_sha256(twin)
+    entry["source"] = (
+        f"{src.name} (the `{key}` record's file, tensor_data_sha256 {base['tensor_data_sha256'][:16]}...) with every "
+        "tensor dequantized to F32 by gguf-py (fixture_common.write_dequantized_f32: gguf.quants.dequantize, "
+        "all metadata copied, general.file_type ALL_F32); llama.cpp with an F32 KV cache, flash attention off, "
+        f"n_ctx {n_ctx}: f32 math on the quantized weights, no Q8 activation rounding"
+    )
+    doc["models"][f"{key}-f32"] = entry
+    return entry
+
+
+# The F32 twins' records: the quantized record's key (and its file) -> `{key}-f32`.
+F32_N_GEN = 16
+F32_N_PROMPTS = 3
+F32_KEYS = ["smollm2-as-qwen2-f32", "smollm2-as-qwen3-f32", "smollm2-as-phi3-long-f32", "gemma3-270m-f32"]
+KEYS = ["smollm2-as-qwen2", "smollm2-as-qwen3", "smollm2-as-qwen2-yarn", "smollm2-as-phi3", "gemma3-270m"]
+KEYS += ["gemma3-270m-swa16"] + F32_KEYS
+
+
+def run_yarn(doc: dict) -> None:
+    """The `smollm2-as-qwen2-yarn` record: the qwen2 file with YaRN's keys, as the qwen2 record (same
+    prompts, n_ctx 512 = open_default's), plus llama.cpp's rope log lines and what it hands ggml's
+    rope; checked against the `smollm2-as-qwen2` record (same tensors, same prompt tokens, other
+    logits), so that record must exist (a full run writes it first)."""
+    import ctypes
+    import ctypes.util
+
+    key = "smollm2-as-qwen2-yarn"
+    plain = doc["models"].get("smollm2-as-qwen2")
+    if plain is None:
+        raise SystemExit(f"{key}: no `smollm2-as-qwen2` record in {fc.rel(OUT)}; run --only smollm2-as-qwen2 first")
+    if not fc.SMOLLM2_MODEL.exists():
+        raise SystemExit(f"{fc.SMOLLM2_MODEL} not found; see scripts/README.md for how to get it")
+    path = MODELS_DIR / f"{key}.gguf"
+    write_smollm2_as("qwen2-yarn", fc.SMOLLM2_MODEL, path)
+    check_built(path, "qwen2-yarn")
+    cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in FAMILY_CHAT]
+    entry = run_family(key, path, cases, N_GEN, doc, n_ctx=512, rope_probe=True)
+    if entry["n_ctx"] != 512:
+        raise SystemExit(f"{key}: llama.cpp resolved n_ctx {entry['n_ctx']}, asked for 512")
+    describe_file(entry, path)
+    if entry["tensor_data_sha256"] != plain["tensor_data_sha256"]:
+        raise SystemExit(f"{key}: not the `smollm2-as-qwen2` record's tensors")
+    log = entry["llama_cpp_rope_log"]
+    for want in ("rope scaling = yarn", "freq_scale_train = 0.25", f"n_ctx_orig_yarn = {YARN_ORIG_CTX}"):
+        assert any(line.endswith(want) for line in log), (want, log)
+    op = entry["llama_cpp_rope_op"]
+    want = {"n_dims": 64, "mode": 2, "n_ctx_orig": YARN_ORIG_CTX, "freq_base": 100000.0}
+    want |= {"freq_scale": 1.0 / YARN_FACTOR, "ext_factor": 1.0, "beta_fast": 32.0, "beta_slow": 1.0}
+    assert {k: op[k] for k in want} == want, op
+    # ggml-cpu's rope_yarn scales cos and sin by attn_factor * (1 + 0.1 ln(1 / freq_scale)) when
+    # ext_factor != 0 (llama_context divides attn_factor by the same term first), here in f32 with
+    # libm's logf, with and without a fused multiply-add (equal here).
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.logf.restype, libm.logf.argtypes = ctypes.c_float, [ctypes.c_float]
+    f32 = np.float32
+    ln = f32(libm.logf(f32(1.0) / f32(op["freq_scale"])))
+    term = f32(f32(1.0) + f32(f32(0.1) * ln))
+    fused = f32(1.0 + np.float64(f32(0.1)) * np.float64(ln))
+    assert term == fused, (term, fused)
+    mscale = f32(f32(op["attn_factor"]) * term)
+    entry["rope_scaling"] = {
+        "type": "yarn",
+        "factor": YARN_FACTOR,
+        "original_context_length": YARN_ORIG_CTX,
+        "keys": YARN_KEYS,
+        "keys_position": "after qwen2.attention.head_count_kv, before qwen2.rope.freq_base "
+        "(convert_hf_to_gguf.py TextModel.set_gguf_parameters' order)",
+        "ggml_rope_mscale": float(mscale),
+        "ggml_rope_mscale_f32_bits": f"0x{mscale.view(np.uint32):08x}",
+        "ggml_rope_mscale_formula": "attn_factor * (1.0f + 0.1f * logf(1.0f / freq_scale)) "
+        "(ggml-cpu ops.cpp rope_yarn, ext_factor != 0), f32",
+    }
+    # The scaling matters: the last prompt logits differ from the plain qwen2 record's.
+    diffs = []
+    for i, (rec, base) in enumerate(zip(entry["prompts"], plain["prompts"], strict=True)):
+        assert rec["prompt_tokens"] == base["prompt_tokens"], rec["prompt"]
+        a = np.load(OUT_DIR / rec["last_prompt_logits"])
+        b = np.load(OUT_DIR / base["last_prompt_logits"])
+        diffs.append(round(float(np.max(np.abs(a - b))), 4))
+    assert min(diffs) > 0, diffs
+    entry["max_abs_logit_diff_vs_smollm2_as_qwen2"] = diffs
+    print(f"{key} vs smollm2-as-qwen2, max |last prompt logit difference| per prompt: {diffs}")
+    print(f"{key}: llama.cpp's rope: {op}; ggml mscale {float(mscale)!r}")
+    entry["source"] = (
+        "smollm2-as-qwen2.gguf (same tensors, same bytes) with qwen2.rope.scaling.type = \"yarn\", "
+        f"qwen2.rope.scaling.factor = f32({YARN_FACTOR}) and qwen2.rope.scaling.original_context_length = "
+        f"u32({YARN_ORIG_CTX}) inserted between qwen2.attention.head_count_kv and qwen2.rope.freq_base; "
+        "llama.cpp's defaults (n_ctx 512)"
+    )
+    doc["source_sha256"]["SmolLM2-135M-Instruct.Q4_1.gguf"] = sha256_file(fc.SMOLLM2_MODEL)
 
 
 def main() -> int:
@@ -639,6 +945,8 @@ def main() -> int:
             + ("attn_q/k/v biases added" if family == "qwen2" else "attn_q_norm/attn_k_norm added")
         )
         doc["source_sha256"]["SmolLM2-135M-Instruct.Q4_1.gguf"] = sha256_file(fc.SMOLLM2_MODEL)
+    if args.only in (None, "smollm2-as-qwen2-yarn"):
+        run_yarn(doc)
     if args.only in (None, "smollm2-as-phi3"):
         if not fc.SMOLLM2_MODEL.exists():
             raise SystemExit(f"{fc.SMOLLM2_MODEL} not found; see scripts/README.md for how to get it")
@@ -716,6 +1024,15 @@ def main() -> int:
             )
             for rec in entry["prompts"]:
                 assert 20 <= len(rec["prompt_tokens"]) <= 60, (rec["prompt"], len(rec["prompt_tokens"]))
+    for key32 in F32_KEYS:
+        if args.only not in (None, key32):
+            continue
+        key = key32.removesuffix("-f32")
+        if key == "gemma3-270m":
+            src = GEMMA3_MODEL
+        else:
+            src = MODELS_DIR / f"{key.removesuffix('-long')}.gguf"
+        run_f32_twin(key, src, doc)
     fc.write_json(OUT, doc)
     print(f"wrote {fc.rel(OUT)} in {time.time() - start:.0f} s")
     return 0

@@ -4,11 +4,16 @@
 //! (Jinja2 with HF's `apply_chat_template` settings), never from this crate:
 //!     python3 scripts/chat_fixtures.py
 //! smollm2.jinja is SmolLM2-135M-Instruct's `tokenizer.chat_template`, copied from its GGUF by
-//! that script with gguf-py.
+//! that script with gguf-py. The templates named after Hugging Face repositories
+//! (`Qwen-Qwen3-0.6B.jinja`, ...) are those models' own, copied byte for byte from llama.cpp's
+//! `models/templates/` (provenance and sha256 in the script's docstring), rendered with each
+//! model's BOS/EOS texts; where a template refuses a conversation with `raise_exception`, the case
+//! records the message.
 
 use gguf_importer::{keys, Metadata, Value, ValueType};
 use gguf_llama::chat::{ChatError, ChatMessage, ChatTemplate, CHATML_TEMPLATE};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn chat_dir() -> PathBuf {
@@ -72,19 +77,19 @@ fn check_template(name: &str) -> usize {
 
 #[test]
 fn smollm2_template_matches_jinja2() {
-    // 3 conversations x with and without the generation prompt.
-    assert_eq!(check_template("smollm2"), 6);
+    // 5 conversations x with and without the generation prompt.
+    assert_eq!(check_template("smollm2"), 10);
 }
 
 #[test]
 fn llama3_template_matches_jinja2() {
-    // 6 renderings plus 2 raise_exception cases (a `tool` message).
-    assert_eq!(check_template("llama3"), 8);
+    // 10 renderings plus 2 raise_exception cases (a `tool` message).
+    assert_eq!(check_template("llama3"), 12);
 }
 
 #[test]
 fn chatml_fallback_matches_jinja2() {
-    assert_eq!(check_template("chatml"), 6);
+    assert_eq!(check_template("chatml"), 10);
     // The fixture is the built-in fallback's text, and chatml() renders the same.
     assert_eq!(template_source("chatml"), CHATML_TEMPLATE);
     let builtin = ChatTemplate::chatml();
@@ -98,7 +103,64 @@ fn chatml_fallback_matches_jinja2() {
 
 #[test]
 fn python_methods_tojson_and_loop_controls_match_jinja2() {
-    assert_eq!(check_template("features"), 6);
+    assert_eq!(check_template("features"), 10);
+}
+
+// The real templates of the supported families (llama, qwen2, qwen3, phi3, gemma), 5
+// conversations x with and without the generation prompt each; `raise_exception` cases included.
+
+#[test]
+fn qwen2_5_template_matches_jinja2() {
+    assert_eq!(check_template("Qwen-Qwen2.5-7B-Instruct"), 10);
+}
+
+#[test]
+fn qwen3_template_matches_jinja2() {
+    assert_eq!(check_template("Qwen-Qwen3-0.6B"), 10);
+}
+
+#[test]
+fn phi3_5_template_matches_jinja2() {
+    assert_eq!(check_template("microsoft-Phi-3.5-mini-instruct"), 10);
+}
+
+#[test]
+fn gemma2_template_matches_jinja2() {
+    // 6 of the 10 raise "System role not supported" (the 3 conversations with a system message).
+    assert_eq!(check_template("google-gemma-2-2b-it"), 10);
+}
+
+#[test]
+fn llama3_1_template_matches_jinja2() {
+    assert_eq!(check_template("meta-llama-Llama-3.1-8B-Instruct"), 10);
+}
+
+#[test]
+fn mistral_nemo_template_matches_jinja2() {
+    // 2 of the 10 raise: two user turns in a row.
+    assert_eq!(check_template("mistralai-Mistral-Nemo-Instruct-2407"), 10);
+}
+
+#[test]
+fn every_template_of_the_reference_is_checked() {
+    // The templates the tests above check: a new one in expected.json needs its own test.
+    let checked = [
+        "smollm2",
+        "llama3",
+        "chatml",
+        "features",
+        "Qwen-Qwen2.5-7B-Instruct",
+        "Qwen-Qwen3-0.6B",
+        "microsoft-Phi-3.5-mini-instruct",
+        "google-gemma-2-2b-it",
+        "meta-llama-Llama-3.1-8B-Instruct",
+        "mistralai-Mistral-Nemo-Instruct-2407",
+    ];
+    let in_reference: BTreeSet<String> = cases().into_iter().map(|c| c.template).collect();
+    assert_eq!(
+        in_reference,
+        checked.iter().map(|t| t.to_string()).collect()
+    );
 }
 
 #[test]

@@ -66,6 +66,30 @@ fn qwen2_bit_for_bit_on_cpu_devices() {
     );
 }
 
+/// Qwen2 with YaRN RoPE scaling (factor 4 over an original context of 2048): pairs blended
+/// between the scaled and unscaled angles by YaRN's ramp, cosines and sines scaled; llama.cpp's
+/// resolved factor of the rotation (the record's `ggml_rope_mscale`) bit for bit.
+#[test]
+fn qwen2_yarn_bit_for_bit_on_cpu_devices() {
+    let key = "smollm2-as-qwen2-yarn";
+    let Some(path) = smollm2_as("qwen2-yarn", key) else {
+        return;
+    };
+    let r = record(key);
+    let file = GgufFile::open(&path).unwrap();
+    let config = LlamaConfig::from_file(&file).unwrap();
+    assert_eq!(config.rope.ext_factor, 1.0);
+    let rope = gguf_llama::model::Rope::new(&config.rope, None).unwrap();
+    let want = r["rope_scaling"]["ggml_rope_mscale"].as_f64().unwrap() as f32;
+    assert_eq!(
+        rope.mscale().to_bits(),
+        want.to_bits(),
+        "mscale {} vs {want}",
+        rope.mscale()
+    );
+    greedy::check_cpu_devices(&path, &r, "families", key, CacheTypes::F16, &|_| {});
+}
+
 /// Qwen3: NEOX RoPE and RMS norms of each query and key head before it; Qwen 3's template.
 #[test]
 fn qwen3_bit_for_bit_on_cpu_devices() {
@@ -214,4 +238,62 @@ fn missing_family_tensor_is_named() {
         Err(ModelError::MissingTensor { name }) => assert_eq!(name, "blk.3.attn_q_norm.weight"),
         other => panic!("expected MissingTensor, got {:?}", other.map(|_| ())),
     }
+}
+
+/// wgpu keeps activations in f32 (llama.cpp's CPU backend rounds them to 8 bits per block): its
+/// reference is llama.cpp on the same weights dequantized to F32 with an F32 KV cache (the
+/// records `{key}-f32`, 3 prompts of 16 tokens), and only the order of float sums differs. Greedy
+/// choices forced along llama.cpp's tokens must equal its own except at near-ties (top-2 gap
+/// below 0.01, as for SmolLM2 in tests/parity.rs).
+fn check_wgpu(path: &std::path::Path, key: &str, edit: &dyn Fn(&mut LlamaConfig)) {
+    use gguf_llama::device::DeviceName;
+    let r = greedy::record(DOC, &format!("{key}-f32"), CacheTypes::F32);
+    let file = GgufFile::open(path).unwrap();
+    let mut config = LlamaConfig::from_file(&file).unwrap();
+    edit(&mut config);
+    for (name, device) in devices() {
+        if name != DeviceName::Wgpu {
+            continue;
+        }
+        let model = Llama::from_gguf_with_config(
+            &file,
+            config.clone(),
+            &device,
+            gguf_llama::model::Weights::Quantized,
+        )
+        .unwrap();
+        for p in r["prompts"].as_array().unwrap() {
+            let reference = ids(&p["greedy_tokens"]);
+            let ours = forced_argmax(
+                &model,
+                &ids(&p["prompt_tokens"]),
+                &reference,
+                CacheTypes::F32,
+            );
+            assert_forced_greedy(
+                &format!("{key} {name} {:?}", p["prompt"]),
+                &ours,
+                &reference,
+                &f64s(&p["top2_gaps"]),
+                0.01,
+            );
+        }
+    }
+}
+
+#[test]
+fn families_on_wgpu_within_summation_order() {
+    for (family, key) in [
+        ("qwen2", "smollm2-as-qwen2"),
+        ("qwen3", "smollm2-as-qwen3"),
+        ("phi3", "smollm2-as-phi3-long"),
+    ] {
+        let Some(path) = smollm2_as(family, key) else {
+            return;
+        };
+        let n_ctx = record(key)["n_ctx"].as_u64().unwrap() as usize;
+        check_wgpu(&path, key, &|c| c.context_length = n_ctx);
+    }
+    let Some(path) = gemma3() else { return };
+    check_wgpu(&path, "gemma3-270m", &|_| {});
 }

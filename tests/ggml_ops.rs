@@ -122,6 +122,8 @@ fn rope_is_llama_cpps() {
                         freq_base: case.hp["freq_base"].as_f64().unwrap() as f32,
                         freq_scale: 1.0,
                         attn_factor: 1.0,
+                        ext_factor: 0.0,
+                        yarn_beta: (32.0, 1.0),
                         original_context_length: 4096,
                     },
                     None,

@@ -5,7 +5,8 @@
 //! tests/fixtures/families/families.json.
 //!
 //! phi3's file is checked against both of its records (`smollm2-as-phi3-long` and `-short`: one
-//! file, two context sizes).
+//! file, two context sizes). `qwen2-yarn`'s (record `smollm2-as-qwen2-yarn`) is the qwen2 file with
+//! three YaRN keys: its tensors are the `smollm2-as-qwen2` record's.
 //!
 //! Needs SmolLM2-135M-Instruct Q4_1 ($GGUF_LLAMA_SMOLLM2, or where .ci/run puts it) and, for the
 //! Gemma check, Gemma 3 270M ($GGUF_LLAMA_GEMMA3, or ~/.cache/gguf-llama/models/gemma/): a missing
@@ -158,8 +159,9 @@ fn check_family(family: &str) {
     // What the digests stand for, spelled out on a few entries.
     let file = GgufFile::open(&dst).unwrap();
     let md = file.metadata();
-    assert_eq!(md.get_str("general.architecture").unwrap(), family);
-    assert_eq!(md.get_usize(&format!("{family}.block_count")).unwrap(), 30);
+    let arch = families::architecture(family);
+    assert_eq!(md.get_str("general.architecture").unwrap(), arch);
+    assert_eq!(md.get_usize(&format!("{arch}.block_count")).unwrap(), 30);
     assert!(md.iter().all(|(k, _)| !k.starts_with("llama.")));
     let template =
         std::fs::read_to_string(families_dir().join(families::template_file(family).unwrap()))
@@ -175,6 +177,14 @@ fn check_family(family: &str) {
         let _ = std::fs::remove_file(&dst);
         return;
     }
+    if family == "qwen2-yarn" {
+        check_yarn(&file);
+    } else {
+        assert!(
+            md.iter().all(|(k, _)| !k.contains(".rope.scaling.")),
+            "{family}: no rope scaling keys"
+        );
+    }
     for name in ["blk.7.attn_q.weight", "blk.7.attn_k.weight"] {
         let (a, b) = (source.tensor(name).unwrap(), file.tensor(name).unwrap());
         let heads = if name.contains("attn_q") { 9 } else { 3 };
@@ -189,7 +199,7 @@ fn check_family(family: &str) {
         .map(|t| t.name.as_str())
         .filter(|n| n.starts_with("blk.7."))
         .collect();
-    let added: &[&str] = if family == "qwen2" {
+    let added: &[&str] = if arch == "qwen2" {
         &["attn_q.bias", "attn_k.bias", "attn_v.bias"]
     } else {
         &["attn_q_norm.weight", "attn_k_norm.weight"]
@@ -220,6 +230,74 @@ fn smollm2_as_qwen3_is_the_scripts_file() {
 #[test]
 fn smollm2_as_phi3_is_the_scripts_file() {
     check_family("phi3");
+}
+
+#[test]
+fn smollm2_as_qwen2_yarn_is_the_scripts_file() {
+    check_family("qwen2-yarn");
+}
+
+/// What the yarn file's digests stand for: the three keys where the converter writes them, with
+/// their types, the qwen2 record's tensors, and llama.cpp's reading of them as recorded (what its
+/// graph handed ggml's rope: freq_scale 1/factor, ext_factor 1, attn_factor 1, beta 32/1,
+/// n_ctx_orig = original_context_length).
+fn check_yarn(file: &GgufFile) {
+    let md = file.metadata();
+    let keys = keys(file);
+    let at = |k: &str| keys.iter().position(|x| x == k).unwrap();
+    let base = at("qwen2.attention.head_count_kv");
+    assert_eq!(
+        keys[base + 1..base + 5],
+        [
+            "qwen2.rope.scaling.type",
+            "qwen2.rope.scaling.factor",
+            "qwen2.rope.scaling.original_context_length",
+            "qwen2.rope.freq_base",
+        ]
+    );
+    assert_eq!(
+        md.get("qwen2.rope.scaling.type"),
+        Some(&Value::String("yarn".into()))
+    );
+    assert_eq!(md.get("qwen2.rope.scaling.factor"), Some(&Value::F32(4.0)));
+    assert_eq!(
+        md.get("qwen2.rope.scaling.original_context_length"),
+        Some(&Value::U32(2048))
+    );
+    assert_eq!(md.get("qwen2.context_length"), Some(&Value::U32(8192)));
+
+    let doc = reference();
+    let rec = &doc["models"]["smollm2-as-qwen2-yarn"];
+    assert_eq!(
+        families::tensor_data_sha256(file),
+        doc["models"]["smollm2-as-qwen2"]["tensor_data_sha256"]
+            .as_str()
+            .unwrap(),
+        "the plain qwen2 file's tensors"
+    );
+    let op = &rec["llama_cpp_rope_op"];
+    let bits = |name: &str| {
+        let hex = op["f32_bits"][name].as_str().unwrap();
+        f32::from_bits(u32::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap())
+    };
+    assert_eq!(op["n_ctx_orig"], 2048);
+    assert_eq!(op["n_dims"], 64);
+    assert_eq!(op["mode"], 2, "NEOX");
+    assert_eq!(bits("freq_scale"), 1.0 / families::YARN_FACTOR);
+    assert_eq!(bits("freq_base"), 100000.0);
+    assert_eq!(bits("ext_factor"), 1.0);
+    assert_eq!(bits("attn_factor"), 1.0);
+    assert_eq!((bits("beta_fast"), bits("beta_slow")), (32.0, 1.0));
+    for name in [
+        "freq_scale",
+        "ext_factor",
+        "attn_factor",
+        "beta_fast",
+        "beta_slow",
+    ] {
+        assert_eq!(op[name].as_f64().unwrap(), bits(name) as f64, "{name}");
+    }
+    assert_eq!(rec["n_ctx"], 512);
 }
 
 /// What phi3's digests stand for: the fused q/k/v and gate/up rows, the rope factors first, the

@@ -80,21 +80,29 @@ pub fn q_matmul(x: Tensor<2>, w: &QWeight) -> Result<Tensor<2>, KernelError> {
             actual: cols,
         });
     }
-    #[cfg(feature = "wgpu")]
-    crate::cube::launch::check(w.ty(), w.rows(), w.cols(), m)?;
     let x = if x.dtype() == DType::F32 {
         x
     } else {
         x.cast(DType::F32)
     };
-    let y = <Dispatch as QMatmulBackend>::q_matmul(
-        x.into_dispatch(),
-        w.words().clone().into_dispatch(),
-        w.ty().id(),
-        w.rows(),
-        w.cols(),
-    );
-    Ok(Tensor::from_dispatch(y))
+    // One call per row band (one unless the matrix is banded), the outputs side by side.
+    let mut ys = Vec::new();
+    for band in w.bands() {
+        #[cfg(feature = "wgpu")]
+        crate::cube::launch::check(w.ty(), band.rows, w.cols(), m)?;
+        let y = <Dispatch as QMatmulBackend>::q_matmul(
+            x.clone().into_dispatch(),
+            band.words.clone().into_dispatch(),
+            w.ty().id(),
+            band.rows,
+            w.cols(),
+        );
+        ys.push(Tensor::<2>::from_dispatch(y)); // [m, band rows]
+    }
+    Ok(match ys.len() {
+        1 => ys.pop().expect("one band"),
+        _ => Tensor::cat(ys, 1),
+    })
 }
 
 /// [`q_matmul`] over `[batch, seq, cols]`: flattened to `[batch · seq, cols]`, returned as
@@ -123,21 +131,53 @@ pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
             actual: ids.len(),
         });
     }
-    #[cfg(feature = "wgpu")]
-    crate::cube::launch::check_get_rows(w.ty(), w.rows(), w.cols(), ids.len())?;
     let device = w.device();
-    let ids = Tensor::<1, Int>::from_data(
-        TensorData::new(ids.to_vec(), [ids.len()]),
-        (&device, DType::U32),
-    );
-    let out = <Dispatch as QMatmulBackend>::q_get_rows(
-        w.words().clone().into_dispatch(),
-        ids.into_dispatch(),
-        w.ty().id(),
-        w.rows(),
-        w.cols(),
-    );
-    Ok(Tensor::from_dispatch(out))
+    let bands = w.bands();
+    let lookup = |band: &crate::packed::Band, ids: &[u32]| -> Result<Tensor<2>, KernelError> {
+        #[cfg(feature = "wgpu")]
+        crate::cube::launch::check_get_rows(w.ty(), band.rows, w.cols(), ids.len())?;
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(ids.to_vec(), [ids.len()]),
+            (&device, DType::U32),
+        );
+        Ok(Tensor::from_dispatch(
+            <Dispatch as QMatmulBackend>::q_get_rows(
+                band.words.clone().into_dispatch(),
+                ids.into_dispatch(),
+                w.ty().id(),
+                band.rows,
+                w.cols(),
+            ),
+        ))
+    };
+    if bands.len() == 1 {
+        return lookup(&bands[0], ids);
+    }
+    // A banded matrix: each band's rows looked up in that band, then put back in the order of
+    // `ids` (position `i` of the concatenated lookups holds id `order[i]`).
+    let mut parts = Vec::new();
+    let mut order = Vec::with_capacity(ids.len());
+    let mut start = 0;
+    for band in &bands {
+        let (local, at): (Vec<u32>, Vec<usize>) = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| (start..start + band.rows).contains(&(id as usize)))
+            .map(|(i, &id)| (id - start as u32, i))
+            .unzip();
+        if !local.is_empty() {
+            parts.push(lookup(band, &local)?);
+            order.extend(at);
+        }
+        start += band.rows;
+    }
+    let rows = Tensor::cat(parts, 0); // [ids.len(), cols], grouped by band
+    let mut inverse = vec![0i64; ids.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        inverse[i] = pos as i64;
+    }
+    let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [ids.len()]), &device);
+    Ok(rows.select(0, inverse))
 }
 
 /// Rows per [`QMatmulBackend::q_get_rows`] call when a whole matrix is dequantized (the GPU
@@ -147,15 +187,27 @@ const ROWS_PER_LOOKUP: usize = u16::MAX as usize;
 /// The whole matrix of `w` dequantized: `[rows, cols]` f32 on `w`'s device (what merging an
 /// adapter into a quantized layer starts from). Rows are looked up 65535 at a time.
 pub fn dequantize(w: &QWeight) -> Result<Tensor<2>, KernelError> {
-    #[cfg(feature = "wgpu")]
-    crate::cube::launch::check_get_rows(w.ty(), w.rows(), w.cols(), w.rows().min(ROWS_PER_LOOKUP))?;
-    let out = dequantize_words::<Dispatch>(
-        w.words().clone().into_dispatch(),
-        w.ty().id(),
-        w.rows(),
-        w.cols(),
-    );
-    Ok(Tensor::from_dispatch(out))
+    let mut parts = Vec::new();
+    for band in w.bands() {
+        #[cfg(feature = "wgpu")]
+        crate::cube::launch::check_get_rows(
+            w.ty(),
+            band.rows,
+            w.cols(),
+            band.rows.min(ROWS_PER_LOOKUP),
+        )?;
+        let out = dequantize_words::<Dispatch>(
+            band.words.clone().into_dispatch(),
+            w.ty().id(),
+            band.rows,
+            w.cols(),
+        );
+        parts.push(Tensor::<2>::from_dispatch(out));
+    }
+    Ok(match parts.len() {
+        1 => parts.pop().expect("one band"),
+        _ => Tensor::cat(parts, 0),
+    })
 }
 
 /// The `[rows, cols]` f32 matrix of the packed words `w` of ggml type id `ty_id`, on `w`'s

@@ -22,6 +22,16 @@
 //! weights saves them in its record (`…/words`, u32) and moves them with `to_device`. The type
 //! and shape are constants of the module, not in the record: a loader builds the skeleton with
 //! [`QWeight::uninitialized`] from its own description of the weights, then loads the words.
+//!
+//! # Row bands
+//!
+//! A device buffer has a size limit (WebGPU's default storage binding is 128 MiB, and wgpu on
+//! lavapipe allocates no more), which a large matrix exceeds: Gemma 3's token embedding, 262144
+//! rows of 640 in Q8_0, is 178 MB. A matrix of more than [`MAX_BAND_BYTES`] is kept in row bands
+//! of at most that many bytes, each its own buffer (`…/words` the first, `…/bands.{i}.words`
+//! the others), on every device, so a record reads back on any device; each kernel call runs
+//! per band and the results are concatenated, which gives every row what the whole matrix gives
+//! it (a row's dot products never depend on other rows; bands are whole multiples of 256 rows).
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -41,8 +51,46 @@ pub struct QWeight {
     rows: usize,
     cols: usize,
     n_bytes: usize,
-    /// `[⌈n_bytes / 4⌉]` u32
+    /// `[⌈first band's bytes / 4⌉]` u32: the rows `0 .. band_rows` (all of them unless banded).
     words: Param<Tensor<1, Int>>,
+    /// Rows of the first band.
+    band_rows: usize,
+    /// The further row bands, in order (empty unless the matrix exceeds [`MAX_BAND_BYTES`]).
+    bands: Vec<QWeight>,
+}
+
+/// One row band of a [`QWeight`]: whole rows in one buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Band<'a> {
+    /// `[⌈n_bytes / 4⌉]` u32.
+    pub words: &'a Tensor<1, Int>,
+    /// Rows of the band.
+    pub rows: usize,
+    /// Bytes of the band's rows in the file.
+    pub n_bytes: usize,
+}
+
+/// The most bytes of one device buffer of a [`QWeight`]: larger matrices are kept in row bands
+/// (see the [module documentation](self)).
+pub const MAX_BAND_BYTES: usize = 1 << 27;
+
+/// Rows per band of a matrix of `rows` rows of `row_bytes` bytes: all of them when they fit
+/// [`MAX_BAND_BYTES`], else the most that fit, in multiples of 256 rows (of 8, or single rows,
+/// for rows too long for that).
+pub fn band_rows(rows: usize, row_bytes: usize) -> usize {
+    band_rows_within(rows, row_bytes, MAX_BAND_BYTES)
+}
+
+/// [`band_rows`] for bands of at most `max_bytes`.
+fn band_rows_within(rows: usize, row_bytes: usize, max_bytes: usize) -> usize {
+    if rows.saturating_mul(row_bytes) <= max_bytes {
+        return rows;
+    }
+    let fit = (max_bytes / row_bytes.max(1)).max(1);
+    [256, 8, 1]
+        .into_iter()
+        .find(|&m| fit >= m)
+        .map_or(1, |m| fit / m * m)
 }
 
 impl QWeight {
@@ -58,7 +106,37 @@ impl QWeight {
         data: &[u8],
         device: &Device,
     ) -> Result<Self, KernelError> {
+        Self::with_band_bytes(ty, rows, cols, data, device, MAX_BAND_BYTES)
+    }
+
+    /// [`QWeight::new`] with bands of at most `max_band_bytes` (for tests of the banded kernels
+    /// on small matrices; a record of such a weight reads back only as [`MAX_BAND_BYTES`] bands).
+    pub fn with_band_bytes(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+        device: &Device,
+        max_band_bytes: usize,
+    ) -> Result<Self, KernelError> {
         QMatrix::new(ty, rows, cols, data)?;
+        let row_bytes = data.len() / rows;
+        let band = band_rows_within(rows, row_bytes, max_band_bytes);
+        if band < rows {
+            let mut parts = (0..rows).step_by(band).map(|start| {
+                let n = band.min(rows - start);
+                let bytes = &data[start * row_bytes..(start + n) * row_bytes];
+                QWeight::with_band_bytes(ty, n, cols, bytes, device, max_band_bytes)
+            });
+            let first = parts.next().expect("rows > 0")?;
+            let bands = parts.collect::<Result<Vec<_>, _>>()?;
+            return Ok(QWeight {
+                rows,
+                n_bytes: data.len(),
+                bands,
+                ..first
+            });
+        }
         if data.len() > u32::MAX as usize - 4 {
             return Err(KernelError::BadShape { rows, cols });
         }
@@ -72,6 +150,8 @@ impl QWeight {
             cols,
             n_bytes: data.len(),
             words: Param::initialized(ParamId::new(), words),
+            band_rows: rows,
+            bands: Vec::new(),
         })
     }
 
@@ -95,6 +175,20 @@ impl QWeight {
             .ok_or(KernelError::BadShape { rows, cols })?;
         // That the type has a kernel and a row is whole blocks: QMatrix's checks on one row.
         QMatrix::new(ty, 1, cols, &vec![0u8; row_bytes])?;
+        let band = band_rows(rows, row_bytes);
+        if band < rows {
+            let mut parts = (0..rows)
+                .step_by(band)
+                .map(|start| QWeight::uninitialized(ty, band.min(rows - start), cols, device));
+            let first = parts.next().expect("rows > 0")?;
+            let bands = parts.collect::<Result<Vec<_>, _>>()?;
+            return Ok(QWeight {
+                rows,
+                n_bytes: row_bytes * rows,
+                bands,
+                ..first
+            });
+        }
         let n_bytes = row_bytes
             .checked_mul(rows)
             .filter(|&n| n <= u32::MAX as usize - 4)
@@ -113,6 +207,8 @@ impl QWeight {
             cols,
             n_bytes,
             words,
+            band_rows: rows,
+            bands: Vec::new(),
         })
     }
 
@@ -136,14 +232,38 @@ impl QWeight {
         self.n_bytes
     }
 
-    /// Bytes the matrix takes on its device: the words, `4·⌈file_bytes / 4⌉`.
+    /// Bytes the matrix takes on its device: the words of each band, `4·⌈band bytes / 4⌉`.
     pub fn device_bytes(&self) -> usize {
-        self.n_bytes.div_ceil(4) * 4
+        self.bands().iter().map(|b| b.n_bytes.div_ceil(4) * 4).sum()
     }
 
-    /// The packed words `[⌈file_bytes / 4⌉]`, dtype [`DType::U32`].
+    /// The packed words of the first band `[⌈its bytes / 4⌉]` (of the whole matrix unless it is
+    /// banded), dtype [`DType::U32`].
     pub fn words(&self) -> &Tensor<1, Int> {
         &self.words
+    }
+
+    /// Whether the matrix is kept in several row bands.
+    pub fn is_banded(&self) -> bool {
+        !self.bands.is_empty()
+    }
+
+    /// The row bands in order, each whole rows in one buffer (one band, the whole matrix, unless
+    /// it is banded).
+    pub fn bands(&self) -> Vec<Band<'_>> {
+        let row_bytes = self.n_bytes / self.rows.max(1);
+        let first = Band {
+            words: &self.words,
+            rows: self.band_rows,
+            n_bytes: self.band_rows * row_bytes,
+        };
+        std::iter::once(first)
+            .chain(self.bands.iter().map(|b| Band {
+                words: &b.words,
+                rows: b.rows,
+                n_bytes: b.n_bytes,
+            }))
+            .collect()
     }
 
     /// The device the words live on.

@@ -378,3 +378,61 @@ fn autodiff_gradient_of_x_is_grad_times_dequantized_weight() {
         }
     }
 }
+
+/// A matrix kept in row bands (each its own buffer, as matrices over `MAX_BAND_BYTES` are)
+/// computes what the whole matrix computes, bit for bit on every device: the matmul of 1 and 5
+/// activation rows, row lookups in any order (ids spanning every band, repeated), the whole
+/// matrix dequantized, and the device bytes.
+#[test]
+fn banded_weights_compute_what_the_whole_matrix_computes() {
+    use gguf_kernels::extension::{dequantize, q_get_rows};
+    use gguf_kernels::packed::band_rows;
+
+    let mut rng = Rng(0xBA4D);
+    let mut devices = vec![Device::flex(), Device::ndarray()];
+    devices.extend(wgpu_device());
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+        let (rows, cols) = (600, 256);
+        let w = random_weights(ty, rows, cols, &mut rng);
+        let row_bytes = w.len() / rows;
+        // Bands of 256 rows: 256, 256, 88.
+        let band_bytes = 300 * row_bytes;
+        for device in &devices {
+            let whole = QWeight::new(ty, rows, cols, &w, device).unwrap();
+            let banded = QWeight::with_band_bytes(ty, rows, cols, &w, device, band_bytes).unwrap();
+            assert!(!whole.is_banded() && banded.is_banded());
+            let bands: Vec<usize> = banded.bands().iter().map(|b| b.rows).collect();
+            assert_eq!(bands, [256, 256, 88], "{ty}");
+            assert_eq!(banded.file_bytes(), w.len());
+            for m in [1, 5] {
+                let x = Tensor::<2>::from_data(
+                    TensorData::new(rng.vec_f32(m * cols, -1.0, 1.0), [m, cols]),
+                    device,
+                );
+                assert_eq!(
+                    host(q_matmul(x.clone(), &banded).unwrap()),
+                    host(q_matmul(x, &whole).unwrap()),
+                    "{ty} m {m} on {device:?}"
+                );
+            }
+            let ids = [599u32, 0, 300, 255, 256, 511, 512, 3, 300];
+            assert_eq!(
+                host(q_get_rows(&banded, &ids).unwrap()),
+                host(q_get_rows(&whole, &ids).unwrap()),
+                "{ty} lookup on {device:?}"
+            );
+            assert_eq!(
+                host(dequantize(&banded).unwrap()),
+                host(dequantize(&whole).unwrap()),
+                "{ty} dequantize on {device:?}"
+            );
+        }
+    }
+    // The default limit: whole multiples of 256 rows of at most 128 MiB.
+    let q8_row = 640 / 32 * 34; // Gemma 3's embedding rows in Q8_0
+    assert_eq!(band_rows(1000, q8_row), 1000);
+    let band = band_rows(262_144, q8_row);
+    assert!(
+        band.is_multiple_of(256) && band * q8_row <= 1 << 27 && (band + 256) * q8_row > 1 << 27
+    );
+}

@@ -18,7 +18,7 @@
 //! | `{arch}.attention.layer_norm_rms_epsilon`   | yes      |                                          |
 //! | `{arch}.rope.dimension_count`               | no       | key_length                               |
 //! | `{arch}.rope.freq_base`                     | no       | 10000                                    |
-//! | `{arch}.rope.scaling.type`                  | no       | `linear` (`none`, `linear`, `longrope`)  |
+//! | `{arch}.rope.scaling.type`                  | no       | `linear` (`none`, `linear`, `longrope`, `yarn`) |
 //! | `{arch}.rope.scaling.factor`                | no       | `{arch}.rope.scale_linear`, else 1       |
 //! | `{arch}.rope.scaling.attn_factor`           | no       | 1                                        |
 //! | `{arch}.rope.scaling.original_context_length` | no     | context_length                           |
@@ -218,6 +218,11 @@ pub struct RopeConfig {
     /// Factor of the rotation's cosines and sines (`rope.scaling.attn_factor`, 1 without it;
     /// ggml's `mscale`).
     pub attn_factor: f32,
+    /// YaRN's share of extrapolation (`1` with `rope.scaling.type = yarn`, else 0): pairs between
+    /// YaRN's correction dimensions blend the scaled angle with the unscaled one.
+    pub ext_factor: f32,
+    /// YaRN's fast and slow correction betas (llama.cpp's defaults 32 and 1).
+    pub yarn_beta: (f32, f32),
     /// The context length the RoPE was trained for before scaling
     /// (`rope.scaling.original_context_length`, else the context length); LongRoPE uses its
     /// long factors beyond it.
@@ -377,18 +382,12 @@ impl LlamaConfig {
                 format!("{factor} is not a finite non-negative number"),
             ));
         }
-        // LongRoPE scales like linear (its per-pair factors are tensors, loaded with the weights).
+        // LongRoPE and YaRN scale like linear (LongRoPE's per-pair factors are tensors, loaded
+        // with the weights; YaRN blends in the unscaled angles, see `ext_factor`).
         let freq_scale = match scaling.as_str() {
             "none" => 1.0,
-            "linear" | "longrope" if factor == 0.0 => 1.0,
-            "linear" | "longrope" => 1.0 / factor,
-            "yarn" => {
-                return Err(ModelError::Unsupported {
-                    key: type_key,
-                    value: scaling,
-                    reason: "only `none`, `linear` and `longrope` RoPE scaling are implemented",
-                })
-            }
+            "linear" | "longrope" | "yarn" if factor == 0.0 => 1.0,
+            "linear" | "longrope" | "yarn" => 1.0 / factor,
             _ => {
                 return Err(invalid(
                     &type_key,
@@ -398,13 +397,28 @@ impl LlamaConfig {
         };
 
         let attn_factor_key = key(llm::ROPE_SCALING_ATTN_FACTOR);
-        let attn_factor = optional_f32(&attn_factor_key)?.unwrap_or(1.0);
-        if !(attn_factor.is_finite() && attn_factor > 0.0) {
+        let key_attn_factor = optional_f32(&attn_factor_key)?.unwrap_or(1.0);
+        if !(key_attn_factor.is_finite() && key_attn_factor > 0.0) {
             return Err(invalid(
                 &attn_factor_key,
-                format!("{attn_factor} is not a positive number"),
+                format!("{key_attn_factor} is not a positive number"),
             ));
         }
+        // llama.cpp's context (llama-context.cpp): YaRN extrapolates (ext_factor 1) and its
+        // attention factor is `get_mscale(factor) / (1 + 0.1 ln factor)` (each `a·b + c` one fused
+        // multiply-add, as GCC compiles it), times the file's attention factor.
+        let ext_factor = if scaling == "yarn" { 1.0 } else { 0.0 };
+        let attn_factor = if ext_factor != 0.0 {
+            let factor = 1.0 / freq_scale;
+            let mscale = if factor <= 1.0 {
+                1.0
+            } else {
+                (0.1f32 * 1.0).mul_add(factor.ln(), 1.0)
+            };
+            mscale * (1.0 / 0.1f32.mul_add(factor.ln(), 1.0)) * key_attn_factor
+        } else {
+            key_attn_factor
+        };
         let orig_key = key(llm::ROPE_SCALING_ORIG_CTX_LEN);
         let original_context_length = optional_usize(&orig_key, context_length)?;
 
@@ -514,6 +528,8 @@ impl LlamaConfig {
                 freq_base,
                 freq_scale,
                 attn_factor,
+                ext_factor,
+                yarn_beta: (32.0, 1.0),
                 original_context_length,
             },
             vocab_size,

@@ -641,29 +641,33 @@ fn quantized_matrix(
     q: &QWeight,
     target: GgmlType,
 ) -> Result<(GgmlType, Vec<u8>), ExportError> {
-    let words = q
-        .words()
-        .clone()
-        .try_into_data()
-        .map_err(|e| format!("{e}"))
-        .and_then(|d| d.try_into_vec::<u32>().map_err(|e| format!("{e:?}")))
-        .map_err(|reason| ExportError::Readback {
-            tensor: name.to_string(),
-            reason,
-        })?;
-    if words.len() * 4 < q.file_bytes() {
-        return Err(ExportError::Readback {
-            tensor: name.to_string(),
-            reason: format!(
-                "{} words hold fewer than the {} bytes of the matrix",
-                words.len(),
-                q.file_bytes()
-            ),
-        });
+    // The file's bytes, band by band (one band unless the matrix is banded).
+    let mut bytes = Vec::with_capacity(q.file_bytes());
+    for band in q.bands() {
+        let words = band
+            .words
+            .clone()
+            .try_into_data()
+            .map_err(|e| format!("{e}"))
+            .and_then(|d| d.try_into_vec::<u32>().map_err(|e| format!("{e:?}")))
+            .map_err(|reason| ExportError::Readback {
+                tensor: name.to_string(),
+                reason,
+            })?;
+        if words.len() * 4 < band.n_bytes {
+            return Err(ExportError::Readback {
+                tensor: name.to_string(),
+                reason: format!(
+                    "{} words hold fewer than the {} bytes of the band",
+                    words.len(),
+                    band.n_bytes
+                ),
+            });
+        }
+        bytes.extend_from_slice(&words_as_bytes(&words, band.n_bytes));
     }
-    let bytes = words_as_bytes(&words, q.file_bytes());
     if q.ty() == target {
-        return Ok((target, bytes.into_owned()));
+        return Ok((target, bytes));
     }
     let mut values = vec![0f32; q.rows() * q.cols()]; // [rows, cols]
     dequantize_into(name, q.ty(), &bytes, &mut values).map_err(|source| {

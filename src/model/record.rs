@@ -154,6 +154,9 @@ struct ConfigDescription {
     /// RoPE's `attn_factor` (version 2; 1 before).
     #[serde(default)]
     rope_attn_factor_bits: Option<u32>,
+    /// YaRN's extrapolation share (version 2; 0 before).
+    #[serde(default)]
+    rope_ext_factor_bits: Option<u32>,
     /// RoPE's original context length (version 2; the context length before).
     #[serde(default)]
     rope_original_context_length: Option<usize>,
@@ -346,6 +349,7 @@ fn describe(model: &Llama) -> Description {
         rope_freq_base_bits: c.rope.freq_base.to_bits(),
         rope_freq_scale_bits: c.rope.freq_scale.to_bits(),
         rope_attn_factor_bits: Some(c.rope.attn_factor.to_bits()),
+        rope_ext_factor_bits: Some(c.rope.ext_factor.to_bits()),
         rope_original_context_length: Some(c.rope.original_context_length),
         vocab_size: c.vocab_size,
         activation: Some(
@@ -470,6 +474,8 @@ fn config_of(d: &ConfigDescription) -> Result<LlamaConfig, SkeletonError> {
             freq_base: f32::from_bits(d.rope_freq_base_bits),
             freq_scale: f32::from_bits(d.rope_freq_scale_bits),
             attn_factor: f32::from_bits(d.rope_attn_factor_bits.unwrap_or(1f32.to_bits())),
+            ext_factor: f32::from_bits(d.rope_ext_factor_bits.unwrap_or(0)),
+            yarn_beta: (32.0, 1.0),
             original_context_length: d.rope_original_context_length.unwrap_or(d.context_length),
         },
         vocab_size: d.vocab_size,

@@ -46,6 +46,10 @@ pub struct Rope {
     freq_scale: f32,
     /// Factor of the cosines and sines.
     mscale: f32,
+    /// YaRN's extrapolation share (0: none).
+    ext_factor: f32,
+    /// YaRN's correction dimensions (ggml's `ggml_rope_yarn_corr_dims`).
+    corr_dims: [f32; 2],
     /// `[n_rot / 2]` divisors of the angles (`rope_freqs.weight`), if the file has them.
     freq_factors: Option<Vec<f32>>,
 }
@@ -87,6 +91,13 @@ impl Rope {
             freq_base: config.freq_base,
             freq_scale: config.freq_scale,
             mscale: config.attn_factor,
+            ext_factor: config.ext_factor,
+            corr_dims: yarn_corr_dims(
+                n_rot,
+                config.original_context_length,
+                config.freq_base,
+                config.yarn_beta,
+            ),
             freq_factors,
         })
     }
@@ -106,7 +117,8 @@ impl Rope {
         self.style
     }
 
-    /// The angles of positions `start .. start + len`: `[len, n_rot / 2]`, row-major.
+    /// The angles of positions `start .. start + len`: `[len, n_rot / 2]`, row-major (ggml's
+    /// `rope_yarn`: the scaled angle, with YaRN blended with the unscaled one by its ramp).
     pub fn angles(&self, start: usize, len: usize) -> Vec<f32> {
         let half = self.n_rot / 2;
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
@@ -115,17 +127,37 @@ impl Rope {
             let mut theta = p as f32;
             for i in 0..half {
                 let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
-                out.push(self.freq_scale * (theta / ff));
+                let extrap = theta / ff;
+                let interp = self.freq_scale * extrap;
+                out.push(if self.ext_factor == 0.0 {
+                    interp
+                } else {
+                    let mix = yarn_ramp(self.corr_dims, 2 * i) * self.ext_factor;
+                    // `interp·(1 - mix) + extrap·mix`, which GCC contracts into
+                    // fma(interp, 1 - mix, extrap·mix) (the other contraction flips greedy
+                    // tokens of the YaRN test).
+                    interp.mul_add(1.0 - mix, extrap * mix)
+                });
                 theta *= theta_scale;
             }
         }
         out
     }
 
+    /// The factor of the cosines and sines: the attention factor, with YaRN times
+    /// `1 + 0.1 ln(1 / freq_scale)` (ggml's `rope_yarn`).
+    pub fn mscale(&self) -> f32 {
+        if self.ext_factor == 0.0 {
+            self.mscale
+        } else {
+            self.mscale * 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0)
+        }
+    }
+
     /// The rotation tables of positions `start .. start + seq` on `device`.
     pub fn tables(&self, start: usize, seq: usize, device: &Device) -> RopeTables {
         let angles = self.angles(start, seq); // [seq, n_rot / 2]
-        RopeTables::new(&angles, self.mscale, seq, self.n_rot, self.style, device)
+        RopeTables::new(&angles, self.mscale(), seq, self.n_rot, self.style, device)
     }
 
     /// Rotates the heads of `x` ([`ops::rope`] with `tables`, made by [`Rope::tables`]).
@@ -136,6 +168,31 @@ impl Rope {
     pub fn apply(&self, x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
         ops::rope(x, tables)
     }
+}
+
+/// ggml's `ggml_rope_yarn_corr_dims`: the first and last dimension YaRN blends, from the
+/// dimensions where `beta_fast` and `beta_slow` rotations fit the original context.
+fn yarn_corr_dims(
+    n_rot: usize,
+    n_ctx_orig: usize,
+    base: f32,
+    (fast, slow): (f32, f32),
+) -> [f32; 2] {
+    let corr_dim = |beta: f32| {
+        n_rot as f32 * (n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+            / (2.0 * base.ln())
+    };
+    [
+        corr_dim(fast).floor().max(0.0),
+        corr_dim(slow).ceil().min(n_rot as f32 - 1.0),
+    ]
+}
+
+/// ggml's `rope_yarn_ramp` of element `i0` (even): 1 below the first correction dimension, 0
+/// past the last, linear between.
+fn yarn_ramp([low, high]: [f32; 2], i0: usize) -> f32 {
+    let y = ((i0 / 2) as f32 - low) / (high - low).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
 }
 
 #[cfg(test)]
@@ -168,6 +225,8 @@ mod tests {
                 freq_base: 10000.0,
                 freq_scale: 0.5,
                 attn_factor: 1.0,
+                ext_factor: 0.0,
+                yarn_beta: (32.0, 1.0),
                 original_context_length: 4096,
             },
             Some(vec![1.0, 2.0, 4.0, 8.0]),
@@ -203,6 +262,8 @@ mod tests {
                         freq_base: 100.0,
                         freq_scale: 1.0,
                         attn_factor: 1.0,
+                        ext_factor: 0.0,
+                        yarn_beta: (32.0, 1.0),
                         original_context_length: 4096,
                     },
                     None,

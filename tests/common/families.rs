@@ -1,8 +1,8 @@
-//! The family test files: SmolLM2-135M-Instruct (llama) rewritten as `qwen2`, `qwen3` or `phi3`, the same
-//! files that scripts/make_family_fixtures.py writes with gguf-py (its docstring has the whole
-//! recipe; tests/fixtures/families/families.json records their digests). Only `gguf_importer`'s API
-//! is used, so the importer's tests include this file by path and the root crate's tests through
-//! `common`.
+//! The family test files: SmolLM2-135M-Instruct (llama) rewritten as `qwen2`, `qwen3`, `phi3` or
+//! `qwen2-yarn` (qwen2 with YaRN rope scaling), the same files that scripts/make_family_fixtures.py
+//! writes with gguf-py (its docstring has the whole recipe; tests/fixtures/families/families.json
+//! records their digests). Only `gguf_importer`'s API is used, so the importer's tests include this
+//! file by path and the root crate's tests through `common`.
 //!
 //! - Metadata: `general.architecture` = the family, every `llama.*` key renamed `{family}.*` in
 //!   place with its value, `tokenizer.chat_template` = the bytes of the family's template file
@@ -20,6 +20,11 @@
 //!   `attn_q.weight` (the rows of attn_q and attn_k, un-permuted, then of attn_v) and
 //!   `ffn_up.weight` = the rows of ffn_gate then of ffn_up (llama.cpp's `ggml_swiglu` takes the
 //!   first half as the gate); no separate attn_q, attn_k, attn_v, ffn_gate.
+//! - `qwen2-yarn` (a `qwen2` file, the qwen2 one with Qwen 2.5's long-context keys): the `qwen2`
+//!   file's tensors and keys plus, where convert_hf_to_gguf.py writes them (after
+//!   `qwen2.attention.head_count_kv`, before `qwen2.rope.freq_base`), `qwen2.rope.scaling.type` =
+//!   "yarn", `qwen2.rope.scaling.factor` = [`YARN_FACTOR`] (f32) and
+//!   `qwen2.rope.scaling.original_context_length` = [`YARN_ORIG_CTX`] (u32).
 
 #![allow(dead_code)]
 
@@ -42,6 +47,20 @@ pub const ROPE_ORIG_CTX: u32 = 256;
 /// phi3's `rope.scaling.attn_factor` (written as f32): the converter's LongRoPE value
 /// `sqrt(1 + ln(context_length / orig) / ln(orig))` with SmolLM2's 8192 and orig 256 (sqrt(1.625)).
 pub const ROPE_ATTN_FACTOR: f64 = 1.2747548783981961;
+
+/// `qwen2-yarn`'s `rope.scaling.factor` (f32): llama.cpp's freq_scale is its inverse, 0.25.
+pub const YARN_FACTOR: f32 = 4.0;
+/// `qwen2-yarn`'s `rope.scaling.original_context_length` (u32; times the factor, SmolLM2's 8192).
+pub const YARN_ORIG_CTX: u32 = 2048;
+
+/// The families [`write_smollm2_as`] writes.
+pub const FAMILIES: [&str; 4] = ["qwen2", "qwen3", "phi3", "qwen2-yarn"];
+
+/// The architecture a family's file declares (`general.architecture`, the key prefix):
+/// `qwen2-yarn` is a `qwen2` file.
+pub fn architecture(family: &str) -> &str {
+    family.strip_suffix("-yarn").unwrap_or(family)
+}
 
 /// `k` of the seed `1000 * layer + k` of each added tensor (`k` alone for the rope factors, which
 /// belong to no layer: [`seed`] with layer 0).
@@ -90,13 +109,15 @@ pub fn det_rope_factors(n: usize, seed: u64, scale: f64) -> Vec<f32> {
 }
 
 /// The chat template file of `family`, in tests/fixtures/families/ (copies of llama.cpp's
-/// models/templates/ files).
+/// models/templates/ files; `qwen2-yarn` has qwen2's).
 pub fn template_file(family: &str) -> Result<&'static str, String> {
-    match family {
+    if !FAMILIES.contains(&family) {
+        return Err(format!("no family {family:?} (one of {FAMILIES:?})"));
+    }
+    match architecture(family) {
         "qwen2" => Ok("Qwen-Qwen2.5-7B-Instruct.jinja"),
         "qwen3" => Ok("Qwen-Qwen3-0.6B.jinja"),
-        "phi3" => Ok("microsoft-Phi-3.5-mini-instruct.jinja"),
-        _ => Err(format!("no family {family:?} (qwen2, qwen3 or phi3)")),
+        _ => Ok("microsoft-Phi-3.5-mini-instruct.jinja"),
     }
 }
 
@@ -143,9 +164,9 @@ fn get_u32(md: &Metadata, key: &str) -> Result<usize, String> {
     md.get_usize(key).map_err(|e| format!("{key}: {e}"))
 }
 
-/// Writes `dst`: the SmolLM2 file `src` (llama) as `family` ("qwen2", "qwen3" or "phi3"), with the chat
-/// template read from `template_dir` (tests/fixtures/families/). The same bytes as
-/// scripts/make_family_fixtures.py's `write_smollm2_as`.
+/// Writes `dst`: the SmolLM2 file `src` (llama) as `family` ("qwen2", "qwen3", "phi3" or
+/// "qwen2-yarn"), with the chat template read from `template_dir` (tests/fixtures/families/). The
+/// same bytes as scripts/make_family_fixtures.py's `write_smollm2_as`.
 pub fn write_smollm2_as(
     family: &str,
     src: &Path,
@@ -168,20 +189,33 @@ pub fn write_smollm2_as(
     let n_head = get_u32(md, "llama.attention.head_count")?;
     let n_head_kv = get_u32(md, "llama.attention.head_count_kv")?;
     let n_rot = get_u32(md, "llama.rope.dimension_count")?;
-    let phi3 = family == "phi3";
+    let arch = architecture(family);
+    let yarn = arch != family;
+    let phi3 = arch == "phi3";
 
     let err = |e: gguf_importer::GgufError| e.to_string();
     let mut w = GgufWriter::new();
     for (key, value) in md.iter() {
         let (key, value) = match key {
-            "general.architecture" => (key.to_string(), Value::String(family.to_string())),
+            "general.architecture" => (key.to_string(), Value::String(arch.to_string())),
             "tokenizer.chat_template" => (key.to_string(), Value::String(template.clone())),
             _ => match key.strip_prefix("llama.") {
-                Some(rest) => (format!("{family}.{rest}"), value.clone()),
+                Some(rest) => (format!("{arch}.{rest}"), value.clone()),
                 None => (key.to_string(), value.clone()),
             },
         };
         let after_ctx = phi3 && key == "phi3.context_length";
+        if yarn && key == format!("{arch}.rope.freq_base") {
+            // Where convert_hf_to_gguf.py writes them, in its order.
+            for (k, v) in [
+                ("type", Value::String("yarn".to_string())),
+                ("factor", Value::F32(YARN_FACTOR)),
+                ("original_context_length", Value::U32(YARN_ORIG_CTX)),
+            ] {
+                w.add_metadata(format!("{arch}.rope.scaling.{k}"), v)
+                    .map_err(err)?;
+            }
+        }
         w.add_metadata(key, value).map_err(err)?;
         if after_ctx {
             w.add_metadata(
@@ -265,7 +299,7 @@ pub fn write_smollm2_as(
         w.add_tensor(name, &shape, t.ty, bytes).map_err(err)?;
         let Some((il, base)) = layer else { continue };
         let n_out = t.ne.get(1).copied().unwrap_or(1) as usize; // rows = outputs
-        let added = match (family, base) {
+        let added = match (arch, base) {
             ("qwen2", "attn_q.weight" | "attn_k.weight" | "attn_v.weight") => {
                 let name = base.replace(".weight", ".bias");
                 let values = det_bias(n_out, seed(il, &name));
