@@ -176,6 +176,19 @@ impl GgufFile {
         self.release_range(start, end - start);
     }
 
+    /// [`GgufFile::release_tensor_pages`] for the bytes `start .. start + len` of a tensor's data
+    /// (a part already copied, of a tensor copied in parts). Only whole [`FAULT_AROUND`] windows
+    /// inside the range are released, so the rest of the tensor stays resident.
+    pub fn release_tensor_range(&self, info: &TensorInfo, start: usize, len: usize) {
+        let begin = (self.data_offset + info.offset) as usize + start;
+        let end = (begin + len).min(self.bytes.as_slice().len());
+        let begin = begin.next_multiple_of(FAULT_AROUND);
+        let end = end - end % FAULT_AROUND;
+        if end > begin {
+            self.release_range(begin, end - begin);
+        }
+    }
+
     /// [`GgufFile::release_tensor_pages`] for the whole file: the header (already parsed into
     /// [`GgufFile::metadata`] and the tensor infos) and every tensor, for a loader that has copied
     /// all it needs. The pages the OS read ahead around the tensors go too.

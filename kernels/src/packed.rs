@@ -155,6 +155,38 @@ impl QWeight {
         })
     }
 
+    /// The matrix whose row bands are `bands`, in order (each a single-band matrix of the same
+    /// type and columns, every band but the last of the rows [`band_rows`] gives): what
+    /// [`QWeight::new`] builds, for a loader that uploads a large matrix band by band (and can
+    /// drop each band's source pages before reading the next).
+    pub fn from_bands(mut bands: Vec<QWeight>) -> Result<Self, KernelError> {
+        let first = bands
+            .first()
+            .ok_or(KernelError::BadShape { rows: 0, cols: 0 })?;
+        let (ty, cols) = (first.ty, first.cols);
+        let rows: usize = bands.iter().map(|b| b.rows).sum();
+        let n_bytes: usize = bands.iter().map(|b| b.n_bytes).sum();
+        let row_bytes = n_bytes / rows.max(1);
+        let band = band_rows(rows, row_bytes);
+        let fits = bands.iter().enumerate().all(|(i, b)| {
+            b.ty == ty
+                && b.cols == cols
+                && b.bands.is_empty()
+                && (b.rows == band || (i + 1 == bands.len() && b.rows <= band))
+        });
+        if !fits {
+            return Err(KernelError::BadShape { rows, cols });
+        }
+        let rest = bands.split_off(1);
+        let first = bands.pop().expect("one band");
+        Ok(QWeight {
+            rows,
+            n_bytes,
+            bands: rest,
+            ..first
+        })
+    }
+
     /// A `[rows, cols]` matrix of type `ty` on `device` whose words are not allocated yet: the
     /// skeleton a record is loaded into (`ModuleSnapshot::apply` / `load_from` replaces the
     /// words; read before that, they are zeros).

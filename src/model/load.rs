@@ -315,15 +315,32 @@ impl Loader<'_> {
             return Ok(None);
         }
         let [rows, cols] = shape;
-        let q = QWeight::new(
-            info.ty,
-            rows,
-            cols,
-            self.file.tensor_data(info),
-            self.device,
-        )?;
+        let (data, row_bytes) = (self.file.tensor_data(info), info.row_bytes());
+        let band = gguf_kernels::packed::band_rows(rows, row_bytes);
+        if band == rows {
+            let q = QWeight::new(info.ty, rows, cols, data, self.device)?;
+            self.file.release_tensor_pages(info);
+            return Ok(Some(q));
+        }
+        // A matrix kept in row bands: uploaded band by band, each band's pages of the mapped
+        // file dropped once copied, so the load peaks at one band over the copies (Gemma 3's
+        // 178 MB embedding: peak RSS 406 -> 296 MB in `bench`).
+        let mut bands = Vec::new();
+        for start in (0..rows).step_by(band) {
+            let n = band.min(rows - start);
+            let range = start * row_bytes..(start + n) * row_bytes;
+            bands.push(QWeight::new(
+                info.ty,
+                n,
+                cols,
+                &data[range.clone()],
+                self.device,
+            )?);
+            self.file
+                .release_tensor_range(info, range.start, range.end - range.start);
+        }
         self.file.release_tensor_pages(info);
-        Ok(Some(q))
+        Ok(Some(QWeight::from_bands(bands)?))
     }
 
     /// [`Loader::linear`], or `None` when the weight is absent.
