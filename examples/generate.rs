@@ -15,8 +15,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{ArgGroup, Parser};
 use common::ModelArgs;
+use gguf_llama::chat::ChatTemplate;
 use gguf_llama::cli;
 use gguf_llama::generate::{generate, GenerateConfig};
 use gguf_llama::model::Llama;
@@ -24,7 +26,8 @@ use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
-#[command(about = "Generate text with a GGUF Llama model (default: the embedded stories260K)")]
+#[command(about = "Generate text with a GGUF model (default: the embedded stories260K)")]
+#[command(group(ArgGroup::new("chat_mode").args(["chat", "chat_template_file"]).multiple(true)))]
 struct Args {
     #[command(flatten)]
     run: ModelArgs,
@@ -34,8 +37,12 @@ struct Args {
     /// Render the prompt as a user message with the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// A system message (with --chat).
-    #[arg(long, requires = "chat")]
+    /// A Jinja chat template file to render the prompt with instead of the model's (implies
+    /// --chat; llama.cpp's flag of the same name), e.g. for a file without a template.
+    #[arg(long)]
+    chat_template_file: Option<std::path::PathBuf>,
+    /// A system message (with --chat or --chat-template-file).
+    #[arg(long, requires = "chat_mode")]
     system: Option<String>,
     // Numeric flags take negative numbers as values, so that `--top-p -1` is reported as an
     // invalid value of --top-p rather than as an unknown flag `-1`.
@@ -91,11 +98,20 @@ fn run() -> anyhow::Result<()> {
     let model = Llama::from_gguf_with_weights(&file, &device, args.run.weights)?;
     let load_s = load.elapsed().as_secs_f64();
 
-    let prompt = cli::prompt_tokens(
-        &file,
+    let chat = args.chat || args.chat_template_file.is_some();
+    let template = match &args.chat_template_file {
+        Some(path) => {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("reading chat template file {}", path.display()))?;
+            Some(ChatTemplate::with_gguf_tokens(&source, file.metadata())?)
+        }
+        None if chat => Some(ChatTemplate::from_gguf_or_chatml(file.metadata())?),
+        None => None,
+    };
+    let prompt = cli::prompt_tokens_with(
         &tokenizer,
         &args.prompt,
-        args.chat,
+        template.as_ref(),
         args.system.as_deref(),
     )?;
     // The weights are copied out of the file and the chat template is applied: the parsed
@@ -131,7 +147,7 @@ fn run() -> anyhow::Result<()> {
     }
 
     // Echo the prompt as llama.cpp does (without the special tokens), then stream.
-    if !args.chat {
+    if !chat {
         print!("{}", args.prompt);
     }
     let g = generate(&model, &tokenizer, &prompt, &config, &mut |piece| {

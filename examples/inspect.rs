@@ -81,13 +81,13 @@ fn run() -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "{:>5}  {:<36} {:<6} {:<20} {:>12} {:>12}",
+        "{:>5}  {:<36} {:<7} {:<20} {:>12} {:>12}",
         "#", "name", "type", "shape", "bytes", "offset"
     )?;
     for (i, t) in file.tensors().iter().enumerate() {
         writeln!(
             out,
-            "{:5}  {:<36} {:<6} {:<20} {:>12} {:>12}",
+            "{:5}  {:<36} {:<7} {:<20} {:>12} {:>12}",
             i + 1,
             t.name,
             t.ty.name(),

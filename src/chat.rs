@@ -251,6 +251,14 @@ impl ChatTemplate {
         }
     }
 
+    /// The template `source` (a file the user names, llama.cpp's `--chat-template-file`) with the
+    /// BOS and EOS texts of the GGUF file's tokenizer, as [`ChatTemplate::from_gguf`] takes them.
+    pub fn with_gguf_tokens(source: &str, metadata: &Metadata) -> Result<Self, ChatError> {
+        let bos = special_token_text(metadata, keys::tokenizer::BOS_ID)?;
+        let eos = special_token_text(metadata, keys::tokenizer::EOS_ID)?;
+        Self::new(source, bos, eos)
+    }
+
     /// The ChatML template ([`CHATML_TEMPLATE`]), llama.cpp's fallback, with `<|im_start|>` and
     /// `<|im_end|>` as BOS and EOS texts (ChatML itself uses neither variable).
     pub fn chatml() -> Self {

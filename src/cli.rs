@@ -48,21 +48,36 @@ pub fn prompt_tokens(
     chat: bool,
     system: Option<&str>,
 ) -> Result<Vec<u32>> {
-    let text = if chat {
-        let template = ChatTemplate::from_gguf_or_chatml(file.metadata())?;
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(ChatMessage::system(s));
+    let template = match chat {
+        true => Some(ChatTemplate::from_gguf_or_chatml(file.metadata())?),
+        false => None,
+    };
+    prompt_tokens_with(tokenizer, prompt, template.as_ref(), system)
+}
+
+/// [`prompt_tokens`] with the chat template `template` (`None`: the prompt as it is), e.g. one
+/// read from a file (llama.cpp's `--chat-template-file`) for a GGUF file without a template.
+pub fn prompt_tokens_with(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    template: Option<&ChatTemplate>,
+    system: Option<&str>,
+) -> Result<Vec<u32>> {
+    let text = match template {
+        Some(template) => {
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(ChatMessage::system(s));
+            }
+            messages.push(ChatMessage::user(prompt));
+            // A template that writes the BOS text itself would get a second BOS from the
+            // tokenizer: drop the leading one, as llama.cpp does.
+            let rendered = template.render(&messages, true)?;
+            template
+                .strip_added_tokens(&rendered, tokenizer.add_bos(), false)
+                .to_string()
         }
-        messages.push(ChatMessage::user(prompt));
-        // A template that writes the BOS text itself would get a second BOS from the tokenizer:
-        // drop the leading one, as llama.cpp does.
-        let rendered = template.render(&messages, true)?;
-        template
-            .strip_added_tokens(&rendered, tokenizer.add_bos(), false)
-            .to_string()
-    } else {
-        prompt.to_string()
+        None => prompt.to_string(),
     };
     Ok(tokenizer.encode(&text, true, true))
 }

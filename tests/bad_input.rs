@@ -295,8 +295,44 @@ fn tokenizer_vocabulary_shorter_than_token_embd() {
 
 #[test]
 fn an_unsupported_ggml_type_names_the_tensor_and_the_type() {
-    // attn_q [64, 64] as IQ4_NL (an i-quant of 32-element blocks of 18 bytes: 2 per row) and as
-    // MXFP4: types the importer lists but neither dequantizes nor multiplies.
+    // attn_q as Q8_K (a type the importer lists but neither dequantizes nor multiplies: ggml's
+    // K-quant activation format, never a weight in files; 256-element blocks of 292 bytes), which
+    // is refused by its type before its shape is looked at.
+    let ty = GgmlType::Q8_K;
+    let q = Tensor {
+        name: "blk.0.attn_q.weight",
+        shape: vec![64, 256],
+        ty,
+        data: vec![0; 64 * 292],
+    };
+    let f = rewritten(&[], vec![q]);
+    for weights in [Weights::Quantized, Weights::F32] {
+        match Llama::from_gguf_with_weights(&f, &Device::flex(), weights) {
+            Err(e @ ModelError::UnsupportedTensorType { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(&format!(
+                        "tensor \"blk.0.attn_q.weight\" has ggml type {ty}, which this crate \
+                         cannot load (supported: F32, F16, Q4_0,"
+                    )),
+                    "{msg}"
+                );
+                assert!(matches!(
+                    e,
+                    ModelError::UnsupportedTensorType { name, ty: t, .. }
+                        if name == "blk.0.attn_q.weight" && t == ty
+                ));
+            }
+            other => panic!("{ty} with {weights:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+/// A type the importer dequantizes but no kernel multiplies in its blocks yet (IQ4_NL, MXFP4):
+/// with quantized weights, an error naming the tensor, the type and `--weights f32`; with f32
+/// weights, the model loads (the tensor dequantized at load) and runs.
+#[test]
+fn a_type_without_a_kernel_names_the_tensor_and_loads_as_f32() {
     for (ty, block_bytes) in [(GgmlType::IQ4_NL, 18), (GgmlType::MXFP4, 17)] {
         let q = Tensor {
             name: "blk.0.attn_q.weight",
@@ -305,26 +341,23 @@ fn an_unsupported_ggml_type_names_the_tensor_and_the_type() {
             data: vec![0; 64 * 2 * block_bytes],
         };
         let f = rewritten(&[], vec![q]);
-        for weights in [Weights::Quantized, Weights::F32] {
-            match Llama::from_gguf_with_weights(&f, &Device::flex(), weights) {
-                Err(e @ ModelError::UnsupportedTensorType { .. }) => {
-                    let msg = e.to_string();
-                    assert!(
-                        msg.starts_with(&format!(
-                            "tensor \"blk.0.attn_q.weight\" has ggml type {ty}, which this crate \
-                             cannot load (supported: F32, F16, Q4_0,"
-                        )),
-                        "{msg}"
-                    );
-                    assert!(matches!(
-                        e,
-                        ModelError::UnsupportedTensorType { name, ty: t, .. }
-                            if name == "blk.0.attn_q.weight" && t == ty
-                    ));
-                }
-                other => panic!("{ty} with {weights:?}: {:?}", other.map(|_| ())),
+        match Llama::from_gguf_with_weights(&f, &Device::flex(), Weights::Quantized) {
+            Err(e @ ModelError::NoKernel { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("blk.0.attn_q.weight") && msg.contains("--weights f32"),
+                    "{msg}"
+                );
+                assert!(matches!(e, ModelError::NoKernel { ty: t, .. } if t == ty));
             }
+            other => panic!("{ty}: {:?}", other.map(|_| ())),
         }
+        let model = Llama::from_gguf_with_weights(&f, &Device::flex(), Weights::F32).unwrap();
+        let mut cache = model.new_cache(1, 2);
+        let logits = model
+            .forward_ids(&[1, 2], 1, &mut cache, gguf_llama::model::Logits::Last)
+            .unwrap();
+        assert_eq!(logits.dims()[1], 1, "{ty}");
     }
 }
 

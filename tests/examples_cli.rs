@@ -339,6 +339,77 @@ fn long_prompt() -> String {
     "Once upon a time, there was a little girl who loved to play. ".repeat(60)
 }
 
+/// `generate --chat-template-file` renders the prompt with that template (the file's BOS and EOS
+/// texts), as Jinja2 renders it (tests/fixtures/chat/expected.json, Gemma 2's template: the
+/// leading BOS text dropped, since the tokenizer adds BOS); a template file that is not there is
+/// an error naming it.
+#[test]
+fn a_chat_template_file_renders_the_prompt() {
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/chat/google-gemma-2-2b-it.jinja"
+    );
+    let expected_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/chat/expected.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let case = expected_json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "google-gemma-2-2b-it/user_only/gen")
+        .expect("the Gemma 2 single-message case");
+    let user = case["messages"][0]["content"].as_str().unwrap();
+    let rendered = case["expected"].as_str().unwrap();
+    let rendered = rendered
+        .strip_prefix("<bos>")
+        .expect("Gemma's BOS text first");
+
+    let out = Command::new(example("generate"))
+        .args([
+            "--model",
+            MODEL,
+            "--chat-template-file",
+            template,
+            "--prompt",
+            user,
+        ])
+        .args(["--max-tokens", "1", "--temp", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = gguf_llama::gguf::GgufFile::open(MODEL).unwrap();
+    let tokenizer = gguf_llama::tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
+    let want: Vec<u64> = tokenizer
+        .encode(rendered, true, true)
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    let got: Vec<u64> = line["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+
+    let missing = temp("no-such-template.jinja").display().to_string();
+    let args = with(
+        required("generate", MODEL),
+        &["--chat-template-file", &missing],
+    );
+    assert_error("generate", &args, &["no-such-template.jinja"]);
+}
+
 #[test]
 fn a_prompt_longer_than_the_context() {
     let prompt = long_prompt();

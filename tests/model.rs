@@ -210,13 +210,25 @@ fn config_errors_name_the_key() {
         LlamaConfig::from_gguf(&md).expect("config").rope.freq_scale,
         1.0
     );
+    // YaRN: scaled like linear, extrapolating (llama.cpp's ext_factor 1); tests/families.rs runs
+    // it against llama.cpp.
     let md = edited_metadata(
         &[],
-        &[("llama.rope.scaling.type", Value::String("yarn".into()))],
+        &[
+            ("llama.rope.scaling.type", Value::String("yarn".into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ],
+    );
+    let rope = LlamaConfig::from_gguf(&md).expect("config").rope;
+    assert_eq!((rope.freq_scale, rope.ext_factor), (0.25, 1.0));
+    // A scaling type llama.cpp does not know is refused naming the key.
+    let md = edited_metadata(
+        &[],
+        &[("llama.rope.scaling.type", Value::String("dynamic".into()))],
     );
     assert!(matches!(
         LlamaConfig::from_gguf(&md),
-        Err(ModelError::Unsupported { key, .. }) if key == "llama.rope.scaling.type"
+        Err(ModelError::InvalidConfig { key, .. }) if key == "llama.rope.scaling.type"
     ));
 
     // A configuration edited by hand is validated before any weight is read.

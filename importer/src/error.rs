@@ -79,7 +79,8 @@ pub enum GgufError {
     #[error("tensor {tensor:?} has unknown ggml type id {type_id}")]
     UnknownTensorType { tensor: String, type_id: u32 },
 
-    /// A known ggml type that this importer cannot dequantize (IQ*, TQ*, MXFP4, ...).
+    /// A known ggml type that this importer cannot dequantize (Q8_K, Q8_1 and the other
+    /// activation-only or unknown formats).
     #[error("tensor {tensor:?} has type {type_name} (id {type_id}), which is not supported")]
     UnsupportedType {
         tensor: String,

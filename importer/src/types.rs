@@ -1,8 +1,8 @@
 //! The ggml tensor types: one table from type id to name, block size and bytes per block
 //! (gguf-py's `GGML_QUANT_SIZES`, ggml's `type_traits`).
 //!
-//! Every type a GGUF file may name is listed, so that a file with, say, IQ2_XS tensors still opens
-//! and lists; only dequantizing such a tensor fails ([`GgmlType::is_supported`]).
+//! Every type a GGUF file may name is listed, so that a file with, say, Q8_K or I8 tensors still
+//! opens and lists; only dequantizing such a tensor fails ([`GgmlType::is_supported`]).
 
 use std::fmt;
 
@@ -81,24 +81,24 @@ type_table! {
     Q5_K = 13, QK_K, 176, true;
     Q6_K = 14, QK_K, 210, true;
     Q8_K = 15, QK_K, 292, false;
-    IQ2_XXS = 16, QK_K, 66, false;
-    IQ2_XS = 17, QK_K, 74, false;
-    IQ3_XXS = 18, QK_K, 98, false;
-    IQ1_S = 19, QK_K, 50, false;
-    IQ4_NL = 20, 32, 18, false;
-    IQ3_S = 21, QK_K, 110, false;
-    IQ2_S = 22, QK_K, 82, false;
-    IQ4_XS = 23, QK_K, 136, false;
+    IQ2_XXS = 16, QK_K, 66, true;
+    IQ2_XS = 17, QK_K, 74, true;
+    IQ3_XXS = 18, QK_K, 98, true;
+    IQ1_S = 19, QK_K, 50, true;
+    IQ4_NL = 20, 32, 18, true;
+    IQ3_S = 21, QK_K, 110, true;
+    IQ2_S = 22, QK_K, 82, true;
+    IQ4_XS = 23, QK_K, 136, true;
     I8 = 24, 1, 1, false;
     I16 = 25, 1, 2, false;
     I32 = 26, 1, 4, false;
     I64 = 27, 1, 8, false;
     F64 = 28, 1, 8, false;
-    IQ1_M = 29, QK_K, 56, false;
+    IQ1_M = 29, QK_K, 56, true;
     BF16 = 30, 1, 2, true;
-    TQ1_0 = 34, QK_K, 54, false;
-    TQ2_0 = 35, QK_K, 66, false;
-    MXFP4 = 39, 32, 17, false;
+    TQ1_0 = 34, QK_K, 54, true;
+    TQ2_0 = 35, QK_K, 66, true;
+    MXFP4 = 39, 32, 17, true;
 }
 
 impl GgmlType {
@@ -142,7 +142,10 @@ impl GgmlType {
         self.info().type_size
     }
 
-    /// Whether this crate dequantizes the type.
+    /// Whether this crate dequantizes the type ([`quants::dequantize`](crate::quants::dequantize)):
+    /// every type but Q8_1, Q8_K (ggml's intermediate formats for dot products) and the integer
+    /// and F64 types. Whether a type can also be *multiplied* quantized is the kernels' business
+    /// (`gguf-kernels` refuses types it has no kernel for with a typed error).
     pub fn is_supported(self) -> bool {
         self.info().supported
     }

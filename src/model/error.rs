@@ -85,8 +85,8 @@ pub enum ModelError {
     #[error("quantized matmul: {0}")]
     Kernel(#[from] gguf_kernels::error::KernelError),
 
-    /// A weight of a ggml type that the importer lists but that has no dequantizer or matmul
-    /// kernel here (the i-quants, TQ1_0, MXFP4 ...): refused by name before anything is read.
+    /// A weight of a ggml type that the importer lists but does not dequantize (Q8_K, Q8_1, the
+    /// activation-only formats): refused by name before anything is read.
     #[error(
         "tensor {name:?} has ggml type {ty}, which this crate cannot load (supported: {supported})"
     )]
@@ -94,6 +94,18 @@ pub enum ModelError {
         name: String,
         ty: gguf_importer::GgmlType,
         supported: String,
+    },
+
+    /// A tensor of a type the importer dequantizes but no matmul kernel multiplies in its blocks
+    /// yet (the i-quants, TQ1_0/TQ2_0, MXFP4): [`crate::model::Weights::F32`] loads it.
+    #[error(
+        "tensor {name:?} has ggml type {ty}, which has no matmul kernel yet (kept in their blocks: \
+         {kernels}); load with f32 weights (`--weights f32`, `Weights::F32`) to dequantize it at load"
+    )]
+    NoKernel {
+        name: String,
+        ty: gguf_importer::GgmlType,
+        kernels: String,
     },
 
     /// The rows of the token embedding (or of the output projection) are not the vocabulary's

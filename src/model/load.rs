@@ -314,6 +314,7 @@ impl Loader<'_> {
         if self.weights != Weights::Quantized || info.ty == gguf_importer::GgmlType::F32 {
             return Ok(None);
         }
+        check_kernel(name, info.ty)?;
         let [rows, cols] = shape;
         let (data, row_bytes) = (self.file.tensor_data(info), info.row_bytes());
         let band = gguf_kernels::packed::band_rows(rows, row_bytes);
@@ -393,6 +394,9 @@ impl Loader<'_> {
             .require_tensor(&name)
             .map_err(|e| tensor_error(&name, e))?;
         let quantized = self.weights == Weights::Quantized && info.ty != GgmlType::F32;
+        if quantized {
+            check_kernel(&name, info.ty)?;
+        }
         let dense = match quantized {
             true => None,
             false => Some(self.tensor::<2>(&name, [total, n_in])?), // [Σ rows, n_in]
@@ -454,6 +458,22 @@ impl BlockSource for GgufBlock<'_> {
         }
         self.loader.linear(&name(matrix.stem()), shape)
     }
+}
+
+/// An error naming tensor `name` when no kernel multiplies its type `ty` in its blocks.
+fn check_kernel(name: &str, ty: GgmlType) -> Result<(), ModelError> {
+    if gguf_kernels::cpu::has_kernel(ty) {
+        return Ok(());
+    }
+    Err(ModelError::NoKernel {
+        name: name.to_string(),
+        ty,
+        kernels: GgmlType::all()
+            .filter(|&t| gguf_kernels::cpu::has_kernel(t))
+            .map(GgmlType::name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 fn tensor_error(name: &str, source: gguf_importer::GgufError) -> ModelError {

@@ -2,23 +2,38 @@
 //! to F32, F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0 and the K-quants Q2_K to Q6_K, as llama.cpp's
 //! quantizer writes them, in [`quantize`](mod@quantize).
 //!
+//! Dequantized: the float types, the legacy formats (Q4_0 to Q8_0), the K-quants (Q2_K to Q6_K),
+//! the i-quants (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS), the
+//! ternary TQ1_0 and TQ2_0, and MXFP4. The i-quants' grids and codebooks are in
+//! [`iquant_tables`], generated from gguf-py by scripts/make_iquant_tables.py.
+//!
 //! Each format is a `#[repr(C)]` block struct implementing [`Block`], with a compile-time size
 //! check, and a `dequantize` that mirrors ggml's `dequantize_row_*` (ggml-quants.c) operation for
 //! operation, so results are bit-identical to ggml's reference path. All block structs have
-//! alignment 1 (f16 fields are [`F16`] byte pairs), so they can be viewed straight from a memory
-//! map at any offset.
+//! alignment 1 (f16 fields are [`F16`] byte pairs, wider integers little-endian byte arrays), so
+//! they can be viewed straight from a memory map at any offset.
 //!
 //! Work is split across threads with rayon in chunks of whole blocks.
 
 mod float;
+pub mod iquant_tables;
+mod iquants;
 mod kquants;
 mod legacy;
+mod mxfp4;
 pub mod quantize;
+mod ternary;
 
 pub use float::{Bf16, F32Le, F16};
+pub use iquants::{
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl,
+    BlockIq4Xs,
+};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+pub use mxfp4::{e8m0_to_f32_half, BlockMxfp4};
 pub use quantize::{quantize, QuantizeError};
+pub use ternary::{BlockTq1_0, BlockTq2_0};
 
 use bytemuck::Pod;
 use rayon::prelude::*;
@@ -130,6 +145,18 @@ pub fn dequantize_into<T: Element>(
         GgmlType::Q4_K => run::<BlockQ4K, T>(data, out),
         GgmlType::Q5_K => run::<BlockQ5K, T>(data, out),
         GgmlType::Q6_K => run::<BlockQ6K, T>(data, out),
+        GgmlType::IQ2_XXS => run::<BlockIq2Xxs, T>(data, out),
+        GgmlType::IQ2_XS => run::<BlockIq2Xs, T>(data, out),
+        GgmlType::IQ2_S => run::<BlockIq2S, T>(data, out),
+        GgmlType::IQ3_XXS => run::<BlockIq3Xxs, T>(data, out),
+        GgmlType::IQ3_S => run::<BlockIq3S, T>(data, out),
+        GgmlType::IQ1_S => run::<BlockIq1S, T>(data, out),
+        GgmlType::IQ1_M => run::<BlockIq1M, T>(data, out),
+        GgmlType::IQ4_NL => run::<BlockIq4Nl, T>(data, out),
+        GgmlType::IQ4_XS => run::<BlockIq4Xs, T>(data, out),
+        GgmlType::TQ1_0 => run::<BlockTq1_0, T>(data, out),
+        GgmlType::TQ2_0 => run::<BlockTq2_0, T>(data, out),
+        GgmlType::MXFP4 => run::<BlockMxfp4, T>(data, out),
         other => {
             return Err(GgufError::UnsupportedType {
                 tensor: name.to_string(),

@@ -277,6 +277,12 @@ enum Family {
     K,
 }
 
+/// Whether the CPU kernels multiply weights of type `ty` in their blocks (the CubeCL kernels
+/// handle the same types: [`crate::cube::is_supported`]).
+pub fn has_kernel(ty: GgmlType) -> bool {
+    kernel_family(ty).is_some()
+}
+
 fn kernel_family(ty: GgmlType) -> Option<Family> {
     use GgmlType::*;
     match ty {
