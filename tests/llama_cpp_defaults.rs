@@ -82,7 +82,6 @@ fn smollm2_q8_0_keys_bit_for_bit_on_cpu_devices() {
 /// script from llama.cpp's file under `key`).
 fn smollm2_exported_as(ty: ExportType, key: &str, name: &str) -> Option<std::path::PathBuf> {
     use gguf_llama::model::Weights;
-    use sha2::{Digest, Sha256};
     let src = smollm2()?;
     let file = GgufFile::open(&src).unwrap();
     let path = temp("llama_cpp_defaults", name);
@@ -91,19 +90,7 @@ fn smollm2_exported_as(ty: ExportType, key: &str, name: &str) -> Option<std::pat
         .unwrap()
         .save_gguf(file.metadata(), &path, ty)
         .unwrap();
-    let exported = GgufFile::open(&path).unwrap();
-    let mut tensors: Vec<_> = exported.tensors().iter().collect();
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut h = Sha256::new();
-    for t in tensors {
-        h.update(t.name.as_bytes());
-        h.update(t.ty.id().to_le_bytes());
-        for &d in &t.ne {
-            h.update(d.to_le_bytes());
-        }
-        h.update(exported.tensor_data(t));
-    }
-    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got = families::tensor_data_sha256(&GgufFile::open(&path).unwrap());
     assert_eq!(
         got,
         reference(key)["tensor_data_sha256"].as_str().unwrap(),
