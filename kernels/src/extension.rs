@@ -18,7 +18,7 @@
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use gguf_importer::GgmlType;
 
 use crate::error::KernelError;
@@ -69,6 +69,31 @@ pub trait QMatmulBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// Whether `device` takes the CPU kernels ([`crate::cpu`]: flex, ndarray) rather than the
+/// CubeCL ones.
+pub fn is_cpu_device(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    #[allow(deprecated)] // NdArray: deprecated in favour of Flex, still supported here
+    let cpu = matches!(
+        device.as_dispatch(),
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
+    );
+    cpu
+}
+
+/// Whether the kernels of `device` multiply weights of type `ty` in their blocks (the CPU
+/// kernels handle more formats than the CubeCL ones: a model loader dequantizes the others for
+/// a GPU device).
+pub fn has_kernel(device: &Device, ty: GgmlType) -> bool {
+    if is_cpu_device(device) {
+        return crate::cpu::has_kernel(ty);
+    }
+    #[cfg(feature = "wgpu")]
+    return crate::cube::is_supported(ty);
+    #[cfg(not(feature = "wgpu"))]
+    false
+}
+
 /// `y = x · Wᵀ` for `x` `[m, cols]` (any float dtype; computed in f32): returns `[m, rows]` f32
 /// on `x`'s device, which must be `w`'s.
 pub fn q_matmul(x: Tensor<2>, w: &QWeight) -> Result<Tensor<2>, KernelError> {
@@ -87,9 +112,13 @@ pub fn q_matmul(x: Tensor<2>, w: &QWeight) -> Result<Tensor<2>, KernelError> {
     };
     // One call per row band (one unless the matrix is banded), the outputs side by side.
     let mut ys = Vec::new();
+    #[cfg(feature = "wgpu")]
+    let cube = !is_cpu_device(&x.device());
     for band in w.bands() {
         #[cfg(feature = "wgpu")]
-        crate::cube::launch::check(w.ty(), band.rows, w.cols(), m)?;
+        if cube {
+            crate::cube::launch::check(w.ty(), band.rows, w.cols(), m)?;
+        }
         let y = <Dispatch as QMatmulBackend>::q_matmul(
             x.clone().into_dispatch(),
             band.words.clone().into_dispatch(),
@@ -133,9 +162,13 @@ pub fn q_get_rows(w: &QWeight, ids: &[u32]) -> Result<Tensor<2>, KernelError> {
     }
     let device = w.device();
     let bands = w.bands();
+    #[cfg(feature = "wgpu")]
+    let cube = !is_cpu_device(&device);
     let lookup = |band: &crate::packed::Band, ids: &[u32]| -> Result<Tensor<2>, KernelError> {
         #[cfg(feature = "wgpu")]
-        crate::cube::launch::check_get_rows(w.ty(), band.rows, w.cols(), ids.len())?;
+        if cube {
+            crate::cube::launch::check_get_rows(w.ty(), band.rows, w.cols(), ids.len())?;
+        }
         let ids = Tensor::<1, Int>::from_data(
             TensorData::new(ids.to_vec(), [ids.len()]),
             (&device, DType::U32),

@@ -96,8 +96,10 @@ pub enum ModelError {
         supported: String,
     },
 
-    /// A tensor of a type the importer dequantizes but no matmul kernel multiplies in its blocks
-    /// yet (the i-quants, TQ1_0/TQ2_0, MXFP4): [`crate::model::Weights::F32`] loads it.
+    /// A tensor of a type the importer dequantizes but no matmul kernel multiplies in its blocks:
+    /// [`crate::model::Weights::F32`] loads it. (Every type the importer dequantizes has a CPU
+    /// kernel today; on a GPU device the formats without a CubeCL kernel yet, the i-quants,
+    /// TQ1_0/TQ2_0 and MXFP4, are dequantized to f32 at load instead.)
     #[error(
         "tensor {name:?} has ggml type {ty}, which has no matmul kernel yet (kept in their blocks: \
          {kernels}); load with f32 weights (`--weights f32`, `Weights::F32`) to dequantize it at load"

@@ -299,6 +299,17 @@ impl Loader<'_> {
         }
     }
 
+    /// Whether matrix `name` of type `ty` is kept in its blocks: with [`Weights::Quantized`],
+    /// unless F32, or a format the CPU kernels multiply but the device's (the GPU's) do not yet,
+    /// which is dequantized to f32 there. A format no kernel multiplies is an error naming it.
+    fn keeps_blocks(&self, name: &str, ty: GgmlType) -> Result<bool, ModelError> {
+        if self.weights != Weights::Quantized || ty == GgmlType::F32 {
+            return Ok(false);
+        }
+        check_kernel(name, ty)?;
+        Ok(gguf_kernels::extension::has_kernel(self.device, ty))
+    }
+
     /// Tensor `name` `[rows, cols]` as a [`QWeight`] when the weights stay quantized and the
     /// tensor is not F32; `None` otherwise.
     fn quantized_weight(
@@ -311,10 +322,9 @@ impl Loader<'_> {
             .file
             .require_tensor(name)
             .map_err(|e| tensor_error(name, e))?;
-        if self.weights != Weights::Quantized || info.ty == gguf_importer::GgmlType::F32 {
+        if !self.keeps_blocks(name, info.ty)? {
             return Ok(None);
         }
-        check_kernel(name, info.ty)?;
         let [rows, cols] = shape;
         let (data, row_bytes) = (self.file.tensor_data(info), info.row_bytes());
         let band = gguf_kernels::packed::band_rows(rows, row_bytes);
@@ -393,10 +403,7 @@ impl Loader<'_> {
             .file
             .require_tensor(&name)
             .map_err(|e| tensor_error(&name, e))?;
-        let quantized = self.weights == Weights::Quantized && info.ty != GgmlType::F32;
-        if quantized {
-            check_kernel(&name, info.ty)?;
-        }
+        let quantized = self.keeps_blocks(&name, info.ty)?;
         let dense = match quantized {
             true => None,
             false => Some(self.tensor::<2>(&name, [total, n_in])?), // [Σ rows, n_in]

@@ -25,12 +25,16 @@ pub mod ggml_ops;
 mod interleaved;
 #[cfg(target_arch = "x86_64")]
 mod interleaved_x86;
+mod iquants;
+#[cfg(target_arch = "x86_64")]
+mod iquants_x86;
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_x86;
 mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_x86;
+mod nibble_lut;
 mod quantize_act;
 mod repacked;
 mod repacked_k;
@@ -274,7 +278,11 @@ impl Out {
 enum Family {
     Float,
     X32,
+    /// IQ4_NL and MXFP4: 32 table-indexed nibbles against `block_q8_0` activations.
+    Lut32,
     K,
+    /// The super-block i-quants and the ternary formats against `block_q8_K` activations.
+    IQ,
 }
 
 /// Whether the CPU kernels multiply weights of type `ty` in their blocks (the CubeCL kernels
@@ -289,6 +297,8 @@ fn kernel_family(ty: GgmlType) -> Option<Family> {
         F32 | F16 | BF16 => Some(Family::Float),
         Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => Some(Family::X32),
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Some(Family::K),
+        IQ4_NL | MXFP4 => Some(Family::Lut32),
+        ty if iquants::is_iquant(ty) => Some(Family::IQ),
         _ => None,
     }
 }
@@ -407,9 +417,10 @@ fn with_kernel(
             let rows: Vec<&[f32]> = rounded.chunks_exact(cols).collect();
             then.run(&rows, kernel, TILE);
         }
-        Family::X32 if follows_ggml_repack(ty, rows) => {
-            // Q4_0 in llama.cpp's repacked kernels' order (repacked.rs), decoding and prefill.
-            let kernel = repacked::tile_fn(isa);
+        Family::X32 | Family::Lut32 if follows_ggml_repack(ty, rows) => {
+            // Q4_0, IQ4_NL and MXFP4 in llama.cpp's repacked kernels' order (repacked.rs),
+            // decoding and prefill.
+            let kernel = repacked::tile_fn(ty, isa).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_blocks(x, cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
             then.run(&rows, kernel, TILE);
@@ -431,6 +442,21 @@ fn with_kernel(
             let acts = quantize_act::quantize_blocks(x, cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
             then.run(&rows, kernel, TILE);
+        }
+        Family::Lut32 => {
+            // `ggml_vec_dot_<fmt>_q8_0`'s order (nibble_lut.rs).
+            let kernel = nibble_lut::tile_fn_vec_dot(ty, isa).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_blocks(x, cols);
+            let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
+            then.run(&rows, kernel, TILE);
+        }
+        Family::IQ => {
+            // `vec_dot`'s order for fewer than 8 rows (and the ternary formats always), the
+            // tiled matmul's for more (iquants.rs).
+            let kernel = iquants::tile_fn(ty, isa, m).ok_or_else(unsupported)?;
+            let acts = quantize_act::quantize_k_seq(x, cols);
+            let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
+            then.run(&rows, kernel, MAX_TILE);
         }
         Family::K if follows_ggml_repack(ty, rows) => {
             // Q4_K and Q2_K in llama.cpp's repacked kernels' order (repacked_k.rs), decoding
@@ -596,16 +622,20 @@ pub fn follows_ggml_vec_dot(ty: GgmlType, rows: usize, m: usize, isa: Isa) -> bo
             !follows_ggml_repack(ty, rows) && (m <= 1 || interleaved::tile_fn(ty, isa).is_none())
         }
         Some(Family::K) => kquants::uses_seq(m) && !follows_ggml_repack(ty, rows),
+        Some(Family::Lut32) => !follows_ggml_repack(ty, rows),
+        Some(Family::IQ) => iquants::uses_seq(ty, m),
         _ => false,
     }
 }
 
 /// Whether llama.cpp's x86 build (AVX-512) repacks a matrix of `ty` with `rows` rows at load and
-/// multiplies it with its repacked kernels: Q4_0 and Q4_K (with AVX2) and Q2_K (with AVX-512)
-/// when `rows % 8 == 0` (`ggml_repack_get_optimal_repack_type`). For Q4_0 [`qmatmul_with_isa`]
-/// sums in their order for any number of activation rows (`repacked.rs`).
+/// multiplies it with its repacked kernels: Q4_0, IQ4_NL, MXFP4 and Q4_K (with AVX2) and Q2_K
+/// (with AVX-512) when `rows % 8 == 0` (`ggml_repack_get_optimal_repack_type`). For these
+/// [`qmatmul_with_isa`] sums in their order for any number of activation rows (`repacked.rs`,
+/// `repacked_k.rs`).
 pub fn follows_ggml_repack(ty: GgmlType, rows: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q2_K) && rows.is_multiple_of(8)
+    use GgmlType::*;
+    matches!(ty, Q4_0 | IQ4_NL | MXFP4 | Q4_K | Q2_K) && rows.is_multiple_of(8)
 }
 
 /// Weight rows per rayon task: 8 tasks per thread when the matrix allows it, so work stealing

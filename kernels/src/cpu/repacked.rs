@@ -1,44 +1,55 @@
-//! Q4_0 in the order of llama.cpp's repacked kernels: on x86 with AVX2 (and AVX-512), llama.cpp
-//! moves a Q4_0 matrix whose row count is a multiple of 8 into its "CPU_REPACK" buffer at load
-//! (eight rows' blocks interleaved, `block_q4_0x8`) and multiplies it with
-//! `ggml_gemv_q4_0_8x8_q8_0` (one activation row) and `ggml_gemm_q4_0_8x8_q8_0` (several), not
-//! with `ggml_vec_dot_q4_0_q8_0`. Both sum each output element the same way (read in
-//! llama-cpp-python 0.3.36's `ggml-cpu/arch/x86/repack.cpp`, `gemv_q4_b32_8x8_q8_0_lut_avx` and
+//! Q4_0, IQ4_NL and MXFP4 in the order of llama.cpp's repacked kernels: on x86 with AVX2 (and
+//! AVX-512), llama.cpp moves a matrix of these types whose row count is a multiple of 8 into its
+//! "CPU_REPACK" buffer at load (eight rows' blocks interleaved, `block_q4_0x8`,
+//! `block_iq4_nlx8`, `block_mxfp4x8`) and multiplies it with `ggml_gemv_<fmt>_8x8_q8_0` (one
+//! activation row) and `ggml_gemm_<fmt>_8x8_q8_0` (several), not with its `vec_dot`. All of them
+//! are one template with the code table swapped (`kvalues` of the [`NibbleLut`] formats) and sum
+//! each output element the same way (read in llama-cpp-python 0.3.36's
+//! `ggml-cpu/arch/x86/repack.cpp`, `gemv_q4_b32_8x8_q8_0_lut_avx` and
 //! `gemm_q4_b32_8x8_q8_0_lut_avx`, 256- and 512-bit paths):
 //!
 //! ```text
 //! acc = 0                                                   (f32)
 //! for each block b, in order:
-//!     sumi = Σ_e (wq[e] - 8) · aq[e]                        (exact i32)
+//!     sumi = Σ_e v[e] · aq[e]                               (exact i32; v = LUT[code])
 //!     acc  = fma(sumi, wd · ad, acc)                        (wd · ad rounded to f32 first)
 //! y = acc
 //! ```
+//!
+//! (`wd` is the block's f16 scale, or MXFP4's E8M0 exponent as half its power of two.)
 //!
 //! with the activations quantized as ggml's `quantize_row_q8_0` ([`ActQ8Block`]). One output
 //! element is one chain of multiply-adds over the blocks, so the AVX2 kernel keeps eight weight
 //! rows in the lanes of a vector for those chains, as ggml's do.
 
-use gguf_importer::quants::BlockQ4_0;
+use gguf_importer::quants::{BlockIq4Nl, BlockMxfp4, BlockQ4_0};
+use gguf_importer::GgmlType;
 
-use super::legacy::Legacy;
+use super::nibble_lut::NibbleLut;
 use super::quantize_act::ActQ8Block;
 use super::{check_tile, Isa, Out, TileFn, MAX_TILE};
 
 /// The scalar kernel (see [`TileFn`]): the definition of the order.
-fn tile_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
-    check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
-    rows_scalar(w, row_bytes, xs, &out, 0);
+fn tile_scalar<W: NibbleLut>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    rows_scalar::<W>(w, row_bytes, xs, &out, 0);
 }
 
 /// The weight rows of `w` (rows of `row_bytes`) against the activation rows `xs`, written as
 /// output rows `r0 ..`.
-fn rows_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out, r0: usize) {
+fn rows_scalar<W: NibbleLut>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8Block]],
+    out: &Out,
+    r0: usize,
+) {
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-        let blocks: &[BlockQ4_0] = bytemuck::cast_slice(row);
+        let blocks: &[W] = bytemuck::cast_slice(row);
         let mut acc = [0f32; MAX_TILE];
         for (b, block) in blocks.iter().enumerate() {
-            let q = block.raw().map(|q| q - BlockQ4_0::OFFSET);
-            let d = block.d().to_f32();
+            let q = block.values();
+            let d = block.scale();
             for (acc, x) in acc.iter_mut().zip(xs) {
                 let x = &x[b];
                 let sumi: i32 = q
@@ -55,16 +66,35 @@ fn rows_scalar(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out, r0: 
     }
 }
 
-/// The kernel on `isa` (call it only if this CPU runs `isa`: `with_kernel` checks it).
-pub(super) fn tile_fn(isa: Isa) -> TileFn<ActQ8Block> {
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        Isa::Avx2 => return x86::tile_avx2,
-        Isa::Avx512Vnni => return x86::tile_vnni,
-        _ => {}
+/// The kernel of `ty` (Q4_0, IQ4_NL or MXFP4) on `isa` (call it only if this CPU runs `isa`:
+/// `with_kernel` checks it); `None` for other types.
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8Block>> {
+    fn pick<W: x86_or_not::Repacked>(isa: Isa) -> TileFn<ActQ8Block> {
+        #[cfg(target_arch = "x86_64")]
+        match isa {
+            Isa::Avx2 => return x86::tile_avx2::<W>,
+            Isa::Avx512Vnni => return x86::tile_vnni::<W>,
+            _ => {}
+        }
+        let _ = isa;
+        tile_scalar::<W>
     }
-    let _ = isa;
-    tile_scalar
+    Some(match ty {
+        GgmlType::Q4_0 => pick::<BlockQ4_0>(isa),
+        GgmlType::IQ4_NL => pick::<BlockIq4Nl>(isa),
+        GgmlType::MXFP4 => pick::<BlockMxfp4>(isa),
+        _ => return None,
+    })
+}
+
+/// What the SIMD kernels need of a format beyond [`NibbleLut`] (nothing off x86).
+mod x86_or_not {
+    #[cfg(target_arch = "x86_64")]
+    pub(super) use super::x86::Repacked;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) trait Repacked: super::NibbleLut {}
+    #[cfg(not(target_arch = "x86_64"))]
+    impl<W: super::NibbleLut> Repacked for W {}
 }
 
 /// The AVX2 kernel. Eight weight rows at a time, in two passes: the first walks each row in
@@ -86,21 +116,92 @@ pub(super) fn tile_fn(isa: Isa) -> TileFn<ActQ8Block> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use gguf_importer::quants::BlockQ4_0;
+    use gguf_importer::quants::{e8m0_to_f32_half, BlockIq4Nl, BlockMxfp4, BlockQ4_0, F16};
 
+    use super::super::nibble_lut::NibbleLut;
     use super::super::quantize_act::ActQ8Block;
     use super::super::x86_util::{f16c, transpose8};
     use super::super::{check_tile, Out};
 
-    /// The 32 stored nibbles of a block (0..16, before Q4_0's -8) as bytes in element order.
+    /// What the SIMD kernels need of a format.
+    pub(in super::super) trait Repacked: NibbleLut {
+        /// Whether the kernels dot the table's signed values (else Q4_0's unsigned codes, the
+        /// `-8` taken off through the activations' sums).
+        const SIGNED: bool;
+        /// The scale of each of eight blocks.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2 and F16C.
+        unsafe fn scales8(blocks: &[Self]) -> __m256;
+        /// One block's scale.
+        ///
+        /// # Safety
+        /// As [`Repacked::scales8`].
+        unsafe fn scale1(&self) -> f32;
+    }
+
+    /// Eight f16 scales at once.
     #[inline(always)]
-    unsafe fn nibbles(b: &BlockQ4_0) -> __m256i {
-        // SAFETY: `qs` is 16 bytes; `loadu`: any alignment.
-        let raw = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+    unsafe fn f16x8(h: [F16; 8]) -> __m256 {
+        let h: [u16; 8] = h.map(|h| u16::from_le_bytes(h.0));
+        // SAFETY: `h` is 16 bytes.
+        _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
+    }
+
+    impl Repacked for BlockQ4_0 {
+        const SIGNED: bool = false;
+        #[inline(always)]
+        unsafe fn scales8(blocks: &[Self]) -> __m256 {
+            f16x8(std::array::from_fn(|k| blocks[k].d))
+        }
+        #[inline(always)]
+        unsafe fn scale1(&self) -> f32 {
+            f16c(self.d)
+        }
+    }
+
+    impl Repacked for BlockIq4Nl {
+        const SIGNED: bool = true;
+        #[inline(always)]
+        unsafe fn scales8(blocks: &[Self]) -> __m256 {
+            f16x8(std::array::from_fn(|k| blocks[k].d))
+        }
+        #[inline(always)]
+        unsafe fn scale1(&self) -> f32 {
+            f16c(self.d)
+        }
+    }
+
+    impl Repacked for BlockMxfp4 {
+        const SIGNED: bool = true;
+        #[inline(always)]
+        unsafe fn scales8(blocks: &[Self]) -> __m256 {
+            let d: [f32; 8] = std::array::from_fn(|k| e8m0_to_f32_half(blocks[k].e));
+            // SAFETY: `d` is 8 floats.
+            _mm256_loadu_ps(d.as_ptr())
+        }
+        #[inline(always)]
+        unsafe fn scale1(&self) -> f32 {
+            e8m0_to_f32_half(self.e)
+        }
+    }
+
+    /// The 32 codes of a block as bytes in element order: Q4_0's stored nibbles (0..16, before
+    /// its -8), the others' table values (signed).
+    #[inline(always)]
+    unsafe fn codes<W: Repacked>(b: &W) -> __m256i {
+        // SAFETY: the codes are 16 bytes; `loadu`: any alignment.
+        let raw = _mm_loadu_si128(b.codes().as_ptr() as *const __m128i);
         let m = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(raw, m);
         let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
-        _mm256_set_m128i(hi, lo)
+        let q = _mm256_set_m128i(hi, lo);
+        if !W::SIGNED {
+            return q;
+        }
+        // SAFETY: the table is 16 bytes.
+        let lut = _mm_loadu_si128(W::LUT.as_ptr() as *const __m128i);
+        _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), q)
     }
 
     /// Lane `k` = the sum of the eight i32 lanes of `v[k]`.
@@ -127,23 +228,30 @@ mod x86 {
         _mm_cvtsi128_si32(s)
     }
 
-    /// `Σ_e q[e] · x[e]` of unsigned nibbles and signed activations, as 8 i32 partial sums
-    /// (`VNNI`: one `vpdpbusd`, which needs AVX-512 VNNI and VL; else `vpmaddubsw` + `vpmaddwd`).
+    /// `Σ_e q[e] · x[e]` of the codes ([`codes`]) and signed activations, as 8 i32 partial sums
+    /// (`VNNI`: one `vpdpbusd`, which needs AVX-512 VNNI and VL; else `vpmaddubsw` +
+    /// `vpmaddwd`). Signed codes go in as `|q|` against `x` with `q`'s sign (|q| ≤ 127, and
+    /// the activations are -127..=127: no product saturates).
     #[inline(always)]
-    unsafe fn dot_parts<const VNNI: bool>(q: __m256i, x: &ActQ8Block) -> __m256i {
+    unsafe fn dot_parts<const VNNI: bool>(q: __m256i, x: &ActQ8Block, signed: bool) -> __m256i {
         // SAFETY: `qs` is 32 bytes.
-        let xv = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        let mut xv = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        let mut q = q;
+        if signed {
+            xv = _mm256_sign_epi8(xv, q);
+            q = _mm256_sign_epi8(q, q);
+        }
         if VNNI {
             return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, xv);
         }
-        // u8 · i8 pairs (|15 · 128 · 2| fits i16), then pairs of i16 to i32.
+        // u8 · i8 pairs (|127 · 127 · 2| fits i16), then pairs of i16 to i32.
         _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), _mm256_set1_epi16(1))
     }
 
     /// Scratch of [`rows8`], reused across the groups of a call; row-major, so that pass 1
     /// stores whole vectors.
     struct Scratch {
-        /// `[xs][8][nb]`: block `b`'s `Σ (q - 8)·x` of row `r` against activation row `i`.
+        /// `[xs][8][nb]`: block `b`'s `Σ v·x` of row `r` against activation row `i`.
         sumi: Vec<i32>,
         /// `[8][nb]`: block `b`'s scale of row `r`.
         d: Vec<f32>,
@@ -157,8 +265,8 @@ mod x86 {
     /// The CPU must have AVX2, FMA and F16C; every activation row has `nb` blocks, `xsum`
     /// `xs.len() · nb` sums, `scratch` is sized for `xs.len()` rows of `nb` blocks.
     #[inline(always)]
-    unsafe fn rows8<const VNNI: bool>(
-        rows: [&[BlockQ4_0]; 8],
+    unsafe fn rows8<W: Repacked, const VNNI: bool>(
+        rows: [&[W]; 8],
         xs: &[&[ActQ8Block]],
         xsum: &[i32],
         scratch: &mut Scratch,
@@ -173,31 +281,34 @@ mod x86 {
         for (r, row) in rows.iter().enumerate() {
             let mut b0 = 0;
             while b0 < whole {
-                // The eight blocks' f16 scales, converted together.
-                let h: [u16; 8] = std::array::from_fn(|k| u16::from_le_bytes(row[b0 + k].d.0));
-                // SAFETY: `h` is 16 bytes; r · nb + b0 + 8 ≤ 8 · nb = d.len().
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
-                _mm256_storeu_ps(dbuf.add(r * nb + b0), d);
-                let q: [__m256i; 8] = std::array::from_fn(|k| nibbles(&row[b0 + k]));
+                // The eight blocks' scales, converted together.
+                // SAFETY: r · nb + b0 + 8 ≤ 8 · nb = d.len(); b0 + 8 ≤ nb = row.len().
+                _mm256_storeu_ps(dbuf.add(r * nb + b0), W::scales8(&row[b0..b0 + 8]));
+                let q: [__m256i; 8] = std::array::from_fn(|k| codes(&row[b0 + k]));
                 for (i, x) in xs.iter().enumerate() {
                     let v: [__m256i; 8] =
-                        std::array::from_fn(|k| dot_parts::<VNNI>(q[k], &x[b0 + k]));
-                    // Σ (q - 8)·x = Σ q·x - 8·Σ x, exact; lane k is block b0 + k.
-                    // SAFETY: b0 + 8 ≤ nb, so xsum[i · nb + b0 ..][..8] is in xsum, and
-                    // sumi[(i · 8 + r) · nb + b0 ..][..8] in sumi.
-                    let xs8 = _mm256_loadu_si256(xsum.as_ptr().add(i * nb + b0) as *const __m256i);
-                    let s = _mm256_sub_epi32(sum8(&v), _mm256_slli_epi32(xs8, 3));
+                        std::array::from_fn(|k| dot_parts::<VNNI>(q[k], &x[b0 + k], W::SIGNED));
+                    // Lane k is block b0 + k. Q4_0: Σ (q - 8)·x = Σ q·x - 8·Σ x, exact.
+                    let mut s = sum8(&v);
+                    if !W::SIGNED {
+                        // SAFETY: b0 + 8 ≤ nb, so xsum[i · nb + b0 ..][..8] is in xsum.
+                        let xs8 =
+                            _mm256_loadu_si256(xsum.as_ptr().add(i * nb + b0) as *const __m256i);
+                        s = _mm256_sub_epi32(s, _mm256_slli_epi32(xs8, 3));
+                    }
+                    // SAFETY: sumi[(i · 8 + r) · nb + b0 ..][..8] is in sumi.
                     _mm256_storeu_si256(sumi.add((i * 8 + r) * nb + b0) as *mut __m256i, s);
                 }
                 b0 += 8;
             }
             for b in whole..nb {
                 // SAFETY: r · nb + b < 8 · nb; (i · 8 + r) · nb + b < xs.len() · 8 · nb.
-                *dbuf.add(r * nb + b) = f16c(row[b].d);
-                let q = nibbles(&row[b]);
+                *dbuf.add(r * nb + b) = row[b].scale1();
+                let q = codes(&row[b]);
                 for (i, x) in xs.iter().enumerate() {
+                    let offset = if W::SIGNED { 0 } else { 8 * xsum[i * nb + b] };
                     *sumi.add((i * 8 + r) * nb + b) =
-                        hsum(dot_parts::<VNNI>(q, &x[b])) - 8 * xsum[i * nb + b];
+                        hsum(dot_parts::<VNNI>(q, &x[b], W::SIGNED)) - offset;
                 }
             }
         }
@@ -246,13 +357,13 @@ mod x86 {
     /// The CPU must have AVX2, FMA and F16C; `w` whole rows of `row_bytes` (whole blocks), every
     /// activation row as long as a weight row has blocks (the caller's `check_tile`).
     #[inline(always)]
-    unsafe fn tile_body<const VNNI: bool>(
+    unsafe fn tile_body<W: Repacked, const VNNI: bool>(
         w: &[u8],
         row_bytes: usize,
         xs: &[&[ActQ8Block]],
         out: &Out,
     ) {
-        let nb = row_bytes / size_of::<BlockQ4_0>();
+        let nb = row_bytes / size_of::<W>();
         // The integer sum of every activation block, once per call.
         let xsum: Vec<i32> = xs
             .iter()
@@ -267,44 +378,64 @@ mod x86 {
         };
         let mut groups = w.chunks_exact(8 * row_bytes);
         for (g, group) in (&mut groups).enumerate() {
-            let rows: [&[BlockQ4_0]; 8] =
+            let rows: [&[W]; 8] =
                 std::array::from_fn(|r| bytemuck::cast_slice(&group[r * row_bytes..][..row_bytes]));
-            rows8::<VNNI>(rows, xs, &xsum, &mut scratch, out, 8 * g);
+            rows8::<W, VNNI>(rows, xs, &xsum, &mut scratch, out, 8 * g);
         }
         let rest = groups.remainder();
         if !rest.is_empty() {
             let r0 = (w.len() - rest.len()) / row_bytes;
-            super::rows_scalar(rest, row_bytes, xs, out, r0);
+            super::rows_scalar::<W>(rest, row_bytes, xs, out, r0);
         }
     }
 
     /// # Safety
     /// As `tile_body`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_avx2_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
-        tile_body::<false>(w, row_bytes, xs, out)
+    unsafe fn tile_avx2_tf<W: Repacked>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8Block]],
+        out: &Out,
+    ) {
+        tile_body::<W, false>(w, row_bytes, xs, out)
     }
 
     /// # Safety
     /// As `tile_body`, and the CPU must have AVX-512 VNNI and VL.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn tile_vnni_tf(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: &Out) {
-        tile_body::<true>(w, row_bytes, xs, out)
+    unsafe fn tile_vnni_tf<W: Repacked>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8Block]],
+        out: &Out,
+    ) {
+        tile_body::<W, true>(w, row_bytes, xs, out)
     }
 
-    pub(super) fn tile_avx2(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
-        check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
+    pub(super) fn tile_avx2<W: Repacked>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8Block]],
+        out: Out,
+    ) {
+        check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
         // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
         // instruction sets that include AVX2, FMA and F16C, which `with_kernel` checked this CPU
         // runs.
-        unsafe { tile_avx2_tf(w, row_bytes, xs, &out) }
+        unsafe { tile_avx2_tf::<W>(w, row_bytes, xs, &out) }
     }
 
-    pub(super) fn tile_vnni(w: &[u8], row_bytes: usize, xs: &[&[ActQ8Block]], out: Out) {
-        check_tile(w, row_bytes, size_of::<BlockQ4_0>(), 1, xs, &out);
+    pub(super) fn tile_vnni<W: Repacked>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[ActQ8Block]],
+        out: Out,
+    ) {
+        check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
         // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
         // `Isa::Avx512Vnni` (AVX2, FMA, F16C, AVX-512 F/BW/VL/VNNI), which `with_kernel` checked
         // this CPU runs.
-        unsafe { tile_vnni_tf(w, row_bytes, xs, &out) }
+        unsafe { tile_vnni_tf::<W>(w, row_bytes, xs, &out) }
     }
 }
