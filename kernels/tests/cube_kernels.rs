@@ -1,5 +1,5 @@
 //! The CubeCL kernels, launched directly on raw `CubeTensor`s (no Fusion), against the
-//! dequantize-then-matmul reference in f64, for all 13 formats, each kernel variant
+//! dequantize-then-matmul reference in f64, for all 18 formats, each kernel variant
 //! (mat-vec with plane reduction where the device has plane operations, mat-vec with the
 //! shared-memory reduction, tiled), odd shapes: weight rows not a multiple of the tile or
 //! workgroup, `m` in {1, 2, 3, 5, 17, 33}, rows of 1, 2 and 3 blocks. The error bound is
@@ -134,6 +134,11 @@ format_tests! {
     q4_k_matches_reference: Q4_K,
     q5_k_matches_reference: Q5_K,
     q6_k_matches_reference: Q6_K,
+    iq4_nl_matches_reference: IQ4_NL,
+    iq4_xs_matches_reference: IQ4_XS,
+    tq1_0_matches_reference: TQ1_0,
+    tq2_0_matches_reference: TQ2_0,
+    mxfp4_matches_reference: MXFP4,
 }
 
 /// Rows longer than 32 chunks take the 64-unit mat-vec workgroup (several chunks per unit);

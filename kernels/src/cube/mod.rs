@@ -3,8 +3,8 @@
 //!
 //! The weights are the file's bytes packed four to a `u32` word ([`crate::packed::QWeight`]);
 //! every format is read at byte offsets ([`bits`]) and decoded 32 elements at a time, a *chunk*:
-//! one block of the 32-element formats ([`legacy`]), an eighth of a K-quant super-block
-//! ([`kquants`]), 32 values of a float row ([`float`]). [`decode_chunk`] picks the decoder at
+//! one block of the 32-element formats ([`legacy`], and IQ4_NL, MXFP4 in [`iquants`]), an eighth
+//! of a K-quant, IQ4_XS or ternary super-block ([`kquants`], [`iquants`]), 32 values of a float row ([`float`]). [`decode_chunk`] picks the decoder at
 //! kernel-compile time from the ggml type id.
 //!
 //! The matmul kernels ([`launch`] picks one), and beside them [`get_rows`], the embedding lookup
@@ -20,6 +20,7 @@
 pub mod bits;
 pub mod float;
 pub mod get_rows;
+pub mod iquants;
 pub mod kquants;
 pub mod launch;
 pub mod legacy;
@@ -44,6 +45,11 @@ pub const TY_Q4_K: u32 = 12;
 pub const TY_Q5_K: u32 = 13;
 pub const TY_Q6_K: u32 = 14;
 pub const TY_BF16: u32 = 30;
+pub const TY_IQ4_NL: u32 = 20;
+pub const TY_IQ4_XS: u32 = 23;
+pub const TY_TQ1_0: u32 = 34;
+pub const TY_TQ2_0: u32 = 35;
+pub const TY_MXFP4: u32 = 39;
 
 /// Elements per chunk, the unit of work of every kernel.
 pub const CHUNK: u32 = 32;
@@ -53,7 +59,23 @@ pub fn is_supported(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_NL
+            | IQ4_XS
+            | TQ1_0
+            | TQ2_0
+            | MXFP4
     )
 }
 
@@ -102,6 +124,16 @@ pub fn decode_chunk(
         kquants::decode_q4_k(w, rb, c, out);
     } else if comptime!(ty == TY_Q5_K) {
         kquants::decode_q5_k(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ4_NL) {
+        iquants::decode_iq4_nl(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ4_XS) {
+        iquants::decode_iq4_xs(w, rb, c, out);
+    } else if comptime!(ty == TY_TQ1_0) {
+        iquants::decode_tq1_0(w, rb, c, out);
+    } else if comptime!(ty == TY_TQ2_0) {
+        iquants::decode_tq2_0(w, rb, c, out);
+    } else if comptime!(ty == TY_MXFP4) {
+        iquants::decode_mxfp4(w, rb, c, out);
     } else {
         kquants::decode_q6_k(w, rb, c, out);
     }

@@ -12,8 +12,8 @@ pub mod cpu_bound;
 use std::mem::offset_of;
 
 use gguf_importer::quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockTq1_0, BlockTq2_0,
 };
 use gguf_importer::GgmlType;
 use gguf_kernels::cpu::QMatrix;
@@ -101,9 +101,22 @@ pub fn f16_offsets(ty: GgmlType) -> Vec<usize> {
         Q4_K => vec![offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)],
         Q5_K => vec![offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)],
         Q6_K => vec![offset_of!(BlockQ6K, d)],
+        IQ4_NL => vec![offset_of!(BlockIq4Nl, d)],
+        IQ4_XS => vec![offset_of!(BlockIq4Xs, d)],
+        TQ1_0 => vec![offset_of!(BlockTq1_0, d)],
+        TQ2_0 => vec![offset_of!(BlockTq2_0, d)],
         _ => vec![],
     }
 }
+
+/// The formats with CubeCL decoders beyond [`QUANTIZED`] (their random blocks: `random_weights`).
+pub const QUANTIZED_LUT: [GgmlType; 5] = [
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+    GgmlType::MXFP4,
+];
 
 /// Random valid GGUF bytes of a `[rows, cols]` matrix of `ty`.
 pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
@@ -128,6 +141,10 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> 
             for block in bytes.chunks_exact_mut(size) {
                 for &o in &offsets {
                     block[o..o + 2].copy_from_slice(&rng.f16_scale());
+                }
+                if ty == GgmlType::MXFP4 {
+                    // the E8M0 exponent: half scales 2^-18 .. 2^-2 (finite products)
+                    block[0] = 110 + (rng.next() % 16) as u8;
                 }
             }
             bytes
