@@ -1,7 +1,7 @@
 //! Loads a GGUF model and saves it as a GGUF file of another type with `Llama::save_gguf`
 //! (llama.cpp's file types F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q2_K, Q3_K_M, Q4_K_S, Q4_K_M,
-//! Q5_K_M, Q6_K: the matrix types llama.cpp's quantizer chooses for each, byte for byte its
-//! output; norms, biases and RoPE factors F32), for llama.cpp to load.
+//! Q5_K_M, Q6_K, IQ4_NL, IQ4_XS: the matrix types llama.cpp's quantizer chooses for each, byte for
+//! byte its output; norms, biases and RoPE factors F32), for llama.cpp to load.
 //!
 //! ```text
 //! cargo run --release --example export_gguf -- --model FILE.gguf --out OUT.gguf --type q8_0
@@ -27,8 +27,8 @@ struct Args {
     /// Where to write the export (replaced if it exists).
     #[arg(long)]
     out: PathBuf,
-    /// f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m or q6_k (any
-    /// case; q3_k, q4_k, q5_k mean the _m mixes, as in llama-quantize).
+    /// f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k,
+    /// iq4_nl or iq4_xs (any case; q3_k, q4_k, q5_k mean the _m mixes, as in llama-quantize).
     #[arg(long = "type", default_value = "f16")]
     ty: ExportType,
     /// flex, ndarray or wgpu.

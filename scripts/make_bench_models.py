@@ -12,7 +12,7 @@ Into --out (default ~/.cache/gguf-llama/models/bench):
   copied from /work/shared/data/vocab/ggml-vocab-llama-spm.gguf (tokens, scores, token
   types, BOS 1 / EOS 2 / UNK 0, add_bos true). Random weights generate gibberish, but
   the throughput of a model depends only on its shapes and tensor types.
-- tinyllama-shape-{Q4_K_M,Q4_0,Q8_0}.gguf: that file quantized by llama.cpp
+- tinyllama-shape-{Q4_K_M,Q4_0,Q8_0,IQ4_XS,IQ3_S}.gguf: that file quantized by llama.cpp
   (llama_cpp.llama_model_quantize, default parameters, i.e. not `pure`: the mixes a
   user's file has, e.g. Q4_K_M puts Q6_K on output.weight and some attn_v/ffn_down;
   2 threads).
@@ -72,6 +72,9 @@ TINY_QUANTS = {
     "tinyllama-shape-Q4_K_M.gguf": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
     "tinyllama-shape-Q4_0.gguf": "LLAMA_FTYPE_MOSTLY_Q4_0",
     "tinyllama-shape-Q8_0.gguf": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    # issue 19: the i-quants (no importance matrix needed)
+    "tinyllama-shape-IQ4_XS.gguf": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
+    "tinyllama-shape-IQ3_S.gguf": "LLAMA_FTYPE_MOSTLY_IQ3_S",
 }
 SMOLLM2_Q8 = "SmolLM2-135M-Instruct.Q8_0.gguf"
 

@@ -24,9 +24,24 @@ SmolLM2-135M-Instruct F16 and Q4_0 are llama.cpp's conversions of the same F32 w
 missing; the tests write them with `ExportType::F16` / `ExportType::Q4_0` and check them the same
 way. `smollm2-q4_1-kq8`: the Q4_1
 file with llama.cpp's `--cache-type-k q8_0` (values f16, flash attention off, as its default).
+The other `LLAMA_CPP_VARIANTS` (bf16, q5_0, q5_1, the K-quant mixes, iq4_nl, iq4_xs, iq3_s, tq1_0,
+tq2_0) are made the same way; for SmolLM2's 576-wide rows llama.cpp falls back to IQ4_NL (IQ
+types) or Q4_0 (TQ types) on every matrix but the 1536-wide ffn_down. Every variant records the
+sha256 of its tensors and its `source`; the IQ/TQ/MXFP4 ones (and any variant written since they
+were added) also `tensor_types` (ggml type name -> number of tensors, as gguf-py reads the file).
+
+Two variants that no file type gives (`GGML_VARIANTS`), both quantized by ggml itself:
+`smollm2-iq3_xxs` is llama_model_quantize(IQ3_XXS), which without an importance matrix makes
+ffn_down Q4_K/Q3_K (and refuses an IQ3_XXS override), with ffn_down then re-quantized to IQ3_XXS
+from the F32 weights by libggml-base's `ggml_quantize_chunk` (imatrix NULL) and the file rewritten
+by gguf-py's GGUFWriter (other tensors and metadata copied); `smollm2-mxfp4` is
+llama_model_quantize(Q8_0) with llama.cpp's per-tensor type overrides (`tt_overrides`, as
+llama-quantize's --tensor-type) putting MXFP4 on every attn_q/k/v/output and ffn_gate/up/down
+matrix (MXFP4_MOE would only touch MoE experts): the tied token embedding stays Q8_0, the norms F32.
+scripts/make_iquant_models.py rebuilds these IQ/TQ/MXFP4 files and checks them against this JSON.
 
     python3 scripts/make_default_kv_fixtures.py \
-        [--only stories|smollm2|smollm2-q8_0|smollm2-f16|smollm2-q4_0|smollm2-kq8]
+        [--only stories|smollm2|smollm2-q8_0|smollm2-kq8|smollm2-<variant>]
 """
 
 from __future__ import annotations
@@ -193,7 +208,10 @@ def tensor_data_sha256(path) -> str:
 SMOL_Q8_0 = fc.SMOLLM2_MODEL.parent / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf"
 # llama.cpp's own conversions of the F32 weights (`llama_model_quantize` with this file type, no
 # importance matrix), by fixture key. SmolLM2's 576-wide rows are not whole 256-blocks, so the
-# K-quant mixes hold llama.cpp's fallbacks (Q4_0, Q5_0, Q5_1, Q8_0) beside the K-quant ffn_down.
+# K-quant mixes hold llama.cpp's fallbacks (Q4_0, Q5_0, Q5_1, Q8_0) beside the K-quant ffn_down;
+# the IQ mixes fall back to IQ4_NL (IQ4_NL/IQ4_XS also put Q5_K on the first 3 ffn_down) and the
+# TQ ones to Q4_0, keeping the named type on the 1536-wide ffn_down. The tied token embedding is
+# Q8_0 in all of them.
 LLAMA_CPP_VARIANTS = [
     ("smollm2-f16", "LLAMA_FTYPE_MOSTLY_F16"),
     ("smollm2-bf16", "LLAMA_FTYPE_MOSTLY_BF16"),
@@ -206,7 +224,43 @@ LLAMA_CPP_VARIANTS = [
     ("smollm2-q4_k_m", "LLAMA_FTYPE_MOSTLY_Q4_K_M"),
     ("smollm2-q5_k_m", "LLAMA_FTYPE_MOSTLY_Q5_K_M"),
     ("smollm2-q6_k", "LLAMA_FTYPE_MOSTLY_Q6_K"),
+    ("smollm2-iq4_nl", "LLAMA_FTYPE_MOSTLY_IQ4_NL"),
+    ("smollm2-iq4_xs", "LLAMA_FTYPE_MOSTLY_IQ4_XS"),
+    ("smollm2-iq3_s", "LLAMA_FTYPE_MOSTLY_IQ3_S"),
+    ("smollm2-tq1_0", "LLAMA_FTYPE_MOSTLY_TQ1_0"),
+    ("smollm2-tq2_0", "LLAMA_FTYPE_MOSTLY_TQ2_0"),
 ]
+
+# Every matrix llama.cpp quantizes in a block (std::regex, searched in the tensor name); not
+# token_embd, not the norms.
+BLOCK_MATRICES = r"attn_(q|k|v|output)\.weight$|ffn_(gate|up|down)\.weight$"
+
+# Variants that no file type gives by itself, by fixture key: (file name part, llama.cpp file
+# type, tensor type overrides handed to llama_model_quantize as its `tt_overrides` (llama-quantize's
+# --tensor-type), tensors re-quantized afterwards from the F32 weights by ggml_quantize_chunk).
+# - smollm2-iq3_xxs: llama_model_quantize(IQ3_XXS) without an importance matrix makes ffn_down
+#   Q4_K/Q3_K (its `!has_imatrix` branch) and refuses an IQ3_XXS override ("requires an imatrix"),
+#   so the file would hold no IQ3_XXS at all; ffn_down is therefore re-quantized to IQ3_XXS by
+#   ggml_quantize_chunk (imatrix NULL, which ggml allows for IQ3_XXS). The tensor types are then
+#   those llama.cpp's IQ3_XXS mix gives SmolLM2 with an importance matrix.
+# - smollm2-mxfp4: LLAMA_FTYPE_MOSTLY_MXFP4_MOE only makes MoE experts MXFP4 (a dense model gets
+#   Q8_0 everywhere), so: llama_model_quantize(Q8_0) with every block matrix overridden to MXFP4.
+GGML_VARIANTS: dict[str, tuple[str, str, list[tuple[str, str]], list[tuple[str, str]]]] = {
+    "smollm2-iq3_xxs": ("IQ3_XXS", "LLAMA_FTYPE_MOSTLY_IQ3_XXS", [], [(r"ffn_down\.weight$", "IQ3_XXS")]),
+    "smollm2-mxfp4": ("MXFP4", "LLAMA_FTYPE_MOSTLY_Q8_0", [(BLOCK_MATRICES, "MXFP4")], []),
+}
+
+# The IQ/TQ/MXFP4 files (scripts/make_iquant_models.py rebuilds and checks these).
+IQUANT_KEYS = [
+    "smollm2-iq4_nl",
+    "smollm2-iq4_xs",
+    "smollm2-iq3_s",
+    "smollm2-iq3_xxs",
+    "smollm2-tq1_0",
+    "smollm2-tq2_0",
+    "smollm2-mxfp4",
+]
+VARIANT_KEYS = [key for key, _ in LLAMA_CPP_VARIANTS] + list(GGML_VARIANTS)
 
 
 def variant_path(ftype: str):
@@ -215,11 +269,173 @@ def variant_path(ftype: str):
     return fc.SMOLLM2_MODEL.parent / "bench" / f"SmolLM2-135M-Instruct.{name}.gguf"
 
 
+def variant_file(key: str):
+    """The model file of variant `key` (of LLAMA_CPP_VARIANTS or GGML_VARIANTS)."""
+    if key in GGML_VARIANTS:
+        return variant_path(GGML_VARIANTS[key][0])
+    return variant_path(dict(LLAMA_CPP_VARIANTS)[key])
+
+
+def variant_source(key: str) -> str:
+    """How variant `key`'s file is made (the fixture's `source`)."""
+    of = "of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
+    if key not in GGML_VARIANTS:
+        return f"llama_model_quantize({dict(LLAMA_CPP_VARIANTS)[key]}) {of}"
+    _, ftype, overrides, requant = GGML_VARIANTS[key]
+    out = f"llama_model_quantize({ftype}"
+    if overrides:
+        out += ", tt_overrides " + ", ".join(f"/{pat}/ -> {ty}" for pat, ty in overrides)
+    out += f") {of}"
+    if requant:
+        out += "; then " + ", ".join(f"/{pat}/" for pat, _ in requant) + " re-quantized from those F32 weights to "
+        out += ", ".join(sorted({ty for _, ty in requant}))
+        out += " by ggml_quantize_chunk (libggml-base, imatrix NULL), written with gguf-py's GGUFWriter"
+        out += " (every other tensor and all metadata copied from llama.cpp's file)"
+    return out
+
+
+def ensure_f32_twin():
+    """SmolLM2's F32 twin (make_bench_models.SMOLLM2_F32), written from the Q4_1 file by
+    fixture_common.write_dequantized_f32 as make_llama_fixtures.py does when it is missing."""
+    import make_bench_models as mbm
+
+    if not mbm.SMOLLM2_F32.exists():
+        if not fc.SMOLLM2_MODEL.exists():
+            raise SystemExit(
+                f"{mbm.SMOLLM2_F32} and {fc.SMOLLM2_MODEL} not found; see scripts/README.md for how to get the latter"
+            )
+        tmp = mbm.SMOLLM2_F32.with_name(mbm.SMOLLM2_F32.name + ".partial")
+        fc.write_dequantized_f32(fc.SMOLLM2_MODEL, tmp)
+        tmp.rename(mbm.SMOLLM2_F32)
+    return mbm.SMOLLM2_F32
+
+
+def quantize_with_overrides(src, dst, ftype: str, overrides: list[tuple[str, str]]) -> None:
+    """llama_model_quantize(ftype) of `src` into `dst` (default parameters, 2 threads), with
+    `overrides` (regex, ggml type name) as its per-tensor type overrides (`tt_overrides`)."""
+    import ctypes
+
+    import gguf
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = fc.N_THREADS
+    params.ftype = getattr(llama_cpp, ftype)
+    table = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()  # NULL-pattern end
+    for i, (pattern, ty) in enumerate(overrides):
+        table[i].pattern = pattern.encode()
+        table[i].type = int(gguf.GGMLQuantizationType[ty])
+    params.tt_overrides = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    tmp = dst.with_name(dst.name + ".partial")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"llama_model_quantize({src.name} -> {ftype}, overrides {overrides}) failed with {rc}")
+    tmp.rename(dst)
+
+
+def libggml_base():
+    """The libggml-base that llama-cpp-python loads, with ggml_quantize_chunk's signature set."""
+    import ctypes
+    from pathlib import Path
+
+    import llama_cpp
+
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    cands = [lib_dir / n for n in ("libggml-base.so", "libggml-base.dylib") if (lib_dir / n).exists()]
+    if not cands:
+        raise SystemExit(f"no libggml-base in {lib_dir}")
+    lib = ctypes.CDLL(str(cands[0]))
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+    ]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    lib.ggml_row_size.restype = ctypes.c_size_t
+    lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    lib.ggml_validate_row_data.restype = ctypes.c_bool
+    return lib
+
+
+def requantize_with_ggml(src, f32, dst, rules: list[tuple[str, str]]) -> None:
+    """Writes `dst`: `src` with every tensor whose name matches a rule (regex, ggml type name)
+    quantized from `f32`'s weights by ggml_quantize_chunk(type, all rows, imatrix NULL); all
+    metadata and every other tensor copied as they are (raw bytes), in `src`'s order."""
+    import re
+
+    import gguf
+
+    lib = libggml_base()
+    reader = gguf.GGUFReader(str(src))
+    f32_tensors = {t.name: t for t in gguf.GGUFReader(str(f32)).tensors}
+    tmp = dst.with_name(dst.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), reader.fields["general.architecture"].contents())
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), vtype, sub_type)
+    for t in reader.tensors:
+        ty = next((ty for pattern, ty in rules if re.search(pattern, t.name)), None)
+        if ty is None:
+            writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+            continue
+        qtype = gguf.GGMLQuantizationType[ty]
+        w = np.ascontiguousarray(f32_tensors[t.name].data, dtype=np.float32)
+        rows, n = w.shape
+        out = np.zeros((rows, lib.ggml_row_size(int(qtype), n)), dtype=np.uint8)
+        size = lib.ggml_quantize_chunk(int(qtype), w.ctypes.data, out.ctypes.data, 0, rows, n, None)
+        if size != out.nbytes or not lib.ggml_validate_row_data(int(qtype), out.ctypes.data, out.nbytes):
+            raise SystemExit(f"ggml_quantize_chunk({ty}) of {t.name} wrote {size} bytes, not {out.nbytes} valid ones")
+        writer.add_tensor(t.name, out, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.rename(dst)
+
+
+def make_variant(key: str, force: bool = False):
+    """Variant `key`'s file, written from the F32 twin when missing (or `force`); returns its path."""
+    path = variant_file(key)
+    if path.exists() and not force:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f32 = ensure_f32_twin()
+    if key not in GGML_VARIANTS:
+        import make_bench_models as mbm
+
+        mbm.quantize(f32, path, dict(LLAMA_CPP_VARIANTS)[key])
+        return path
+    _, ftype, overrides, requant = GGML_VARIANTS[key]
+    if not requant:
+        quantize_with_overrides(f32, path, ftype, overrides)
+        return path
+    stage = path.with_name(path.name + ".llama-cpp")
+    quantize_with_overrides(f32, stage, ftype, overrides)
+    try:
+        requantize_with_ggml(stage, f32, path, requant)
+    finally:
+        stage.unlink(missing_ok=True)
+    return path
+
+
+def tensor_types(path) -> dict[str, int]:
+    """ggml type name -> number of tensors of that type in `path` (gguf-py's reading)."""
+    import collections
+
+    import gguf
+
+    counts = collections.Counter(t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors)
+    return dict(sorted(counts.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--only",
-        choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-kq8"] + [key for key, _ in LLAMA_CPP_VARIANTS],
+        choices=["stories", "smollm2", "smollm2-q8_0", "smollm2-kq8"] + VARIANT_KEYS,
     )
     args = ap.parse_args()
     fc.quiet_llama()
@@ -255,22 +471,15 @@ def main() -> int:
 
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
         run_model("smollm2-q4_1-kq8", fc.SMOLLM2_MODEL, cases, SMOL_N_GEN, doc, llama_cpp.GGML_TYPE_Q8_0)
-    for key, ftype in LLAMA_CPP_VARIANTS:
-        path = variant_path(ftype)
+    for key in VARIANT_KEYS:
         if args.only not in (None, key):
             continue
-        if not path.exists():
-            import make_bench_models as mbm
-
-            if not mbm.SMOLLM2_F32.exists():
-                raise SystemExit(f"{mbm.SMOLLM2_F32} not found; scripts/make_bench_models.py writes it")
-            mbm.quantize(mbm.SMOLLM2_F32, path, ftype)
+        path = make_variant(key)
         cases = [("raw", p) for p in SMOL_RAW] + [("chat", p) for p in SMOL_CHAT]
         run_model(key, path, cases, SMOL_N_GEN, doc)
         doc["models"][key]["tensor_data_sha256"] = tensor_data_sha256(path)
-        doc["models"][key]["source"] = (
-            f"llama_model_quantize({ftype}) of SmolLM2-135M-Instruct.Q4_1 dequantized to F32 by gguf-py"
-        )
+        doc["models"][key]["source"] = variant_source(key)
+        doc["models"][key]["tensor_types"] = tensor_types(path)
     fc.write_json(OUT, doc)
     return 0
 

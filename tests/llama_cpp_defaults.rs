@@ -190,6 +190,51 @@ fn smollm2_k_quant_mixes_default_cache_bit_for_bit_on_cpu_devices() {
     }
 }
 
+/// SmolLM2 in IQ4_NL and IQ4_XS (our export, llama.cpp's file: IQ4_NL matrices, and IQ4_XS
+/// `ffn_down` in the IQ4_XS file, whose 1536-wide rows are whole super-blocks; Q5_K `ffn_down`
+/// in the first eighth of the layers; the tied embedding Q8_0) runs as llama.cpp runs it: IQ4_NL
+/// in the order of its repacked kernels, IQ4_XS in `vec_dot_iq4_xs_q8_K`'s for fewer than 8
+/// activation rows and its tiled matmul's for more.
+#[test]
+fn smollm2_iq4_exports_default_cache_bit_for_bit_on_cpu_devices() {
+    for (ty, key) in [
+        (ExportType::IQ4_NL, "smollm2-iq4_nl"),
+        (ExportType::IQ4_XS, "smollm2-iq4_xs"),
+    ] {
+        check_smollm2_export(ty, key, &format!("SmolLM2-135M-Instruct.{ty}.gguf"));
+    }
+}
+
+/// SmolLM2 in the i-quants and formats this crate does not write, as llama.cpp's quantizer
+/// writes them (`scripts/make_iquant_models.py`; the file checked against the sha256 of its
+/// tensor data in the fixture): IQ3_S and IQ3_XXS files (IQ4_NL where rows are 576 wide, the
+/// named type in `ffn_down`, IQ3_XXS's `attn_output` IQ3_S), TQ1_0 and TQ2_0 files (Q4_0 where
+/// rows are 576 wide) and an MXFP4 one (every layer matrix MXFP4, by ggml's quantizer). Every
+/// matmul in llama.cpp's order (`vec_dot`, tiled, repacked: kernels/src/cpu/iquants.rs,
+/// nibble_lut.rs, repacked.rs), so the logits are its own bit for bit.
+#[test]
+fn smollm2_llama_cpp_iquant_files_bit_for_bit_on_cpu_devices() {
+    for (name, key) in [
+        ("IQ3_S", "smollm2-iq3_s"),
+        ("IQ3_XXS", "smollm2-iq3_xxs"),
+        ("TQ1_0", "smollm2-tq1_0"),
+        ("TQ2_0", "smollm2-tq2_0"),
+        ("MXFP4", "smollm2-mxfp4"),
+    ] {
+        let Some(path) = smollm2_variant(name) else {
+            return;
+        };
+        let got = families::tensor_data_sha256(&GgufFile::open(&path).unwrap());
+        assert_eq!(
+            got,
+            reference(key)["tensor_data_sha256"].as_str().unwrap(),
+            "{}: not the file llama.cpp's quantizer wrote for the fixture",
+            path.display()
+        );
+        check_cpu_devices(&path, key);
+    }
+}
+
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own
 /// except at near-ties (top-2 gap below 1e-3; stories260K's smallest gap is far above it).
 #[test]

@@ -18,7 +18,8 @@
 //!   give `attn_v`, `attn_output` and `ffn_down` more bits in some layers (see
 //!   [`ExportType::tensor_type`]).
 //! - A matrix whose rows are not whole blocks of its type falls back as llama.cpp's
-//!   `tensor_type_fallback`: Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and to
+//!   `tensor_type_fallback`: Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0,
+//!   IQ4_XS to IQ4_NL, and to
 //!   F16 where the rows are not whole 32-blocks either (SmolLM2's 576-wide rows keep K-quants only
 //!   in `ffn_down`, whose rows are 1536 wide).
 //!
@@ -89,6 +90,11 @@ pub enum ExportType {
     Q5_K_M,
     /// Matrices Q6_K (`LLAMA_FTYPE_MOSTLY_Q6_K`).
     Q6_K,
+    /// Matrices IQ4_NL; `attn_v` Q5_K with 4 or more query heads per KV head, `ffn_down` Q5_K in
+    /// the first eighth of the layers; the output matrix Q6_K (`LLAMA_FTYPE_MOSTLY_IQ4_NL`).
+    IQ4_NL,
+    /// Matrices IQ4_XS, with IQ4_NL's rules (`LLAMA_FTYPE_MOSTLY_IQ4_XS`).
+    IQ4_XS,
 }
 
 /// Where a matrix sits in the model: what llama.cpp's type choice reads from its name.
@@ -180,6 +186,7 @@ fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
         GgmlType::Q4_K => GgmlType::Q5_0,
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
+        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
         other => other,
     };
     if row_len.is_multiple_of(smaller.block_size()) {
@@ -191,7 +198,7 @@ fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
 
 impl ExportType {
     /// Every export type.
-    pub const ALL: [ExportType; 13] = [
+    pub const ALL: [ExportType; 15] = [
         ExportType::F32,
         ExportType::F16,
         ExportType::BF16,
@@ -205,6 +212,8 @@ impl ExportType {
         ExportType::Q4_K_M,
         ExportType::Q5_K_M,
         ExportType::Q6_K,
+        ExportType::IQ4_NL,
+        ExportType::IQ4_XS,
     ];
 
     /// llama-quantize's name: `F32`, `BF16`, `Q4_K_M`, ….
@@ -223,6 +232,8 @@ impl ExportType {
             ExportType::Q4_K_M => "Q4_K_M",
             ExportType::Q5_K_M => "Q5_K_M",
             ExportType::Q6_K => "Q6_K",
+            ExportType::IQ4_NL => "IQ4_NL",
+            ExportType::IQ4_XS => "IQ4_XS",
         }
     }
 
@@ -242,6 +253,8 @@ impl ExportType {
             ExportType::Q4_K_S | ExportType::Q4_K_M => GgmlType::Q4_K,
             ExportType::Q5_K_M => GgmlType::Q5_K,
             ExportType::Q6_K => GgmlType::Q6_K,
+            ExportType::IQ4_NL => GgmlType::IQ4_NL,
+            ExportType::IQ4_XS => GgmlType::IQ4_XS,
         }
     }
 
@@ -260,6 +273,8 @@ impl ExportType {
             ExportType::Q4_K_M => 15,
             ExportType::Q5_K_M => 17,
             ExportType::Q6_K => 18,
+            ExportType::IQ4_NL => 25,
+            ExportType::IQ4_XS => 30,
             ExportType::BF16 => 32,
         }
     }
@@ -314,6 +329,7 @@ impl ExportType {
                     E::Q3_K_M if layer < 2 => G::Q5_K,
                     E::Q3_K_M => G::Q4_K,
                     E::Q4_K_M | E::Q5_K_M if use_more_bits(layer, n_layer) => G::Q6_K,
+                    E::IQ4_NL | E::IQ4_XS if shape.n_gqa() >= 4 => G::Q5_K,
                     E::Q4_K_S if layer < 4 => G::Q5_K,
                     _ => base,
                 };
@@ -328,6 +344,7 @@ impl ExportType {
                 E::Q3_K_M if layer < n_layer / 16 => G::Q5_K,
                 E::Q3_K_M => G::Q4_K,
                 E::Q4_K_M | E::Q5_K_M if use_more_bits(layer, n_layer) => G::Q6_K,
+                E::IQ4_NL | E::IQ4_XS if layer < n_layer / 8 => G::Q5_K,
                 E::Q4_K_S if layer < n_layer / 8 => G::Q5_K,
                 _ => base,
             },

@@ -98,6 +98,29 @@ pub fn smollm2() -> Option<PathBuf> {
     }
 }
 
+/// `SmolLM2-135M-Instruct.{name}.gguf` as llama.cpp's quantizer writes it from the F32 twin of the
+/// SmolLM2 file: $GGUF_LLAMA_MODELS/bench/, or where .ci/run puts it
+/// (`scripts/make_iquant_models.py` writes the ones of the i-quants).
+pub fn smollm2_variant(name: &str) -> Option<PathBuf> {
+    let models = std::env::var_os("GGUF_LLAMA_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/gguf-llama/models")
+        });
+    let path = models.join(format!("bench/SmolLM2-135M-Instruct.{name}.gguf"));
+    if path.exists() {
+        Some(path)
+    } else {
+        missing(&format!(
+            "{} not found (python3 scripts/make_iquant_models.py writes it; .ci/run runs that)",
+            path.display()
+        ))
+    }
+}
+
 /// Gemma 3 270M Q4_K_M (llama.cpp's `gemma3` architecture): $GGUF_LLAMA_GEMMA3, or where
 /// .ci/run puts it.
 pub fn gemma3() -> Option<PathBuf> {

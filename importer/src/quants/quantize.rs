@@ -1,5 +1,5 @@
 //! Quantization: f32 rows to the bytes of a GGUF tensor of type F32, F16, BF16, Q4_0, Q5_0, Q5_1,
-//! Q8_0, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K.
+//! Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL or IQ4_XS.
 //!
 //! Each format follows ggml's reference conversion (`quantize_row_*_ref` in ggml-quants.c, what
 //! llama.cpp's quantizer runs when it has no importance matrix), so the bytes equal llama.cpp's
@@ -23,6 +23,9 @@
 //! - Q2_K … Q6_K: super-blocks of 256 values in sub-blocks of 16 or 32, each with a scale (and for
 //!   Q2_K, Q4_K, Q5_K a minimum) found by ggml's searches for the least weighted error, then
 //!   quantized against the super-block's largest ([`quantize_q2_k`] … [`quantize_q6_k`]).
+//! - IQ4_NL, IQ4_XS: blocks of 32 onto the 16 non-linear `kvalues_iq4nl` levels, the scale found
+//!   by ggml's search (IQ4_XS: 6-bit sub-block scales under an f16 super-scale;
+//!   [`quantize_iq4_nl`], [`quantize_iq4_xs`]).
 //!
 //! Where a conversion from float to integer can meet a value out of the integer's range (a block
 //! whose scale is so small that `1/d` overflows), it gives what x86's truncating conversion gives
@@ -34,8 +37,10 @@
 
 use rayon::prelude::*;
 
+mod iq4;
 mod kquants;
 
+pub use iq4::{quantize_iq4_nl, quantize_iq4_xs};
 pub use kquants::{quantize_q2_k, quantize_q3_k, quantize_q4_k, quantize_q5_k, quantize_q6_k};
 
 use super::{BlockQ4_0, BlockQ5_0, BlockQ5_1, BlockQ8_0, F16};
@@ -47,7 +52,7 @@ pub enum QuantizeError {
     /// A type this module does not quantize to (see [`SUPPORTED`]).
     #[error(
         "quantizing to {type_name} is not supported (F32, F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0, \
-         Q2_K, Q3_K, Q4_K, Q5_K and Q6_K are)"
+         Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS are)"
     )]
     UnsupportedType { type_name: &'static str },
 
@@ -75,7 +80,7 @@ pub enum QuantizeError {
 }
 
 /// The types [`quantize`] writes.
-pub const SUPPORTED: [GgmlType; 12] = [
+pub const SUPPORTED: [GgmlType; 14] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -88,6 +93,8 @@ pub const SUPPORTED: [GgmlType; 12] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// Elements converted per rayon task (a whole number of blocks of every supported type).
@@ -128,6 +135,8 @@ pub fn quantize(ty: GgmlType, row_len: usize, data: &[f32]) -> Result<Vec<u8>, Q
                 GgmlType::Q4_K => quantize_q4_k(x, bytemuck::cast_slice_mut(out)),
                 GgmlType::Q5_K => quantize_q5_k(x, bytemuck::cast_slice_mut(out)),
                 GgmlType::Q6_K => quantize_q6_k(x, bytemuck::cast_slice_mut(out)),
+                GgmlType::IQ4_NL => quantize_iq4_nl(x, bytemuck::cast_slice_mut(out)),
+                GgmlType::IQ4_XS => quantize_iq4_xs(x, bytemuck::cast_slice_mut(out)),
                 _ => unreachable!("check() admits only the supported types"),
             }
             Ok(())

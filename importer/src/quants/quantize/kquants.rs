@@ -21,7 +21,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// mantissa bits (ggml's `nearest_int`). Exact for |v| < 2²²; beyond, the result is whatever the
 /// bits say, as in ggml.
 #[inline(always)]
-fn nearest_int(v: f32) -> i32 {
+pub(super) fn nearest_int(v: f32) -> i32 {
     ((v + 12_582_912.0).to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
 
