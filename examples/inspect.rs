@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use gguf_llama::cli;
-use gguf_llama::gguf::{npy, GgufFile};
+use gguf_llama::gguf::{npy, GgmlType, GgufFile};
 
 #[derive(Parser)]
 #[command(about = "Print a GGUF file's metadata and tensors, or dequantize one tensor to .npy")]
@@ -103,5 +103,25 @@ fn run() -> anyhow::Result<()> {
         total,
         file.file_len()
     )?;
+    // The formats of the file, in type-id order: how many tensors, bytes, bits per weight, and
+    // what each format is.
+    let mut types: Vec<GgmlType> = file.tensors().iter().map(|t| t.ty).collect();
+    types.sort_by_key(|t| t.id());
+    types.dedup();
+    writeln!(out, "\nTypes:")?;
+    for ty in types {
+        let (count, bytes) = file
+            .tensors()
+            .iter()
+            .filter(|t| t.ty == ty)
+            .fold((0, 0u64), |(c, b), t| (c + 1, b + t.n_bytes));
+        writeln!(
+            out,
+            "  {:<7} {count:>4} tensors {bytes:>12} bytes  {:>5.2} bits/weight  {}",
+            ty.name(),
+            ty.bits_per_weight(),
+            ty.description()
+        )?;
+    }
     Ok(())
 }

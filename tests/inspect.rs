@@ -69,6 +69,18 @@ fn lists_metadata_and_tensors() {
         line.contains("F32") && line.contains("[512, 64]") && line.contains("131072"),
         "{line}"
     );
+    // The formats of the file, with what each is: every tensor of stories260K is F32.
+    let types = text.split("\nTypes:\n").nth(1).expect("a Types section");
+    let n_tensors = text
+        .lines()
+        .filter(|l| l.contains(".weight") && l.contains(" F32 "))
+        .count();
+    assert!(
+        types.contains(&format!("F32     {n_tensors:>4} tensors"))
+            && types.contains("32.00 bits/weight")
+            && types.contains("IEEE single precision"),
+        "{types}"
+    );
 }
 
 #[test]

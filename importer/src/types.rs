@@ -132,6 +132,47 @@ impl GgmlType {
         self.info().name
     }
 
+    /// Bits per weight of the format (block bytes · 8 / block elements).
+    pub fn bits_per_weight(self) -> f64 {
+        self.type_size() as f64 * 8.0 / self.block_size() as f64
+    }
+
+    /// What the format is, in a line (what `inspect` prints beside the tensor table).
+    pub fn description(self) -> &'static str {
+        use GgmlType::*;
+        match self {
+            F32 => "IEEE single precision",
+            F16 => "IEEE half precision",
+            BF16 => "bfloat16: the high half of an f32",
+            F64 => "IEEE double precision (not dequantized)",
+            I8 | I16 | I32 | I64 => "plain integers (not dequantized)",
+            Q4_0 => "blocks of 32: 4-bit q, f16 scale d; w = d·(q - 8)",
+            Q4_1 => "blocks of 32: 4-bit q, f16 scale d and min m; w = d·q + m",
+            Q5_0 => "blocks of 32: 5-bit q, f16 scale d; w = d·(q - 16)",
+            Q5_1 => "blocks of 32: 5-bit q, f16 scale d and min m; w = d·q + m",
+            Q8_0 => "blocks of 32: 8-bit q, f16 scale d; w = d·q",
+            Q8_1 => "blocks of 32: 8-bit q, f32 scale and sum (ggml's dot-product intermediate)",
+            Q8_K => "super-blocks of 256: 8-bit q, f32 scale, group sums (ggml's intermediate)",
+            Q2_K => "super-blocks of 256: 2-bit q, 4-bit scale and min per 16, f16 d and dmin",
+            Q3_K => "super-blocks of 256: 3-bit q, 6-bit scale per 16, f16 d",
+            Q4_K => "super-blocks of 256: 4-bit q, 6-bit scale and min per 32, f16 d and dmin",
+            Q5_K => "super-blocks of 256: 5-bit q, 6-bit scale and min per 32, f16 d and dmin",
+            Q6_K => "super-blocks of 256: 6-bit q, 8-bit scale per 16, f16 d",
+            IQ2_XXS => "super-blocks of 256: 8 values per 8-bit index into a 256-entry grid, 7-bit signs, 4-bit scale per 32, f16 d",
+            IQ2_XS => "super-blocks of 256: 8 values per 9-bit index into a 512-entry grid, 7-bit signs, 4-bit scale per 16, f16 d",
+            IQ2_S => "super-blocks of 256: 8 values per 10-bit index into a 1024-entry grid, sign bits, 4-bit scale per 16, f16 d",
+            IQ3_XXS => "super-blocks of 256: 4 values per 8-bit index into a 256-entry grid, 7-bit signs, 4-bit scale per 32, f16 d",
+            IQ3_S => "super-blocks of 256: 4 values per 9-bit index into a 512-entry grid, sign bits, 4-bit scale per 32, f16 d",
+            IQ1_S => "super-blocks of 256: 8 ternary values per 11-bit index into a 2048-entry grid, ±1/8 delta and 3-bit scale per 32, f16 d",
+            IQ1_M => "super-blocks of 256: 8 ternary values per 11-bit index into a 2048-entry grid, ±1/8 delta per 8, 3-bit scale per 16, f16 d spread over the scales",
+            IQ4_NL => "blocks of 32: 4-bit index into 16 non-linear levels (kvalues_iq4nl), f16 scale d",
+            IQ4_XS => "super-blocks of 256: 4-bit index into 16 non-linear levels, 6-bit scale per 32, f16 d",
+            TQ1_0 => "super-blocks of 256: ternary -1/0/1, five per byte in base 3 (four in the last 4 bytes), f16 d",
+            TQ2_0 => "super-blocks of 256: ternary -1/0/1 in 2 bits each, f16 d",
+            MXFP4 => "blocks of 32: 4-bit FP4 (E2M1) values, E8M0 power-of-two scale (OCP microscaling)",
+        }
+    }
+
     /// Elements per block (1 for plain types).
     pub fn block_size(self) -> usize {
         self.info().block_size

@@ -94,12 +94,20 @@ fn random_weight(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => &[0],
+        GgmlType::IQ3_XXS | GgmlType::IQ3_S | GgmlType::IQ1_S => &[0],
+        GgmlType::TQ1_0 => &[52],
+        GgmlType::TQ2_0 => &[64],
         _ => &[],
     };
     if ty.is_quantized() {
         for block in data.chunks_exact_mut(ty.type_size()) {
             for &f in fields {
                 block[f..f + 2].copy_from_slice(&scale);
+            }
+            if ty == GgmlType::MXFP4 {
+                block[0] = 120; // E8M0: half scale 2^-8
             }
         }
     } else {
@@ -189,6 +197,18 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
+            GgmlType::IQ3_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::TQ1_0,
+            GgmlType::TQ2_0,
+            GgmlType::MXFP4,
         ];
         for ty in types {
             if !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(ty.name())) {

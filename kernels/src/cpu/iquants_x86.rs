@@ -6,8 +6,9 @@
 //! `32c + 4l .. 32c + 4l + 4`; `|v| ≤ 127` and `|qa| ≤ 127`, so no pair saturates the i16 sums).
 //! The float steps are the scalar kernels', lane by lane.
 //!
-//! IQ4_XS and IQ3_S decode with SIMD (a table shuffle; grid rows with sign masks); the other
-//! formats decode with the portable code ([`IQuant::decode`]) and share the SIMD dot products.
+//! IQ4_XS decodes with a table shuffle, the grid formats (IQ2_*, IQ3_*) as rows of grid bytes
+//! with sign masks from tables (`(g ^ m) - m`); IQ1 and the ternary formats decode with the
+//! portable code ([`IQuant::decode`]) and share the SIMD dot products.
 //!
 //! # Safety
 //! Every `unsafe fn` needs AVX2, FMA and F16C (`tile_fn` hands the kernels out only for
@@ -17,7 +18,9 @@
 
 use std::arch::x86_64::*;
 
-use gguf_importer::quants::iquant_tables::{IQ3S_GRID, KVALUES_IQ4NL};
+use gguf_importer::quants::iquant_tables::{
+    IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS, KVALUES_IQ4NL,
+};
 use gguf_importer::quants::{
     BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Xs,
     BlockTq1_0, BlockTq2_0,
@@ -78,41 +81,203 @@ unsafe fn scales(dec: &Decoded, out: &mut Chunks) {
     }
 }
 
-impl IqSimd for BlockIq2Xxs {}
-impl IqSimd for BlockIq2Xs {}
-impl IqSimd for BlockIq2S {}
-impl IqSimd for BlockIq3Xxs {}
 impl IqSimd for BlockIq1S {}
 impl IqSimd for BlockIq1M {}
 impl IqSimd for BlockTq1_0 {}
 impl IqSimd for BlockTq2_0 {}
 
-impl IqSimd for BlockIq4Xs {
-    /// The nibbles through `kvalues_iq4nl` with one byte shuffle per 32.
-    #[inline(always)]
-    unsafe fn chunks(&self, dec: &mut Decoded, out: &mut Chunks) {
-        dec.d = self.d.to_f32();
-        let scales_h = u16::from_le_bytes(self.scales_h);
-        // SAFETY: the table is 16 bytes.
-        let lut = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
-        let lut = _mm256_set_m128i(lut, lut);
-        let m4 = _mm_set1_epi8(0x0f);
-        for ib in 0..8 {
-            let low = (self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F;
-            let high = ((scales_h >> (2 * ib)) & 3) as u8;
-            let ls = (low | high << 4) as i16 - 32;
-            dec.sc[2 * ib] = ls;
-            dec.sc[2 * ib + 1] = ls;
-            let q = &self.qs[16 * ib..16 * ib + 16];
-            // SAFETY: 16 bytes.
-            let raw = _mm_loadu_si128(q.as_ptr() as *const __m128i);
-            let codes = _mm256_set_m128i(
-                _mm_and_si128(_mm_srli_epi16(raw, 4), m4),
-                _mm_and_si128(raw, m4),
-            );
-            out.v[ib] = _mm256_shuffle_epi8(lut, codes);
+/// The byte mask of eight sign bits: 0xFF in byte `j` where bit `j` is set.
+const fn expand_signs(bits: u8) -> u64 {
+    let mut m = 0u64;
+    let mut j = 0;
+    while j < 8 {
+        if (bits >> j) & 1 != 0 {
+            m |= 0xFF << (8 * j);
         }
-        scales(dec, out);
+        j += 1;
+    }
+    m
+}
+
+/// [`expand_signs`] of every byte.
+static SIGN_MASKS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = expand_signs(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// [`expand_signs`] of the sign byte of each 7-bit index (`ksigns_iq2xs`: the eighth sign is the
+/// parity of the seven).
+static SIGN_MASKS_7: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = expand_signs(KSIGNS_IQ2XS[i]);
+        i += 1;
+    }
+    t
+};
+
+/// Four rows of eight grid bytes with their sign masks: `(g ^ m) - m` negates the bytes under
+/// 0xFF.
+#[inline(always)]
+unsafe fn signed_rows(g: [u64; 4], m: [u64; 4]) -> __m256i {
+    let g = _mm256_setr_epi64x(g[0] as i64, g[1] as i64, g[2] as i64, g[3] as i64);
+    let m = _mm256_setr_epi64x(m[0] as i64, m[1] as i64, m[2] as i64, m[3] as i64);
+    _mm256_sub_epi8(_mm256_xor_si256(g, m), m)
+}
+
+/// A format whose 32-element chunks decode one at a time straight into registers (the streaming
+/// `vec_dot` kernel, [`tile_seq_stream_tf`], decodes a chunk and dots it with every activation
+/// row before the next).
+trait IqChunk: IQuant {
+    /// The f16 super-scale as f32.
+    fn d32(&self) -> f32;
+    /// Chunk `c` (0..8): its 32 signed values and the scales of its two groups of 16.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16);
+}
+
+/// [`IqSimd`] of an [`IqChunk`] format: its chunks one after another.
+macro_rules! simd_by_chunks {
+    ($($t:ty),*) => {$(
+        impl IqSimd for $t {
+            #[inline(always)]
+            unsafe fn chunks(&self, dec: &mut Decoded, out: &mut Chunks) {
+                dec.d = self.d32();
+                for c in 0..8 {
+                    let (v, s0, s1) = self.chunk(c);
+                    out.v[c] = v;
+                    dec.sc[2 * c] = s0;
+                    dec.sc[2 * c + 1] = s1;
+                }
+                scales(dec, out);
+            }
+        }
+    )*};
+}
+
+simd_by_chunks!(
+    BlockIq2Xxs,
+    BlockIq2Xs,
+    BlockIq2S,
+    BlockIq3Xxs,
+    BlockIq3S,
+    BlockIq4Xs
+);
+
+/// `2·ls + 1`.
+#[inline(always)]
+fn odd(ls: u32) -> i16 {
+    (2 * ls + 1) as i16
+}
+
+impl IqChunk for BlockIq2Xxs {
+    #[inline(always)]
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let q = &self.qs[8 * c..8 * c + 8];
+        let aux = u32::from_le_bytes([q[4], q[5], q[6], q[7]]);
+        let g = std::array::from_fn(|l| IQ2XXS_GRID[q[l] as usize]);
+        let m = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
+        let s = odd(aux >> 28);
+        (signed_rows(g, m), s, s)
+    }
+}
+
+impl IqChunk for BlockIq2Xs {
+    #[inline(always)]
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let q: [u16; 4] = std::array::from_fn(|l| {
+            u16::from_le_bytes([self.qs[8 * c + 2 * l], self.qs[8 * c + 2 * l + 1]])
+        });
+        let g = q.map(|q| IQ2XS_GRID[(q & 511) as usize]);
+        let m = q.map(|q| SIGN_MASKS_7[(q >> 9) as usize]);
+        let sc = self.scales[c] as u32;
+        (signed_rows(g, m), odd(sc & 0x0F), odd(sc >> 4))
+    }
+}
+
+impl IqChunk for BlockIq2S {
+    #[inline(always)]
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let qh = self.qh[c] as usize;
+        let g = std::array::from_fn(|l| {
+            IQ2S_GRID[(self.qs[4 * c + l] as usize | ((qh >> (2 * l)) & 3) << 8) & 1023]
+        });
+        let m = std::array::from_fn(|l| SIGN_MASKS[self.signs[4 * c + l] as usize]);
+        let sc = self.scales[c] as u32;
+        (signed_rows(g, m), odd(sc & 0x0F), odd(sc >> 4))
+    }
+}
+
+impl IqChunk for BlockIq3Xxs {
+    #[inline(always)]
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let c = c & 7;
+        let q = &self.qs[8 * c..8 * c + 8];
+        let s = &self.scales_signs[4 * c..4 * c + 4];
+        let aux = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        // SAFETY: 8 bytes; every index is a byte, below the grid's 256 entries.
+        let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
+        let g = _mm256_i32gather_epi32::<4>(IQ3XXS_GRID.as_ptr() as *const i32, idx);
+        let m: [u64; 4] = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
+        let m = _mm256_setr_epi64x(m[0] as i64, m[1] as i64, m[2] as i64, m[3] as i64);
+        let s = odd(aux >> 28);
+        (_mm256_sub_epi8(_mm256_xor_si256(g, m), m), s, s)
+    }
+}
+
+impl IqChunk for BlockIq3S {
+    /// Eight 4-byte grid rows per 32 gathered at once (9-bit indices: `qs` and a bit of `qh`),
+    /// negated where the sign bits say.
+    #[inline(always)]
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let c = c & 7;
+        let q = &self.qs[8 * c..8 * c + 8];
+        // SAFETY: 8 bytes.
+        let low = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
+        let high = _mm256_and_si256(
+            _mm256_sllv_epi32(
+                _mm256_set1_epi32(self.qh[c] as i32),
+                _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1),
+            ),
+            _mm256_set1_epi32(256),
+        );
+        // SAFETY: every index is below 512, the grid's length.
+        let g = _mm256_i32gather_epi32::<4>(
+            IQ3S_GRID.as_ptr() as *const i32,
+            _mm256_or_si256(low, high),
+        );
+        let s = &self.signs[4 * c..4 * c + 4];
+        let m = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+        let sc = odd(((self.scales[c / 2] >> (4 * (c % 2))) & 0x0F) as u32);
+        (_mm256_sub_epi8(_mm256_xor_si256(g, m), m), sc, sc)
     }
 }
 
@@ -132,24 +297,31 @@ unsafe fn sign_masks(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit)
 }
 
-impl IqSimd for BlockIq3S {
-    /// Eight 4-byte grid rows per 32, negated where the sign bits say.
+impl IqChunk for BlockIq4Xs {
+    /// The nibbles through `kvalues_iq4nl` with one byte shuffle.
     #[inline(always)]
-    unsafe fn chunks(&self, dec: &mut Decoded, out: &mut Chunks) {
-        dec.d = self.d.to_f32();
-        for ib in 0..8 {
-            let ls = (self.scales[ib / 2] >> (4 * (ib % 2))) & 0x0F;
-            dec.sc[2 * ib] = (2 * ls + 1) as i16;
-            dec.sc[2 * ib + 1] = (2 * ls + 1) as i16;
-            let q = &self.qs[8 * ib..8 * ib + 8];
-            let qh = self.qh[ib] as usize;
-            let g = |k: usize| IQ3S_GRID[q[k] as usize | (qh >> k & 1) << 8] as i32;
-            let grid = _mm256_setr_epi32(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7));
-            let s = &self.signs[4 * ib..4 * ib + 4];
-            let mask = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-            out.v[ib] = _mm256_sub_epi8(_mm256_xor_si256(grid, mask), mask);
-        }
-        scales(dec, out);
+    fn d32(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let scales_h = u16::from_le_bytes(self.scales_h);
+        let low = (self.scales_l[c / 2] >> (4 * (c % 2))) & 0x0F;
+        let high = ((scales_h >> (2 * c)) & 3) as u8;
+        let ls = (low | high << 4) as i16 - 32;
+        // SAFETY: the table and the chunk's codes are 16 bytes each.
+        let lut = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+        let raw = _mm_loadu_si128(self.qs[16 * c..16 * c + 16].as_ptr() as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0f);
+        let codes = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(raw, 4), m4),
+            _mm_and_si128(raw, m4),
+        );
+        (
+            _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), codes),
+            ls,
+            ls,
+        )
     }
 }
 
@@ -240,6 +412,83 @@ unsafe fn tile_seq_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]]
     }
 }
 
+/// `vec_dot`'s order for the [`IqChunk`] formats (Lanes epilogue), streaming: each chunk is
+/// decoded into registers and dotted with every activation row of the tile before the next, the
+/// eight lanes of each row kept in a register; the same integers and float steps as
+/// [`tile_seq_tf`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_seq_stream_tf<W: IqChunk>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: &Out,
+) {
+    debug_assert!(W::EPILOGUE == Epilogue::Lanes);
+    if let [x] = xs {
+        // one activation row (decoding): two lane accumulators, no arrays
+        for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+            let blocks: &[W] = bytemuck::cast_slice(row);
+            let mut acc = _mm256_setzero_ps();
+            for (block, x) in blocks.iter().zip(x.iter()) {
+                let (mut l0, mut l1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in (0..8).step_by(2) {
+                    let (v, s0, s1) = block.chunk(c);
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let a = load32(&x.qs[32 * c..32 * c + 32]);
+                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+                    l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(p, sc));
+                    let (v, s0, s1) = block.chunk(c + 1);
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let a = load32(&x.qs[32 * c + 32..32 * c + 64]);
+                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+                    l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(p, sc));
+                }
+                let dd = _mm256_set1_ps(block.d32() * x.d);
+                acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_add_epi32(l0, l1)), acc);
+            }
+            let mut a = [0f32; 8];
+            // SAFETY: 8 floats.
+            _mm256_storeu_ps(a.as_mut_ptr(), acc);
+            out.set(r, 0, W::VEC_DOT_FACTOR * hsum8(&a));
+        }
+        return;
+    }
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[W] = bytemuck::cast_slice(row);
+        let mut acc = [_mm256_setzero_ps(); MAX_TILE];
+        for (b, block) in blocks.iter().enumerate() {
+            let mut l = [_mm256_setzero_si256(); MAX_TILE];
+            for c in 0..8 {
+                let (v, s0, s1) = block.chunk(c);
+                let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                let av = _mm256_sign_epi8(v, v);
+                for (l, x) in l.iter_mut().zip(xs) {
+                    let a = load32(&x[b].qs[32 * c..32 * c + 32]);
+                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(a, v));
+                    *l = _mm256_add_epi32(*l, _mm256_madd_epi16(p, sc));
+                }
+            }
+            let d = block.d32();
+            for ((acc, l), x) in acc.iter_mut().zip(l).zip(xs) {
+                let dd = _mm256_set1_ps(d * x[b].d);
+                *acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(l), *acc);
+            }
+        }
+        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
+            let mut a = [0f32; 8];
+            // SAFETY: 8 floats.
+            _mm256_storeu_ps(a.as_mut_ptr(), *acc);
+            out.set(r, i, W::VEC_DOT_FACTOR * hsum8(&a));
+        }
+    }
+}
+
+fn tile_seq_stream<W: IqChunk>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    // SAFETY: as in `tile_seq`.
+    unsafe { tile_seq_stream_tf::<W>(w, row_bytes, xs, &out) }
+}
+
 /// The tiled matmul's order (`iquants.rs`' `tile_tiled_scalar`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_tiled_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: &Out) {
@@ -267,6 +516,60 @@ unsafe fn tile_tiled_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq
             out.set(r, i, *acc);
         }
     }
+}
+
+/// The tiled order with AVX-512 VNNI through the K-quants' tiled kernel (`tiled_k.rs`: the tile's
+/// activation rows in the lanes, `vpdpbusd` with each weight's four codes broadcast): the codes
+/// are `v + 128` (IQ1: `8v + δ + 128`), unsigned bytes, and the offset of 128 comes off through
+/// the group sums, as ggml's tiled unpack stores them; the integer sums and float steps are
+/// [`tile_tiled_tf`]'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_tiled_vnni_tf<W: IqSimd>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: &Out,
+) {
+    use super::tiled_k::x86::{tile_body_with, Weights};
+    let factor = W::TILED_FACTOR.expect("a format the tiled matmul takes");
+    let iq1 = matches!(W::EPILOGUE, Epilogue::Iq1S | Epilogue::Iq1M);
+    let mut dec = Decoded::new();
+    let mut ch = new_chunks();
+    let bias = _mm256_set1_epi8(-128);
+    let weights = |bytes: &[u8]| {
+        let block: &W = bytemuck::from_bytes(bytes);
+        block.chunks(&mut dec, &mut ch);
+        let mut q4 = [0u32; 64];
+        for c in 0..8 {
+            let mut v = ch.v[c];
+            if iq1 {
+                let v2 = _mm256_add_epi8(v, v);
+                let v4 = _mm256_add_epi8(v2, v2);
+                v = _mm256_add_epi8(_mm256_add_epi8(v4, v4), ch.delta[c]);
+            }
+            // v + 128 as an unsigned byte: the sign bit flipped
+            // SAFETY: q4[8c .. 8c + 8] is 32 bytes.
+            _mm256_storeu_si256(
+                q4[8 * c..].as_mut_ptr() as *mut __m256i,
+                _mm256_xor_si256(v, bias),
+            );
+        }
+        Weights {
+            q4,
+            sc: dec.sc.map(|s| s as i32),
+            mn: [0; 16],
+            d: dec.d * factor,
+            dmin: 0.0,
+        }
+    };
+    tile_body_with::<true>(w, row_bytes, size_of::<W>(), xs, out, (128, false), weights);
+}
+
+fn tile_tiled_vnni<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
+    // `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
+    unsafe { tile_tiled_vnni_tf::<W>(w, row_bytes, xs, &out) }
 }
 
 fn tile_seq<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
@@ -300,11 +603,22 @@ macro_rules! per_format {
     };
 }
 
-/// The AVX2 kernel of `ty` for `m` activation rows; `None` for other types. Call only with an
-/// instruction set that includes AVX2, FMA and F16C.
-pub(super) fn tile_fn(ty: GgmlType, m: usize) -> Option<TileFn<ActQ8KSeq>> {
+/// The AVX2 kernel of `ty` for `m` activation rows (the AVX-512 VNNI one for the tiled order with
+/// `vnni`); `None` for other types. Call only with an instruction set that includes AVX2, FMA and
+/// F16C, and AVX-512 F, BW, VL and VNNI with `vnni`.
+pub(super) fn tile_fn(ty: GgmlType, m: usize, vnni: bool) -> Option<TileFn<ActQ8KSeq>> {
     Some(if uses_seq(ty, m) {
-        per_format!(ty, tile_seq)
+        match ty {
+            GgmlType::IQ2_XXS => tile_seq_stream::<BlockIq2Xxs>,
+            GgmlType::IQ2_XS => tile_seq_stream::<BlockIq2Xs>,
+            GgmlType::IQ2_S => tile_seq_stream::<BlockIq2S>,
+            GgmlType::IQ3_XXS => tile_seq_stream::<BlockIq3Xxs>,
+            GgmlType::IQ3_S => tile_seq_stream::<BlockIq3S>,
+            GgmlType::IQ4_XS => tile_seq_stream::<BlockIq4Xs>,
+            _ => per_format!(ty, tile_seq),
+        }
+    } else if vnni {
+        per_format!(ty, tile_tiled_vnni)
     } else {
         per_format!(ty, tile_tiled)
     })

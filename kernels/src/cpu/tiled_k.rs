@@ -82,7 +82,7 @@ fn tile_portable<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&
 /// of products is at most 2 · 63 · 128), group by group into `s1` and `s2` lane-wise, and ends the
 /// block with the float steps of the module documentation. The same bits as [`tile_portable`].
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::quantize_act::ActQ8KSeq;
@@ -125,12 +125,12 @@ mod x86 {
     }
 
     /// A weight super-block, unpacked: its codes four at a time, scales, mins and f16 scales.
-    struct Weights {
-        q4: [u32; 64],
-        sc: [i32; 16],
-        mn: [i32; 16],
-        d: f32,
-        dmin: f32,
+    pub(in super::super) struct Weights {
+        pub q4: [u32; 64],
+        pub sc: [i32; 16],
+        pub mn: [i32; 16],
+        pub d: f32,
+        pub dmin: f32,
     }
 
     impl Weights {
@@ -156,10 +156,16 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512 F and VNNI.
     #[inline(always)]
-    unsafe fn block_vnni<W: KQuant>(band: &Band, wb: &Weights, acc: __m512) -> __m512 {
+    unsafe fn block_vnni(
+        band: &Band,
+        wb: &Weights,
+        acc: __m512,
+        offset: i32,
+        has_mins: bool,
+    ) -> __m512 {
         // SAFETY (all loads): `Band` is align(64) and each of its rows 64 bytes at a multiple
         // of 64: aligned 512-bit loads within it.
-        let off = _mm512_set1_epi32(W::OFFSET as i32);
+        let off = _mm512_set1_epi32(offset);
         let (mut s1, mut s2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         for g in 0..16 {
             let mut raw = _mm512_setzero_si512();
@@ -170,12 +176,12 @@ mod x86 {
             let bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
             let t = _mm512_sub_epi32(raw, _mm512_mullo_epi32(bs, off));
             s1 = _mm512_add_epi32(s1, _mm512_mullo_epi32(t, _mm512_set1_epi32(wb.sc[g])));
-            if W::HAS_MINS {
+            if has_mins {
                 s2 = _mm512_add_epi32(s2, _mm512_mullo_epi32(bs, _mm512_set1_epi32(wb.mn[g])));
             }
         }
         let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(wb.d));
-        if W::HAS_MINS {
+        if has_mins {
             f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(wb.dmin), f);
         }
         _mm512_fmadd_ps(f, _mm512_load_ps(band.d.as_ptr()), acc)
@@ -186,11 +192,18 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; `h < 2`.
     #[inline(always)]
-    unsafe fn block_avx2<W: KQuant>(band: &Band, h: usize, wb: &Weights, acc: __m256) -> __m256 {
+    unsafe fn block_avx2(
+        band: &Band,
+        h: usize,
+        wb: &Weights,
+        acc: __m256,
+        offset: i32,
+        has_mins: bool,
+    ) -> __m256 {
         // SAFETY (all loads): 8 elements at 8h (h < 2) of a 16-element row of `Band`.
         let ld = |p: *const i32| _mm256_loadu_si256(p.add(8 * h) as *const __m256i);
         let ones = _mm256_set1_epi16(1);
-        let off = _mm256_set1_epi32(W::OFFSET as i32);
+        let off = _mm256_set1_epi32(offset);
         let (mut s1, mut s2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         for g in 0..16 {
             let mut raw = _mm256_setzero_si256();
@@ -202,12 +215,12 @@ mod x86 {
             let bs = ld(band.bsums[g].as_ptr());
             let t = _mm256_sub_epi32(raw, _mm256_mullo_epi32(bs, off));
             s1 = _mm256_add_epi32(s1, _mm256_mullo_epi32(t, _mm256_set1_epi32(wb.sc[g])));
-            if W::HAS_MINS {
+            if has_mins {
                 s2 = _mm256_add_epi32(s2, _mm256_mullo_epi32(bs, _mm256_set1_epi32(wb.mn[g])));
             }
         }
         let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(wb.d));
-        if W::HAS_MINS {
+        if has_mins {
             f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_set1_ps(wb.dmin), f);
         }
         let dx = _mm256_castsi256_ps(ld(band.d.as_ptr() as *const i32));
@@ -227,25 +240,52 @@ mod x86 {
         xs: &[&[ActQ8KSeq]],
         out: &Out,
     ) {
-        let size = size_of::<W>();
+        let mut q = [0u8; 256];
+        tile_body_with::<VNNI>(
+            w,
+            row_bytes,
+            size_of::<W>(),
+            xs,
+            out,
+            (W::OFFSET as i32, W::HAS_MINS),
+            |bytes: &[u8]| Weights::of::<W>(bytemuck::from_bytes(bytes), &mut q),
+        )
+    }
+
+    /// [`tile_body`] for super-blocks of `size` bytes that `weights` unpacks (codes offset by
+    /// `offset`, with mins or not): the K-quants, and with AVX-512 VNNI the i-quants
+    /// (`iquants_x86.rs`).
+    ///
+    /// # Safety
+    /// As [`tile_body`]; without `VNNI`, every code must be below 64 (the AVX2 pairs of products
+    /// fit i16 then).
+    #[inline(always)]
+    pub(in super::super) unsafe fn tile_body_with<const VNNI: bool>(
+        w: &[u8],
+        row_bytes: usize,
+        size: usize,
+        xs: &[&[ActQ8KSeq]],
+        out: &Out,
+        (offset, has_mins): (i32, bool),
+        mut weights: impl FnMut(&[u8]) -> Weights,
+    ) {
         let nb = row_bytes / size;
         let n_rows = w.len() / row_bytes;
         let halves = xs.len().div_ceil(8);
         let mut band = Band::new();
         let mut acc = vec![[0f32; 16]; n_rows];
-        let mut q = [0u8; 256];
         for b in 0..nb {
             band.fill(xs, b);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let block: &W = bytemuck::from_bytes(&w[r * row_bytes + b * size..][..size]);
-                let wb = Weights::of(block, &mut q);
+                let wb = weights(&w[r * row_bytes + b * size..][..size]);
                 if VNNI {
-                    let a = block_vnni::<W>(&band, &wb, _mm512_loadu_ps(acc.as_ptr()));
+                    let a = block_vnni(&band, &wb, _mm512_loadu_ps(acc.as_ptr()), offset, has_mins);
                     _mm512_storeu_ps(acc.as_mut_ptr(), a);
                 } else {
                     for h in 0..halves {
                         let p = acc.as_mut_ptr().add(8 * h);
-                        _mm256_storeu_ps(p, block_avx2::<W>(&band, h, &wb, _mm256_loadu_ps(p)));
+                        let a = block_avx2(&band, h, &wb, _mm256_loadu_ps(p), offset, has_mins);
+                        _mm256_storeu_ps(p, a);
                     }
                 }
             }
