@@ -235,6 +235,57 @@ fn smollm2_llama_cpp_iquant_files_bit_for_bit_on_cpu_devices() {
     }
 }
 
+/// SmolLM2 in IQ4_NL, IQ4_XS, IQ3_S and MXFP4 on wgpu, every matrix multiplied in its blocks by
+/// the CubeCL kernels. wgpu keeps activations in f32 (llama.cpp's CPU backend rounds them to 8
+/// bits per block), so its reference is llama.cpp on the same file's weights dequantized to F32
+/// with an F32 KV cache (tests/fixtures/llama/iquant-f32.json, written by
+/// scripts/make_iquant_f32_fixtures.py: 3 prompts of 16 tokens), and only the order of float sums
+/// differs: greedy choices forced along llama.cpp's tokens equal its own except at near-ties
+/// (top-2 gap below 0.01, as for the other files on wgpu, tests/families.rs).
+#[test]
+fn smollm2_iquants_on_wgpu_within_summation_order() {
+    for (name, key) in [
+        ("IQ4_NL", "smollm2-iq4_nl-f32"),
+        ("IQ4_XS", "smollm2-iq4_xs-f32"),
+        ("IQ3_S", "smollm2-iq3_s-f32"),
+        ("MXFP4", "smollm2-mxfp4-f32"),
+    ] {
+        let Some(path) = smollm2_variant(name) else {
+            return;
+        };
+        let r = greedy::record("llama/iquant-f32.json", key, CacheTypes::F32);
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(
+            families::tensor_data_sha256(&file),
+            r["tensor_data_sha256"].as_str().unwrap(),
+            "{}: not the file of the fixture",
+            path.display()
+        );
+        for (device_name, device) in devices() {
+            if device_name != DeviceName::Wgpu {
+                continue;
+            }
+            let model = Llama::from_gguf(&file, &device).unwrap();
+            for p in r["prompts"].as_array().unwrap() {
+                let reference = ids(&p["greedy_tokens"]);
+                let ours = forced_argmax(
+                    &model,
+                    &ids(&p["prompt_tokens"]),
+                    &reference,
+                    CacheTypes::F32,
+                );
+                assert_forced_greedy(
+                    &format!("{name} {device_name} {:?}", p["prompt"]),
+                    &ours,
+                    &reference,
+                    &f64s(&p["top2_gaps"]),
+                    0.01,
+                );
+            }
+        }
+    }
+}
+
 /// wgpu with the default f16 cache: greedy choices forced along llama.cpp's tokens equal its own
 /// except at near-ties (top-2 gap below 1e-3; stories260K's smallest gap is far above it).
 #[test]

@@ -15,7 +15,10 @@
 //! arrays (no padding, but a second layout to keep in sync with every decoder, and no gain for the
 //! byte-wise reads the formats need anyway); the file's own layout costs at most 3 bytes.
 //!
-//! Device memory: `4·⌈n/4⌉ ≤ n + 3` bytes, no host copy kept (the word vector built for the
+//! The grid i-quants (IQ1_*, IQ2_*, IQ3_*) carry their grid table after the block words
+//! ([`table_words`]), which the GPU kernels read (WGSL has no constant arrays).
+//!
+//! Device memory: `4·⌈n/4⌉ ≤ n + 3` bytes (plus the grid table), no host copy kept (the word vector built for the
 //! upload is handed to the device: on the CPU backends it becomes the tensor's storage).
 //!
 //! A [`QWeight`] is a Burn module: the words are an int parameter, so a model holding quantized
@@ -140,7 +143,8 @@ impl QWeight {
         if data.len() > u32::MAX as usize - 4 {
             return Err(KernelError::BadShape { rows, cols });
         }
-        let words = pack_words(data);
+        let mut words = pack_words(data);
+        words.extend_from_slice(table_words(ty));
         let len = words.len();
         let words =
             Tensor::<1, Int>::from_data(TensorData::new(words, [len]), (device, DType::U32));
@@ -225,7 +229,7 @@ impl QWeight {
             .checked_mul(rows)
             .filter(|&n| n <= u32::MAX as usize - 4)
             .ok_or(KernelError::BadShape { rows, cols })?;
-        let len = n_bytes.div_ceil(4);
+        let len = n_bytes.div_ceil(4) + table_words(ty).len();
         let words = Param::uninitialized(
             ParamId::new(),
             move |device: &Device, _| Tensor::<1, Int>::zeros([len], (device, DType::U32)),
@@ -264,9 +268,14 @@ impl QWeight {
         self.n_bytes
     }
 
-    /// Bytes the matrix takes on its device: the words of each band, `4·⌈band bytes / 4⌉`.
+    /// Bytes the matrix takes on its device: the words of each band, `4·⌈band bytes / 4⌉`, and
+    /// the grid table of the grid i-quants once per band ([`table_words`]).
     pub fn device_bytes(&self) -> usize {
-        self.bands().iter().map(|b| b.n_bytes.div_ceil(4) * 4).sum()
+        let table = 4 * table_words(self.ty).len();
+        self.bands()
+            .iter()
+            .map(|b| b.n_bytes.div_ceil(4) * 4 + table)
+            .sum()
     }
 
     /// The packed words of the first band `[⌈its bytes / 4⌉]` (of the whole matrix unless it is
@@ -301,6 +310,42 @@ impl QWeight {
     /// The device the words live on.
     pub fn device(&self) -> Device {
         self.words.lazy_device()
+    }
+}
+
+/// The grid table the GPU kernels of a grid i-quant read, as little-endian `u32` words appended
+/// to every band's words (after the block words): IQ2_XXS, IQ2_XS, IQ2_S (`u64` grid rows of
+/// eight bytes, two words each), IQ1_S, IQ1_M (`iq1s_grid`, two words per row), IQ3_XXS, IQ3_S
+/// (`u32` rows of four bytes). WGSL has no constant arrays, so the table travels with the
+/// weights (at most 16 KiB: IQ1's 2048 rows); the kernels find it at the end of the buffer. Empty
+/// for every other type.
+pub fn table_words(ty: GgmlType) -> &'static [u32] {
+    use gguf_importer::quants::iquant_tables as t;
+    use std::sync::OnceLock;
+    fn rows64(grid: &[u64]) -> Vec<u32> {
+        grid.iter()
+            .flat_map(|&g| [g as u32, (g >> 32) as u32])
+            .collect()
+    }
+    static TABLES: OnceLock<[Vec<u32>; 6]> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        [
+            rows64(&t::IQ2XXS_GRID),
+            rows64(&t::IQ2XS_GRID),
+            rows64(&t::IQ2S_GRID),
+            t::IQ3XXS_GRID.to_vec(),
+            t::IQ3S_GRID.to_vec(),
+            rows64(&t::IQ1S_GRID),
+        ]
+    });
+    match ty {
+        GgmlType::IQ2_XXS => &tables[0],
+        GgmlType::IQ2_XS => &tables[1],
+        GgmlType::IQ2_S => &tables[2],
+        GgmlType::IQ3_XXS => &tables[3],
+        GgmlType::IQ3_S => &tables[4],
+        GgmlType::IQ1_S | GgmlType::IQ1_M => &tables[5],
+        _ => &[],
     }
 }
 

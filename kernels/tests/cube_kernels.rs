@@ -1,5 +1,5 @@
 //! The CubeCL kernels, launched directly on raw `CubeTensor`s (no Fusion), against the
-//! dequantize-then-matmul reference in f64, for all 18 formats, each kernel variant
+//! dequantize-then-matmul reference in f64, for all 25 formats, each kernel variant
 //! (mat-vec with plane reduction where the device has plane operations, mat-vec with the
 //! shared-memory reduction, tiled), odd shapes: weight rows not a multiple of the tile or
 //! workgroup, `m` in {1, 2, 3, 5, 17, 33}, rows of 1, 2 and 3 blocks. The error bound is
@@ -22,7 +22,7 @@ use burn_cubecl::CubeDevice;
 use cubecl::features::Plane;
 use gguf_importer::GgmlType;
 use gguf_kernels::cube::launch::{q_matmul_with, Kernel, MATVEC_MAX_M};
-use gguf_kernels::packed::pack_words;
+use gguf_kernels::packed::{pack_words, table_words};
 use qdata::{assert_close, col_cases, expected, random_weights, Rng};
 
 const M_CASES: [usize; 6] = [1, 2, 3, 5, 17, 33];
@@ -56,7 +56,9 @@ fn run(
 ) -> Vec<f32> {
     let client = device.client();
     let m = x.len() / cols;
-    let words = pack_words(w);
+    let mut words = pack_words(w);
+    // the grid i-quants' table after the block words, as QWeight keeps it
+    words.extend_from_slice(table_words(ty));
     let w_t = CubeTensor::new_contiguous(
         client.clone(),
         device.clone(),
@@ -139,6 +141,13 @@ format_tests! {
     tq1_0_matches_reference: TQ1_0,
     tq2_0_matches_reference: TQ2_0,
     mxfp4_matches_reference: MXFP4,
+    iq2_xxs_matches_reference: IQ2_XXS,
+    iq2_xs_matches_reference: IQ2_XS,
+    iq2_s_matches_reference: IQ2_S,
+    iq3_xxs_matches_reference: IQ3_XXS,
+    iq3_s_matches_reference: IQ3_S,
+    iq1_s_matches_reference: IQ1_S,
+    iq1_m_matches_reference: IQ1_M,
 }
 
 /// Rows longer than 32 chunks take the 64-unit mat-vec workgroup (several chunks per unit);

@@ -161,11 +161,10 @@ fn bad_arguments_are_typed_errors() {
             ..
         })
     ));
+    // ggml's dot-product intermediate: no kernel multiplies it
     assert!(matches!(
-        QWeight::new(GgmlType::IQ2_XS, 1, 256, &w[..74], &device),
-        Err(KernelError::UnsupportedType {
-            ty: GgmlType::IQ2_XS
-        })
+        QWeight::new(GgmlType::Q8_K, 1, 256, &[0u8; 292], &device),
+        Err(KernelError::UnsupportedType { ty: GgmlType::Q8_K })
     ));
     assert!(matches!(
         QWeight::new(GgmlType::Q8_0, 0, 32, &[], &device),
@@ -261,7 +260,9 @@ fn get_rows_equals_dequantized_rows() {
     let mut rng = Rng(0x6E7);
     let mut devices = vec![(Device::flex(), true), (Device::ndarray(), true)];
     devices.extend(wgpu_device().map(|d| (d, false)));
-    for ty in ALL {
+    // every format: the 13 of `ALL` and the i-quants, ternary formats and MXFP4 (the grid
+    // i-quants with their table after the block words)
+    for ty in ALL.into_iter().chain(qdata::QUANTIZED_LUT) {
         let (rows, cols) = (
             11,
             3 * ty.block_size().max(32) + if ty.is_quantized() { 0 } else { 5 },
@@ -273,6 +274,15 @@ fn get_rows_equals_dequantized_rows() {
         let all: Vec<u32> = (0..rows as u32).collect();
         for (device, exact) in &devices {
             let qw = QWeight::new(ty, rows, cols, &w, device).unwrap();
+            // a record's skeleton has the same words (the table included)
+            assert_eq!(
+                QWeight::uninitialized(ty, rows, cols, device)
+                    .unwrap()
+                    .words()
+                    .dims(),
+                qw.words().dims(),
+                "{ty}"
+            );
             let got = q_get_rows(&qw, &ids).unwrap();
             assert_eq!(got.dims(), [ids.len(), cols]);
             // `dequantize`: every row, the same lookup.

@@ -97,9 +97,9 @@ pub enum ModelError {
     },
 
     /// A tensor of a type the importer dequantizes but no matmul kernel multiplies in its blocks:
-    /// [`crate::model::Weights::F32`] loads it. (Every type the importer dequantizes has a CPU
-    /// kernel today; on a GPU device the formats without a CubeCL kernel yet, the i-quants,
-    /// TQ1_0/TQ2_0 and MXFP4, are dequantized to f32 at load instead.)
+    /// [`crate::model::Weights::F32`] loads it. (Every type the importer dequantizes has CPU and
+    /// CubeCL kernels today; a device whose kernels lack a format gets it dequantized to f32 at
+    /// load instead.)
     #[error(
         "tensor {name:?} has ggml type {ty}, which has no matmul kernel yet (kept in their blocks: \
          {kernels}); load with f32 weights (`--weights f32`, `Weights::F32`) to dequantize it at load"

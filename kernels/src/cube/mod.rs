@@ -4,8 +4,9 @@
 //! The weights are the file's bytes packed four to a `u32` word ([`crate::packed::QWeight`]);
 //! every format is read at byte offsets ([`bits`]) and decoded 32 elements at a time, a *chunk*:
 //! one block of the 32-element formats ([`legacy`], and IQ4_NL, MXFP4 in [`iquants`]), an eighth
-//! of a K-quant, IQ4_XS or ternary super-block ([`kquants`], [`iquants`]), 32 values of a float row ([`float`]). [`decode_chunk`] picks the decoder at
-//! kernel-compile time from the ggml type id.
+//! of a K-quant, i-quant or ternary super-block ([`kquants`], [`iquants`]), 32 values of a float
+//! row ([`float`]). [`decode_chunk`] picks the decoder at kernel-compile time from the ggml type
+//! id.
 //!
 //! The matmul kernels ([`launch`] picks one), and beside them [`get_rows`], the embedding lookup
 //! from the same blocks:
@@ -45,7 +46,14 @@ pub const TY_Q4_K: u32 = 12;
 pub const TY_Q5_K: u32 = 13;
 pub const TY_Q6_K: u32 = 14;
 pub const TY_BF16: u32 = 30;
+pub const TY_IQ2_XXS: u32 = 16;
+pub const TY_IQ2_XS: u32 = 17;
+pub const TY_IQ3_XXS: u32 = 18;
+pub const TY_IQ1_S: u32 = 19;
 pub const TY_IQ4_NL: u32 = 20;
+pub const TY_IQ3_S: u32 = 21;
+pub const TY_IQ2_S: u32 = 22;
+pub const TY_IQ1_M: u32 = 29;
 pub const TY_IQ4_XS: u32 = 23;
 pub const TY_TQ1_0: u32 = 34;
 pub const TY_TQ2_0: u32 = 35;
@@ -76,6 +84,13 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | TQ1_0
             | TQ2_0
             | MXFP4
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
+            | IQ1_S
+            | IQ1_M
     )
 }
 
@@ -134,6 +149,20 @@ pub fn decode_chunk(
         iquants::decode_tq2_0(w, rb, c, out);
     } else if comptime!(ty == TY_MXFP4) {
         iquants::decode_mxfp4(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ2_XXS) {
+        iquants::decode_iq2_xxs(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ2_XS) {
+        iquants::decode_iq2_xs(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ2_S) {
+        iquants::decode_iq2_s(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ3_XXS) {
+        iquants::decode_iq3_xxs(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ3_S) {
+        iquants::decode_iq3_s(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ1_S) {
+        iquants::decode_iq1_s(w, rb, c, out);
+    } else if comptime!(ty == TY_IQ1_M) {
+        iquants::decode_iq1_m(w, rb, c, out);
     } else {
         kquants::decode_q6_k(w, rb, c, out);
     }

@@ -101,6 +101,7 @@ pub fn f16_offsets(ty: GgmlType) -> Vec<usize> {
         Q4_K => vec![offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)],
         Q5_K => vec![offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)],
         Q6_K => vec![offset_of!(BlockQ6K, d)],
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S => vec![0],
         IQ4_NL => vec![offset_of!(BlockIq4Nl, d)],
         IQ4_XS => vec![offset_of!(BlockIq4Xs, d)],
         TQ1_0 => vec![offset_of!(BlockTq1_0, d)],
@@ -110,12 +111,19 @@ pub fn f16_offsets(ty: GgmlType) -> Vec<usize> {
 }
 
 /// The formats with CubeCL decoders beyond [`QUANTIZED`] (their random blocks: `random_weights`).
-pub const QUANTIZED_LUT: [GgmlType; 5] = [
+pub const QUANTIZED_LUT: [GgmlType; 12] = [
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::MXFP4,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
 ];
 
 /// Random valid GGUF bytes of a `[rows, cols]` matrix of `ty`.
@@ -145,6 +153,14 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> 
                 if ty == GgmlType::MXFP4 {
                     // the E8M0 exponent: half scales 2^-18 .. 2^-2 (finite products)
                     block[0] = 110 + (rng.next() % 16) as u8;
+                }
+                if ty == GgmlType::IQ1_M {
+                    // the f16 scale spread over the top nibbles of the four scale words
+                    let bits = u16::from_le_bytes(rng.f16_scale());
+                    for k in 0..4 {
+                        let hi = &mut block[48 + 2 * k + 1];
+                        *hi = (*hi & 0x0F) | ((((bits >> (4 * k)) & 0x0F) as u8) << 4);
+                    }
                 }
             }
             bytes
