@@ -137,7 +137,7 @@ fn iq4_nl_and_mxfp4_match_ggml_repacked_kernels_bit_for_bit() {
     }
 }
 
-/// Every format of this file on the fixtures' weights with 1 to 16 activation rows (the tiled
+/// Every format of this file on the fixtures' weights with 1 to 33 activation rows (the tiled
 /// order from 8 on): every instruction set gives the portable kernels' bits, and the results are
 /// the dequantized weights' product (f64, `reference::matmul_f64`) to within the 8-bit
 /// activations' rounding: each quantized activation is within half a step (1/254 of its block's
@@ -161,7 +161,7 @@ fn every_instruction_set_gives_the_portable_bits_near_the_reference() {
         for w_rows in [rows, 5] {
             let w = QMatrix::new(ty, w_rows, n, &weights[..w_rows * row_bytes]).unwrap();
             let wd = dequantize(&w).unwrap();
-            for k in [1, 3, 8, 11, 16] {
+            for k in [1, 3, 8, 11, 16, 33] {
                 let xk: Vec<f32> = (0..k)
                     .flat_map(|i| x[(i % m_fixture) * n..][..n].iter().copied())
                     .collect();

@@ -534,6 +534,12 @@ pub(super) fn uses_seq(ty: GgmlType, m: usize) -> bool {
     m < 8 || matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0)
 }
 
+/// Whether the kernel of `ty` on `isa` for `m` rows takes all of them in one call (the AVX-512
+/// VNNI tiled kernel, `iquants_x86.rs`); the others take tiles of at most [`MAX_TILE`].
+pub(super) fn takes_all_rows(ty: GgmlType, isa: Isa, m: usize) -> bool {
+    isa == Isa::Avx512Vnni && !uses_seq(ty, m) && cfg!(target_arch = "x86_64")
+}
+
 /// Whether `ty` is one of this module's formats.
 pub(super) fn is_iquant(ty: GgmlType) -> bool {
     use GgmlType::*;

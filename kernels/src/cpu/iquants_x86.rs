@@ -30,7 +30,7 @@ use gguf_importer::GgmlType;
 use super::iquants::{uses_seq, Decoded, Epilogue, IQuant};
 use super::legacy::hsum8;
 use super::quantize_act::ActQ8KSeq;
-use super::{check_tile, Out, TileFn, MAX_TILE};
+use super::{check_tile, check_tile_of, Out, TileFn, MAX_TILE};
 
 /// A super-block decoded into registers.
 struct Chunks {
@@ -566,7 +566,8 @@ unsafe fn tile_tiled_vnni_tf<W: IqSimd>(
 }
 
 fn tile_tiled_vnni<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    // any number of activation rows (`iquants::takes_all_rows`): in bands of 16
+    check_tile_of(w, row_bytes, size_of::<W>(), 1, xs, &out, usize::MAX);
     // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
     // `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
     unsafe { tile_tiled_vnni_tf::<W>(w, row_bytes, xs, &out) }

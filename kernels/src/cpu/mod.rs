@@ -456,7 +456,13 @@ fn with_kernel(
             let kernel = iquants::tile_fn(ty, isa, m).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_k_seq(x, cols);
             let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
-            then.run(&rows, kernel, MAX_TILE);
+            // the AVX-512 VNNI prefill takes every row at once (each weight block unpacked once)
+            let tile = if iquants::takes_all_rows(ty, isa, m) {
+                m
+            } else {
+                MAX_TILE
+            };
+            then.run(&rows, kernel, tile);
         }
         Family::K if follows_ggml_repack(ty, rows) => {
             // Q4_K and Q2_K in llama.cpp's repacked kernels' order (repacked_k.rs), decoding
@@ -553,6 +559,20 @@ pub(crate) fn check_tile<A>(
     xs: &[&[A]],
     out: &Out,
 ) -> usize {
+    check_tile_of(w, row_bytes, block_bytes, per_item, xs, out, MAX_TILE)
+}
+
+/// [`check_tile`] for a kernel that takes up to `max_rows` activation rows (the i-quants' AVX-512
+/// VNNI prefill takes all of them, in bands of 16).
+pub(crate) fn check_tile_of<A>(
+    w: &[u8],
+    row_bytes: usize,
+    block_bytes: usize,
+    per_item: usize,
+    xs: &[&[A]],
+    out: &Out,
+    max_rows: usize,
+) -> usize {
     assert!(
         row_bytes > 0 && row_bytes.is_multiple_of(block_bytes),
         "tile kernel: weight rows of {row_bytes} bytes are not whole blocks of {block_bytes}"
@@ -565,8 +585,8 @@ pub(crate) fn check_tile<A>(
     let n_rows = w.len() / row_bytes;
     let acts = (row_bytes / block_bytes).div_ceil(per_item);
     assert!(
-        (1..=MAX_TILE).contains(&xs.len()),
-        "tile kernel: {} activation rows, a tile has 1..={MAX_TILE}",
+        (1..=max_rows).contains(&xs.len()),
+        "tile kernel: {} activation rows, a tile has 1..={max_rows}",
         xs.len()
     );
     for (i, x) in xs.iter().enumerate() {

@@ -271,28 +271,52 @@ pub(super) mod x86 {
     ) {
         let nb = row_bytes / size;
         let n_rows = w.len() / row_bytes;
-        let halves = xs.len().div_ceil(8);
-        let mut band = Band::new();
-        let mut acc = vec![[0f32; 16]; n_rows];
+        // The activation rows in bands of 16 (one unless a caller hands more than a tile: the
+        // i-quants' prefill passes all its rows, so each weight block is unpacked once for all
+        // of them).
+        let n_bands = xs.len().div_ceil(16);
+        let mut bands: Vec<Band> = (0..n_bands).map(|_| Band::new()).collect();
+        let mut acc = vec![[0f32; 16]; n_rows * n_bands];
         for b in 0..nb {
-            band.fill(xs, b);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let wb = weights(&w[r * row_bytes + b * size..][..size]);
-                if VNNI {
-                    let a = block_vnni(&band, &wb, _mm512_loadu_ps(acc.as_ptr()), offset, has_mins);
-                    _mm512_storeu_ps(acc.as_mut_ptr(), a);
-                } else {
-                    for h in 0..halves {
-                        let p = acc.as_mut_ptr().add(8 * h);
-                        let a = block_avx2(&band, h, &wb, _mm256_loadu_ps(p), offset, has_mins);
-                        _mm256_storeu_ps(p, a);
+            for (band, xs) in bands.iter_mut().zip(xs.chunks(16)) {
+                band.fill(xs, b);
+            }
+            // Weight rows in groups of 8: the group's blocks unpacked once, then each band (in
+            // L1 while the group uses it) against all of them.
+            for (g, acc) in acc.chunks_mut(8 * n_bands).enumerate() {
+                let group: Vec<Weights> = (0..acc.len() / n_bands)
+                    .map(|i| weights(&w[(8 * g + i) * row_bytes + b * size..][..size]))
+                    .collect();
+                for (k, (band, xs)) in bands.iter().zip(xs.chunks(16)).enumerate() {
+                    for (wb, acc) in group.iter().zip(acc.chunks_exact_mut(n_bands)) {
+                        let acc = &mut acc[k];
+                        if VNNI {
+                            let a = block_vnni(
+                                band,
+                                wb,
+                                _mm512_loadu_ps(acc.as_ptr()),
+                                offset,
+                                has_mins,
+                            );
+                            _mm512_storeu_ps(acc.as_mut_ptr(), a);
+                        } else {
+                            for h in 0..xs.len().div_ceil(8) {
+                                let p = acc.as_mut_ptr().add(8 * h);
+                                let a =
+                                    block_avx2(band, h, wb, _mm256_loadu_ps(p), offset, has_mins);
+                                _mm256_storeu_ps(p, a);
+                            }
+                        }
                     }
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            for (j, &v) in acc.iter().take(xs.len()).enumerate() {
-                out.set(r, j, v);
+        for (r, acc) in acc.chunks_exact(n_bands).enumerate() {
+            for (k, acc) in acc.iter().enumerate() {
+                let rows = (xs.len() - 16 * k).min(16);
+                for (j, &v) in acc.iter().take(rows).enumerate() {
+                    out.set(r, 16 * k + j, v);
+                }
             }
         }
     }
