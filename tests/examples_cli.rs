@@ -451,7 +451,7 @@ fn bad_values_of_other_flags() {
         &with(required("export_gguf", MODEL), &["--type", "q4_1"]),
         "--type",
         "q4_1",
-        "unknown export type \"q4_1\": f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m or q6_k",
+        "unknown export type \"q4_1\": f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k, iq4_nl or iq4_xs",
     );
     let unwritable = format!("{}/out.gguf", MISSING);
     assert_error(
