@@ -101,7 +101,10 @@ activations; `<fmt>-<n>.w` the `ROWS` rows of GGUF blocks (the file's layout); `
 the Q8_K ones (one case per line, what the test reads). `repack/`: `x-<n>.f32` [REPACK_M, n] f32,
 `<fmt>-<n>.w` (`REPACK_ROWS` rows, the GGUF layout, not the repacked one),
 `<fmt>-<n>.gemm.f32` and `<fmt>-<n>.gemv.f32` [REPACK_M, REPACK_ROWS] f32, `cases.txt`.
-manifest.json records the cases with the tools' versions.
+`bad/`: non-finite scales, every format with an f16 `d` field: `<fmt>.w` three rows of two random
+blocks whose first block's `d` is NaN (row 0), second block's +inf (row 1), first block's -inf
+(row 2); `x.f32` / `xk.f32` three activation rows; `<fmt>.y.f32` [3, 3] ggml's vec_dot results
+(all NaN or infinite); `cases.txt`. manifest.json records the cases with the tools' versions.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ import make_ggml_vec_dot_fixtures as vd  # noqa: E402
 
 OUT = fc.REPO / "kernels" / "tests" / "fixtures" / "ggml_iquant"
 REPACK_OUT = OUT / "repack"
+BAD_OUT = OUT / "bad"
 ROWS = 8
 QK = 32
 QK_K = 256
@@ -689,6 +693,35 @@ def main() -> int:
                                  "gemm_gemv_differ": differ, "gemv_vec_dot_differ": vs_dot})
     write_cases(REPACK_OUT / "cases.txt", repack_cases, "; activations x-<n>.f32")
 
+    # Non-finite scales: rows of two random valid blocks with block 0's f16 d NaN (row 0), block
+    # 1's +inf (row 1) and block 0's -inf (row 2), every format with an f16 d field; ggml's
+    # vec_dot (one activation row at a time; 3 rows are not repacked) on them
+    rng = np.random.default_rng(20261217)
+    bad_cases = []
+    clear(BAD_OUT)
+    for k, table in ((False, FORMATS), (True, K_FORMATS)):
+        qk = QK_K if k else QK
+        n = 2 * qk
+        x = (vd.k_activations if k else vd.activations)(rng, n)[:3]
+        act = vd.q8_k(cpu, x) if k else q8_0(cpu, x)
+        (BAD_OUT / f"{'xk' if k else 'x'}.f32").write_bytes(x.astype("<f4").tobytes())
+        for fmt, (_, block_bytes, d_off) in table.items():
+            if d_off is None:
+                continue  # no f16 scale field (MXFP4's E8M0 exponent, IQ1_M's spread scale)
+            wq = np.stack([random_row(rng, fmt, n, k) for _ in range(3)])
+            for row, (blk, bits) in enumerate(((0, 0x7E00), (1, 0x7C00), (0, 0xFC00))):
+                at = blk * block_bytes + d_off
+                wq[row, at:at + 2] = np.frombuffer(np.uint16(bits).tobytes(), np.uint8)
+            wq = np.ascontiguousarray(wq)
+            name = f"ggml_vec_dot_{fmt.lower()}_{'q8_K' if k else 'q8_0'}"
+            y = vec_dots(cpu, name, wq, act, n)
+            assert not np.isfinite(y).any(), f"{fmt}: a finite result from a non-finite scale"
+            (BAD_OUT / f"{fmt}.w").write_bytes(wq.tobytes())
+            (BAD_OUT / f"{fmt}.y.f32").write_bytes(y.astype("<f4").tobytes())
+            bad_cases.append({"format": fmt, "n": n, "rows": 3, "m": 3})
+    write_cases(BAD_OUT / "cases.txt", bad_cases,
+                "; non-finite scales; activations x.f32 (blocks of 32) or xk.f32 (of 256)")
+
     fc.write_json(OUT / "manifest.json", {
         "generator": "scripts/make_ggml_iquant_fixtures.py",
         "source": "ggml's quantize_row_q8_0/q8_K and ggml_vec_dot_<fmt>_q8_<0|K> (AVX2 "
@@ -701,9 +734,10 @@ def main() -> int:
         "cases": cases,
         "k_cases": k_cases,
         "repack_cases": repack_cases,
+        "bad_cases": bad_cases,
     })
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"{len(cases) + len(k_cases) + len(repack_cases)} cases in {fc.rel(OUT)} "
+    print(f"{len(cases) + len(k_cases) + len(repack_cases) + len(bad_cases)} cases in {fc.rel(OUT)} "
           f"({total / 1024:.0f} KiB)")
     return 0
 

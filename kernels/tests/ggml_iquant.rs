@@ -200,3 +200,44 @@ fn every_instruction_set_gives_the_portable_bits_near_the_reference() {
         }
     }
 }
+
+/// Blocks with a non-finite f16 scale (NaN, +inf, -inf; `tests/fixtures/ggml_iquant/bad/`, same
+/// script): the kernels give what ggml's `vec_dot` gives, the same infinity where it has one and
+/// a NaN where it has a NaN (NaN payloads are not compared), one activation row at a time and
+/// three together, on every instruction set.
+#[test]
+fn non_finite_scales_give_ggml_results() {
+    let bad = Fixtures("ggml_iquant/bad");
+    let cases = bad.cases("cases.txt");
+    assert_eq!(cases.len(), 10, "every format with an f16 scale field");
+    for Case { ty, n, rows, m } in cases {
+        let weights = bad.read(&format!("{}.w", ty.name()));
+        let want = bad.read_f32(&format!("{}.y.f32", ty.name()));
+        let x = bad.read_f32(if ty.block_size() == 256 {
+            "xk.f32"
+        } else {
+            "x.f32"
+        });
+        assert_eq!((x.len(), want.len()), (m * n, m * rows), "{ty}: sizes");
+        let w = QMatrix::new(ty, rows, n, &weights).unwrap();
+        let same = |g: f32, e: f32| (g.is_nan() && e.is_nan()) || g.to_bits() == e.to_bits();
+        for isa in Isa::available() {
+            let mut all = vec![0f32; m * rows];
+            qmatmul_with_isa(&w, &x, m, &mut all, isa).unwrap();
+            for i in 0..m {
+                let mut y = vec![0f32; rows];
+                qmatmul_with_isa(&w, &x[i * n..][..n], 1, &mut y, isa).unwrap();
+                for r in 0..rows {
+                    let e = want[i * rows + r];
+                    for (what, g) in [("alone", y[r]), ("in 3 rows", all[i * rows + r])] {
+                        assert!(
+                            same(g, e),
+                            "{ty} {} row {r}, activation row {i} {what}: {g:e}, ggml's {e:e}",
+                            isa.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
