@@ -549,6 +549,8 @@ pub(super) fn is_iquant(ty: GgmlType) -> bool {
     )
 }
 
+/// `$f::<Block>` of the format `$ty` of this module (the block types must be in scope); returns
+/// `None` from the calling function for other types. Also used by `iquants_x86.rs`.
 macro_rules! per_format {
     ($ty:expr, $f:ident) => {
         match $ty {
@@ -566,6 +568,7 @@ macro_rules! per_format {
         }
     };
 }
+pub(super) use per_format;
 
 /// The kernel for `ty` on `isa` for `m` activation rows ([`uses_seq`] picks the order); `None`
 /// for other types.

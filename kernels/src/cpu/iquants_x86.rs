@@ -27,7 +27,7 @@ use gguf_importer::quants::{
 };
 use gguf_importer::GgmlType;
 
-use super::iquants::{uses_seq, Decoded, Epilogue, IQuant};
+use super::iquants::{per_format, uses_seq, Decoded, Epilogue, IQuant};
 use super::legacy::hsum8;
 use super::quantize_act::ActQ8KSeq;
 use super::{check_tile, check_tile_of, Out, TileFn, MAX_TILE};
@@ -584,24 +584,6 @@ fn tile_tiled<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: O
     check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
     // SAFETY: as in `tile_seq`.
     unsafe { tile_tiled_tf::<W>(w, row_bytes, xs, &out) }
-}
-
-macro_rules! per_format {
-    ($ty:expr, $f:ident) => {
-        match $ty {
-            GgmlType::IQ1_S => $f::<BlockIq1S>,
-            GgmlType::IQ1_M => $f::<BlockIq1M>,
-            GgmlType::IQ2_XXS => $f::<BlockIq2Xxs>,
-            GgmlType::IQ2_XS => $f::<BlockIq2Xs>,
-            GgmlType::IQ2_S => $f::<BlockIq2S>,
-            GgmlType::IQ3_XXS => $f::<BlockIq3Xxs>,
-            GgmlType::IQ3_S => $f::<BlockIq3S>,
-            GgmlType::IQ4_XS => $f::<BlockIq4Xs>,
-            GgmlType::TQ1_0 => $f::<BlockTq1_0>,
-            GgmlType::TQ2_0 => $f::<BlockTq2_0>,
-            _ => return None,
-        }
-    };
 }
 
 /// The AVX2 kernel of `ty` for `m` activation rows (the AVX-512 VNNI one for the tiled order with
