@@ -11,7 +11,7 @@
 #![allow(deprecated)]
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, TensorMetadata};
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::tensor::{DType, Device, Int, Tensor};
 
 use rayon::prelude::*;
@@ -101,10 +101,7 @@ pub trait GgmlOpsBackend: Backend {
 /// Whether tensors on `device` take these operations: the plain CPU devices (flex, ndarray), not
 /// wgpu and not an autodiff device.
 pub fn runs_on(device: &Device) -> bool {
-    matches!(
-        device.as_dispatch(),
-        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
-    )
+    crate::extension::is_cpu_device(device)
 }
 
 /// ggml's `rms_norm` then `mul` over the last dimension of `x` (a [`runs_on`] device).

@@ -427,13 +427,7 @@ impl Llama {
 /// pool, the calling worker takes its share of each operation itself and only its idle peers are
 /// woken, and the hand-over happens once per forward pass.
 fn on_cpu_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    use burn::backend::DispatchDevice;
-
-    #[allow(deprecated)] // NdArray: deprecated in favour of Flex, still supported here
-    let cpu = matches!(
-        device.as_dispatch(),
-        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_)
-    );
+    let cpu = gguf_kernels::extension::is_cpu_device(device);
     if cpu && rayon::current_thread_index().is_none() {
         // On worker 0 every time: each worker's temporaries come from its own malloc arena,
         // which keeps what a forward pass freed for the next one; passes that hopped between

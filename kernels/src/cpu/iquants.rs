@@ -137,11 +137,17 @@ fn grid4x2(a: u32, b: u32) -> [u8; 8] {
     (a as u64 | (b as u64) << 32).to_le_bytes()
 }
 
-/// `2·ls + 1` for both groups of 16 of sub-block `ib`.
+/// `2·ls + 1`, the grid formats' scale of a 4-bit `ls`.
+#[inline(always)]
+pub(super) fn odd(ls: u32) -> i16 {
+    (2 * ls + 1) as i16
+}
+
+/// [`odd`] for both groups of 16 of sub-block `ib`.
 #[inline(always)]
 fn odd_scale32(sc: &mut [i16; 16], ib: usize, ls: u32) {
-    sc[2 * ib] = (2 * ls + 1) as i16;
-    sc[2 * ib + 1] = (2 * ls + 1) as i16;
+    sc[2 * ib] = odd(ls);
+    sc[2 * ib + 1] = odd(ls);
 }
 
 impl IQuant for BlockIq2Xxs {
@@ -172,8 +178,8 @@ impl IQuant for BlockIq2Xs {
     fn decode(&self, out: &mut Decoded) {
         out.d = self.d.to_f32();
         for ib in 0..8 {
-            out.sc[2 * ib] = (2 * (self.scales[ib] & 0x0F) as i16) + 1;
-            out.sc[2 * ib + 1] = (2 * (self.scales[ib] >> 4) as i16) + 1;
+            out.sc[2 * ib] = odd((self.scales[ib] & 0x0F) as u32);
+            out.sc[2 * ib + 1] = odd((self.scales[ib] >> 4) as u32);
             for l in 0..4 {
                 let q = u16_at(&self.qs, 4 * ib + l);
                 let signs = KSIGNS_IQ2XS[(q >> 9) as usize];
@@ -192,8 +198,8 @@ impl IQuant for BlockIq2S {
     fn decode(&self, out: &mut Decoded) {
         out.d = self.d.to_f32();
         for ib in 0..8 {
-            out.sc[2 * ib] = (2 * (self.scales[ib] & 0x0F) as i16) + 1;
-            out.sc[2 * ib + 1] = (2 * (self.scales[ib] >> 4) as i16) + 1;
+            out.sc[2 * ib] = odd((self.scales[ib] & 0x0F) as u32);
+            out.sc[2 * ib + 1] = odd((self.scales[ib] >> 4) as u32);
             for l in 0..4 {
                 let k = 4 * ib + l;
                 let high = ((self.qh[ib] >> (2 * l)) & 3) as usize;
@@ -316,8 +322,8 @@ impl IQuant for BlockIq1M {
         out.d = self.d().to_f32();
         for (ib, q) in self.qs.chunks_exact(4).enumerate() {
             let sc = u16_at(&self.scales, ib / 2) >> (6 * (ib % 2));
-            out.sc[2 * ib] = (2 * (sc & 7) + 1) as i16;
-            out.sc[2 * ib + 1] = (2 * ((sc >> 3) & 7) + 1) as i16;
+            out.sc[2 * ib] = odd((sc & 7) as u32);
+            out.sc[2 * ib + 1] = odd(((sc >> 3) & 7) as u32);
             for (l, &ql) in q.iter().enumerate() {
                 let nibble = (self.qh[2 * ib + l / 2] >> (4 * (l % 2))) & 0x0F;
                 out.delta[4 * ib + l] = if nibble & 0x08 != 0 { -1 } else { 1 };

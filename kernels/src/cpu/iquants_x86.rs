@@ -27,9 +27,10 @@ use gguf_importer::quants::{
 };
 use gguf_importer::GgmlType;
 
-use super::iquants::{per_format, uses_seq, Decoded, Epilogue, IQuant};
+use super::iquants::{odd, per_format, uses_seq, Decoded, Epilogue, IQuant};
 use super::legacy::hsum8;
 use super::quantize_act::ActQ8KSeq;
+use super::x86_util::hsum_epi32;
 use super::{check_tile, check_tile_of, Out, TileFn, MAX_TILE};
 
 /// A super-block decoded into registers.
@@ -122,18 +123,27 @@ static SIGN_MASKS_7: [u64; 128] = {
     t
 };
 
-/// Four rows of eight grid bytes with their sign masks: `(g ^ m) - m` negates the bytes under
-/// 0xFF.
+/// The bytes of `g` negated where `m` is 0xFF (`(g ^ m) - m`; kept where it is 0).
 #[inline(always)]
-unsafe fn signed_rows(g: [u64; 4], m: [u64; 4]) -> __m256i {
-    let g = _mm256_setr_epi64x(g[0] as i64, g[1] as i64, g[2] as i64, g[3] as i64);
-    let m = _mm256_setr_epi64x(m[0] as i64, m[1] as i64, m[2] as i64, m[3] as i64);
+unsafe fn negate_where(g: __m256i, m: __m256i) -> __m256i {
     _mm256_sub_epi8(_mm256_xor_si256(g, m), m)
 }
 
+/// Four u64 as a register.
+#[inline(always)]
+unsafe fn u64x4(v: [u64; 4]) -> __m256i {
+    _mm256_setr_epi64x(v[0] as i64, v[1] as i64, v[2] as i64, v[3] as i64)
+}
+
+/// Four rows of eight grid bytes under their sign masks.
+#[inline(always)]
+unsafe fn signed_rows(g: [u64; 4], m: [u64; 4]) -> __m256i {
+    negate_where(u64x4(g), u64x4(m))
+}
+
 /// A format whose 32-element chunks decode one at a time straight into registers (the streaming
-/// `vec_dot` kernel, [`tile_seq_stream_tf`], decodes a chunk and dots it with every activation
-/// row before the next).
+/// `vec_dot` kernel of one activation row, [`tile_seq_stream_tf`], decodes a chunk and dots it
+/// before the next).
 trait IqChunk: IQuant {
     /// The f16 super-scale as f32.
     fn d32(&self) -> f32;
@@ -171,12 +181,6 @@ simd_by_chunks!(
     BlockIq3S,
     BlockIq4Xs
 );
-
-/// `2·ls + 1`.
-#[inline(always)]
-fn odd(ls: u32) -> i16 {
-    (2 * ls + 1) as i16
-}
 
 impl IqChunk for BlockIq2Xxs {
     #[inline(always)]
@@ -242,10 +246,9 @@ impl IqChunk for BlockIq3Xxs {
         // SAFETY: 8 bytes; every index is a byte, below the grid's 256 entries.
         let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
         let g = _mm256_i32gather_epi32::<4>(IQ3XXS_GRID.as_ptr() as *const i32, idx);
-        let m: [u64; 4] = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
-        let m = _mm256_setr_epi64x(m[0] as i64, m[1] as i64, m[2] as i64, m[3] as i64);
+        let m = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
         let s = odd(aux >> 28);
-        (_mm256_sub_epi8(_mm256_xor_si256(g, m), m), s, s)
+        (negate_where(g, u64x4(m)), s, s)
     }
 }
 
@@ -277,7 +280,7 @@ impl IqChunk for BlockIq3S {
         let s = &self.signs[4 * c..4 * c + 4];
         let m = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
         let sc = odd(((self.scales[c / 2] >> (4 * (c % 2))) & 0x0F) as u32);
-        (_mm256_sub_epi8(_mm256_xor_si256(g, m), m), sc, sc)
+        (negate_where(g, m), sc, sc)
     }
 }
 
@@ -345,15 +348,6 @@ unsafe fn bsum_pairs(x: &ActQ8KSeq) -> __m256i {
     _mm256_madd_epi16(b, _mm256_set1_epi16(1))
 }
 
-/// The sum of the eight i32 lanes.
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    _mm_cvtsi128_si32(s)
-}
-
 fn new_chunks() -> Chunks {
     // SAFETY: all-zero is a valid __m256i.
     unsafe { std::mem::zeroed() }
@@ -383,7 +377,7 @@ unsafe fn tile_seq_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]]
                 match W::EPILOGUE {
                     Epilogue::Iq1S => {
                         // Σ_e sc·δ·qa over the super-block: IQ1_S's scalar delta sum, exactly
-                        let s1 = hsum_i32(lanes(&ch.delta, &ch.sc, x));
+                        let s1 = hsum_epi32(lanes(&ch.delta, &ch.sc, x));
                         acc1[i] = dd.mul_add(s1 as f32, acc1[i]);
                     }
                     Epilogue::Iq1M => {
@@ -412,81 +406,50 @@ unsafe fn tile_seq_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]]
     }
 }
 
-/// `vec_dot`'s order for the [`IqChunk`] formats (Lanes epilogue), streaming: each chunk is
-/// decoded into registers and dotted with every activation row of the tile before the next, the
-/// eight lanes of each row kept in a register; the same integers and float steps as
-/// [`tile_seq_tf`].
+/// `vec_dot`'s order for the [`IqChunk`] formats (Lanes epilogue) and one activation row
+/// (decoding), streaming: each chunk is decoded into registers and dotted with the activations
+/// before the next, the lanes in two registers; the same integers and float steps as
+/// [`tile_seq_tf`], which takes several rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_seq_stream_tf<W: IqChunk>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &Out,
-) {
+unsafe fn tile_seq_stream_tf<W: IqChunk>(w: &[u8], row_bytes: usize, x: &[ActQ8KSeq], out: &Out) {
     debug_assert!(W::EPILOGUE == Epilogue::Lanes);
-    if let [x] = xs {
-        // one activation row (decoding): two lane accumulators, no arrays
-        for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-            let blocks: &[W] = bytemuck::cast_slice(row);
-            let mut acc = _mm256_setzero_ps();
-            for (block, x) in blocks.iter().zip(x.iter()) {
-                let (mut l0, mut l1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for c in (0..8).step_by(2) {
-                    let (v, s0, s1) = block.chunk(c);
-                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                    let a = load32(&x.qs[32 * c..32 * c + 32]);
-                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
-                    l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(p, sc));
-                    let (v, s0, s1) = block.chunk(c + 1);
-                    let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                    let a = load32(&x.qs[32 * c + 32..32 * c + 64]);
-                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
-                    l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(p, sc));
-                }
-                let dd = _mm256_set1_ps(block.d32() * x.d);
-                acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_add_epi32(l0, l1)), acc);
-            }
-            let mut a = [0f32; 8];
-            // SAFETY: 8 floats.
-            _mm256_storeu_ps(a.as_mut_ptr(), acc);
-            out.set(r, 0, W::VEC_DOT_FACTOR * hsum8(&a));
-        }
-        return;
-    }
     for (r, row) in w.chunks_exact(row_bytes).enumerate() {
         let blocks: &[W] = bytemuck::cast_slice(row);
-        let mut acc = [_mm256_setzero_ps(); MAX_TILE];
-        for (b, block) in blocks.iter().enumerate() {
-            let mut l = [_mm256_setzero_si256(); MAX_TILE];
-            for c in 0..8 {
+        let mut acc = _mm256_setzero_ps();
+        for (block, x) in blocks.iter().zip(x) {
+            let (mut l0, mut l1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for c in (0..8).step_by(2) {
                 let (v, s0, s1) = block.chunk(c);
                 let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                let av = _mm256_sign_epi8(v, v);
-                for (l, x) in l.iter_mut().zip(xs) {
-                    let a = load32(&x[b].qs[32 * c..32 * c + 32]);
-                    let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(a, v));
-                    *l = _mm256_add_epi32(*l, _mm256_madd_epi16(p, sc));
-                }
+                let a = load32(&x.qs[32 * c..32 * c + 32]);
+                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+                l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(p, sc));
+                let (v, s0, s1) = block.chunk(c + 1);
+                let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                let a = load32(&x.qs[32 * c + 32..32 * c + 64]);
+                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+                l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(p, sc));
             }
-            let d = block.d32();
-            for ((acc, l), x) in acc.iter_mut().zip(l).zip(xs) {
-                let dd = _mm256_set1_ps(d * x[b].d);
-                *acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(l), *acc);
-            }
+            let dd = _mm256_set1_ps(block.d32() * x.d);
+            acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_add_epi32(l0, l1)), acc);
         }
-        for (i, acc) in acc.iter().take(xs.len()).enumerate() {
-            let mut a = [0f32; 8];
-            // SAFETY: 8 floats.
-            _mm256_storeu_ps(a.as_mut_ptr(), *acc);
-            out.set(r, i, W::VEC_DOT_FACTOR * hsum8(&a));
-        }
+        let mut a = [0f32; 8];
+        // SAFETY: 8 floats.
+        _mm256_storeu_ps(a.as_mut_ptr(), acc);
+        out.set(r, 0, W::VEC_DOT_FACTOR * hsum8(&a));
     }
 }
 
-fn tile_seq_stream<W: IqChunk>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+/// [`tile_seq_stream_tf`] for one activation row, [`tile_seq_tf`] for several.
+fn tile_seq_stream<W: IqChunk + IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
     // SAFETY: as in `tile_seq`.
-    unsafe { tile_seq_stream_tf::<W>(w, row_bytes, xs, &out) }
+    unsafe {
+        match xs {
+            [x] => tile_seq_stream_tf::<W>(w, row_bytes, x, &out),
+            _ => tile_seq_tf::<W>(w, row_bytes, xs, &out),
+        }
+    }
 }
 
 /// The tiled matmul's order (`iquants.rs`' `tile_tiled_scalar`).
@@ -504,10 +467,10 @@ unsafe fn tile_tiled_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq
             let d = dec.d * factor;
             for (acc, x) in acc.iter_mut().zip(xs) {
                 let x = &x[b];
-                let mut s = hsum_i32(lanes(&ch.v, &ch.sc, x));
+                let mut s = hsum_epi32(lanes(&ch.v, &ch.sc, x));
                 if iq1 {
                     // Σ sc·(8v + δ)·qa, exactly
-                    s = 8 * s + hsum_i32(lanes(&ch.delta, &ch.sc, x));
+                    s = 8 * s + hsum_epi32(lanes(&ch.delta, &ch.sc, x));
                 }
                 *acc = (s as f32 * d).mul_add(x.d, *acc);
             }

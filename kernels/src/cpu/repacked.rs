@@ -120,7 +120,7 @@ mod x86 {
 
     use super::super::nibble_lut::NibbleLut;
     use super::super::quantize_act::ActQ8Block;
-    use super::super::x86_util::{f16c, transpose8};
+    use super::super::x86_util::{f16c, hsum_epi32, transpose8};
     use super::super::{check_tile, Out};
 
     /// What the SIMD kernels need of a format.
@@ -219,15 +219,6 @@ mod x86 {
         )
     }
 
-    /// The sum of the eight i32 lanes of `v`.
-    #[inline(always)]
-    unsafe fn hsum(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-        _mm_cvtsi128_si32(s)
-    }
-
     /// `Σ_e q[e] · x[e]` of the codes ([`codes`]) and signed activations, as 8 i32 partial sums
     /// (`VNNI`: one `vpdpbusd`, which needs AVX-512 VNNI and VL; else `vpmaddubsw` +
     /// `vpmaddwd`). Signed codes go in as `|q|` against `x` with `q`'s sign (|q| ≤ 127, and
@@ -308,7 +299,7 @@ mod x86 {
                 for (i, x) in xs.iter().enumerate() {
                     let offset = if W::SIGNED { 0 } else { 8 * xsum[i * nb + b] };
                     *sumi.add((i * 8 + r) * nb + b) =
-                        hsum(dot_parts::<VNNI>(q, &x[b], W::SIGNED)) - offset;
+                        hsum_epi32(dot_parts::<VNNI>(q, &x[b], W::SIGNED)) - offset;
                 }
             }
         }

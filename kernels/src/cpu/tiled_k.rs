@@ -277,6 +277,8 @@ pub(super) mod x86 {
         let n_bands = xs.len().div_ceil(16);
         let mut bands: Vec<Band> = (0..n_bands).map(|_| Band::new()).collect();
         let mut acc = vec![[0f32; 16]; n_rows * n_bands];
+        // the unpacked blocks of a group of weight rows, reused from group to group
+        let mut group: Vec<Weights> = Vec::with_capacity(8);
         for b in 0..nb {
             for (band, xs) in bands.iter_mut().zip(xs.chunks(16)) {
                 band.fill(xs, b);
@@ -284,9 +286,11 @@ pub(super) mod x86 {
             // Weight rows in groups of 8: the group's blocks unpacked once, then each band (in
             // L1 while the group uses it) against all of them.
             for (g, acc) in acc.chunks_mut(8 * n_bands).enumerate() {
-                let group: Vec<Weights> = (0..acc.len() / n_bands)
-                    .map(|i| weights(&w[(8 * g + i) * row_bytes + b * size..][..size]))
-                    .collect();
+                group.clear();
+                group.extend(
+                    (0..acc.len() / n_bands)
+                        .map(|i| weights(&w[(8 * g + i) * row_bytes + b * size..][..size])),
+                );
                 for (k, (band, xs)) in bands.iter().zip(xs.chunks(16)).enumerate() {
                     for (wb, acc) in group.iter().zip(acc.chunks_exact_mut(n_bands)) {
                         let acc = &mut acc[k];

@@ -55,6 +55,18 @@ pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     }
 }
 
+/// The sum of the eight i32 lanes of `v` (wrapping, as the lanes' adds).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
 /// The sum of the eight lanes.
 ///
 /// # Safety

@@ -21,13 +21,11 @@
 //! The arithmetic is ggml's operation for operation in f32, with no fused multiply-adds, as the
 //! K-quants' (`kquants.rs`).
 
-use super::kquants::nearest_int;
+use super::kquants::{nearest_int, signed_max, GROUP_MAX_EPS};
 use crate::quants::iquant_tables::KVALUES_IQ4NL;
 use crate::quants::{BlockIq4Nl, BlockIq4Xs, F16};
 use crate::types::QK_K;
 
-/// Below this, a block's largest magnitude counts as zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
 /// The scale search's half width (`ntry`).
 const NTRY: i32 = 7;
 
@@ -76,13 +74,7 @@ fn weighted_sums(x: &[f32], id: f32, mut levels: Option<&mut [u8]>) -> (f32, f32
 /// The least-squares scale of a block of 32 after ggml's search (see the module documentation);
 /// 0 for a block of zeros.
 fn block_scale(x: &[f32]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < GROUP_MAX_EPS {
         return 0.0;
     }
@@ -135,13 +127,7 @@ pub fn quantize_iq4_xs(x: &[f32], blocks: &mut [BlockIq4Xs]) {
     let mut levels = [0u8; QK_K];
     for (x, block) in x.chunks_exact(QK_K).zip(blocks) {
         let scales: [f32; 8] = std::array::from_fn(|ib| block_scale(&x[32 * ib..32 * ib + 32]));
-        let (mut max_scale, mut amax_scale) = (0f32, 0f32);
-        for &s in &scales {
-            if s.abs() > amax_scale {
-                amax_scale = s.abs();
-                max_scale = s;
-            }
-        }
+        let (max_scale, _) = signed_max(&scales);
         let d = -max_scale / 32.0;
         block.d = F16::from_f32(d);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };

@@ -15,7 +15,7 @@ use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, F16};
 use crate::types::QK_K;
 
 /// Below this, a sub-block's largest magnitude counts as zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// `v` rounded to the nearest integer, ties to even, by adding 1.5·2²³ and reading the low
 /// mantissa bits (ggml's `nearest_int`). Exact for |v| < 2²²; beyond, the result is whatever the
@@ -26,7 +26,7 @@ pub(super) fn nearest_int(v: f32) -> i32 {
 }
 
 /// The first element of the largest magnitude, and that magnitude.
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(super) fn signed_max(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
