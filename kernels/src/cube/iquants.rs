@@ -74,10 +74,10 @@ pub fn decode_iq4_nl(w: &[u32], rb: u32, c: u32, out: &mut Array<f32>) {
         w,
         base + 2,
         d,
-        0xBFAD_9881u32,
-        0xF6EA_DDCFu32,
-        0x2619_0D01u32,
-        0x7159_4535u32,
+        comptime!(KVALUES_IQ4NL_WORDS[0]),
+        comptime!(KVALUES_IQ4NL_WORDS[1]),
+        comptime!(KVALUES_IQ4NL_WORDS[2]),
+        comptime!(KVALUES_IQ4NL_WORDS[3]),
         out,
     );
 }
@@ -98,10 +98,10 @@ pub fn decode_mxfp4(w: &[u32], rb: u32, c: u32, out: &mut Array<f32>) {
         w,
         base + 1,
         d,
-        0x0302_0100u32,
-        0x0C08_0604u32,
-        0xFDFE_FF00u32,
-        0xF4F8_FAFCu32,
+        comptime!(KVALUES_MXFP4_WORDS[0]),
+        comptime!(KVALUES_MXFP4_WORDS[1]),
+        comptime!(KVALUES_MXFP4_WORDS[2]),
+        comptime!(KVALUES_MXFP4_WORDS[3]),
         out,
     );
 }
@@ -121,10 +121,10 @@ pub fn decode_iq4_xs(w: &[u32], rb: u32, c: u32, out: &mut Array<f32>) {
         w,
         base + 8 + 16 * ib,
         dl,
-        0xBFAD_9881u32,
-        0xF6EA_DDCFu32,
-        0x2619_0D01u32,
-        0x7159_4535u32,
+        comptime!(KVALUES_IQ4NL_WORDS[0]),
+        comptime!(KVALUES_IQ4NL_WORDS[1]),
+        comptime!(KVALUES_IQ4NL_WORDS[2]),
+        comptime!(KVALUES_IQ4NL_WORDS[3]),
         out,
     );
 }
