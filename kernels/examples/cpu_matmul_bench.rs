@@ -14,6 +14,9 @@
 //! SmolLM2-135M's). `--isa scalar|avx2|avx512vnni` forces an instruction set (default: the
 //! best this CPU runs).
 //!
+//! `--prefill-only` skips the decode measurement (one warm copy of the weight, more prefill runs:
+//! for profiling the prefill kernels).
+//!
 //! `--bandwidth-only` measures the memory-read bandwidth alone (best of three fresh 1 GiB arrays)
 //! and prints one line, `memory_read_gb_s <GB/s>` (scripts/bench_llama_cpp.py reads it).
 //!
@@ -130,7 +133,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .build()?;
     let mut chosen: Vec<String> = std::env::args().skip(1).collect();
     let bandwidth_only = chosen.iter().any(|a| a == "--bandwidth-only");
-    chosen.retain(|a| a != "--bandwidth-only");
+    let prefill_only = chosen.iter().any(|a| a == "--prefill-only");
+    chosen.retain(|a| a != "--bandwidth-only" && a != "--prefill-only");
     let mut rows = ROWS;
     if let Some(i) = chosen.iter().position(|a| a == "--rows") {
         rows = chosen
@@ -177,7 +181,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "instruction set: {}, threads: {THREADS}, weight {rows} x {cols}",
             isa.name()
         );
-        let mem = memory_bandwidth();
+        let mem = if prefill_only {
+            f64::NAN
+        } else {
+            memory_bandwidth()
+        };
         println!("memory read bandwidth (parallel sum of 256 MiB slices of a 1 GiB u64 array): {mem:.1} GB/s\n");
         println!(
             "{:<6} {:>9} | {:>9} {:>7} {:>9} {:>10} | {:>11}",
@@ -219,7 +227,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 continue;
             }
             let bytes = rows * cols / ty.block_size() * ty.type_size();
-            let copies = COLD_BYTES.div_ceil(bytes).max(2);
+            let copies = if prefill_only {
+                1
+            } else {
+                COLD_BYTES.div_ceil(bytes).max(2)
+            };
             let weights: Vec<Vec<u8>> = (0..copies).map(|c| random_weight(ty, rows, cols, c as u64 + 1)).collect();
             let mats = weights
                 .iter()
@@ -230,9 +242,13 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let x1: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let mut y1 = vec![0f32; rows];
             let iters = copies.max(8);
-            let t1 = best_of(RUNS, iters, |i| {
-                qmatmul(&mats[i % copies], &x1, 1, &mut y1).expect("shapes checked")
-            });
+            let t1 = if prefill_only {
+                f64::NAN
+            } else {
+                best_of(RUNS, iters, |i| {
+                    qmatmul(&mats[i % copies], &x1, 1, &mut y1).expect("shapes checked")
+                })
+            };
             let gbs = bytes as f64 / t1 / 1e9;
             let tok = gbs * 1e9 / (PARAMS * ty.type_size() as f64 / ty.block_size() as f64);
 
@@ -242,7 +258,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut ym = vec![0f32; m * rows];
-            let tm = best_of(5, 1, |_| qmatmul(&mats[0], &xm, m, &mut ym).expect("shapes checked"));
+            let runs = if prefill_only { 40 } else { 5 };
+            let tm = best_of(runs, 1, |_| qmatmul(&mats[0], &xm, m, &mut ym).expect("shapes checked"));
             let gflops = 2.0 * (m * rows * cols) as f64 / tm / 1e9;
             println!(
                 "{:<6} {:>9.1} | {:>9.3} {:>7.1} {:>8.0}% {:>10.1} | {:>11.1}",

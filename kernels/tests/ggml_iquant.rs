@@ -201,6 +201,49 @@ fn every_instruction_set_gives_the_portable_bits_near_the_reference() {
     }
 }
 
+/// The SIMD tiled kernels take weight rows eight at a time where a task has eight (the rest one
+/// by one), and activation rows in bands of 16: on 300 weight rows (tasks of whole eights and a
+/// remainder; the fixture's rows repeated) and 8, 17 and 33 activation rows, every instruction
+/// set gives the portable kernel's bits (which the test above checks against ggml).
+#[test]
+fn many_weight_rows_give_the_portable_bits() {
+    const W_ROWS: usize = 300;
+    let mut seen = 0;
+    for Case { ty, n, rows, m: _ } in FIXTURES.cases("cases_k.txt") {
+        if n != 768 {
+            continue; // one length per format keeps this quick
+        }
+        seen += 1;
+        let stem = format!("{}-{n}", ty.name());
+        let fixture = FIXTURES.read(&format!("{stem}.w"));
+        let row_bytes = fixture.len() / rows;
+        let weights: Vec<u8> = (0..W_ROWS)
+            .flat_map(|r| {
+                fixture[(r % rows) * row_bytes..][..row_bytes]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let w = QMatrix::new(ty, W_ROWS, n, &weights).unwrap();
+        let x = FIXTURES.read_f32(&format!("xk-{n}.f32"));
+        let m_fixture = x.len() / n;
+        for k in [8, 17, 33] {
+            let xk: Vec<f32> = (0..k)
+                .flat_map(|i| x[(i % m_fixture) * n..][..n].iter().copied())
+                .collect();
+            let mut want = vec![f32::NAN; k * W_ROWS];
+            qmatmul_with_isa(&w, &xk, k, &mut want, Isa::Scalar).unwrap();
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; k * W_ROWS];
+                qmatmul_with_isa(&w, &xk, k, &mut y, isa).unwrap();
+                let what = format!("{stem} {} {W_ROWS} rows, {k} act rows", isa.name());
+                assert_bits(&what, &y, W_ROWS, &want, W_ROWS, 0);
+            }
+        }
+    }
+    assert_eq!(seen, 10, "every super-block format of cases_k.txt");
+}
+
 /// Blocks with a non-finite f16 scale (NaN, +inf, -inf; `tests/fixtures/ggml_iquant/bad/`, same
 /// script): the kernels give what ggml's `vec_dot` gives, the same infinity where it has one and
 /// a NaN where it has a NaN (NaN payloads are not compared), one activation row at a time and

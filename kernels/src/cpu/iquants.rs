@@ -540,8 +540,9 @@ pub(super) fn uses_seq(ty: GgmlType, m: usize) -> bool {
     m < 8 || matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0)
 }
 
-/// Whether the kernel of `ty` on `isa` for `m` rows takes all of them in one call (the AVX-512
-/// VNNI tiled kernel, `iquants_x86.rs`); the others take tiles of at most [`MAX_TILE`].
+/// Whether the kernel of `ty` on `isa` for `m` rows takes all of them in one call, in bands of
+/// 16 (the AVX-512 VNNI tiled kernel, `iquants_x86::tile_fn_bands`); the others
+/// ([`tile_fn`]) take tiles of at most [`MAX_TILE`].
 pub(super) fn takes_all_rows(ty: GgmlType, isa: Isa, m: usize) -> bool {
     isa == Isa::Avx512Vnni && !uses_seq(ty, m) && cfg!(target_arch = "x86_64")
 }
@@ -581,7 +582,7 @@ pub(super) use per_format;
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa, m: usize) -> Option<TileFn<ActQ8KSeq>> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
-        return super::iquants_x86::tile_fn(ty, m, isa == Isa::Avx512Vnni);
+        return super::iquants_x86::tile_fn(ty, m);
     }
     let _ = isa;
     Some(if uses_seq(ty, m) {

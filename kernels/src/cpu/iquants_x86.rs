@@ -30,6 +30,7 @@ use gguf_importer::GgmlType;
 use super::iquants::{odd, per_format, uses_seq, Decoded, Epilogue, IQuant};
 use super::legacy::hsum8;
 use super::quantize_act::ActQ8KSeq;
+use super::tiled_k::x86::Band;
 use super::x86_util::hsum_epi32;
 use super::{check_tile, check_tile_of, Out, TileFn, MAX_TILE};
 
@@ -135,23 +136,49 @@ unsafe fn u64x4(v: [u64; 4]) -> __m256i {
     _mm256_setr_epi64x(v[0] as i64, v[1] as i64, v[2] as i64, v[3] as i64)
 }
 
-/// Four rows of eight grid bytes under their sign masks.
-#[inline(always)]
-unsafe fn signed_rows(g: [u64; 4], m: [u64; 4]) -> __m256i {
-    negate_where(u64x4(g), u64x4(m))
-}
-
 /// A format whose 32-element chunks decode one at a time straight into registers (the streaming
 /// `vec_dot` kernel of one activation row, [`tile_seq_stream_tf`], decodes a chunk and dots it
 /// before the next).
 trait IqChunk: IQuant {
     /// The f16 super-scale as f32.
     fn d32(&self) -> f32;
-    /// Chunk `c` (0..8): its 32 signed values and the scales of its two groups of 16.
+    /// Whether [`IqChunk::parts`] gives magnitudes and sign masks (the grid formats) rather
+    /// than signed values.
+    const MASKED: bool;
+    /// Chunk `c` (0..8): its 32 values, as magnitudes and a byte mask of the negative ones
+    /// (0xFF) with [`IqChunk::MASKED`], else as signed values (the mask unused); and the scales
+    /// of its two groups of 16.
     ///
     /// # Safety
     /// The CPU must have AVX2.
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16);
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16);
+
+    /// Chunk `c`'s 32 signed values and scales.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline(always)]
+    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+        let (g, m, s0, s1) = self.parts(c);
+        (if Self::MASKED { negate_where(g, m) } else { g }, s0, s1)
+    }
+
+    /// Chunk `c` against the activations `a`: the 16 i16 sums of pairs of products
+    /// `maddubs(|v|, a·sign(v))`, which the grid formats get with the signs on the activations
+    /// (`maddubs(g, (a ^ m) - m)`, as ggml's vec_dot); and the scales.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline(always)]
+    unsafe fn pairs(&self, c: usize, a: __m256i) -> (__m256i, i16, i16) {
+        let (g, m, s0, s1) = self.parts(c);
+        let p = if Self::MASKED {
+            _mm256_maddubs_epi16(g, negate_where(a, m))
+        } else {
+            _mm256_maddubs_epi16(_mm256_sign_epi8(g, g), _mm256_sign_epi8(a, g))
+        };
+        (p, s0, s1)
+    }
 }
 
 /// [`IqSimd`] of an [`IqChunk`] format: its chunks one after another.
@@ -183,104 +210,102 @@ simd_by_chunks!(
 );
 
 impl IqChunk for BlockIq2Xxs {
+    const MASKED: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let q = &self.qs[8 * c..8 * c + 8];
         let aux = u32::from_le_bytes([q[4], q[5], q[6], q[7]]);
         let g = std::array::from_fn(|l| IQ2XXS_GRID[q[l] as usize]);
         let m = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
         let s = odd(aux >> 28);
-        (signed_rows(g, m), s, s)
+        (u64x4(g), u64x4(m), s, s)
     }
 }
 
 impl IqChunk for BlockIq2Xs {
+    const MASKED: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let q: [u16; 4] = std::array::from_fn(|l| {
             u16::from_le_bytes([self.qs[8 * c + 2 * l], self.qs[8 * c + 2 * l + 1]])
         });
         let g = q.map(|q| IQ2XS_GRID[(q & 511) as usize]);
         let m = q.map(|q| SIGN_MASKS_7[(q >> 9) as usize]);
         let sc = self.scales[c] as u32;
-        (signed_rows(g, m), odd(sc & 0x0F), odd(sc >> 4))
+        (u64x4(g), u64x4(m), odd(sc & 0x0F), odd(sc >> 4))
     }
 }
 
 impl IqChunk for BlockIq2S {
+    const MASKED: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let qh = self.qh[c] as usize;
         let g = std::array::from_fn(|l| {
             IQ2S_GRID[(self.qs[4 * c + l] as usize | ((qh >> (2 * l)) & 3) << 8) & 1023]
         });
         let m = std::array::from_fn(|l| SIGN_MASKS[self.signs[4 * c + l] as usize]);
         let sc = self.scales[c] as u32;
-        (signed_rows(g, m), odd(sc & 0x0F), odd(sc >> 4))
+        (u64x4(g), u64x4(m), odd(sc & 0x0F), odd(sc >> 4))
     }
 }
 
 impl IqChunk for BlockIq3Xxs {
+    const MASKED: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let c = c & 7;
         let q = &self.qs[8 * c..8 * c + 8];
         let s = &self.scales_signs[4 * c..4 * c + 4];
         let aux = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-        // SAFETY: 8 bytes; every index is a byte, below the grid's 256 entries.
-        let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
-        let g = _mm256_i32gather_epi32::<4>(IQ3XXS_GRID.as_ptr() as *const i32, idx);
+        // eight scalar loads: faster than a gather on AMD's cores (as ggml notes)
+        let g: [u32; 8] = std::array::from_fn(|l| IQ3XXS_GRID[q[l] as usize]);
+        // SAFETY: 32 bytes.
+        let g = _mm256_loadu_si256(g.as_ptr() as *const __m256i);
         let m = std::array::from_fn(|l| SIGN_MASKS_7[((aux >> (7 * l)) & 127) as usize]);
         let s = odd(aux >> 28);
-        (negate_where(g, u64x4(m)), s, s)
+        (g, u64x4(m), s, s)
     }
 }
 
+/// Eight 4-byte grid rows per 32 (9-bit indices: `qs` and a bit of `qh`) and the masks of
+/// their sign bits.
 impl IqChunk for BlockIq3S {
-    /// Eight 4-byte grid rows per 32 gathered at once (9-bit indices: `qs` and a bit of `qh`),
-    /// negated where the sign bits say.
+    const MASKED: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let c = c & 7;
         let q = &self.qs[8 * c..8 * c + 8];
-        // SAFETY: 8 bytes.
-        let low = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
-        let high = _mm256_and_si256(
-            _mm256_sllv_epi32(
-                _mm256_set1_epi32(self.qh[c] as i32),
-                _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1),
-            ),
-            _mm256_set1_epi32(256),
-        );
-        // SAFETY: every index is below 512, the grid's length.
-        let g = _mm256_i32gather_epi32::<4>(
-            IQ3S_GRID.as_ptr() as *const i32,
-            _mm256_or_si256(low, high),
-        );
+        let qh = self.qh[c] as usize;
+        // 9-bit indices, eight scalar loads (faster than a gather on AMD's cores, as ggml notes)
+        let g: [u32; 8] =
+            std::array::from_fn(|l| IQ3S_GRID[(q[l] as usize | (qh << (8 - l)) & 256) & 511]);
+        // SAFETY: 32 bytes.
+        let g = _mm256_loadu_si256(g.as_ptr() as *const __m256i);
         let s = &self.signs[4 * c..4 * c + 4];
         let m = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
         let sc = odd(((self.scales[c / 2] >> (4 * (c % 2))) & 0x0F) as u32);
-        (negate_where(g, m), sc, sc)
+        (g, m, sc, sc)
     }
 }
 
@@ -300,14 +325,15 @@ unsafe fn sign_masks(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit)
 }
 
+/// The nibbles through `kvalues_iq4nl` with one byte shuffle.
 impl IqChunk for BlockIq4Xs {
-    /// The nibbles through `kvalues_iq4nl` with one byte shuffle.
+    const MASKED: bool = false;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
     }
     #[inline(always)]
-    unsafe fn chunk(&self, c: usize) -> (__m256i, i16, i16) {
+    unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let scales_h = u16::from_le_bytes(self.scales_h);
         let low = (self.scales_l[c / 2] >> (4 * (c % 2))) & 0x0F;
         let high = ((scales_h >> (2 * c)) & 3) as u8;
@@ -322,6 +348,7 @@ impl IqChunk for BlockIq4Xs {
         );
         (
             _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), codes),
+            _mm256_setzero_si256(),
             ls,
             ls,
         )
@@ -419,15 +446,11 @@ unsafe fn tile_seq_stream_tf<W: IqChunk>(w: &[u8], row_bytes: usize, x: &[ActQ8K
         for (block, x) in blocks.iter().zip(x) {
             let (mut l0, mut l1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for c in (0..8).step_by(2) {
-                let (v, s0, s1) = block.chunk(c);
+                let (p, s0, s1) = block.pairs(c, load32(&x.qs[32 * c..32 * c + 32]));
                 let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                let a = load32(&x.qs[32 * c..32 * c + 32]);
-                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
                 l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(p, sc));
-                let (v, s0, s1) = block.chunk(c + 1);
+                let (p, s0, s1) = block.pairs(c + 1, load32(&x.qs[32 * c + 32..32 * c + 64]));
                 let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                let a = load32(&x.qs[32 * c + 32..32 * c + 64]);
-                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
                 l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(p, sc));
             }
             let dd = _mm256_set1_ps(block.d32() * x.d);
@@ -487,22 +510,16 @@ unsafe fn tile_tiled_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq
 /// the group sums, as ggml's tiled unpack stores them; the integer sums and float steps are
 /// [`tile_tiled_tf`]'s.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_tiled_vnni_tf<W: IqSimd>(
-    w: &[u8],
-    row_bytes: usize,
-    xs: &[&[ActQ8KSeq]],
-    out: &Out,
-) {
-    use super::tiled_k::x86::{tile_body_with, Weights};
+unsafe fn tile_tiled_vnni_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band]], out: &Out) {
+    use super::tiled_k::x86::{bands_of, tile_body_with, Weights};
     let factor = W::TILED_FACTOR.expect("a format the tiled matmul takes");
     let iq1 = matches!(W::EPILOGUE, Epilogue::Iq1S | Epilogue::Iq1M);
     let mut dec = Decoded::new();
     let mut ch = new_chunks();
     let bias = _mm256_set1_epi8(-128);
-    let weights = |bytes: &[u8]| {
+    let weights = |bytes: &[u8], wb: &mut Weights| {
         let block: &W = bytemuck::from_bytes(bytes);
         block.chunks(&mut dec, &mut ch);
-        let mut q4 = [0u32; 64];
         for c in 0..8 {
             let mut v = ch.v[c];
             if iq1 {
@@ -513,23 +530,31 @@ unsafe fn tile_tiled_vnni_tf<W: IqSimd>(
             // v + 128 as an unsigned byte: the sign bit flipped
             // SAFETY: q4[8c .. 8c + 8] is 32 bytes.
             _mm256_storeu_si256(
-                q4[8 * c..].as_mut_ptr() as *mut __m256i,
+                wb.q4[8 * c..].as_mut_ptr() as *mut __m256i,
                 _mm256_xor_si256(v, bias),
             );
         }
-        Weights {
-            q4,
-            sc: dec.sc.map(|s| s as i32),
-            mn: [0; 16],
-            d: dec.d * factor,
-            dmin: 0.0,
+        for (sc, &s) in wb.sc.iter_mut().zip(&dec.sc) {
+            *sc = s as i32;
         }
+        wb.mn = [0; 16];
+        wb.d = dec.d * factor;
+        wb.dmin = 0.0;
     };
-    tile_body_with::<true>(w, row_bytes, size_of::<W>(), xs, out, (128, false), weights);
+    let bands = (&bands_of(xs)[..], xs.len());
+    tile_body_with::<true>(
+        w,
+        row_bytes,
+        size_of::<W>(),
+        bands,
+        out,
+        (128, false),
+        weights,
+    );
 }
 
-fn tile_tiled_vnni<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    // any number of activation rows (`iquants::takes_all_rows`): in bands of 16
+fn tile_tiled_vnni<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band]], out: Out) {
+    // any number of activation rows (`iquants::takes_all_rows`), in bands of 16
     check_tile_of(w, row_bytes, size_of::<W>(), 1, xs, &out, usize::MAX);
     // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
     // `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
@@ -549,10 +574,19 @@ fn tile_tiled<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: O
     unsafe { tile_tiled_tf::<W>(w, row_bytes, xs, &out) }
 }
 
-/// The AVX2 kernel of `ty` for `m` activation rows (the AVX-512 VNNI one for the tiled order with
-/// `vnni`); `None` for other types. Call only with an instruction set that includes AVX2, FMA and
-/// F16C, and AVX-512 F, BW, VL and VNNI with `vnni`.
-pub(super) fn tile_fn(ty: GgmlType, m: usize, vnni: bool) -> Option<TileFn<ActQ8KSeq>> {
+/// The AVX-512 VNNI kernel of `ty` in the tiled order, on all activation rows at once in bands
+/// of 16 (`tiled_k::x86::bands_par`); `None` for other types and the ternary formats. Call only
+/// on a CPU with AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<Band>> {
+    if uses_seq(ty, usize::MAX) {
+        return None;
+    }
+    Some(per_format!(ty, tile_tiled_vnni))
+}
+
+/// The AVX2 kernel of `ty` for tiles of `m` activation rows; `None` for other types. Call only
+/// with an instruction set that includes AVX2, FMA and F16C.
+pub(super) fn tile_fn(ty: GgmlType, m: usize) -> Option<TileFn<ActQ8KSeq>> {
     Some(if uses_seq(ty, m) {
         match ty {
             GgmlType::IQ2_XXS => tile_seq_stream::<BlockIq2Xxs>,
@@ -563,8 +597,6 @@ pub(super) fn tile_fn(ty: GgmlType, m: usize, vnni: bool) -> Option<TileFn<ActQ8
             GgmlType::IQ4_XS => tile_seq_stream::<BlockIq4Xs>,
             _ => per_format!(ty, tile_seq),
         }
-    } else if vnni {
-        per_format!(ty, tile_tiled_vnni)
     } else {
         per_format!(ty, tile_tiled)
     })

@@ -252,6 +252,21 @@ impl Out {
         }
     }
 
+    /// Writes elements `(0..v.len(), i)`: consecutive floats of `y`.
+    #[inline(always)]
+    pub(crate) fn set_col(&self, i: usize, v: &[f32]) {
+        assert!(
+            v.len() <= self.rows && i < self.cols,
+            "kernel output out of its tile"
+        );
+        // SAFETY: (r, i) for r < v.len() ≤ rows and i < cols (asserted above) are elements that
+        // `Out::new`'s contract makes valid for writes and exclusive to this `Out`; they are
+        // consecutive, and `v` is a shared borrow, so it is not among them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(i * self.col_step), v.len())
+        }
+    }
+
     /// The same rows from activation row `i` on.
     #[inline(always)]
     pub(crate) fn skip_cols(&self, i: usize) -> Out {
@@ -453,16 +468,16 @@ fn with_kernel(
         Family::IQ => {
             // `vec_dot`'s order for fewer than 8 rows (and the ternary formats always), the
             // tiled matmul's for more (iquants.rs).
-            let kernel = iquants::tile_fn(ty, isa, m).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_k_seq(x, cols);
             let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
-            // the AVX-512 VNNI prefill takes every row at once (each weight block unpacked once)
-            let tile = if iquants::takes_all_rows(ty, isa, m) {
-                m
-            } else {
-                MAX_TILE
-            };
-            then.run(&rows, kernel, tile);
+            #[cfg(target_arch = "x86_64")]
+            if iquants::takes_all_rows(ty, isa, m) {
+                let kernel = iquants_x86::tile_fn_bands(ty).ok_or_else(unsupported)?;
+                run_in_bands(&rows, kernel, then);
+                return Ok(());
+            }
+            let kernel = iquants::tile_fn(ty, isa, m).ok_or_else(unsupported)?;
+            then.run(&rows, kernel, MAX_TILE);
         }
         Family::K if follows_ggml_repack(ty, rows) => {
             // Q4_K and Q2_K in llama.cpp's repacked kernels' order (repacked_k.rs), decoding
@@ -482,13 +497,31 @@ fn with_kernel(
         Family::K => {
             // 8 or more: the order of ggml's tiled K-quant matmul, which llama.cpp takes there
             // (tiled_k.rs).
-            let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_k_seq(x, cols);
             let rows: Vec<&[ActQ8KSeq]> = acts.chunks_exact(cols / 256).collect();
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512Vnni {
+                let kernel = tiled_k::tile_fn_bands(ty).ok_or_else(unsupported)?;
+                run_in_bands(&rows, kernel, then);
+                return Ok(());
+            }
+            let kernel = tiled_k::tile_fn(ty, isa).ok_or_else(unsupported)?;
             then.run(&rows, kernel, MAX_TILE);
         }
     }
     Ok(())
+}
+
+/// Hands `then` a kernel that takes all activation rows at once in bands of 16 (the AVX-512 VNNI
+/// tiled kernels), with the rows `rows` (super-blocks of `block_q8_K`) transposed into bands once
+/// for every task of the matmul.
+#[cfg(target_arch = "x86_64")]
+fn run_in_bands(rows: &[&[ActQ8KSeq]], kernel: TileFn<tiled_k::x86::Band>, then: impl UseKernel) {
+    use tiled_k::x86::{band_rows, bands_par};
+    let nb = rows.first().map_or(0, |r| r.len());
+    let bands = bands_par(rows, nb);
+    let xs = band_rows(&bands, rows.len(), nb);
+    then.run(&xs, kernel, rows.len());
 }
 
 /// [`drive`] over the whole matrix `w` into `y` (the matmul).

@@ -86,27 +86,26 @@ pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::quantize_act::ActQ8KSeq;
-    use super::super::{check_tile, Out};
+    use super::super::{check_tile, check_tile_of, Out};
     use super::KQuant;
 
     /// One super-block of a tile of up to 16 activation rows, transposed: `codes[kg][j]` holds
     /// elements `4kg .. 4kg + 4` of row `j`, `bsums[g][j]` group `g`'s sum of row `j`, `d[j]` its
     /// scale (zero for rows past the tile's end).
     #[repr(C, align(64))]
-    struct Band {
+    #[derive(Clone)]
+    pub(in super::super) struct Band {
         codes: [[u32; 16]; 64],
         bsums: [[i32; 16]; 16],
         d: [f32; 16],
     }
 
     impl Band {
-        fn new() -> Band {
-            Band {
-                codes: [[0; 16]; 64],
-                bsums: [[0; 16]; 16],
-                d: [0.0; 16],
-            }
-        }
+        const ZERO: Band = Band {
+            codes: [[0; 16]; 64],
+            bsums: [[0; 16]; 16],
+            d: [0.0; 16],
+        };
 
         /// Super-block `b` of the tile's rows `xs` (at most 16).
         fn fill(&mut self, xs: &[&[ActQ8KSeq]], b: usize) {
@@ -124,6 +123,51 @@ pub(super) mod x86 {
         }
     }
 
+    /// The activation rows `xs` (each `nb` super-blocks) as bands of 16 rows: band `k`'s
+    /// super-block `b` at `k · nb + b`.
+    pub(in super::super) fn bands(xs: &[&[ActQ8KSeq]], nb: usize) -> Vec<Band> {
+        let mut bands = vec![Band::ZERO; xs.len().div_ceil(16) * nb];
+        for (band, xs) in bands.chunks_exact_mut(nb).zip(xs.chunks(16)) {
+            for (b, band) in band.iter_mut().enumerate() {
+                band.fill(xs, b);
+            }
+        }
+        bands
+    }
+
+    /// [`bands`] with the bands built in parallel (a whole matmul's activations).
+    pub(in super::super) fn bands_par(xs: &[&[ActQ8KSeq]], nb: usize) -> Vec<Band> {
+        use rayon::prelude::*;
+        let mut bands = vec![Band::ZERO; xs.len().div_ceil(16) * nb];
+        bands
+            .par_chunks_mut(nb)
+            .zip(xs.par_chunks(16))
+            .for_each(|(band, xs)| {
+                for (b, band) in band.iter_mut().enumerate() {
+                    band.fill(xs, b);
+                }
+            });
+        bands
+    }
+
+    /// Activation row `i` of `m` as the kernels that take bands read it: its band's `nb`
+    /// super-blocks (the 16 rows of a band share them).
+    pub(in super::super) fn band_rows(bands: &[Band], m: usize, nb: usize) -> Vec<&[Band]> {
+        (0..m).map(|i| &bands[i / 16 * nb..][..nb]).collect()
+    }
+
+    /// The bands of a kernel's activation rows `xs` (from [`band_rows`]): each 16th row's.
+    /// Panics if the rows of a band do not share it.
+    pub(in super::super) fn bands_of<'a>(xs: &[&'a [Band]]) -> Vec<&'a [Band]> {
+        for (i, x) in xs.iter().enumerate() {
+            assert!(
+                std::ptr::eq(*x, xs[i / 16 * 16]),
+                "tile kernel: activation row {i} is not in its band"
+            );
+        }
+        xs.iter().step_by(16).copied().collect()
+    }
+
     /// A weight super-block, unpacked: its codes four at a time, scales, mins and f16 scales.
     pub(in super::super) struct Weights {
         pub q4: [u32; 64],
@@ -134,20 +178,31 @@ pub(super) mod x86 {
     }
 
     impl Weights {
+        pub fn zeroed() -> Weights {
+            Weights {
+                q4: [0; 64],
+                sc: [0; 16],
+                mn: [0; 16],
+                d: 0.0,
+                dmin: 0.0,
+            }
+        }
+
+        /// Unpacks `block` into `self`.
         #[inline(always)]
-        fn of<W: KQuant>(block: &W, q: &mut [u8; 256]) -> Weights {
+        fn set<W: KQuant>(&mut self, block: &W, q: &mut [u8; 256]) {
             block.unpack(q);
             let s = block.scales();
             let (d, dmin) = block.supers();
-            Weights {
-                q4: std::array::from_fn(|kg| {
-                    u32::from_le_bytes([q[4 * kg], q[4 * kg + 1], q[4 * kg + 2], q[4 * kg + 3]])
-                }),
-                sc: s.sc.map(|v| v as i32),
-                mn: s.mn.map(|v| v as i32),
-                d: d.to_f32(),
-                dmin: dmin.to_f32(),
+            for (kg, q4) in self.q4.iter_mut().enumerate() {
+                *q4 = u32::from_le_bytes([q[4 * kg], q[4 * kg + 1], q[4 * kg + 2], q[4 * kg + 3]]);
             }
+            for g in 0..16 {
+                self.sc[g] = s.sc[g] as i32;
+                self.mn[g] = s.mn[g] as i32;
+            }
+            self.d = d.to_f32();
+            self.dmin = dmin.to_f32();
         }
     }
 
@@ -185,6 +240,76 @@ pub(super) mod x86 {
             f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(wb.dmin), f);
         }
         _mm512_fmadd_ps(f, _mm512_load_ps(band.d.as_ptr()), acc)
+    }
+
+    /// Whether every weight block of `ws` has the same scale (and min) for both groups of 16 of
+    /// each sub-block of 32 (IQ4_XS, IQ3_S, Q4_K ...): then [`block_vnni_8`] sums 32 elements
+    /// per scale step. Integer sums either way, so the same result.
+    #[inline(always)]
+    fn paired(ws: &[Weights; 8]) -> bool {
+        ws.iter().all(|w| {
+            (0..8).all(|s| w.sc[2 * s] == w.sc[2 * s + 1] && w.mn[2 * s] == w.mn[2 * s + 1])
+        })
+    }
+
+    /// [`block_vnni`] for eight weight rows at once: each load of the band's codes meets the
+    /// eight rows' codes (eight independent `vpdpbusd` chains), and the group sums' offset is
+    /// computed once for the eight. `acc[t]` is row `t`'s accumulator of the band's 16 rows.
+    /// Exact integer sums and the same float steps per row: [`block_vnni`]'s bits.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and VNNI; each `acc[t]` points to 16 writable floats.
+    #[inline(always)]
+    unsafe fn block_vnni_8<const PAIRS: bool>(
+        band: &Band,
+        ws: &[Weights; 8],
+        acc: [*mut f32; 8],
+        offset: i32,
+        has_mins: bool,
+    ) {
+        // SAFETY (band loads): as in `block_vnni`.
+        let off = _mm512_set1_epi32(offset);
+        // code groups of four per scale step, and scale steps per super-block
+        let step = if PAIRS { 8 } else { 4 };
+        let mut s1 = [_mm512_setzero_si512(); 8];
+        for s in 0..64 / step {
+            let mut raw = [_mm512_setzero_si512(); 8];
+            for kg in step * s..step * s + step {
+                let codes = _mm512_load_si512(band.codes[kg].as_ptr() as *const __m512i);
+                for t in 0..8 {
+                    let w = _mm512_set1_epi32(ws[t].q4[kg] as i32);
+                    raw[t] = _mm512_dpbusd_epi32(raw[t], w, codes);
+                }
+            }
+            let g = if PAIRS { 2 * s } else { s };
+            let mut bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
+            if PAIRS {
+                let b2 = _mm512_load_si512(band.bsums[g + 1].as_ptr() as *const __m512i);
+                bs = _mm512_add_epi32(bs, b2);
+            }
+            let bias = _mm512_mullo_epi32(bs, off);
+            for t in 0..8 {
+                let sc = _mm512_set1_epi32(ws[t].sc[g]);
+                let v = _mm512_mullo_epi32(_mm512_sub_epi32(raw[t], bias), sc);
+                s1[t] = _mm512_add_epi32(s1[t], v);
+            }
+        }
+        let dx = _mm512_load_ps(band.d.as_ptr());
+        for t in 0..8 {
+            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1[t]), _mm512_set1_ps(ws[t].d));
+            if has_mins {
+                let mut s2 = _mm512_setzero_si512();
+                for g in 0..16 {
+                    let bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
+                    let mn = _mm512_set1_epi32(ws[t].mn[g]);
+                    s2 = _mm512_add_epi32(s2, _mm512_mullo_epi32(bs, mn));
+                }
+                f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(ws[t].dmin), f);
+            }
+            // SAFETY: 16 floats at acc[t] (the caller's contract).
+            let a = _mm512_fmadd_ps(f, dx, _mm512_loadu_ps(acc[t]));
+            _mm512_storeu_ps(acc[t], a);
+        }
     }
 
     /// The block's contribution for the 8 rows of half `h` of the band, AVX2.
@@ -241,57 +366,75 @@ pub(super) mod x86 {
         out: &Out,
     ) {
         let mut q = [0u8; 256];
+        let nb = row_bytes / size_of::<W>();
+        let owned = bands(xs, nb);
+        let views: Vec<&[Band]> = owned.chunks_exact(nb).collect();
         tile_body_with::<VNNI>(
             w,
             row_bytes,
             size_of::<W>(),
-            xs,
+            (&views, xs.len()),
             out,
             (W::OFFSET as i32, W::HAS_MINS),
-            |bytes: &[u8]| Weights::of::<W>(bytemuck::from_bytes(bytes), &mut q),
+            |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
         )
     }
 
     /// [`tile_body`] for super-blocks of `size` bytes that `weights` unpacks (codes offset by
     /// `offset`, with mins or not): the K-quants, and with AVX-512 VNNI the i-quants
-    /// (`iquants_x86.rs`).
+    /// (`iquants_x86.rs`), on `m` activation rows in the bands `bands` (band `k`: rows
+    /// `16k .. 16k + 16`, its `nb` super-blocks).
     ///
     /// # Safety
-    /// As [`tile_body`]; without `VNNI`, every code must be below 64 (the AVX2 pairs of products
-    /// fit i16 then).
+    /// As [`tile_body`], with `bands` one per 16 of the `m` rows, each of `nb` super-blocks;
+    /// without `VNNI`, every code must be below 64 (the AVX2 pairs of products fit i16 then).
     #[inline(always)]
     pub(in super::super) unsafe fn tile_body_with<const VNNI: bool>(
         w: &[u8],
         row_bytes: usize,
         size: usize,
-        xs: &[&[ActQ8KSeq]],
+        (bands, m): (&[&[Band]], usize),
         out: &Out,
         (offset, has_mins): (i32, bool),
-        mut weights: impl FnMut(&[u8]) -> Weights,
+        mut weights: impl FnMut(&[u8], &mut Weights),
     ) {
         let nb = row_bytes / size;
         let n_rows = w.len() / row_bytes;
         // The activation rows in bands of 16 (one unless a caller hands more than a tile: the
-        // i-quants' prefill passes all its rows, so each weight block is unpacked once for all
-        // of them).
-        let n_bands = xs.len().div_ceil(16);
-        let mut bands: Vec<Band> = (0..n_bands).map(|_| Band::new()).collect();
+        // AVX-512 VNNI prefill takes all its rows, so each weight block is unpacked once for
+        // all of them).
+        let n_bands = m.div_ceil(16);
+        assert!(
+            bands.len() == n_bands && bands.iter().all(|b| b.len() == nb),
+            "tiled kernel: bands for {m} rows of {nb} super-blocks"
+        );
         let mut acc = vec![[0f32; 16]; n_rows * n_bands];
         // the unpacked blocks of a group of weight rows, reused from group to group
-        let mut group: Vec<Weights> = Vec::with_capacity(8);
+        let mut group: [Weights; 8] = std::array::from_fn(|_| Weights::zeroed());
         for b in 0..nb {
-            for (band, xs) in bands.iter_mut().zip(xs.chunks(16)) {
-                band.fill(xs, b);
-            }
             // Weight rows in groups of 8: the group's blocks unpacked once, then each band (in
             // L1 while the group uses it) against all of them.
             for (g, acc) in acc.chunks_mut(8 * n_bands).enumerate() {
-                group.clear();
-                group.extend(
-                    (0..acc.len() / n_bands)
-                        .map(|i| weights(&w[(8 * g + i) * row_bytes + b * size..][..size])),
-                );
-                for (k, (band, xs)) in bands.iter().zip(xs.chunks(16)).enumerate() {
+                let n = acc.len() / n_bands;
+                for (i, wb) in group.iter_mut().take(n).enumerate() {
+                    weights(&w[(8 * g + i) * row_bytes + b * size..][..size], wb);
+                }
+                let group = &group[..n];
+                for (k, band) in bands.iter().map(|band| &band[b]).enumerate() {
+                    if VNNI && group.len() == 8 {
+                        let ws: &[Weights; 8] = group.try_into().expect("eight rows");
+                        let base = acc.as_mut_ptr();
+                        // SAFETY: acc holds 8 · n_bands rows of 16 floats; row t's band k is
+                        // element t · n_bands + k < 8 · n_bands.
+                        let rows =
+                            std::array::from_fn(|t| (*base.add(t * n_bands + k)).as_mut_ptr());
+                        if paired(ws) {
+                            block_vnni_8::<true>(band, ws, rows, offset, has_mins);
+                        } else {
+                            block_vnni_8::<false>(band, ws, rows, offset, has_mins);
+                        }
+                        continue;
+                    }
                     for (wb, acc) in group.iter().zip(acc.chunks_exact_mut(n_bands)) {
                         let acc = &mut acc[k];
                         if VNNI {
@@ -304,7 +447,7 @@ pub(super) mod x86 {
                             );
                             _mm512_storeu_ps(acc.as_mut_ptr(), a);
                         } else {
-                            for h in 0..xs.len().div_ceil(8) {
+                            for h in 0..(m - 16 * k).min(16).div_ceil(8) {
                                 let p = acc.as_mut_ptr().add(8 * h);
                                 let a =
                                     block_avx2(band, h, wb, _mm256_loadu_ps(p), offset, has_mins);
@@ -315,21 +458,30 @@ pub(super) mod x86 {
                 }
             }
         }
-        for (r, acc) in acc.chunks_exact(n_bands).enumerate() {
-            for (k, acc) in acc.iter().enumerate() {
-                let rows = (xs.len() - 16 * k).min(16);
-                for (j, &v) in acc.iter().take(rows).enumerate() {
-                    out.set(r, 16 * k + j, v);
-                }
+        // activation row by activation row: consecutive elements of y
+        let mut col = vec![0f32; n_rows];
+        for i in 0..m {
+            for (c, acc) in col.iter_mut().zip(acc.chunks_exact(n_bands)) {
+                *c = acc[i / 16][i % 16];
             }
+            out.set_col(i, &col);
         }
     }
 
     /// # Safety
-    /// As [`tile_body`] with `VNNI`.
+    /// As [`tile_body_with`] with `VNNI`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn tile_vnni_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: &Out) {
-        tile_body::<W, true>(w, rb, xs, out)
+    unsafe fn tile_vnni_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[Band]], out: &Out) {
+        let mut q = [0u8; 256];
+        tile_body_with::<true>(
+            w,
+            rb,
+            size_of::<W>(),
+            (&bands_of(xs), xs.len()),
+            out,
+            (W::OFFSET as i32, W::HAS_MINS),
+            |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
+        )
     }
 
     /// # Safety
@@ -339,9 +491,10 @@ pub(super) mod x86 {
         tile_body::<W, false>(w, rb, xs, out)
     }
 
-    /// The AVX-512 VNNI kernel (see [`super::super::TileFn`]).
-    pub(super) fn tile_vnni<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-        check_tile(w, rb, size_of::<W>(), 1, xs, &out);
+    /// The AVX-512 VNNI kernel (see [`super::super::TileFn`]), on all activation rows at once
+    /// in bands ([`bands_par`], [`band_rows`]).
+    pub(super) fn tile_vnni<W: KQuant>(w: &[u8], rb: usize, xs: &[&[Band]], out: Out) {
+        check_tile_of(w, rb, size_of::<W>(), 1, xs, &out, usize::MAX);
         // SAFETY: `tile_fn` hands this kernel out for `Isa::Avx512Vnni` only, and `with_kernel`
         // checked that this CPU runs it; the shapes were checked just above.
         unsafe { tile_vnni_tf::<W>(w, rb, xs, &out) }
@@ -356,23 +509,18 @@ pub(super) mod x86 {
     }
 }
 
-/// The kernel of the K-quant `ty` in the tiled order on `isa`; `None` for other types. The
-/// activations are in element order (`quantize_k_seq`), in tiles of at most 16 rows.
+/// The kernel of the K-quant `ty` in the tiled order on `isa` for tiles of at most 16 rows
+/// (element order, `quantize_k_seq`); `None` for other types. With AVX-512 VNNI
+/// [`tile_fn_bands`] takes the rows instead.
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
-        let vnni = isa == Isa::Avx512Vnni;
-        return Some(match (ty, vnni) {
-            (GgmlType::Q2_K, true) => x86::tile_vnni::<BlockQ2K>,
-            (GgmlType::Q3_K, true) => x86::tile_vnni::<BlockQ3K>,
-            (GgmlType::Q4_K, true) => x86::tile_vnni::<BlockQ4K>,
-            (GgmlType::Q5_K, true) => x86::tile_vnni::<BlockQ5K>,
-            (GgmlType::Q6_K, true) => x86::tile_vnni::<BlockQ6K>,
-            (GgmlType::Q2_K, false) => x86::tile_avx2::<BlockQ2K>,
-            (GgmlType::Q3_K, false) => x86::tile_avx2::<BlockQ3K>,
-            (GgmlType::Q4_K, false) => x86::tile_avx2::<BlockQ4K>,
-            (GgmlType::Q5_K, false) => x86::tile_avx2::<BlockQ5K>,
-            (GgmlType::Q6_K, false) => x86::tile_avx2::<BlockQ6K>,
+        return Some(match ty {
+            GgmlType::Q2_K => x86::tile_avx2::<BlockQ2K>,
+            GgmlType::Q3_K => x86::tile_avx2::<BlockQ3K>,
+            GgmlType::Q4_K => x86::tile_avx2::<BlockQ4K>,
+            GgmlType::Q5_K => x86::tile_avx2::<BlockQ5K>,
+            GgmlType::Q6_K => x86::tile_avx2::<BlockQ6K>,
             _ => return None,
         });
     }
@@ -383,6 +531,21 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
         GgmlType::Q4_K => tile_portable::<BlockQ4K, ActQ8KSeq>,
         GgmlType::Q5_K => tile_portable::<BlockQ5K, ActQ8KSeq>,
         GgmlType::Q6_K => tile_portable::<BlockQ6K, ActQ8KSeq>,
+        _ => return None,
+    })
+}
+
+/// The AVX-512 VNNI kernel of the K-quant `ty` in the tiled order, on all activation rows at
+/// once in bands of 16 (`x86::bands_par`); `None` for other types. Call only on a CPU with
+/// AVX-512 F, BW, VL and VNNI.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<x86::Band>> {
+    Some(match ty {
+        GgmlType::Q2_K => x86::tile_vnni::<BlockQ2K>,
+        GgmlType::Q3_K => x86::tile_vnni::<BlockQ3K>,
+        GgmlType::Q4_K => x86::tile_vnni::<BlockQ4K>,
+        GgmlType::Q5_K => x86::tile_vnni::<BlockQ5K>,
+        GgmlType::Q6_K => x86::tile_vnni::<BlockQ6K>,
         _ => return None,
     })
 }
