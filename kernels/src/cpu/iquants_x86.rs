@@ -505,10 +505,9 @@ unsafe fn tile_tiled_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq
 }
 
 /// The tiled order with AVX-512 VNNI through the K-quants' tiled kernel (`tiled_k.rs`: the tile's
-/// activation rows in the lanes, `vpdpbusd` with each weight's four codes broadcast): the codes
-/// are `v + 128` (IQ1: `8v + δ + 128`), unsigned bytes, and the offset of 128 comes off through
-/// the group sums, as ggml's tiled unpack stores them; the integer sums and float steps are
-/// [`tile_tiled_tf`]'s.
+/// activation rows in the lanes, offset by 128, `vpdpbusd` with each weight's four values
+/// broadcast): the values are `v` (IQ1: `8v + δ`), signed bytes; the integer sums and float
+/// steps are [`tile_tiled_tf`]'s.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_tiled_vnni_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band]], out: &Out) {
     use super::tiled_k::x86::{bands_of, tile_body_with, Weights};
@@ -516,7 +515,6 @@ unsafe fn tile_tiled_vnni_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band
     let iq1 = matches!(W::EPILOGUE, Epilogue::Iq1S | Epilogue::Iq1M);
     let mut dec = Decoded::new();
     let mut ch = new_chunks();
-    let bias = _mm256_set1_epi8(-128);
     let weights = |bytes: &[u8], wb: &mut Weights| {
         let block: &W = bytemuck::from_bytes(bytes);
         block.chunks(&mut dec, &mut ch);
@@ -527,30 +525,19 @@ unsafe fn tile_tiled_vnni_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band
                 let v4 = _mm256_add_epi8(v2, v2);
                 v = _mm256_add_epi8(_mm256_add_epi8(v4, v4), ch.delta[c]);
             }
-            // v + 128 as an unsigned byte: the sign bit flipped
             // SAFETY: q4[8c .. 8c + 8] is 32 bytes.
-            _mm256_storeu_si256(
-                wb.q4[8 * c..].as_mut_ptr() as *mut __m256i,
-                _mm256_xor_si256(v, bias),
-            );
+            _mm256_storeu_si256(wb.q4[8 * c..].as_mut_ptr() as *mut __m256i, v);
         }
         for (sc, &s) in wb.sc.iter_mut().zip(&dec.sc) {
             *sc = s as i32;
         }
+        wb.set_corr();
         wb.mn = [0; 16];
         wb.d = dec.d * factor;
         wb.dmin = 0.0;
     };
     let bands = (&bands_of(xs)[..], xs.len());
-    tile_body_with::<true>(
-        w,
-        row_bytes,
-        size_of::<W>(),
-        bands,
-        out,
-        (128, false),
-        weights,
-    );
+    tile_body_with::<true>(w, row_bytes, size_of::<W>(), bands, out, false, weights);
 }
 
 fn tile_tiled_vnni<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[Band]], out: Out) {

@@ -75,23 +75,30 @@ fn tile_portable<W: KQuant, A: KActivations>(w: &[u8], row_bytes: usize, xs: &[&
 }
 
 /// The SIMD kernels, laid out as ggml's own: the lanes of a register are activation rows (16 with
-/// AVX-512 VNNI, 8 per half of the band with AVX2), so no sum crosses lanes. Per super-block, the
-/// tile's codes are transposed once into 64 rows of four consecutive elements of each activation
-/// row ([`Band`]); then each weight row, unpacked, meets them four elements at a time (the four
-/// weight codes broadcast: `vpdpbusd`, or `vpmaddubsw` and `vpmaddwd` with AVX2, exact: a pair
-/// of products is at most 2 · 63 · 128), group by group into `s1` and `s2` lane-wise, and ends the
-/// block with the float steps of the module documentation. The same bits as [`tile_portable`].
+/// AVX-512 VNNI, 8 per half of the band with AVX2), so no sum crosses lanes. The activations'
+/// codes are transposed once per matmul into bands of 16 rows, per super-block 64 rows of four
+/// consecutive elements of each activation row, offset by 128 to unsigned bytes ([`Band`]); then
+/// each weight row, unpacked to signed values `w = q - offset`, meets them four elements at a
+/// time (the four weight values broadcast: `vpdpbusd`, eight weight rows per load of the codes,
+/// or `vpmaddubsw` and `vpmaddwd` with AVX2, exact: a pair of products is at most
+/// 2 · 255 · 64), group by group into `s1` and `s2` lane-wise. The offset of the activations
+/// adds `128 · Σ_g sc[g] · Σ_{e∈g} w_e` to `s1`, which comes off once per block
+/// ([`Weights::corr`](x86::Weights)); then the block ends with the float steps of the module
+/// documentation. The integers are exact, so these are the same bits as [`tile_portable`].
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::quantize_act::ActQ8KSeq;
+    use super::super::x86_util::hsum_epi32;
     use super::super::{check_tile, check_tile_of, Out};
     use super::KQuant;
 
     /// One super-block of a tile of up to 16 activation rows, transposed: `codes[kg][j]` holds
-    /// elements `4kg .. 4kg + 4` of row `j`, `bsums[g][j]` group `g`'s sum of row `j`, `d[j]` its
-    /// scale (zero for rows past the tile's end).
+    /// elements `4kg .. 4kg + 4` of row `j` offset by 128 (unsigned bytes `qa + 128`, what
+    /// `vpdpbusd` takes as its unsigned operand, so that the signed weights can be its
+    /// broadcast one), `bsums[g][j]` group `g`'s sum of row `j` (of the `qa`), `d[j]` its scale
+    /// (zero for rows past the tile's end).
     #[repr(C, align(64))]
     #[derive(Clone)]
     pub(in super::super) struct Band {
@@ -113,7 +120,8 @@ pub(super) mod x86 {
                 let x = &x[b];
                 for (kg, c) in self.codes.iter_mut().enumerate() {
                     let e = &x.qs[4 * kg..4 * kg + 4];
-                    c[j] = u32::from_le_bytes([e[0] as u8, e[1] as u8, e[2] as u8, e[3] as u8]);
+                    let b = |e: i8| e as u8 ^ 0x80; // qa + 128
+                    c[j] = u32::from_le_bytes([b(e[0]), b(e[1]), b(e[2]), b(e[3])]);
                 }
                 for (g, s) in self.bsums.iter_mut().enumerate() {
                     s[j] = x.bsums[g] as i32;
@@ -168,11 +176,14 @@ pub(super) mod x86 {
         xs.iter().step_by(16).copied().collect()
     }
 
-    /// A weight super-block, unpacked: its codes four at a time, scales, mins and f16 scales.
+    /// A weight super-block, unpacked: its signed values `w = q - offset` four at a time (i8),
+    /// scales, mins and f16 scales, and `corr = 128 · Σ_g sc[g] · Σ_{e∈g} w_e`, what the
+    /// activations' offset of 128 in [`Band`] adds to `s1`.
     pub(in super::super) struct Weights {
         pub q4: [u32; 64],
         pub sc: [i32; 16],
         pub mn: [i32; 16],
+        pub corr: i32,
         pub d: f32,
         pub dmin: f32,
     }
@@ -183,6 +194,7 @@ pub(super) mod x86 {
                 q4: [0; 64],
                 sc: [0; 16],
                 mn: [0; 16],
+                corr: 0,
                 d: 0.0,
                 dmin: 0.0,
             }
@@ -194,15 +206,46 @@ pub(super) mod x86 {
             block.unpack(q);
             let s = block.scales();
             let (d, dmin) = block.supers();
-            for (kg, q4) in self.q4.iter_mut().enumerate() {
-                *q4 = u32::from_le_bytes([q[4 * kg], q[4 * kg + 1], q[4 * kg + 2], q[4 * kg + 3]]);
+            // every K-quant value q - offset is within -32..=63: an i8
+            // SAFETY: the kernels that unpack run with AVX2; 32 bytes of q and of q4 at 32c.
+            unsafe {
+                let off = _mm256_set1_epi8(W::OFFSET as i8);
+                for c in 0..8 {
+                    let v = _mm256_loadu_si256(q[32 * c..].as_ptr() as *const __m256i);
+                    let dst = self.q4[8 * c..].as_mut_ptr() as *mut __m256i;
+                    _mm256_storeu_si256(dst, _mm256_sub_epi8(v, off));
+                }
             }
             for g in 0..16 {
                 self.sc[g] = s.sc[g] as i32;
                 self.mn[g] = s.mn[g] as i32;
             }
+            // SAFETY: the kernels that unpack run with AVX2.
+            unsafe { self.set_corr() };
             self.d = d.to_f32();
             self.dmin = dmin.to_f32();
+        }
+
+        /// `corr` from `q4` and `sc` (every `sc` within the i16 range).
+        ///
+        /// # Safety
+        /// The CPU must have AVX2.
+        #[inline(always)]
+        pub unsafe fn set_corr(&mut self) {
+            let ones = _mm256_set1_epi8(1);
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..8 {
+                // SAFETY: q4[8c .. 8c + 8] is 32 bytes.
+                let w = _mm256_loadu_si256(self.q4[8 * c..].as_ptr() as *const __m256i);
+                // the i16 sums of pairs of values, then each group's four pairs times its scale
+                let pairs = _mm256_maddubs_epi16(ones, w);
+                let sc = _mm256_set_m128i(
+                    _mm_set1_epi16(self.sc[2 * c + 1] as i16),
+                    _mm_set1_epi16(self.sc[2 * c] as i16),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, sc));
+            }
+            self.corr = 128 * hsum_epi32(acc);
         }
     }
 
@@ -211,30 +254,23 @@ pub(super) mod x86 {
     /// # Safety
     /// The CPU must have AVX-512 F and VNNI.
     #[inline(always)]
-    unsafe fn block_vnni(
-        band: &Band,
-        wb: &Weights,
-        acc: __m512,
-        offset: i32,
-        has_mins: bool,
-    ) -> __m512 {
+    unsafe fn block_vnni(band: &Band, wb: &Weights, acc: __m512, has_mins: bool) -> __m512 {
         // SAFETY (all loads): `Band` is align(64) and each of its rows 64 bytes at a multiple
         // of 64: aligned 512-bit loads within it.
-        let off = _mm512_set1_epi32(offset);
         let (mut s1, mut s2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         for g in 0..16 {
             let mut raw = _mm512_setzero_si512();
             for kg in 4 * g..4 * g + 4 {
                 let codes = _mm512_load_si512(band.codes[kg].as_ptr() as *const __m512i);
-                raw = _mm512_dpbusd_epi32(raw, _mm512_set1_epi32(wb.q4[kg] as i32), codes);
+                raw = _mm512_dpbusd_epi32(raw, codes, _mm512_set1_epi32(wb.q4[kg] as i32));
             }
-            let bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
-            let t = _mm512_sub_epi32(raw, _mm512_mullo_epi32(bs, off));
-            s1 = _mm512_add_epi32(s1, _mm512_mullo_epi32(t, _mm512_set1_epi32(wb.sc[g])));
+            s1 = _mm512_add_epi32(s1, _mm512_mullo_epi32(raw, _mm512_set1_epi32(wb.sc[g])));
             if has_mins {
+                let bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
                 s2 = _mm512_add_epi32(s2, _mm512_mullo_epi32(bs, _mm512_set1_epi32(wb.mn[g])));
             }
         }
+        let s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(wb.corr));
         let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(wb.d));
         if has_mins {
             f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(wb.dmin), f);
@@ -253,8 +289,8 @@ pub(super) mod x86 {
     }
 
     /// [`block_vnni`] for eight weight rows at once: each load of the band's codes meets the
-    /// eight rows' codes (eight independent `vpdpbusd` chains), and the group sums' offset is
-    /// computed once for the eight. `acc[t]` is row `t`'s accumulator of the band's 16 rows.
+    /// eight rows' values (eight independent `vpdpbusd` chains, each weight broadcast from
+    /// memory within the instruction). `acc[t]` is row `t`'s accumulator of the band's 16 rows.
     /// Exact integer sums and the same float steps per row: [`block_vnni`]'s bits.
     ///
     /// # Safety
@@ -264,11 +300,9 @@ pub(super) mod x86 {
         band: &Band,
         ws: &[Weights; 8],
         acc: [*mut f32; 8],
-        offset: i32,
         has_mins: bool,
     ) {
         // SAFETY (band loads): as in `block_vnni`.
-        let off = _mm512_set1_epi32(offset);
         // code groups of four per scale step, and scale steps per super-block
         let step = if PAIRS { 8 } else { 4 };
         let mut s1 = [_mm512_setzero_si512(); 8];
@@ -278,25 +312,19 @@ pub(super) mod x86 {
                 let codes = _mm512_load_si512(band.codes[kg].as_ptr() as *const __m512i);
                 for t in 0..8 {
                     let w = _mm512_set1_epi32(ws[t].q4[kg] as i32);
-                    raw[t] = _mm512_dpbusd_epi32(raw[t], w, codes);
+                    raw[t] = _mm512_dpbusd_epi32(raw[t], codes, w);
                 }
             }
             let g = if PAIRS { 2 * s } else { s };
-            let mut bs = _mm512_load_si512(band.bsums[g].as_ptr() as *const __m512i);
-            if PAIRS {
-                let b2 = _mm512_load_si512(band.bsums[g + 1].as_ptr() as *const __m512i);
-                bs = _mm512_add_epi32(bs, b2);
-            }
-            let bias = _mm512_mullo_epi32(bs, off);
             for t in 0..8 {
                 let sc = _mm512_set1_epi32(ws[t].sc[g]);
-                let v = _mm512_mullo_epi32(_mm512_sub_epi32(raw[t], bias), sc);
-                s1[t] = _mm512_add_epi32(s1[t], v);
+                s1[t] = _mm512_add_epi32(s1[t], _mm512_mullo_epi32(raw[t], sc));
             }
         }
         let dx = _mm512_load_ps(band.d.as_ptr());
         for t in 0..8 {
-            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1[t]), _mm512_set1_ps(ws[t].d));
+            let s1 = _mm512_sub_epi32(s1[t], _mm512_set1_epi32(ws[t].corr));
+            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(ws[t].d));
             if has_mins {
                 let mut s2 = _mm512_setzero_si512();
                 for g in 0..16 {
@@ -322,28 +350,26 @@ pub(super) mod x86 {
         h: usize,
         wb: &Weights,
         acc: __m256,
-        offset: i32,
         has_mins: bool,
     ) -> __m256 {
         // SAFETY (all loads): 8 elements at 8h (h < 2) of a 16-element row of `Band`.
         let ld = |p: *const i32| _mm256_loadu_si256(p.add(8 * h) as *const __m256i);
         let ones = _mm256_set1_epi16(1);
-        let off = _mm256_set1_epi32(offset);
         let (mut s1, mut s2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         for g in 0..16 {
             let mut raw = _mm256_setzero_si256();
             for kg in 4 * g..4 * g + 4 {
                 let codes = ld(band.codes[kg].as_ptr() as *const i32);
-                let pairs = _mm256_maddubs_epi16(_mm256_set1_epi32(wb.q4[kg] as i32), codes);
+                let pairs = _mm256_maddubs_epi16(codes, _mm256_set1_epi32(wb.q4[kg] as i32));
                 raw = _mm256_add_epi32(raw, _mm256_madd_epi16(pairs, ones));
             }
-            let bs = ld(band.bsums[g].as_ptr());
-            let t = _mm256_sub_epi32(raw, _mm256_mullo_epi32(bs, off));
-            s1 = _mm256_add_epi32(s1, _mm256_mullo_epi32(t, _mm256_set1_epi32(wb.sc[g])));
+            s1 = _mm256_add_epi32(s1, _mm256_mullo_epi32(raw, _mm256_set1_epi32(wb.sc[g])));
             if has_mins {
+                let bs = ld(band.bsums[g].as_ptr());
                 s2 = _mm256_add_epi32(s2, _mm256_mullo_epi32(bs, _mm256_set1_epi32(wb.mn[g])));
             }
         }
+        let s1 = _mm256_sub_epi32(s1, _mm256_set1_epi32(wb.corr));
         let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(wb.d));
         if has_mins {
             f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_set1_ps(wb.dmin), f);
@@ -375,19 +401,20 @@ pub(super) mod x86 {
             size_of::<W>(),
             (&views, xs.len()),
             out,
-            (W::OFFSET as i32, W::HAS_MINS),
+            W::HAS_MINS,
             |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
         )
     }
 
-    /// [`tile_body`] for super-blocks of `size` bytes that `weights` unpacks (codes offset by
-    /// `offset`, with mins or not): the K-quants, and with AVX-512 VNNI the i-quants
+    /// [`tile_body`] for super-blocks of `size` bytes that `weights` unpacks (with mins or not):
+    /// the K-quants, and with AVX-512 VNNI the i-quants
     /// (`iquants_x86.rs`), on `m` activation rows in the bands `bands` (band `k`: rows
     /// `16k .. 16k + 16`, its `nb` super-blocks).
     ///
     /// # Safety
     /// As [`tile_body`], with `bands` one per 16 of the `m` rows, each of `nb` super-blocks;
-    /// without `VNNI`, every code must be below 64 (the AVX2 pairs of products fit i16 then).
+    /// without `VNNI`, every weight value must be within -64..=64 (the AVX2 pairs of products
+    /// with the activations offset by 128 fit i16 then).
     #[inline(always)]
     pub(in super::super) unsafe fn tile_body_with<const VNNI: bool>(
         w: &[u8],
@@ -395,7 +422,7 @@ pub(super) mod x86 {
         size: usize,
         (bands, m): (&[&[Band]], usize),
         out: &Out,
-        (offset, has_mins): (i32, bool),
+        has_mins: bool,
         mut weights: impl FnMut(&[u8], &mut Weights),
     ) {
         let nb = row_bytes / size;
@@ -429,28 +456,21 @@ pub(super) mod x86 {
                         let rows =
                             std::array::from_fn(|t| (*base.add(t * n_bands + k)).as_mut_ptr());
                         if paired(ws) {
-                            block_vnni_8::<true>(band, ws, rows, offset, has_mins);
+                            block_vnni_8::<true>(band, ws, rows, has_mins);
                         } else {
-                            block_vnni_8::<false>(band, ws, rows, offset, has_mins);
+                            block_vnni_8::<false>(band, ws, rows, has_mins);
                         }
                         continue;
                     }
                     for (wb, acc) in group.iter().zip(acc.chunks_exact_mut(n_bands)) {
                         let acc = &mut acc[k];
                         if VNNI {
-                            let a = block_vnni(
-                                band,
-                                wb,
-                                _mm512_loadu_ps(acc.as_ptr()),
-                                offset,
-                                has_mins,
-                            );
+                            let a = block_vnni(band, wb, _mm512_loadu_ps(acc.as_ptr()), has_mins);
                             _mm512_storeu_ps(acc.as_mut_ptr(), a);
                         } else {
                             for h in 0..(m - 16 * k).min(16).div_ceil(8) {
                                 let p = acc.as_mut_ptr().add(8 * h);
-                                let a =
-                                    block_avx2(band, h, wb, _mm256_loadu_ps(p), offset, has_mins);
+                                let a = block_avx2(band, h, wb, _mm256_loadu_ps(p), has_mins);
                                 _mm256_storeu_ps(p, a);
                             }
                         }
@@ -479,7 +499,7 @@ pub(super) mod x86 {
             size_of::<W>(),
             (&bands_of(xs), xs.len()),
             out,
-            (W::OFFSET as i32, W::HAS_MINS),
+            W::HAS_MINS,
             |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
         )
     }
