@@ -142,6 +142,8 @@ unsafe fn u64x4(v: [u64; 4]) -> __m256i {
 trait IqChunk: IQuant {
     /// The f16 super-scale as f32.
     fn d32(&self) -> f32;
+    /// Whether both groups of 16 of a chunk have the same scale (one scale per 32 elements).
+    const SCALE_PER_32: bool;
     /// Whether [`IqChunk::parts`] gives magnitudes and sign masks (the grid formats) rather
     /// than signed values.
     const MASKED: bool;
@@ -211,6 +213,7 @@ simd_by_chunks!(
 
 impl IqChunk for BlockIq2Xxs {
     const MASKED: bool = true;
+    const SCALE_PER_32: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -228,6 +231,7 @@ impl IqChunk for BlockIq2Xxs {
 
 impl IqChunk for BlockIq2Xs {
     const MASKED: bool = true;
+    const SCALE_PER_32: bool = false;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -246,6 +250,7 @@ impl IqChunk for BlockIq2Xs {
 
 impl IqChunk for BlockIq2S {
     const MASKED: bool = true;
+    const SCALE_PER_32: bool = false;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -264,6 +269,7 @@ impl IqChunk for BlockIq2S {
 
 impl IqChunk for BlockIq3Xxs {
     const MASKED: bool = true;
+    const SCALE_PER_32: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -288,6 +294,7 @@ impl IqChunk for BlockIq3Xxs {
 /// their sign bits.
 impl IqChunk for BlockIq3S {
     const MASKED: bool = true;
+    const SCALE_PER_32: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -328,6 +335,7 @@ unsafe fn sign_masks(bits: u32) -> __m256i {
 /// The nibbles through `kvalues_iq4nl` with one byte shuffle.
 impl IqChunk for BlockIq4Xs {
     const MASKED: bool = false;
+    const SCALE_PER_32: bool = true;
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -433,6 +441,17 @@ unsafe fn tile_seq_tf<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]]
     }
 }
 
+/// The scales of a chunk's two groups of 16 as 16 i16 lanes (one broadcast for the formats with
+/// one scale per 32).
+#[inline(always)]
+unsafe fn scale_pair<W: IqChunk>(s0: i16, s1: i16) -> __m256i {
+    if W::SCALE_PER_32 {
+        _mm256_set1_epi16(s0)
+    } else {
+        _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0))
+    }
+}
+
 /// `vec_dot`'s order for the [`IqChunk`] formats (Lanes epilogue) and one activation row
 /// (decoding), streaming: each chunk is decoded into registers and dotted with the activations
 /// before the next, the lanes in two registers; the same integers and float steps as
@@ -447,10 +466,10 @@ unsafe fn tile_seq_stream_tf<W: IqChunk>(w: &[u8], row_bytes: usize, x: &[ActQ8K
             let (mut l0, mut l1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for c in (0..8).step_by(2) {
                 let (p, s0, s1) = block.pairs(c, load32(&x.qs[32 * c..32 * c + 32]));
-                let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                let sc = scale_pair::<W>(s0, s1);
                 l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(p, sc));
                 let (p, s0, s1) = block.pairs(c + 1, load32(&x.qs[32 * c + 32..32 * c + 64]));
-                let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                let sc = scale_pair::<W>(s0, s1);
                 l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(p, sc));
             }
             let dd = _mm256_set1_ps(block.d32() * x.d);
