@@ -464,6 +464,7 @@ fn q4_0_prefill_with_large_activations_stays_finite() {
 fn ggml_order_kernels_agree_across_instruction_sets() {
     let mut rng = Rng(11);
     for (ty, rows, cols) in [
+        (GgmlType::Q4_0, 8, 96), // one-row tasks
         (GgmlType::Q4_0, 64, 96),
         (GgmlType::Q4_0, 136, 512),
         (GgmlType::F16, 8, 80),

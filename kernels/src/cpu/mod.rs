@@ -435,9 +435,15 @@ fn with_kernel(
         Family::X32 | Family::Lut32 if follows_ggml_repack(ty, rows) => {
             // Q4_0, IQ4_NL and MXFP4 in llama.cpp's repacked kernels' order (repacked.rs),
             // decoding and prefill.
-            let kernel = repacked::tile_fn(ty, isa).ok_or_else(unsupported)?;
             let acts = quantize_act::quantize_blocks(x, cols);
             let rows: Vec<&[ActQ8Block]> = acts.chunks_exact(cols / 32).collect();
+            #[cfg(target_arch = "x86_64")]
+            if repacked::takes_bands(isa, m) {
+                let kernel = repacked::tile_fn_bands(ty).ok_or_else(unsupported)?;
+                run_in_bands(&rows, kernel, then);
+                return Ok(());
+            }
+            let kernel = repacked::tile_fn(ty, isa).ok_or_else(unsupported)?;
             then.run(&rows, kernel, TILE);
         }
         Family::X32 if !follows_ggml_vec_dot(ty, rows, m, isa) => {
@@ -513,13 +519,17 @@ fn with_kernel(
 }
 
 /// Hands `then` a kernel that takes all activation rows at once in bands of 16 (the AVX-512 VNNI
-/// tiled kernels), with the rows `rows` (super-blocks of `block_q8_K`) transposed into bands once
-/// for every task of the matmul.
+/// tiled kernels), with the rows `rows` (blocks of `block_q8_K` or `block_q8_0`) transposed into
+/// bands once for every task of the matmul.
 #[cfg(target_arch = "x86_64")]
-fn run_in_bands(rows: &[&[ActQ8KSeq]], kernel: TileFn<tiled_k::x86::Band>, then: impl UseKernel) {
+fn run_in_bands<B: tiled_k::x86::BandFill>(
+    rows: &[&[B::Act]],
+    kernel: TileFn<B>,
+    then: impl UseKernel,
+) {
     use tiled_k::x86::{band_rows, bands_par};
     let nb = rows.first().map_or(0, |r| r.len());
-    let bands = bands_par(rows, nb);
+    let bands: Vec<B> = bands_par(rows, nb);
     let xs = band_rows(&bands, rows.len(), nb);
     then.run(&xs, kernel, rows.len());
 }

@@ -20,7 +20,11 @@
 //!
 //! with the activations quantized as ggml's `quantize_row_q8_0` ([`ActQ8Block`]). One output
 //! element is one chain of multiply-adds over the blocks, so the AVX2 kernel keeps eight weight
-//! rows in the lanes of a vector for those chains, as ggml's do.
+//! rows in the lanes of a vector for those chains, as ggml's do. In prefill with AVX-512 VNNI
+//! the lanes are activation rows instead ([`tile_fn_bands`]): the activations transposed into
+//! bands of 16 rows once per matmul (as the tiled K-quant kernel's, `tiled_k.rs`), eight weight
+//! rows' chains side by side in registers, each block's `sumi` from eight `vpdpbusd` per row;
+//! the same chains, so the same bits.
 
 use gguf_importer::quants::{BlockIq4Nl, BlockMxfp4, BlockQ4_0};
 use gguf_importer::GgmlType;
@@ -87,6 +91,26 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8Block>> {
     })
 }
 
+/// Whether [`qmatmul_with_isa`](super::qmatmul_with_isa) takes the AVX-512 VNNI kernel that
+/// reads its `m` activation rows in bands of 16 ([`tile_fn_bands`]) rather than a
+/// [`tile_fn`] kernel: prefill (8 rows or more) on a CPU with AVX-512 VNNI.
+pub(super) fn takes_bands(isa: Isa, m: usize) -> bool {
+    isa == Isa::Avx512Vnni && m >= 8 && cfg!(target_arch = "x86_64")
+}
+
+/// The AVX-512 VNNI kernel of `ty` (Q4_0, IQ4_NL or MXFP4) on all activation rows at once in
+/// bands of 16 (the same order and bits as [`tile_fn`]'s); `None` for other types. Call only on
+/// a CPU with AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<x86::Band32>> {
+    Some(match ty {
+        GgmlType::Q4_0 => x86::tile_bands::<BlockQ4_0>,
+        GgmlType::IQ4_NL => x86::tile_bands::<BlockIq4Nl>,
+        GgmlType::MXFP4 => x86::tile_bands::<BlockMxfp4>,
+        _ => return None,
+    })
+}
+
 /// What the SIMD kernels need of a format beyond [`NibbleLut`] (nothing off x86).
 mod x86_or_not {
     #[cfg(target_arch = "x86_64")]
@@ -120,8 +144,9 @@ mod x86 {
 
     use super::super::nibble_lut::NibbleLut;
     use super::super::quantize_act::ActQ8Block;
+    use super::super::tiled_k::x86::{bands_of, BandFill};
     use super::super::x86_util::{f16c, hsum_epi32, transpose8};
-    use super::super::{check_tile, Out};
+    use super::super::{check_tile, check_tile_of, Out};
 
     /// What the SIMD kernels need of a format.
     pub(in super::super) trait Repacked: NibbleLut {
@@ -402,6 +427,183 @@ mod x86 {
         out: &Out,
     ) {
         tile_body::<W, true>(w, row_bytes, xs, out)
+    }
+
+    /// One block of 32 of up to 16 activation rows (`block_q8_0`), transposed as
+    /// `tiled_k.rs`' bands are: `codes[kg][j]` elements `4kg .. 4kg + 4` of row `j` offset by
+    /// 128 (unsigned bytes), `d[j]` its scale (zero past the band's rows).
+    #[repr(C, align(64))]
+    #[derive(Clone)]
+    pub(in super::super) struct Band32 {
+        codes: [[u32; 16]; 8],
+        d: [f32; 16],
+    }
+
+    impl BandFill for Band32 {
+        type Act = ActQ8Block;
+        const ZERO: Band32 = Band32 {
+            codes: [[0; 16]; 8],
+            d: [0.0; 16],
+        };
+
+        fn fill(&mut self, xs: &[&[ActQ8Block]], b: usize) {
+            for (j, x) in xs.iter().enumerate() {
+                let x = &x[b];
+                for (kg, c) in self.codes.iter_mut().enumerate() {
+                    let e = &x.qs[4 * kg..4 * kg + 4];
+                    let b = |e: i8| e as u8 ^ 0x80; // qa + 128
+                    c[j] = u32::from_le_bytes([b(e[0]), b(e[1]), b(e[2]), b(e[3])]);
+                }
+                self.d[j] = x.d;
+            }
+        }
+    }
+
+    /// A weight block unpacked for [`band_step`]: its 32 signed values four at a time, its
+    /// scale, and `corr = 128 · Σ v`, what the activations' offset adds to the integer sum.
+    #[derive(Clone, Copy)]
+    struct Unpacked {
+        v: [u32; 8],
+        d: f32,
+        corr: i32,
+    }
+
+    /// Unpacks `b`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    #[inline(always)]
+    unsafe fn unpack<W: Repacked>(b: &W) -> Unpacked {
+        // SAFETY: the codes and the table are 16 bytes each.
+        let raw = _mm_loadu_si128(b.codes().as_ptr() as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        let q = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(raw, 4), m),
+            _mm_and_si128(raw, m),
+        );
+        let lut = _mm_loadu_si128(W::LUT.as_ptr() as *const __m128i);
+        let v = _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), q);
+        let sum = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_set1_epi8(1), v),
+            _mm256_set1_epi16(1),
+        );
+        let mut out = Unpacked {
+            v: [0; 8],
+            d: b.scale1(),
+            corr: 128 * hsum_epi32(sum),
+        };
+        // SAFETY: 32 bytes.
+        _mm256_storeu_si256(out.v.as_mut_ptr() as *mut __m256i, v);
+        out
+    }
+
+    /// One block of `R` weight rows (`w[t]`) against the band's 16 rows: each row's chain
+    /// `acc = fma(sumi, wd · ad, acc)` lane-wise (the module's order), the exact `sumi` from
+    /// `vpdpbusd` with each weight's four values broadcast.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VNNI.
+    #[inline(always)]
+    unsafe fn band_step<const R: usize>(band: &Band32, w: &[Unpacked; R], acc: &mut [__m512; R]) {
+        // SAFETY (loads): `Band32` is align(64), each row of it 64 bytes at a multiple of 64.
+        let mut raw = [_mm512_setzero_si512(); R];
+        for kg in 0..8 {
+            let codes = _mm512_load_si512(band.codes[kg].as_ptr() as *const __m512i);
+            for t in 0..R {
+                raw[t] = _mm512_dpbusd_epi32(raw[t], codes, _mm512_set1_epi32(w[t].v[kg] as i32));
+            }
+        }
+        let ad = _mm512_load_ps(band.d.as_ptr());
+        for t in 0..R {
+            let sumi = _mm512_sub_epi32(raw[t], _mm512_set1_epi32(w[t].corr));
+            let scale = _mm512_mul_ps(_mm512_set1_ps(w[t].d), ad);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[t]);
+        }
+    }
+
+    /// `R` weight rows (`rows`, `nb` blocks each) against every band, into `acc` (row `t`'s
+    /// band `k` at `t · n_bands + k`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, F16C and AVX-512 F, BW and VNNI; every band has `nb` blocks.
+    #[inline(always)]
+    unsafe fn rows_bands<W: Repacked, const R: usize>(
+        rows: [&[W]; R],
+        bands: &[&[Band32]],
+        unpacked: &mut Vec<[Unpacked; R]>,
+        acc: &mut [[f32; 16]],
+    ) {
+        let nb = rows[0].len();
+        // (loops, not closures: a closure does not inherit the caller's target features, and
+        // the intrinsics would become calls)
+        let zero = Unpacked {
+            v: [0; 8],
+            d: 0.0,
+            corr: 0,
+        };
+        unpacked.clear();
+        unpacked.resize(nb, [zero; R]);
+        for (b, u) in unpacked.iter_mut().enumerate() {
+            for t in 0..R {
+                u[t] = unpack(&rows[t][b]);
+            }
+        }
+        for (k, band) in bands.iter().enumerate() {
+            let mut a = [_mm512_setzero_ps(); R];
+            for (band, w) in band.iter().zip(unpacked.iter()) {
+                band_step::<R>(band, w, &mut a);
+            }
+            for (t, a) in a.iter().enumerate() {
+                _mm512_storeu_ps(acc[t * bands.len() + k].as_mut_ptr(), *a);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`rows_bands`]; the shapes were checked by the caller (`check_tile_of`).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_bands_tf<W: Repacked>(w: &[u8], row_bytes: usize, xs: &[&[Band32]], out: &Out) {
+        let bands = bands_of(xs);
+        let n_bands = bands.len();
+        let n_rows = w.len() / row_bytes;
+        let row = |r: usize| -> &[W] { bytemuck::cast_slice(&w[r * row_bytes..][..row_bytes]) };
+        let mut acc = vec![[0f32; 16]; n_rows * n_bands];
+        let mut unpacked8 = Vec::new();
+        let mut unpacked1 = Vec::new();
+        let eights = n_rows / 8 * 8;
+        for (g, acc) in acc[..eights * n_bands]
+            .chunks_exact_mut(8 * n_bands)
+            .enumerate()
+        {
+            let rows = std::array::from_fn(|t| row(8 * g + t));
+            rows_bands::<W, 8>(rows, &bands, &mut unpacked8, acc);
+        }
+        for r in eights..n_rows {
+            let acc = &mut acc[r * n_bands..][..n_bands];
+            rows_bands::<W, 1>([row(r)], &bands, &mut unpacked1, acc);
+        }
+        // activation row by activation row: consecutive elements of y
+        let mut col = vec![0f32; n_rows];
+        for i in 0..xs.len() {
+            for (c, acc) in col.iter_mut().zip(acc.chunks_exact(n_bands)) {
+                *c = acc[i / 16][i % 16];
+            }
+            out.set_col(i, &col);
+        }
+    }
+
+    /// The AVX-512 VNNI kernel on all activation rows at once in bands of 16 (see
+    /// [`super::tile_fn_bands`]).
+    pub(in super::super) fn tile_bands<W: Repacked>(
+        w: &[u8],
+        row_bytes: usize,
+        xs: &[&[Band32]],
+        out: Out,
+    ) {
+        check_tile_of(w, row_bytes, size_of::<W>(), 1, xs, &out, usize::MAX);
+        // SAFETY: the shapes were asserted just above; `tile_fn_bands` hands this kernel out
+        // only for `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
+        unsafe { tile_bands_tf::<W>(w, row_bytes, xs, &out) }
     }
 
     pub(super) fn tile_avx2<W: Repacked>(

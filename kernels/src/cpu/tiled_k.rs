@@ -107,14 +107,25 @@ pub(super) mod x86 {
         d: [f32; 16],
     }
 
-    impl Band {
+    /// A block of activations of up to 16 rows, transposed for the kernels that take bands
+    /// ([`Band`] here, `repacked.rs`' 32-element one).
+    pub(in super::super) trait BandFill: Clone + Send + Sync {
+        /// The activation blocks it is made of.
+        type Act: Sync;
+        /// All zeros (rows past the end of a band stay so).
+        const ZERO: Self;
+        /// Block `b` of the rows `xs` (at most 16).
+        fn fill(&mut self, xs: &[&[Self::Act]], b: usize);
+    }
+
+    impl BandFill for Band {
+        type Act = ActQ8KSeq;
         const ZERO: Band = Band {
             codes: [[0; 16]; 64],
             bsums: [[0; 16]; 16],
             d: [0.0; 16],
         };
 
-        /// Super-block `b` of the tile's rows `xs` (at most 16).
         fn fill(&mut self, xs: &[&[ActQ8KSeq]], b: usize) {
             for (j, x) in xs.iter().enumerate() {
                 let x = &x[b];
@@ -131,10 +142,10 @@ pub(super) mod x86 {
         }
     }
 
-    /// The activation rows `xs` (each `nb` super-blocks) as bands of 16 rows: band `k`'s
-    /// super-block `b` at `k · nb + b`.
-    pub(in super::super) fn bands(xs: &[&[ActQ8KSeq]], nb: usize) -> Vec<Band> {
-        let mut bands = vec![Band::ZERO; xs.len().div_ceil(16) * nb];
+    /// The activation rows `xs` (each `nb` blocks) as bands of 16 rows: band `k`'s block `b` at
+    /// `k · nb + b`.
+    pub(in super::super) fn bands<B: BandFill>(xs: &[&[B::Act]], nb: usize) -> Vec<B> {
+        let mut bands = vec![B::ZERO; xs.len().div_ceil(16) * nb];
         for (band, xs) in bands.chunks_exact_mut(nb).zip(xs.chunks(16)) {
             for (b, band) in band.iter_mut().enumerate() {
                 band.fill(xs, b);
@@ -144,9 +155,9 @@ pub(super) mod x86 {
     }
 
     /// [`bands`] with the bands built in parallel (a whole matmul's activations).
-    pub(in super::super) fn bands_par(xs: &[&[ActQ8KSeq]], nb: usize) -> Vec<Band> {
+    pub(in super::super) fn bands_par<B: BandFill>(xs: &[&[B::Act]], nb: usize) -> Vec<B> {
         use rayon::prelude::*;
-        let mut bands = vec![Band::ZERO; xs.len().div_ceil(16) * nb];
+        let mut bands = vec![B::ZERO; xs.len().div_ceil(16) * nb];
         bands
             .par_chunks_mut(nb)
             .zip(xs.par_chunks(16))
@@ -159,14 +170,14 @@ pub(super) mod x86 {
     }
 
     /// Activation row `i` of `m` as the kernels that take bands read it: its band's `nb`
-    /// super-blocks (the 16 rows of a band share them).
-    pub(in super::super) fn band_rows(bands: &[Band], m: usize, nb: usize) -> Vec<&[Band]> {
+    /// blocks (the 16 rows of a band share them).
+    pub(in super::super) fn band_rows<B>(bands: &[B], m: usize, nb: usize) -> Vec<&[B]> {
         (0..m).map(|i| &bands[i / 16 * nb..][..nb]).collect()
     }
 
     /// The bands of a kernel's activation rows `xs` (from [`band_rows`]): each 16th row's.
     /// Panics if the rows of a band do not share it.
-    pub(in super::super) fn bands_of<'a>(xs: &[&'a [Band]]) -> Vec<&'a [Band]> {
+    pub(in super::super) fn bands_of<'a, B>(xs: &[&'a [B]]) -> Vec<&'a [B]> {
         for (i, x) in xs.iter().enumerate() {
             assert!(
                 std::ptr::eq(*x, xs[i / 16 * 16]),
@@ -393,7 +404,7 @@ pub(super) mod x86 {
     ) {
         let mut q = [0u8; 256];
         let nb = row_bytes / size_of::<W>();
-        let owned = bands(xs, nb);
+        let owned: Vec<Band> = bands(xs, nb);
         let views: Vec<&[Band]> = owned.chunks_exact(nb).collect();
         tile_body_with::<VNNI>(
             w,
