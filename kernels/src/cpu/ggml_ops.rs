@@ -276,11 +276,17 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     super::quantize_act::quantize_q8_0_bytes(x, out)
 }
 
-/// `x` rounded to the nearest f16 (ties to even, as `vcvtps2ph` with rounding mode 0 in ggml's
-/// `fp32_to_fp16`), back in f32.
-#[inline]
-fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+/// Every element of `x` rounded to the nearest f16 (ties to even, as `vcvtps2ph` with rounding
+/// mode 0 in ggml's `fp32_to_fp16`), back in f32, in place; through `half`'s slice conversions
+/// (F16C where the CPU has it, eight at a time; the same rounding without).
+fn round_f16_slice(x: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let mut h = [half::f16::ZERO; 64];
+    for x in x.chunks_mut(64) {
+        let h = &mut h[..x.len()];
+        h.convert_from_f32_slice(x);
+        h.convert_to_f32_slice(x);
+    }
 }
 
 /// The shapes of one [`attention`] call.
@@ -379,7 +385,11 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
     );
     let k_f16 = matches!(k, KvSlice::F16(_));
     let q: std::borrow::Cow<[f32]> = match k_f16 {
-        true => q.iter().map(|&x| round_f16(x)).collect::<Vec<f32>>().into(),
+        true => {
+            let mut q = q.to_vec();
+            round_f16_slice(&mut q);
+            q.into()
+        }
         false => q.into(),
     };
     // q8_0 keys: the queries as ggml quantizes them for `vec_dot_q8_0_q8_0`.
@@ -532,9 +542,9 @@ unsafe fn attend<L: Lanes16>(
         let inv = (1.0 / sum) as f32;
         for x in p.iter_mut() {
             *x *= inv;
-            if plan.p_f16 {
-                *x = round_f16(*x);
-            }
+        }
+        if plan.p_f16 {
+            round_f16_slice(p);
         }
     }
     // Weighted sum of the values: each output element is a dot product of the weights with a
