@@ -15,7 +15,10 @@ mod compare;
 use gguf_importer::{npy, GgmlType, GgufFile};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {

@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 use gguf_importer::{GgufFile, Value};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 fn families_dir() -> PathBuf {

@@ -22,7 +22,10 @@ mod replay;
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../fuzz")
 }
 
 /// What a target does with its input: the same function bodies as `fuzz/fuzz_targets/*.rs`.
@@ -84,7 +87,10 @@ fn overflowing_shapes_are_bad_shapes() {
 }
 
 fn stories() -> Option<Vec<u8>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/stories260k-f32.gguf");
+    let path = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../models/stories260k-f32.gguf");
     std::fs::read(path).ok()
 }
 

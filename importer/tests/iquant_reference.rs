@@ -21,7 +21,10 @@ const TYPES: [&str; 12] = [
 ];
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iquants")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/iquants")
 }
 
 fn manifest() -> serde_json::Value {

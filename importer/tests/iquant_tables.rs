@@ -11,7 +11,10 @@ use gguf_importer::quants::iquant_tables as t;
 use sha2::{Digest, Sha256};
 
 fn fixture() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iquants/tables.json");
+    let path = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/iquants/tables.json");
     serde_json::from_reader(std::fs::File::open(&path).unwrap_or_else(|e| {
         panic!("{}: {e}", path.display());
     }))

@@ -5,9 +5,11 @@
 use gguf_importer::{GgmlType, GgufError, GgufFile, GgufWriter, Value, ValueType};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
+    .join(path)
 }
 
 /// Offset of the first occurrence of `needle` in `hay`.

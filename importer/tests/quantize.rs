@@ -20,9 +20,11 @@ use gguf_importer::{npy, GgmlType};
 const ROW_LEN: usize = 256;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/quants/quantize")
-        .join(name)
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../tests/fixtures/quants/quantize")
+    .join(name)
 }
 
 /// The fixture input: row-major [16, 256].

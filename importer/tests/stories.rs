@@ -5,9 +5,11 @@
 use gguf_importer::{GgmlType, GgufFile, Value};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
+    .join(path)
 }
 
 fn open_both() -> (GgufFile, GgufFile) {

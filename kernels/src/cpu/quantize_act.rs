@@ -322,8 +322,11 @@ mod tests {
     /// overflows.
     #[test]
     fn q8_k_matches_ggml_byte_for_byte() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ggml_vec_dot");
+        let dir = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("tests/fixtures/ggml_vec_dot");
         let mut checked = 0;
         for n in [256, 512, 1536, 2048, 5632] {
             let read = |name: String| {

@@ -21,10 +21,13 @@ pub struct Case {
 
 impl Fixtures {
     pub fn path(&self, name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(self.0)
-            .join(name)
+        PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("tests/fixtures")
+        .join(self.0)
+        .join(name)
     }
 
     /// The bytes of `name` (panics naming it).
