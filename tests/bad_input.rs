@@ -13,10 +13,19 @@ use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 use gguf_llama::Error;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/stories260k-f32.gguf");
+/// `rel` under this package, through `CARGO_MANIFEST_DIR` at run time (cargo test sets it; a test
+/// binary reused from a checkout at another path would otherwise read that checkout's files).
+fn in_package(rel: &str) -> String {
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    format!("{dir}/{rel}")
+}
+
+static MODEL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| in_package("models/stories260k-f32.gguf"));
 
 fn original() -> GgufFile {
-    GgufFile::open(MODEL).expect("the committed stories260K")
+    GgufFile::open(MODEL.as_str()).expect("the committed stories260K")
 }
 
 /// A tensor written in place of the original's tensor of the same name (or added).

@@ -17,7 +17,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn chat_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/chat")
 }
 
 fn template_source(name: &str) -> String {

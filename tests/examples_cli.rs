@@ -11,12 +11,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::LazyLock;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/stories260k-f32.gguf");
-const TEXT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/perplexity/grimm-three-tales.txt"
-);
+/// `rel` under this package, through `CARGO_MANIFEST_DIR` at run time (cargo test sets it; a test
+/// binary reused from a checkout at another path would otherwise read that checkout's files).
+fn in_package(rel: &str) -> String {
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    format!("{dir}/{rel}")
+}
+
+static MODEL: LazyLock<String> = LazyLock::new(|| in_package("models/stories260k-f32.gguf"));
+static TEXT: LazyLock<String> =
+    LazyLock::new(|| in_package("tests/fixtures/perplexity/grimm-three-tales.txt"));
 const MISSING: &str = "/nonexistent/gguf-llama/model.gguf";
 
 /// Every example, by name.
@@ -77,7 +84,7 @@ fn required(name: &str, model: &str) -> Vec<String> {
     let args: Vec<&str> = match name {
         "inspect" => vec![model],
         "tokenize" => vec!["--model", model, "--prompt", "Once upon a time"],
-        "perplexity" => vec!["--model", model, "--text", TEXT, "--ctx", "64"],
+        "perplexity" => vec!["--model", model, "--text", TEXT.as_str(), "--ctx", "64"],
         "export_gguf" | "save_record" | "activations" => vec!["--model", model, "--out", &out],
         _ => vec!["--model", model],
     };
@@ -166,7 +173,7 @@ fn a_corrupt_model_file_is_a_gguf_error() {
     let garbage = temp("garbage.gguf");
     std::fs::write(&garbage, b"this is not a model, just some text").unwrap();
     let truncated = temp("truncated.gguf");
-    std::fs::write(&truncated, &std::fs::read(MODEL).unwrap()[..20]).unwrap();
+    std::fs::write(&truncated, &std::fs::read(MODEL.as_str()).unwrap()[..20]).unwrap();
     for name in EXAMPLES {
         assert_error(
             name,
@@ -186,7 +193,7 @@ fn a_device_that_does_not_exist() {
     for name in WITH_DEVICE {
         assert_invalid_value(
             name,
-            &with(required(name, MODEL), &["--device", "tpu"]),
+            &with(required(name, MODEL.as_str()), &["--device", "tpu"]),
             "--device",
             "tpu",
             "unknown device \"tpu\": expected one of wgpu, vulkan, metal, flex, ndarray, cpu",
@@ -194,14 +201,14 @@ fn a_device_that_does_not_exist() {
         // A device this build does not have.
         assert_error(
             name,
-            &with(required(name, MODEL), &["--device", "cpu"]),
+            &with(required(name, MODEL.as_str()), &["--device", "cpu"]),
             &["device cpu is not in this build (enable the `burn/cpu` feature)"],
         );
         // A graphics API this machine does not have.
         #[cfg(not(target_os = "macos"))]
         assert_error(
             name,
-            &with(required(name, MODEL), &["--device", "metal"]),
+            &with(required(name, MODEL.as_str()), &["--device", "metal"]),
             &["device metal is unavailable: "],
         );
     }
@@ -213,7 +220,7 @@ fn an_unsupported_kv_cache_type() {
         for flag in ["--cache-type-k", "--cache-type-v"] {
             assert_invalid_value(
                 name,
-                &with(required(name, MODEL), &[flag, "q4_0"]),
+                &with(required(name, MODEL.as_str()), &[flag, "q4_0"]),
                 flag,
                 "q4_0",
                 "unsupported KV cache type \"q4_0\" (supported: f32, f16, q8_0 (keys only))",
@@ -225,12 +232,12 @@ fn an_unsupported_kv_cache_type() {
     for name in ["generate", "perplexity"] {
         assert_error(
             name,
-            &with(required(name, MODEL), &["--cache-type-v", "q8_0"]),
+            &with(required(name, MODEL.as_str()), &["--cache-type-v", "q8_0"]),
             &["flash attention"],
         );
         assert_error(
             name,
-            &with(required(name, MODEL), &["--cache-type-k", "q8_0"]),
+            &with(required(name, MODEL.as_str()), &["--cache-type-k", "q8_0"]),
             &["keys of 8 elements per head", "multiple of 32"],
         );
     }
@@ -253,7 +260,7 @@ fn counts_that_must_be_positive() {
             for value in ["0", "-3"] {
                 assert_invalid_value(
                     name,
-                    &with(required(name, MODEL), &[flag, value]),
+                    &with(required(name, MODEL.as_str()), &[flag, value]),
                     flag,
                     value,
                     &format!("\"{value}\" is not a whole number of at least 1"),
@@ -265,7 +272,7 @@ fn counts_that_must_be_positive() {
     for value in ["0", "-0.01"] {
         assert_invalid_value(
             "finetune",
-            &with(required("finetune", MODEL), &["--lr", value]),
+            &with(required("finetune", MODEL.as_str()), &["--lr", value]),
             "--lr",
             value,
             &format!("\"{value}\" is not a finite number above 0"),
@@ -287,7 +294,7 @@ fn negative_and_out_of_range_numbers() {
     ] {
         assert_invalid_value(
             name,
-            &with(required(name, MODEL), &[flag, "-1"]),
+            &with(required(name, MODEL.as_str()), &[flag, "-1"]),
             flag,
             "-1",
             "invalid digit found in string",
@@ -296,17 +303,24 @@ fn negative_and_out_of_range_numbers() {
     // Sampler ranges (checked before the model is loaded).
     assert_error(
         "generate",
-        &with(required("generate", MODEL), &["--top-p", "-0.5"]),
+        &with(required("generate", MODEL.as_str()), &["--top-p", "-0.5"]),
         &["sampler parameter top_p = -0.5 is invalid: expected a number in (0, 1] (1 = off)"],
     );
     assert_error(
         "generate",
-        &with(required("generate", MODEL), &["--min-p", "2"]),
+        &with(required("generate", MODEL.as_str()), &["--min-p", "2"]),
         &["sampler parameter min_p = 2 is invalid"],
     );
     // Perplexity windows.
     let ppl = |ctx: &str, more: &[&str]| {
-        let mut args = vec!["--model", MODEL, "--text", TEXT, "--ctx", ctx];
+        let mut args = vec![
+            "--model",
+            MODEL.as_str(),
+            "--text",
+            TEXT.as_str(),
+            "--ctx",
+            ctx,
+        ];
         args.extend(more);
         args.into_iter().map(String::from).collect::<Vec<_>>()
     };
@@ -345,16 +359,9 @@ fn long_prompt() -> String {
 /// an error naming it.
 #[test]
 fn a_chat_template_file_renders_the_prompt() {
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chat/google-gemma-2-2b-it.jinja"
-    );
+    let template = in_package("tests/fixtures/chat/google-gemma-2-2b-it.jinja");
     let expected_json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/chat/expected.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(in_package("tests/fixtures/chat/expected.json")).unwrap(),
     )
     .unwrap();
     let case = expected_json["cases"]
@@ -372,9 +379,9 @@ fn a_chat_template_file_renders_the_prompt() {
     let out = Command::new(example("generate"))
         .args([
             "--model",
-            MODEL,
+            MODEL.as_str(),
             "--chat-template-file",
-            template,
+            template.as_str(),
             "--prompt",
             user,
         ])
@@ -387,7 +394,7 @@ fn a_chat_template_file_renders_the_prompt() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file = gguf_llama::gguf::GgufFile::open(MODEL).unwrap();
+    let file = gguf_llama::gguf::GgufFile::open(MODEL.as_str()).unwrap();
     let tokenizer = gguf_llama::tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
     let want: Vec<u64> = tokenizer
         .encode(rendered, true, true)
@@ -404,7 +411,7 @@ fn a_chat_template_file_renders_the_prompt() {
 
     let missing = temp("no-such-template.jinja").display().to_string();
     let args = with(
-        required("generate", MODEL),
+        required("generate", MODEL.as_str()),
         &["--chat-template-file", &missing],
     );
     assert_error("generate", &args, &["no-such-template.jinja"]);
@@ -416,20 +423,23 @@ fn a_prompt_longer_than_the_context() {
     for name in ["generate", "activations", "finetune"] {
         assert_error(
             name,
-            &with(required(name, MODEL), &["--prompt", &prompt]),
+            &with(required(name, MODEL.as_str()), &["--prompt", &prompt]),
             &["positions needed, but the context length is 512"],
         );
     }
     assert_error(
         "bench",
-        &with(required("bench", MODEL), &["--prompt-tokens", "600"]),
+        &with(
+            required("bench", MODEL.as_str()),
+            &["--prompt-tokens", "600"],
+        ),
         &["--prompt-tokens + --gen-tokens = 664 exceeds the context length 512"],
     );
     // Training windows longer than the context (600 input positions, predicting 1..=600).
     assert_error(
         "finetune",
         &with(
-            required("finetune", MODEL),
+            required("finetune", MODEL.as_str()),
             &["--seq", "600", "--sample-tokens", "0"],
         ),
         &["600 positions needed, but the context length is 512"],
@@ -441,14 +451,14 @@ fn bad_values_of_other_flags() {
     assert_error(
         "inspect",
         &with(
-            required("inspect", MODEL),
+            required("inspect", MODEL.as_str()),
             &["--dequantize", "nope", "--out", "/tmp/x.npy"],
         ),
         &["no tensor named \"nope\" in the file"],
     );
     assert_invalid_value(
         "export_gguf",
-        &with(required("export_gguf", MODEL), &["--type", "q4_1"]),
+        &with(required("export_gguf", MODEL.as_str()), &["--type", "q4_1"]),
         "--type",
         "q4_1",
         "unknown export type \"q4_1\": f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k, iq4_nl or iq4_xs",
@@ -456,22 +466,22 @@ fn bad_values_of_other_flags() {
     let unwritable = format!("{}/out.gguf", MISSING);
     assert_error(
         "export_gguf",
-        &["--model", MODEL, "--out", &unwritable].map(String::from),
+        &["--model", MODEL.as_str(), "--out", &unwritable].map(String::from),
         &[&format!("exporting {unwritable}: ")],
     );
     assert_error(
         "perplexity",
-        &["--model", MODEL, "--text", MISSING, "--ctx", "64"].map(String::from),
+        &["--model", MODEL.as_str(), "--text", MISSING, "--ctx", "64"].map(String::from),
         &[&format!("reading {MISSING}: ")],
     );
     assert_error(
         "finetune",
-        &with(required("finetune", MODEL), &["--text", MISSING]),
+        &with(required("finetune", MODEL.as_str()), &["--text", MISSING]),
         &[&format!("reading {MISSING}: ")],
     );
     assert_invalid_value(
         "finetune",
-        &with(required("finetune", MODEL), &["--targets", "q,x"]),
+        &with(required("finetune", MODEL.as_str()), &["--targets", "q,x"]),
         "--targets",
         "x",
         "unknown LoRA target \"x\"",
@@ -481,7 +491,10 @@ fn bad_values_of_other_flags() {
 /// The lists above name every example of `examples/`, so that a new one is tried too.
 #[test]
 fn every_example_is_tried() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {

@@ -12,7 +12,9 @@ mod compare;
 use compare::{assert_close, max_abs};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }
 
 /// `cargo test` builds the examples next to the test binaries: target/<profile>/examples/.

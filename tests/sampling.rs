@@ -546,8 +546,10 @@ fn candidate_sets_match_llama_cpp() {
         logits: Vec<f64>,
         probs: Vec<f64>,
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sampling/llama_cpp_chains.json");
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/sampling/llama_cpp_chains.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
     assert_eq!(fixture.cases.len(), 6);

@@ -24,7 +24,10 @@ use gguf_llama::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerKin
 mod ci;
 
 fn vocab_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vocab")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/vocab")
 }
 
 /// Where the suites that are not committed are: `GGUF_LLAMA_VOCAB_DIR`, else

@@ -21,7 +21,9 @@ pub use ci::{missing, required};
 pub use compare::{assert_bits_eq, assert_close, compare, max_abs, max_abs_diff};
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }
 
 pub fn fixture(path: &str) -> PathBuf {
