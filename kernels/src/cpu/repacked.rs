@@ -144,7 +144,7 @@ mod x86 {
 
     use super::super::nibble_lut::NibbleLut;
     use super::super::quantize_act::ActQ8Block;
-    use super::super::tiled_k::x86::{bands_of, BandFill};
+    use super::super::tiled_k::x86::{bands_of, fill_codes, write_bands, BandFill};
     use super::super::x86_util::{f16c, hsum_epi32, transpose8};
     use super::super::{check_tile, check_tile_of, Out};
 
@@ -449,11 +449,7 @@ mod x86 {
         fn fill(&mut self, xs: &[&[ActQ8Block]], b: usize) {
             for (j, x) in xs.iter().enumerate() {
                 let x = &x[b];
-                for (kg, c) in self.codes.iter_mut().enumerate() {
-                    let e = &x.qs[4 * kg..4 * kg + 4];
-                    let b = |e: i8| e as u8 ^ 0x80; // qa + 128
-                    c[j] = u32::from_le_bytes([b(e[0]), b(e[1]), b(e[2]), b(e[3])]);
-                }
+                fill_codes(&mut self.codes, &x.qs, j);
                 self.d[j] = x.d;
             }
         }
@@ -582,14 +578,7 @@ mod x86 {
             let acc = &mut acc[r * n_bands..][..n_bands];
             rows_bands::<W, 1>([row(r)], &bands, &mut unpacked1, acc);
         }
-        // activation row by activation row: consecutive elements of y
-        let mut col = vec![0f32; n_rows];
-        for i in 0..xs.len() {
-            for (c, acc) in col.iter_mut().zip(acc.chunks_exact(n_bands)) {
-                *c = acc[i / 16][i % 16];
-            }
-            out.set_col(i, &col);
-        }
+        write_bands(&acc, n_bands, xs.len(), out);
     }
 
     /// The AVX-512 VNNI kernel on all activation rows at once in bands of 16 (see

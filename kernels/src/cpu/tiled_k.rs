@@ -118,6 +118,28 @@ pub(super) mod x86 {
         fn fill(&mut self, xs: &[&[Self::Act]], b: usize);
     }
 
+    /// Column `j` of a band's `codes`: the activations `qs` four at a time, offset by 128.
+    #[inline(always)]
+    pub(in super::super) fn fill_codes(codes: &mut [[u32; 16]], qs: &[i8], j: usize) {
+        for (c, e) in codes.iter_mut().zip(qs.chunks_exact(4)) {
+            let b = |e: i8| e as u8 ^ 0x80; // qa + 128
+            c[j] = u32::from_le_bytes([b(e[0]), b(e[1]), b(e[2]), b(e[3])]);
+        }
+    }
+
+    /// Writes the band kernels' results: `acc[r · n_bands + k][j]` is weight row `r` against
+    /// activation row `16k + j`, for `m` activation rows; activation row by activation row
+    /// (consecutive elements of y).
+    pub(in super::super) fn write_bands(acc: &[[f32; 16]], n_bands: usize, m: usize, out: &Out) {
+        let mut col = vec![0f32; acc.len() / n_bands];
+        for i in 0..m {
+            for (c, acc) in col.iter_mut().zip(acc.chunks_exact(n_bands)) {
+                *c = acc[i / 16][i % 16];
+            }
+            out.set_col(i, &col);
+        }
+    }
+
     impl BandFill for Band {
         type Act = ActQ8KSeq;
         const ZERO: Band = Band {
@@ -129,11 +151,7 @@ pub(super) mod x86 {
         fn fill(&mut self, xs: &[&[ActQ8KSeq]], b: usize) {
             for (j, x) in xs.iter().enumerate() {
                 let x = &x[b];
-                for (kg, c) in self.codes.iter_mut().enumerate() {
-                    let e = &x.qs[4 * kg..4 * kg + 4];
-                    let b = |e: i8| e as u8 ^ 0x80; // qa + 128
-                    c[j] = u32::from_le_bytes([b(e[0]), b(e[1]), b(e[2]), b(e[3])]);
-                }
+                fill_codes(&mut self.codes, &x.qs, j);
                 for (g, s) in self.bsums.iter_mut().enumerate() {
                     s[j] = x.bsums[g] as i32;
                 }
@@ -489,14 +507,7 @@ pub(super) mod x86 {
                 }
             }
         }
-        // activation row by activation row: consecutive elements of y
-        let mut col = vec![0f32; n_rows];
-        for i in 0..m {
-            for (c, acc) in col.iter_mut().zip(acc.chunks_exact(n_bands)) {
-                *c = acc[i / 16][i % 16];
-            }
-            out.set_col(i, &col);
-        }
+        write_bands(&acc, n_bands, m, out);
     }
 
     /// # Safety
