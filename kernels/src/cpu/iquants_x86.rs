@@ -581,7 +581,7 @@ fn tile_tiled<W: IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: O
 }
 
 /// The AVX-512 VNNI kernel of `ty` in the tiled order, on all activation rows at once in bands
-/// of 16 (`tiled_k::x86::bands_par`); `None` for other types and the ternary formats. Call only
+/// of 16 (`tiled_k::x86::bands`); `None` for other types and the ternary formats. Call only
 /// on a CPU with AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
 pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<Band>> {
     if uses_seq(ty, usize::MAX) {

@@ -527,9 +527,9 @@ fn run_in_bands<B: tiled_k::x86::BandFill>(
     kernel: TileFn<B>,
     then: impl UseKernel,
 ) {
-    use tiled_k::x86::{band_rows, bands_par};
+    use tiled_k::x86::{band_rows, bands};
     let nb = rows.first().map_or(0, |r| r.len());
-    let bands: Vec<B> = bands_par(rows, nb);
+    let bands: Vec<B> = bands(rows, nb);
     let xs = band_rows(&bands, rows.len(), nb);
     then.run(&xs, kernel, rows.len());
 }
@@ -605,8 +605,8 @@ pub(crate) fn check_tile<A>(
     check_tile_of(w, row_bytes, block_bytes, per_item, xs, out, MAX_TILE)
 }
 
-/// [`check_tile`] for a kernel that takes up to `max_rows` activation rows (the i-quants' AVX-512
-/// VNNI prefill takes all of them, in bands of 16).
+/// [`check_tile`] for a kernel that takes up to `max_rows` activation rows (the AVX-512 VNNI
+/// prefill kernels take all of them, in bands of 16: [`run_in_bands`]).
 pub(crate) fn check_tile_of<A>(
     w: &[u8],
     row_bytes: usize,

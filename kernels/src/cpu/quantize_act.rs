@@ -243,6 +243,12 @@ fn quantize_row_k_seq(x: &[f32], out: &mut [ActQ8KSeq]) {
         unsafe { quantize_row_k_seq_avx2(x, out) };
         return;
     }
+    quantize_blocks_q8k(x, out);
+}
+
+/// Every super-block of `x` into `out` ([`quantize_block_q8k`]).
+#[inline(always)]
+fn quantize_blocks_q8k(x: &[f32], out: &mut [ActQ8KSeq]) {
     for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
         quantize_block_q8k(x, b);
     }
@@ -255,9 +261,7 @@ fn quantize_row_k_seq(x: &[f32], out: &mut [ActQ8KSeq]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_row_k_seq_avx2(x: &[f32], out: &mut [ActQ8KSeq]) {
-    for (x, b) in x.chunks_exact(256).zip(out.iter_mut()) {
-        quantize_block_q8k(x, b);
-    }
+    quantize_blocks_q8k(x, out);
 }
 
 const EMPTY_X32: ActQ8x32 = ActQ8x32 {

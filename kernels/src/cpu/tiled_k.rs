@@ -161,19 +161,8 @@ pub(super) mod x86 {
     }
 
     /// The activation rows `xs` (each `nb` blocks) as bands of 16 rows: band `k`'s block `b` at
-    /// `k · nb + b`.
+    /// `k · nb + b`; the bands built in parallel (a tile's one band runs on the calling thread).
     pub(in super::super) fn bands<B: BandFill>(xs: &[&[B::Act]], nb: usize) -> Vec<B> {
-        let mut bands = vec![B::ZERO; xs.len().div_ceil(16) * nb];
-        for (band, xs) in bands.chunks_exact_mut(nb).zip(xs.chunks(16)) {
-            for (b, band) in band.iter_mut().enumerate() {
-                band.fill(xs, b);
-            }
-        }
-        bands
-    }
-
-    /// [`bands`] with the bands built in parallel (a whole matmul's activations).
-    pub(in super::super) fn bands_par<B: BandFill>(xs: &[&[B::Act]], nb: usize) -> Vec<B> {
         use rayon::prelude::*;
         let mut bands = vec![B::ZERO; xs.len().div_ceil(16) * nb];
         bands
@@ -407,28 +396,26 @@ pub(super) mod x86 {
         _mm256_fmadd_ps(f, dx, acc)
     }
 
-    /// Every weight row of `w` against the tile `xs`, super-block by super-block, into `out`.
+    /// Every weight row of `w` against the `m` activation rows in `bands`, super-block by
+    /// super-block, into `out`.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA, and with `VNNI` AVX-512 F, BW, VL and VNNI; the shapes
-    /// were checked by the caller (`check_tile`: whole super-blocks, every activation row `nb`
-    /// blocks, 1..=16 rows).
+    /// were checked by the caller (`check_tile` or `check_tile_of`: whole super-blocks, every
+    /// activation row `nb` blocks).
     #[inline(always)]
     unsafe fn tile_body<W: KQuant, const VNNI: bool>(
         w: &[u8],
         row_bytes: usize,
-        xs: &[&[ActQ8KSeq]],
+        bands: (&[&[Band]], usize),
         out: &Out,
     ) {
         let mut q = [0u8; 256];
-        let nb = row_bytes / size_of::<W>();
-        let owned: Vec<Band> = bands(xs, nb);
-        let views: Vec<&[Band]> = owned.chunks_exact(nb).collect();
         tile_body_with::<VNNI>(
             w,
             row_bytes,
             size_of::<W>(),
-            (&views, xs.len()),
+            bands,
             out,
             W::HAS_MINS,
             |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
@@ -476,15 +463,19 @@ pub(super) mod x86 {
                     weights(&w[(8 * g + i) * row_bytes + b * size..][..size], wb);
                 }
                 let group = &group[..n];
+                // whether the eight rows' scales pair (the same for every band)
+                let eight: Option<(&[Weights; 8], bool)> = match group.try_into() {
+                    Ok(ws) if VNNI => Some((ws, paired(ws))),
+                    _ => None,
+                };
                 for (k, band) in bands.iter().map(|band| &band[b]).enumerate() {
-                    if VNNI && group.len() == 8 {
-                        let ws: &[Weights; 8] = group.try_into().expect("eight rows");
+                    if let Some((ws, pairs)) = eight {
                         let base = acc.as_mut_ptr();
                         // SAFETY: acc holds 8 · n_bands rows of 16 floats; row t's band k is
                         // element t · n_bands + k < 8 · n_bands.
                         let rows =
                             std::array::from_fn(|t| (*base.add(t * n_bands + k)).as_mut_ptr());
-                        if paired(ws) {
+                        if pairs {
                             block_vnni_8::<true>(band, ws, rows, has_mins);
                         } else {
                             block_vnni_8::<false>(band, ws, rows, has_mins);
@@ -514,27 +505,21 @@ pub(super) mod x86 {
     /// As [`tile_body_with`] with `VNNI`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn tile_vnni_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[Band]], out: &Out) {
-        let mut q = [0u8; 256];
-        tile_body_with::<true>(
-            w,
-            rb,
-            size_of::<W>(),
-            (&bands_of(xs), xs.len()),
-            out,
-            W::HAS_MINS,
-            |bytes: &[u8], wb: &mut Weights| wb.set::<W>(bytemuck::from_bytes(bytes), &mut q),
-        )
+        tile_body::<W, true>(w, rb, (&bands_of(xs), xs.len()), out)
     }
 
     /// # Safety
     /// As [`tile_body`] without `VNNI`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tile_avx2_tf<W: KQuant>(w: &[u8], rb: usize, xs: &[&[ActQ8KSeq]], out: &Out) {
-        tile_body::<W, false>(w, rb, xs, out)
+        let nb = rb / size_of::<W>();
+        let owned: Vec<Band> = bands(xs, nb);
+        let views: Vec<&[Band]> = owned.chunks_exact(nb).collect();
+        tile_body::<W, false>(w, rb, (&views, xs.len()), out)
     }
 
     /// The AVX-512 VNNI kernel (see [`super::super::TileFn`]), on all activation rows at once
-    /// in bands ([`bands_par`], [`band_rows`]).
+    /// in bands ([`bands`], [`band_rows`]).
     pub(super) fn tile_vnni<W: KQuant>(w: &[u8], rb: usize, xs: &[&[Band]], out: Out) {
         check_tile_of(w, rb, size_of::<W>(), 1, xs, &out, usize::MAX);
         // SAFETY: `tile_fn` hands this kernel out for `Isa::Avx512Vnni` only, and `with_kernel`
@@ -578,7 +563,7 @@ pub(super) fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileFn<ActQ8KSeq>> {
 }
 
 /// The AVX-512 VNNI kernel of the K-quant `ty` in the tiled order, on all activation rows at
-/// once in bands of 16 (`x86::bands_par`); `None` for other types. Call only on a CPU with
+/// once in bands of 16 (`x86::bands`); `None` for other types. Call only on a CPU with
 /// AVX-512 F, BW, VL and VNNI.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<x86::Band>> {
