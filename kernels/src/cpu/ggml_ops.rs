@@ -412,10 +412,19 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
     };
     let group = s.n_head / s.n_head_kv;
     // One task per query and key/value head in prefill (the `group` query heads that read one
-    // key/value head read each key row and value column once for all of them), per query and
-    // head in decoding (a few heads: as many tasks as possible). The output of query `i` and
-    // heads `h ..` is `out[i, h.., ..]`, contiguous.
-    let rows = if s.seq >= 2 { group } else { 1 };
+    // key/value head read each key row and value column once for all of them). In decoding, as
+    // many query heads per task as leave at least two tasks per thread (a single query: its
+    // heads are the only parallelism; an f16 cache row is widened once per task). The output of
+    // query `i` and heads `h ..` is `out[i, h.., ..]`, contiguous.
+    let rows = if s.seq >= 2 {
+        group
+    } else {
+        let tasks = 2 * rayon::current_num_threads();
+        (1..=group)
+            .rev()
+            .find(|&g| group.is_multiple_of(g) && s.n_head / g >= tasks)
+            .unwrap_or(1)
+    };
     out.par_chunks_mut(rows * dv)
         .enumerate()
         .for_each(|(task, out)| {

@@ -582,7 +582,7 @@ pub(super) use per_format;
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa, m: usize) -> Option<TileFn<ActQ8KSeq>> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
-        return super::iquants_x86::tile_fn(ty, m);
+        return super::iquants_x86::tile_fn(ty, isa, m);
     }
     let _ = isa;
     Some(if uses_seq(ty, m) {

@@ -32,7 +32,7 @@ use super::legacy::hsum8;
 use super::quantize_act::ActQ8KSeq;
 use super::tiled_k::x86::Band;
 use super::x86_util::hsum_epi32;
-use super::{check_tile, check_tile_of, Out, TileFn, MAX_TILE};
+use super::{check_tile, check_tile_of, Isa, Out, TileFn, MAX_TILE};
 
 /// A super-block decoded into registers.
 struct Chunks {
@@ -181,6 +181,32 @@ trait IqChunk: IQuant {
         };
         (p, s0, s1)
     }
+
+    /// Chunks `c` and `c + 1` (`c` even) for AVX-512: their 64 magnitudes `|v|` (chunk `c` in
+    /// the low half), the mask of the elements whose value is negative (the activations'
+    /// signs flip there, as `sign(qa, v)` or `(a ^ m) - m` flip them), and the 32 i16 scales
+    /// of their four groups of 16. By default two [`IqChunk::parts`] joined.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-512 F and BW.
+    #[inline(always)]
+    unsafe fn parts64(&self, c: usize) -> (__m512i, __mmask64, __m512i) {
+        let (g0, m0, s00, s01) = self.parts(c);
+        let (g1, m1, s10, s11) = self.parts(c + 1);
+        let sc = join256(scale_pair::<Self>(s00, s01), scale_pair::<Self>(s10, s11));
+        if Self::MASKED {
+            (join256(g0, g1), _mm512_movepi8_mask(join256(m0, m1)), sc)
+        } else {
+            let v = join256(g0, g1);
+            (_mm512_abs_epi8(v), _mm512_movepi8_mask(v), sc)
+        }
+    }
+}
+
+/// Two 256-bit registers as one, `lo` in the low half.
+#[inline(always)]
+unsafe fn join256(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
 }
 
 /// [`IqSimd`] of an [`IqChunk`] format: its chunks one after another.
@@ -313,6 +339,34 @@ impl IqChunk for BlockIq3S {
         let m = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
         let sc = odd(((self.scales[c / 2] >> (4 * (c % 2))) & 0x0F) as u32);
         (g, m, sc, sc)
+    }
+    /// Chunk `c`'s eight grid rows as [`IqChunk::parts`] finds them (indices in scalar
+    /// registers), chunk `c + 1`'s with their indices built in a vector register and extracted:
+    /// the two halves keep the scalar and the vector units busy side by side. The signs come
+    /// straight from their bits as the mask.
+    #[inline(always)]
+    unsafe fn parts64(&self, c: usize) -> (__m512i, __mmask64, __m512i) {
+        let c = c & 6;
+        let (g0, _, _, _) = self.parts(c);
+        let q = &self.qs[8 * c + 8..8 * c + 16];
+        // SAFETY: 8 bytes.
+        let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
+        // bit l of qh[c + 1] is the ninth bit of row l
+        let idx = _mm256_mask_or_epi32(idx, self.qh[c + 1], idx, _mm256_set1_epi32(256));
+        let mut at = [0u32; 8];
+        // SAFETY: 32 bytes.
+        _mm256_storeu_si256(at.as_mut_ptr() as *mut __m256i, idx);
+        // SAFETY: every index is a byte plus at most 256, below 512 (the grid's length).
+        let g1: [u32; 8] = std::array::from_fn(|l| *IQ3S_GRID.get_unchecked(at[l] as usize));
+        // SAFETY: 32 bytes.
+        let g1 = _mm256_loadu_si256(g1.as_ptr() as *const __m256i);
+        let g = join256(g0, g1);
+        let s = &self.signs[4 * c..4 * c + 8];
+        let neg = u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let b = self.scales[c / 2];
+        let (s0, s1) = (odd((b & 0x0F) as u32), odd((b >> 4) as u32));
+        let sc = _mm512_inserti64x4(_mm512_set1_epi16(s0), _mm256_set1_epi16(s1), 1);
+        (g, neg, sc)
     }
 }
 
@@ -482,6 +536,153 @@ unsafe fn tile_seq_stream_tf<W: IqChunk>(w: &[u8], row_bytes: usize, x: &[ActQ8K
     }
 }
 
+/// [`tile_seq_stream_tf`] with AVX-512 and VNNI: two chunks per step in one register
+/// ([`IqChunk::parts64`]), the signs put on the activations with a mask, and
+/// `maddubs` then `vpdpwssd` with the scales. Every i32 lane holds the sum [`tile_seq_stream_tf`]'s
+/// lanes hold (chunk `c` in the low half, `c + 1` in the high half: the low half is its `l0`,
+/// the high half its `l1`), so the float steps, and the bits, are the same.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_seq_stream_vnni_tf<W: IqChunk>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[ActQ8KSeq],
+    out: &Out,
+) {
+    debug_assert!(W::EPILOGUE == Epilogue::Lanes);
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[W] = bytemuck::cast_slice(row);
+        let mut acc = _mm256_setzero_ps();
+        for (block, x) in blocks.iter().zip(x) {
+            let mut l = _mm512_setzero_si512();
+            for c in (0..8).step_by(2) {
+                let (g, neg, sc) = block.parts64(c);
+                let a = &x.qs[32 * c..32 * c + 64];
+                // SAFETY: 64 bytes.
+                let a = _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+                let a = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
+                l = _mm512_dpwssd_epi32(l, _mm512_maddubs_epi16(g, a), sc);
+            }
+            let l = _mm256_add_epi32(_mm512_castsi512_si256(l), _mm512_extracti64x4_epi64::<1>(l));
+            let dd = _mm256_set1_ps(block.d32() * x.d);
+            acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(l), acc);
+        }
+        let mut a = [0f32; 8];
+        // SAFETY: 8 floats.
+        _mm256_storeu_ps(a.as_mut_ptr(), acc);
+        out.set(r, 0, W::VEC_DOT_FACTOR * hsum8(&a));
+    }
+}
+
+/// IQ4_XS's [`tile_seq_stream_tf`] with AVX-512 VNNI, in fewer instructions than the generic
+/// [`tile_seq_stream_vnni_tf`]: the values are looked up offset by 128 (unsigned, `v + 128`), so
+/// `vpdpbusd` takes them with the activations as they are, starting from `-128 · Σ a` of each
+/// group of four (computed once per call), which leaves each group's exact `Σ v·a`; then times
+/// the chunk's scale (`vpmulld`) into the lanes. The same integer lanes as
+/// [`tile_seq_stream_tf`] (no sum saturates: `|v·a| ≤ 127²`), so the same float steps and bits.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,bmi2")]
+unsafe fn iq4xs_stream_vnni_tf(w: &[u8], row_bytes: usize, x: &[ActQ8KSeq], out: &Out) {
+    let zero = _mm512_setzero_si512();
+    // `-128 · Σ a` of every group of four activations, chunks `c, c + 1` per register
+    let k128 = _mm512_set1_epi8(-128);
+    let corr: Vec<__m512i> = x
+        .iter()
+        .flat_map(|x| (0..4).map(move |p| &x.qs[64 * p..64 * p + 64]))
+        .map(|a| {
+            // SAFETY: 64 bytes; the CPU has AVX-512 VNNI (this function's features).
+            let a = _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+            _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, a))
+        })
+        .collect();
+    // SAFETY: 16 bytes.
+    let lut = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let lut = _mm512_broadcast_i32x4(_mm_xor_si128(lut, _mm_set1_epi8(-128)));
+    let m4 = _mm512_set1_epi8(0x0F);
+    // the second and fourth 128-bit lanes hold the high nibbles
+    let shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    // chunk c's scale in lanes 0..8, chunk c + 1's in lanes 8..16
+    let pick: [__m512i; 4] = std::array::from_fn(|p| {
+        let (c0, c1) = (2 * p as i32, 2 * p as i32 + 1);
+        _mm512_setr_epi32(
+            c0, c0, c0, c0, c0, c0, c0, c0, c1, c1, c1, c1, c1, c1, c1, c1,
+        )
+    });
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        let blocks: &[BlockIq4Xs] = bytemuck::cast_slice(row);
+        let mut acc = _mm256_setzero_ps();
+        for ((block, x), corr) in blocks.iter().zip(x).zip(corr.chunks_exact(4)) {
+            // the eight 6-bit scales minus 32, one byte each (pdep spreads the nibbles and the
+            // pairs of high bits into place)
+            let low = _pdep_u64(
+                u32::from_le_bytes(block.scales_l) as u64,
+                0x0F0F_0F0F_0F0F_0F0F,
+            );
+            let high = _pdep_u64(
+                u16::from_le_bytes(block.scales_h) as u64,
+                0x3030_3030_3030_3030,
+            );
+            let sc8 = _mm256_sub_epi32(
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((low | high) as i64)),
+                _mm256_set1_epi32(32),
+            );
+            let sc8 = _mm512_castsi256_si512(sc8);
+            let mut l = zero;
+            for p in 0..4 {
+                let q = &block.qs[32 * p..32 * p + 32];
+                // SAFETY: 32 bytes.
+                let q = _mm512_castsi256_si512(_mm256_loadu_si256(q.as_ptr() as *const __m256i));
+                // bytes 0..16 twice, then 16..32 twice; the copies shifted to their high nibbles
+                let q = _mm512_shuffle_i64x2::<0b01_01_00_00>(q, q);
+                let codes = _mm512_and_si512(_mm512_srlv_epi64(q, shift), m4);
+                let u = _mm512_shuffle_epi8(lut, codes);
+                let a = &x.qs[64 * p..64 * p + 64];
+                // SAFETY: 64 bytes.
+                let a = _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+                let sums = _mm512_dpbusd_epi32(corr[p], u, a);
+                let sc = _mm512_permutexvar_epi32(pick[p], sc8);
+                l = _mm512_add_epi32(l, _mm512_mullo_epi32(sums, sc));
+            }
+            let l = _mm256_add_epi32(_mm512_castsi512_si256(l), _mm512_extracti64x4_epi64::<1>(l));
+            let dd = _mm256_set1_ps(block.d.to_f32() * x.d);
+            acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(l), acc);
+        }
+        let mut a = [0f32; 8];
+        // SAFETY: 8 floats.
+        _mm256_storeu_ps(a.as_mut_ptr(), acc);
+        out.set(r, 0, BlockIq4Xs::VEC_DOT_FACTOR * hsum8(&a));
+    }
+}
+
+/// [`iq4xs_stream_vnni_tf`] for one activation row, [`tile_seq_tf`] for several.
+fn iq4xs_stream_vnni(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
+    check_tile(w, row_bytes, size_of::<BlockIq4Xs>(), 1, xs, &out);
+    // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
+    // `Isa::Avx512Vnni` (whose CPUs all have BMI2), which `with_kernel` checked this CPU runs.
+    unsafe {
+        match xs {
+            [x] => iq4xs_stream_vnni_tf(w, row_bytes, x, &out),
+            _ => tile_seq_tf::<BlockIq4Xs>(w, row_bytes, xs, &out),
+        }
+    }
+}
+
+/// [`tile_seq_stream_vnni_tf`] for one activation row, [`tile_seq_tf`] for several.
+fn tile_seq_stream_vnni<W: IqChunk + IqSimd>(
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[&[ActQ8KSeq]],
+    out: Out,
+) {
+    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
+    // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
+    // `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
+    unsafe {
+        match xs {
+            [x] => tile_seq_stream_vnni_tf::<W>(w, row_bytes, x, &out),
+            _ => tile_seq_tf::<W>(w, row_bytes, xs, &out),
+        }
+    }
+}
+
 /// [`tile_seq_stream_tf`] for one activation row, [`tile_seq_tf`] for several.
 fn tile_seq_stream<W: IqChunk + IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
     check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
@@ -590,10 +791,21 @@ pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<Band>> {
     Some(per_format!(ty, tile_tiled_vnni))
 }
 
-/// The AVX2 kernel of `ty` for tiles of `m` activation rows; `None` for other types. Call only
-/// with an instruction set that includes AVX2, FMA and F16C.
-pub(super) fn tile_fn(ty: GgmlType, m: usize) -> Option<TileFn<ActQ8KSeq>> {
-    Some(if uses_seq(ty, m) {
+/// The AVX2 kernel of `ty` for tiles of `m` activation rows (with `Isa::Avx512Vnni`, the
+/// streaming formats' one-row kernel is [`tile_seq_stream_vnni`]); `None` for other types. Call
+/// only with an instruction set that includes AVX2, FMA and F16C.
+pub(super) fn tile_fn(ty: GgmlType, isa: Isa, m: usize) -> Option<TileFn<ActQ8KSeq>> {
+    Some(if uses_seq(ty, m) && isa == Isa::Avx512Vnni {
+        match ty {
+            GgmlType::IQ2_XXS => tile_seq_stream_vnni::<BlockIq2Xxs>,
+            GgmlType::IQ2_XS => tile_seq_stream_vnni::<BlockIq2Xs>,
+            GgmlType::IQ2_S => tile_seq_stream_vnni::<BlockIq2S>,
+            GgmlType::IQ3_XXS => tile_seq_stream_vnni::<BlockIq3Xxs>,
+            GgmlType::IQ3_S => tile_seq_stream_vnni::<BlockIq3S>,
+            GgmlType::IQ4_XS => iq4xs_stream_vnni,
+            _ => per_format!(ty, tile_seq),
+        }
+    } else if uses_seq(ty, m) {
         match ty {
             GgmlType::IQ2_XXS => tile_seq_stream::<BlockIq2Xxs>,
             GgmlType::IQ2_XS => tile_seq_stream::<BlockIq2Xs>,
