@@ -242,16 +242,24 @@ impl<'a> KvSlice<'a> {
 
     /// The `len` elements from `start` as f32: borrowed when f32, widened (exactly) into `buf`
     /// when f16, dequantized (`d · q`, as ggml's `dequantize_row_q8_0`) when q8_0.
-    fn f32_run<'b>(&self, start: usize, len: usize, buf: &'b mut Vec<f32>) -> &'b [f32]
+    ///
+    /// # Safety
+    /// As [`Lanes16::widen_f16`].
+    #[inline(always)]
+    unsafe fn f32_run<'b, L: Lanes16>(
+        &self,
+        start: usize,
+        len: usize,
+        buf: &'b mut Vec<f32>,
+    ) -> &'b [f32]
     where
         'a: 'b,
     {
         match *self {
             KvSlice::F32(s) => &s[start..][..len],
             KvSlice::F16(s) => {
-                use half::slice::HalfFloatSliceExt;
                 buf.resize(len, 0.0);
-                s[start..][..len].convert_to_f32_slice(buf);
+                L::widen_f16(&s[start..][..len], buf);
                 buf
             }
             KvSlice::Q8_0(_) => {
@@ -438,8 +446,11 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
             let vt = vt.range(kv * dv * s.capacity, dv * s.capacity);
             let n_keys = s.start + i + 1;
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 and FMA.
+            if std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("f16c")
+            {
+                // SAFETY: the CPU has AVX2, FMA and F16C.
                 return unsafe { attend_avx2(q, q_blocks, k, vt, n_keys, &s, &plan, out) };
             }
             // SAFETY: portable code.
@@ -447,12 +458,12 @@ pub fn attention(q: &[f32], k: KvSlice, vt: KvSlice, s: AttentionShape, out: &mu
         });
 }
 
-/// [`attend`] compiled for AVX2 and FMA.
+/// [`attend`] compiled for AVX2, FMA and F16C.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA.
+/// The CPU must have AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     q: &[f32],
@@ -524,7 +535,7 @@ unsafe fn attend<L: Lanes16>(
                 p[..first_key].fill(f32::NEG_INFINITY);
             }
             for j in first_key..n_keys {
-                let k = keys.f32_run(j * dk, dk, &mut wide);
+                let k = keys.f32_run::<L>(j * dk, dk, &mut wide);
                 for (r, q) in qs.chunks_exact(dk).enumerate() {
                     let dot = match plan.scores {
                         DotOrder::VecDotF32 => vec_dot_f32::<L>(k, q),
@@ -560,7 +571,7 @@ unsafe fn attend<L: Lanes16>(
     // value column over the keys, as if the column were zero past `n_keys` (ggml's weights are
     // zero there); the cache past `n_keys` is not read ([`Lanes16::fma_prefix`]).
     for d in 0..dv {
-        let col = vt.f32_run(d * s.capacity, n_keys, &mut wide);
+        let col = vt.f32_run::<L>(d * s.capacity, n_keys, &mut wide);
         if plan.v_tiny {
             // tinyBLAS: lane `l` accumulates the keys `j ≡ l (mod 16)` in order; up to four
             // heads per pass over a value column.
