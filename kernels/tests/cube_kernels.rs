@@ -1,9 +1,14 @@
 //! The CubeCL kernels, launched directly on raw `CubeTensor`s (no Fusion), against the
 //! dequantize-then-matmul reference in f64, for all 25 formats, each kernel variant
-//! (mat-vec with plane reduction where the device has plane operations, mat-vec with the
-//! shared-memory reduction, tiled), odd shapes: weight rows not a multiple of the tile or
-//! workgroup, `m` in {1, 2, 3, 5, 17, 33}, rows of 1, 2 and 3 blocks. The error bound is
-//! derived in `qdata::expected`.
+//! (mat-vec with plane reduction, mat-vec with the shared-memory reduction, tiled), odd shapes:
+//! weight rows not a multiple of the tile or workgroup, `m` in {1, 2, 3, 5, 17, 33}, rows of 1,
+//! 2 and 3 blocks; and large ones ([`large_shapes`]). The error bound is derived in
+//! `qdata::expected`.
+//!
+//! The plane variant runs on every adapter, lavapipe included: cubecl-wgpu does not offer plane
+//! operations on CPU adapters (so [`q_matmul`](gguf_kernels::cube::launch::q_matmul) picks the
+//! shared-memory variant there), but lavapipe has Vulkan subgroups and runs the variant that
+//! every real GPU takes (checked: the variant with `plane_sum` taken out fails these tests).
 //!
 //! Runs on wgpu; on Linux without a GPU that is Mesa's lavapipe (`mesa-vulkan-drivers`). Without
 //! an adapter the tests print why and pass, unless `CI` is set, where they fail.
@@ -19,7 +24,6 @@ use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, Shape};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeDevice;
-use cubecl::features::Plane;
 use gguf_importer::GgmlType;
 use gguf_kernels::cube::launch::{q_matmul_with, Kernel, MATVEC_MAX_M};
 use gguf_kernels::packed::{pack_words, table_words};
@@ -81,16 +85,60 @@ fn run(
         .collect()
 }
 
-/// The kernels this device runs for `m` activation rows.
-fn kernels_for(device: &CubeDevice, m: usize) -> Vec<Kernel> {
+/// The kernels to test for `m` activation rows.
+fn kernels_for(m: usize) -> Vec<Kernel> {
     let mut ks = vec![Kernel::Tiled];
     if m <= MATVEC_MAX_M + 1 {
         ks.push(Kernel::MatVecShared);
-        if device.client().features().plane.contains(Plane::Ops) {
-            ks.push(Kernel::MatVecPlane);
-        }
+        // whether or not cubecl offers plane operations here (see the module documentation)
+        ks.push(Kernel::MatVecPlane);
     }
     ks
+}
+
+/// Shapes of real models' matrices: 4096 × 4096 and 11008 × 4096 (Llama 7B's attention and
+/// feed-forward) with one activation row through every kernel variant, and 4096 × 4096 with
+/// 512 rows through the tiled kernel, checked on four of its activation rows (the first, two
+/// inside, the last: the f64 reference over all 512 would take minutes); for the formats of most
+/// files.
+#[test]
+fn large_shapes() {
+    let Some(device) = cube_device() else { return };
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_0,
+    ] {
+        let mut rng = Rng(0x1A46E ^ ty.id() as u64);
+        for (rows, cols, m) in [(4096, 4096, 1), (11008, 4096, 1), (4096, 4096, 512)] {
+            let w = random_weights(ty, rows, cols, &mut rng);
+            let x = rng.vec_f32(m * cols, -1.0, 1.0);
+            let checked: Vec<usize> = match m {
+                1 => vec![0],
+                _ => vec![0, 200, 333, m - 1],
+            };
+            let xs: Vec<f32> = checked
+                .iter()
+                .flat_map(|&i| &x[i * cols..][..cols])
+                .copied()
+                .collect();
+            let want = expected(ty, rows, cols, &w, &xs, checked.len());
+            for kernel in kernels_for(m) {
+                let got = run(&device, kernel, ty, rows, cols, &w, &x);
+                let got: Vec<f32> = checked
+                    .iter()
+                    .flat_map(|&i| &got[i * rows..][..rows])
+                    .copied()
+                    .collect();
+                assert_close(
+                    &format!("{ty} {kernel:?} rows {rows} cols {cols} m {m}"),
+                    &got,
+                    &want,
+                );
+            }
+        }
+    }
 }
 
 fn check_format(ty: GgmlType) {
@@ -101,7 +149,7 @@ fn check_format(ty: GgmlType) {
         for m in M_CASES {
             let x = rng.vec_f32(m * cols, -1.0, 1.0);
             let want = expected(ty, ROWS, cols, &w, &x, m);
-            for kernel in kernels_for(&device, m) {
+            for kernel in kernels_for(m) {
                 let got = run(&device, kernel, ty, ROWS, cols, &w, &x);
                 assert_close(
                     &format!("{ty} {kernel:?} rows {ROWS} cols {cols} m {m}"),
@@ -162,7 +210,7 @@ fn long_rows_and_single_row() {
             for m in [1, 6] {
                 let x = rng.vec_f32(m * cols, -1.0, 1.0);
                 let want = expected(ty, rows, cols, &w, &x, m);
-                for kernel in kernels_for(&device, m) {
+                for kernel in kernels_for(m) {
                     let got = run(&device, kernel, ty, rows, cols, &w, &x);
                     assert_close(
                         &format!("{ty} {kernel:?} rows {rows} cols {cols} m {m}"),
@@ -205,7 +253,7 @@ fn every_finite_f16_decodes_exactly() {
     let eye: Vec<f32> = (0..cols * cols)
         .map(|i| if i / cols == i % cols { 1.0 } else { 0.0 })
         .collect();
-    for kernel in kernels_for(&device, cols) {
+    for kernel in kernels_for(cols) {
         let y = run(&device, kernel, GgmlType::F16, rows, cols, &w, &eye); // [32, 2048] = Wᵀ
         for (k, y) in y.chunks_exact(rows).enumerate() {
             for (r, &v) in y.iter().enumerate() {
@@ -217,10 +265,7 @@ fn every_finite_f16_decodes_exactly() {
     // And through the mat-vec kernels, one column at a time for a few columns.
     for k in [0, 7, 31] {
         let x: Vec<f32> = (0..cols).map(|i| if i == k { 1.0 } else { 0.0 }).collect();
-        for kernel in kernels_for(&device, 1)
-            .into_iter()
-            .filter(|k| *k != Kernel::Tiled)
-        {
+        for kernel in kernels_for(1).into_iter().filter(|k| *k != Kernel::Tiled) {
             let y = run(&device, kernel, GgmlType::F16, rows, cols, &w, &x);
             for (r, &v) in y.iter().enumerate() {
                 let h = halves[r * cols + k];
