@@ -42,14 +42,17 @@ fn host(t: Tensor<2>) -> Vec<f32> {
         .expect("f32 output")
 }
 
-/// `rows × cols` of each format with `m` rows of x: (ty, rows, cols, w bytes, m, x).
+/// `rows × cols` of each format (the 13 of `ALL`, the i-quants, ternary formats and MXFP4) with
+/// `m` rows of x: (ty, rows, cols, w bytes, m, x). 37 weight rows (not a multiple of a
+/// workgroup, a tile or eight); one, five and 513 activation rows (one past a multiple of every
+/// tile and band).
 #[allow(clippy::type_complexity)]
 fn cases(rng: &mut Rng) -> Vec<(GgmlType, usize, usize, Vec<u8>, usize, Vec<f32>)> {
     let mut out = Vec::new();
-    for ty in ALL {
+    for ty in ALL.into_iter().chain(qdata::QUANTIZED_LUT) {
         let (rows, cols) = (37, 2 * ty.block_size().max(32));
         let w = random_weights(ty, rows, cols, rng);
-        for m in [1, 5] {
+        for m in [1, 5, 513] {
             let x = rng.vec_f32(m * cols, -1.0, 1.0);
             out.push((ty, rows, cols, w.clone(), m, x));
         }
