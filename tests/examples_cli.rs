@@ -39,6 +39,9 @@ const EXAMPLES: [&str; 9] = [
     "finetune",
 ];
 
+/// The examples that read no model: `make_model` writes one.
+const WITHOUT_MODEL: [&str; 1] = ["make_model"];
+
 /// The examples that take `--device`, `--weights` and the KV cache flags.
 const WITH_DEVICE: [&str; 7] = [
     "generate",
@@ -503,7 +506,54 @@ fn every_example_is_tried() {
         })
         .collect();
     found.sort();
-    let mut listed = EXAMPLES.map(String::from).to_vec();
+    let mut listed: Vec<String> = EXAMPLES
+        .iter()
+        .chain(&WITHOUT_MODEL)
+        .map(|s| s.to_string())
+        .collect();
     listed.sort();
     assert_eq!(found, listed);
+}
+
+/// `make_model` (the GPU check's model writer): a bad type or shape is a one-line error; the
+/// `small` shape in Q8_0 is a model this crate loads and runs, its logits finite.
+#[test]
+fn make_model_writes_a_model_that_runs() {
+    let out = temp("made-small-q8_0.gguf").display().to_string();
+    assert_error(
+        "make_model",
+        &["--type", "q9_9", "--out", &out].map(String::from),
+        &["unknown type", "q9_9"],
+    );
+    assert_invalid_value(
+        "make_model",
+        &["--out", &out, "--shape", "gpt5"].map(String::from),
+        "--shape",
+        "gpt5",
+        "'gpt5'",
+    );
+    let status = Command::new(example("make_model"))
+        .args(["--shape", "small", "--type", "q8_0", "--out", &out])
+        .status()
+        .unwrap();
+    assert!(status.success(), "make_model failed: {status}");
+    let file = gguf_llama::gguf::GgufFile::open(&out).unwrap();
+    let device = burn::tensor::Device::flex();
+    let model = gguf_llama::model::Llama::from_gguf(&file, &device).unwrap();
+    assert_eq!(model.config().vocab_size, 512);
+    assert_eq!(model.config().block_count, 4);
+    let mut cache = model.new_cache(1, 8);
+    let logits = model
+        .forward_ids(
+            &[1, 300, 301],
+            1,
+            &mut cache,
+            gguf_llama::model::Logits::Last,
+        )
+        .unwrap();
+    let logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(logits.len(), 512);
+    assert!(logits.iter().all(|v| v.is_finite()), "{logits:?}");
+    // random weights: the logits differ from token to token
+    assert!(logits.iter().any(|&v| v != logits[0]));
 }
