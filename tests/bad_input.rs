@@ -5,6 +5,8 @@
 //! 5 layers, a vocabulary of 512 tokens, a context of 512) rewritten here with `GgufWriter`: a
 //! metadata value changed or removed, or a tensor replaced. Runs on flex.
 
+mod common;
+
 use burn::tensor::Device;
 use gguf_llama::generate::{generate, GenerateConfig, StopReason};
 use gguf_llama::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, Value, ValueType};
@@ -13,12 +15,9 @@ use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 use gguf_llama::Error;
 
-/// `rel` under this package, through `CARGO_MANIFEST_DIR` at run time (cargo test sets it; a test
-/// binary reused from a checkout at another path would otherwise read that checkout's files).
+/// `rel` under this package (`common::root`: `CARGO_MANIFEST_DIR` at run time).
 fn in_package(rel: &str) -> String {
-    let dir =
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    format!("{dir}/{rel}")
+    common::root().join(rel).display().to_string()
 }
 
 static MODEL: std::sync::LazyLock<String> =

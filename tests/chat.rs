@@ -10,6 +10,8 @@
 //! model's BOS/EOS texts; where a template refuses a conversation with `raise_exception`, the case
 //! records the message.
 
+mod common;
+
 use gguf_importer::{keys, Metadata, Value, ValueType};
 use gguf_llama::chat::{ChatError, ChatMessage, ChatTemplate, CHATML_TEMPLATE};
 use serde::Deserialize;
@@ -17,10 +19,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn chat_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/fixtures/chat")
+    common::root().join("tests/fixtures/chat")
 }
 
 fn template_source(name: &str) -> String {

@@ -9,16 +9,15 @@
 //! embedded default, or its file), and no example gets as far as generating or training, so every
 //! run takes a fraction of a second.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::LazyLock;
 
-/// `rel` under this package, through `CARGO_MANIFEST_DIR` at run time (cargo test sets it; a test
-/// binary reused from a checkout at another path would otherwise read that checkout's files).
+/// `rel` under this package (`common::root`: `CARGO_MANIFEST_DIR` at run time).
 fn in_package(rel: &str) -> String {
-    let dir =
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    format!("{dir}/{rel}")
+    common::root().join(rel).display().to_string()
 }
 
 static MODEL: LazyLock<String> = LazyLock::new(|| in_package("models/stories260k-f32.gguf"));
@@ -494,10 +493,7 @@ fn bad_values_of_other_flags() {
 /// The lists above name every example of `examples/`, so that a new one is tried too.
 #[test]
 fn every_example_is_tried() {
-    let dir = Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("examples");
+    let dir = common::root().join("examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {

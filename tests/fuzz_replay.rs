@@ -11,6 +11,8 @@
 //! cargo test --release --test fuzz_replay -- --ignored write_seeds
 //! ```
 
+mod common;
+
 use gguf_llama::{chat, tokenizer};
 
 #[path = "../fuzz/src/template.rs"]
@@ -23,15 +25,12 @@ mod tokenize;
 #[path = "../fuzz/src/replay.rs"]
 mod replay;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const TARGETS: [&str; 2] = ["tokenizer", "chat_template"];
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("fuzz")
+    common::root().join("fuzz")
 }
 
 /// What a target does with its input: the same calls as `fuzz/fuzz_targets/*.rs`.

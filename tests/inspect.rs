@@ -2,19 +2,18 @@
 //! gguf-py's dequantization (tests/fixtures/quants, made by scripts/make_quant_fixtures.py), and a
 //! non-zero exit with the error on stderr for a bad file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gguf_llama::gguf::npy;
 
-#[path = "common/compare.rs"]
-mod compare;
+use common::compare;
 use compare::{assert_close, max_abs};
 
 fn root() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
+    common::root()
 }
 
 /// `cargo test` builds the examples next to the test binaries: target/<profile>/examples/.

@@ -4,6 +4,8 @@
 //! Every expected set and probability below is worked out by hand in the comments, or computed in
 //! the test from the definition in f64.
 
+mod common;
+
 use gguf_llama::sampling::{Candidate, Sampler, SamplerConfig, SamplingError};
 
 /// A config with every filter off: only the temperature and the draw.
@@ -546,10 +548,7 @@ fn candidate_sets_match_llama_cpp() {
         logits: Vec<f64>,
         probs: Vec<f64>,
     }
-    let path = std::path::Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/fixtures/sampling/llama_cpp_chains.json");
+    let path = common::root().join("tests/fixtures/sampling/llama_cpp_chains.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
     assert_eq!(fixture.cases.len(), 6);

@@ -15,19 +15,17 @@
 //! (through llama-cpp-python) for special-token parsing, BOS handling and detokenization; it is
 //! written by `scripts/tokenizer_fixtures.py` (see that script for the command).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use gguf_importer::GgufFile;
 use gguf_llama::tokenizer::{Detokenizer, Tokenizer, TokenizerError, TokenizerKind};
 
-#[path = "common/ci.rs"]
-mod ci;
+use common::ci;
 
 fn vocab_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/fixtures/vocab")
+    common::root().join("tests/fixtures/vocab")
 }
 
 /// Where the suites that are not committed are: `GGUF_LLAMA_VOCAB_DIR`, else

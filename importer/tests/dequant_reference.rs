@@ -7,6 +7,8 @@
 //! scripts/make_quant_fixtures.py); `tests/fixtures/quants/manifest.json` says which.
 //! Criterion (the importer issue's): max |ours - gguf-py| <= 1e-6 * max |x|.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 #[path = "../../tests/common/compare.rs"]
@@ -15,10 +17,7 @@ mod compare;
 use gguf_importer::{npy, GgmlType, GgufFile};
 
 fn root() -> PathBuf {
-    Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("..")
+    common::package_dir().join("..")
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {

@@ -12,6 +12,7 @@
 //! Gemma check, Gemma 3 270M ($GGUF_LLAMA_GEMMA3, or ~/.cache/gguf-llama/models/gemma/): a missing
 //! file skips the test, or fails it when `CI` is `true` or `1` (tests/common/ci.rs's rule).
 
+mod common;
 #[path = "../../tests/common/families.rs"]
 mod families;
 
@@ -20,10 +21,7 @@ use std::path::{Path, PathBuf};
 use gguf_importer::{GgufFile, Value};
 
 fn repo() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("..")
+    common::package_dir().join("..")
 }
 
 fn families_dir() -> PathBuf {

@@ -11,6 +11,7 @@
 
 #[path = "../../fuzz/src/check.rs"]
 mod check;
+mod common;
 #[path = "../../fuzz/src/header.rs"]
 mod header;
 #[path = "../../fuzz/src/seeds.rs"]
@@ -19,13 +20,10 @@ mod seeds;
 #[path = "../../fuzz/src/replay.rs"]
 mod replay;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../fuzz")
+    common::package_dir().join("../fuzz")
 }
 
 /// What a target does with its input: the same function bodies as `fuzz/fuzz_targets/*.rs`.
@@ -87,10 +85,7 @@ fn overflowing_shapes_are_bad_shapes() {
 }
 
 fn stories() -> Option<Vec<u8>> {
-    let path = Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../models/stories260k-f32.gguf");
+    let path = common::package_dir().join("../models/stories260k-f32.gguf");
     std::fs::read(path).ok()
 }
 

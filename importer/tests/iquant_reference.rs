@@ -10,7 +10,9 @@
 //! and so does this crate; a NaN matches any NaN (its payload and sign are not compared: numpy
 //! and Rust's f16 widening differ there, and neither ggml nor gguf-py defines them).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use gguf_importer::quants::{dequantize_as, dequantize_into};
 use gguf_importer::{npy, GgmlType, GgufFile};
@@ -21,10 +23,7 @@ const TYPES: [&str; 12] = [
 ];
 
 fn dir() -> PathBuf {
-    Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/fixtures/iquants")
+    common::package_dir().join("tests/fixtures/iquants")
 }
 
 fn manifest() -> serde_json::Value {

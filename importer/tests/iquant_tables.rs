@@ -5,16 +5,13 @@
 //! generated source, or a table regenerated without its fixture, fails here. (The script itself
 //! checks the tables against ggml-common.h.)
 
-use std::path::Path;
+mod common;
 
 use gguf_importer::quants::iquant_tables as t;
 use sha2::{Digest, Sha256};
 
 fn fixture() -> serde_json::Value {
-    let path = Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/fixtures/iquants/tables.json");
+    let path = common::package_dir().join("tests/fixtures/iquants/tables.json");
     serde_json::from_reader(std::fs::File::open(&path).unwrap_or_else(|e| {
         panic!("{}: {e}", path.display());
     }))

@@ -2,14 +2,12 @@
 //! stories260K file), and must fail with its own typed error — no panic, no allocation sized by an
 //! unchecked count.
 
+mod common;
+
 use gguf_importer::{GgmlType, GgufError, GgufFile, GgufWriter, Value, ValueType};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("..")
-    .join(path)
+    common::package_dir().join("..").join(path)
 }
 
 /// Offset of the first occurrence of `needle` in `hay`.

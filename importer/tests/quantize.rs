@@ -12,6 +12,8 @@
 //!   subnormal and huge values, ties, outliers; `manifest.json` describes each row) and
 //!   `{TYPE}.bin` for F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 
+mod common;
+
 use std::path::PathBuf;
 
 use gguf_importer::quants::{dequantize_into, quantize, QuantizeError};
@@ -20,11 +22,9 @@ use gguf_importer::{npy, GgmlType};
 const ROW_LEN: usize = 256;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../tests/fixtures/quants/quantize")
-    .join(name)
+    common::package_dir()
+        .join("../tests/fixtures/quants/quantize")
+        .join(name)
 }
 
 /// The fixture input: row-major [16, 256].

@@ -2,14 +2,12 @@
 //! ../shared/data/models, copied into the repo): the two files must read to identical metadata
 //! and tensors.
 
+mod common;
+
 use gguf_importer::{GgmlType, GgufFile, Value};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("..")
-    .join(path)
+    common::package_dir().join("..").join(path)
 }
 
 fn open_both() -> (GgufFile, GgufFile) {
