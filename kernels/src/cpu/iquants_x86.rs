@@ -201,6 +201,19 @@ trait IqChunk: IQuant {
             (_mm512_abs_epi8(v), _mm512_movepi8_mask(v), sc)
         }
     }
+
+    /// The AVX-512 VNNI kernel of one activation row: the generic [`tile_seq_stream_vnni_tf`]
+    /// unless a format has its own.
+    ///
+    /// # Safety
+    /// As [`tile_seq_stream_vnni_tf`].
+    #[inline(always)]
+    unsafe fn stream_vnni(w: &[u8], row_bytes: usize, x: &[ActQ8KSeq], out: &Out)
+    where
+        Self: Sized,
+    {
+        tile_seq_stream_vnni_tf::<Self>(w, row_bytes, x, out)
+    }
 }
 
 /// Two 256-bit registers as one, `lo` in the low half.
@@ -328,26 +341,19 @@ impl IqChunk for BlockIq3S {
     #[inline(always)]
     unsafe fn parts(&self, c: usize) -> (__m256i, __m256i, i16, i16) {
         let c = c & 7;
-        let q = &self.qs[8 * c..8 * c + 8];
-        let qh = self.qh[c] as usize;
-        // 9-bit indices, eight scalar loads (faster than a gather on AMD's cores, as ggml notes)
-        let g: [u32; 8] =
-            std::array::from_fn(|l| IQ3S_GRID[(q[l] as usize | (qh << (8 - l)) & 256) & 511]);
-        // SAFETY: 32 bytes.
-        let g = _mm256_loadu_si256(g.as_ptr() as *const __m256i);
+        let g = iq3s_grid_rows(self, c);
         let s = &self.signs[4 * c..4 * c + 4];
         let m = sign_masks(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
         let sc = odd(((self.scales[c / 2] >> (4 * (c % 2))) & 0x0F) as u32);
         (g, m, sc, sc)
     }
-    /// Chunk `c`'s eight grid rows as [`IqChunk::parts`] finds them (indices in scalar
-    /// registers), chunk `c + 1`'s with their indices built in a vector register and extracted:
+    /// Chunk `c`'s eight grid rows as [`IqChunk::parts`] finds them ([`iq3s_grid_rows`]), chunk `c + 1`'s with their indices built in a vector register and extracted:
     /// the two halves keep the scalar and the vector units busy side by side. The signs come
     /// straight from their bits as the mask.
     #[inline(always)]
     unsafe fn parts64(&self, c: usize) -> (__m512i, __mmask64, __m512i) {
         let c = c & 6;
-        let (g0, _, _, _) = self.parts(c);
+        let g0 = iq3s_grid_rows(self, c);
         let q = &self.qs[8 * c + 8..8 * c + 16];
         // SAFETY: 8 bytes.
         let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.as_ptr() as *const __m128i));
@@ -370,6 +376,21 @@ impl IqChunk for BlockIq3S {
     }
 }
 
+/// IQ3_S chunk `c`'s eight grid rows (`c < 8`), their 9-bit indices (`qs` and a bit of `qh`)
+/// in scalar registers, eight scalar loads (faster than a gather on AMD's cores, as ggml notes).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+unsafe fn iq3s_grid_rows(b: &BlockIq3S, c: usize) -> __m256i {
+    let q = &b.qs[8 * c..8 * c + 8];
+    let qh = b.qh[c] as usize;
+    let g: [u32; 8] =
+        std::array::from_fn(|l| IQ3S_GRID[(q[l] as usize | (qh << (8 - l)) & 256) & 511]);
+    // SAFETY: 32 bytes.
+    _mm256_loadu_si256(g.as_ptr() as *const __m256i)
+}
+
 /// The sign bits of 32 elements (bit `e` of the little-endian `bits`) as byte masks (0xFF where
 /// set), ggml's shuffle-and-compare.
 #[inline(always)]
@@ -390,6 +411,11 @@ unsafe fn sign_masks(bits: u32) -> __m256i {
 impl IqChunk for BlockIq4Xs {
     const MASKED: bool = false;
     const SCALE_PER_32: bool = true;
+    /// [`iq4xs_stream_vnni_tf`].
+    #[inline(always)]
+    unsafe fn stream_vnni(w: &[u8], row_bytes: usize, x: &[ActQ8KSeq], out: &Out) {
+        iq4xs_stream_vnni_tf(w, row_bytes, x, out)
+    }
     #[inline(always)]
     fn d32(&self) -> f32 {
         self.d.to_f32()
@@ -652,21 +678,9 @@ unsafe fn iq4xs_stream_vnni_tf(w: &[u8], row_bytes: usize, x: &[ActQ8KSeq], out:
     }
 }
 
-/// [`iq4xs_stream_vnni_tf`] for one activation row, [`tile_seq_tf`] for several.
-fn iq4xs_stream_vnni(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    check_tile(w, row_bytes, size_of::<BlockIq4Xs>(), 1, xs, &out);
-    // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
-    // `Isa::Avx512Vnni` (whose CPUs all have BMI2), which `with_kernel` checked this CPU runs.
-    unsafe {
-        match xs {
-            [x] => iq4xs_stream_vnni_tf(w, row_bytes, x, &out),
-            _ => tile_seq_tf::<BlockIq4Xs>(w, row_bytes, xs, &out),
-        }
-    }
-}
-
-/// [`tile_seq_stream_vnni_tf`] for one activation row, [`tile_seq_tf`] for several.
-fn tile_seq_stream_vnni<W: IqChunk + IqSimd>(
+/// The streaming kernel of one activation row ([`IqChunk::stream_vnni`] with `VNNI`, else
+/// [`tile_seq_stream_tf`]), [`tile_seq_tf`] for several.
+fn tile_seq_stream<W: IqChunk + IqSimd, const VNNI: bool>(
     w: &[u8],
     row_bytes: usize,
     xs: &[&[ActQ8KSeq]],
@@ -674,21 +688,11 @@ fn tile_seq_stream_vnni<W: IqChunk + IqSimd>(
 ) {
     check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
     // SAFETY: the shapes were asserted just above; `tile_fn` hands this kernel out only for
-    // `Isa::Avx512Vnni`, which `with_kernel` checked this CPU runs.
+    // instruction sets with AVX2, FMA and F16C, and with `VNNI` only for `Isa::Avx512Vnni`
+    // (whose CPUs all have BMI2), which `with_kernel` checked this CPU runs.
     unsafe {
         match xs {
-            [x] => tile_seq_stream_vnni_tf::<W>(w, row_bytes, x, &out),
-            _ => tile_seq_tf::<W>(w, row_bytes, xs, &out),
-        }
-    }
-}
-
-/// [`tile_seq_stream_tf`] for one activation row, [`tile_seq_tf`] for several.
-fn tile_seq_stream<W: IqChunk + IqSimd>(w: &[u8], row_bytes: usize, xs: &[&[ActQ8KSeq]], out: Out) {
-    check_tile(w, row_bytes, size_of::<W>(), 1, xs, &out);
-    // SAFETY: as in `tile_seq`.
-    unsafe {
-        match xs {
+            [x] if VNNI => W::stream_vnni(w, row_bytes, x, &out),
             [x] => tile_seq_stream_tf::<W>(w, row_bytes, x, &out),
             _ => tile_seq_tf::<W>(w, row_bytes, xs, &out),
         }
@@ -792,30 +796,25 @@ pub(super) fn tile_fn_bands(ty: GgmlType) -> Option<TileFn<Band>> {
 }
 
 /// The AVX2 kernel of `ty` for tiles of `m` activation rows (with `Isa::Avx512Vnni`, the
-/// streaming formats' one-row kernel is [`tile_seq_stream_vnni`]); `None` for other types. Call
+/// streaming formats' one-row kernel is [`IqChunk::stream_vnni`]); `None` for other types. Call
 /// only with an instruction set that includes AVX2, FMA and F16C.
 pub(super) fn tile_fn(ty: GgmlType, isa: Isa, m: usize) -> Option<TileFn<ActQ8KSeq>> {
-    Some(if uses_seq(ty, m) && isa == Isa::Avx512Vnni {
-        match ty {
-            GgmlType::IQ2_XXS => tile_seq_stream_vnni::<BlockIq2Xxs>,
-            GgmlType::IQ2_XS => tile_seq_stream_vnni::<BlockIq2Xs>,
-            GgmlType::IQ2_S => tile_seq_stream_vnni::<BlockIq2S>,
-            GgmlType::IQ3_XXS => tile_seq_stream_vnni::<BlockIq3Xxs>,
-            GgmlType::IQ3_S => tile_seq_stream_vnni::<BlockIq3S>,
-            GgmlType::IQ4_XS => iq4xs_stream_vnni,
-            _ => per_format!(ty, tile_seq),
-        }
-    } else if uses_seq(ty, m) {
-        match ty {
-            GgmlType::IQ2_XXS => tile_seq_stream::<BlockIq2Xxs>,
-            GgmlType::IQ2_XS => tile_seq_stream::<BlockIq2Xs>,
-            GgmlType::IQ2_S => tile_seq_stream::<BlockIq2S>,
-            GgmlType::IQ3_XXS => tile_seq_stream::<BlockIq3Xxs>,
-            GgmlType::IQ3_S => tile_seq_stream::<BlockIq3S>,
-            GgmlType::IQ4_XS => tile_seq_stream::<BlockIq4Xs>,
-            _ => per_format!(ty, tile_seq),
-        }
-    } else {
-        per_format!(ty, tile_tiled)
+    macro_rules! stream {
+        ($vnni:expr) => {
+            match ty {
+                GgmlType::IQ2_XXS => tile_seq_stream::<BlockIq2Xxs, $vnni>,
+                GgmlType::IQ2_XS => tile_seq_stream::<BlockIq2Xs, $vnni>,
+                GgmlType::IQ2_S => tile_seq_stream::<BlockIq2S, $vnni>,
+                GgmlType::IQ3_XXS => tile_seq_stream::<BlockIq3Xxs, $vnni>,
+                GgmlType::IQ3_S => tile_seq_stream::<BlockIq3S, $vnni>,
+                GgmlType::IQ4_XS => tile_seq_stream::<BlockIq4Xs, $vnni>,
+                _ => per_format!(ty, tile_seq),
+            }
+        };
+    }
+    Some(match (uses_seq(ty, m), isa) {
+        (true, Isa::Avx512Vnni) => stream!(true),
+        (true, _) => stream!(false),
+        (false, _) => per_format!(ty, tile_tiled),
     })
 }
