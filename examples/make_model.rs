@@ -182,15 +182,13 @@ fn run() -> anyhow::Result<()> {
         w.add_tensor(name, &[rows, cols], ty, data)?;
         anyhow::Ok(())
     };
+    let ones = vec![1.0; s.hidden];
+    let norm = |w: &mut GgufWriter, name: String| w.add_f32(name, &[s.hidden], &ones).map(|_| ());
     let kv = s.kv_heads * head_dim;
     matrix(&mut w, "token_embd.weight".into(), s.vocab, s.hidden)?;
     for l in 0..s.layers {
         let p = format!("blk.{l}");
-        w.add_f32(
-            format!("{p}.attn_norm.weight"),
-            &[s.hidden],
-            &vec![1.0; s.hidden],
-        )?;
+        norm(&mut w, format!("{p}.attn_norm.weight"))?;
         matrix(&mut w, format!("{p}.attn_q.weight"), s.hidden, s.hidden)?;
         matrix(&mut w, format!("{p}.attn_k.weight"), kv, s.hidden)?;
         matrix(&mut w, format!("{p}.attn_v.weight"), kv, s.hidden)?;
@@ -200,16 +198,12 @@ fn run() -> anyhow::Result<()> {
             s.hidden,
             s.hidden,
         )?;
-        w.add_f32(
-            format!("{p}.ffn_norm.weight"),
-            &[s.hidden],
-            &vec![1.0; s.hidden],
-        )?;
+        norm(&mut w, format!("{p}.ffn_norm.weight"))?;
         matrix(&mut w, format!("{p}.ffn_gate.weight"), s.ffn, s.hidden)?;
         matrix(&mut w, format!("{p}.ffn_up.weight"), s.ffn, s.hidden)?;
         matrix(&mut w, format!("{p}.ffn_down.weight"), s.hidden, s.ffn)?;
     }
-    w.add_f32("output_norm.weight", &[s.hidden], &vec![1.0; s.hidden])?;
+    norm(&mut w, "output_norm.weight".into())?;
     matrix(&mut w, "output.weight".into(), s.vocab, s.hidden)?;
     w.write_file(&args.out)?;
     println!(
