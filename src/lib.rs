@@ -11,6 +11,7 @@
 //!   batched.
 //! - [`finetune`]: the next-token loss and token windows of a fine-tuning loop (LoRA adapters:
 //!   [`model::lora`]).
+//! - [`serve`]: an OpenAI-compatible HTTP server with continuous batching (feature `serve`).
 //! - [`cli`]: what the examples share (the embedded default model, prompt building).
 
 pub mod chat;
@@ -22,6 +23,8 @@ pub mod generate;
 pub mod model;
 pub mod perplexity;
 pub mod sampling;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

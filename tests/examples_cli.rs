@@ -26,8 +26,9 @@ static TEXT: LazyLock<String> =
 const MISSING: &str = "/nonexistent/gguf-llama/model.gguf";
 
 /// Every example, by name.
-const EXAMPLES: [&str; 9] = [
+const EXAMPLES: [&str; 10] = [
     "generate",
+    "serve",
     "bench",
     "perplexity",
     "tokenize",
@@ -42,8 +43,9 @@ const EXAMPLES: [&str; 9] = [
 const WITHOUT_MODEL: [&str; 1] = ["make_model"];
 
 /// The examples that take `--device`, `--weights` and the KV cache flags.
-const WITH_DEVICE: [&str; 7] = [
+const WITH_DEVICE: [&str; 8] = [
     "generate",
+    "serve",
     "bench",
     "perplexity",
     "export_gguf",

@@ -147,7 +147,7 @@ impl Attention {
 
     /// Attends the `seq` new positions `cache.len() ..` of the context's cache to themselves and
     /// to the cached ones, appending their keys and values to the block's layer of the cache
-    /// ([`ops::attention`]). Reports `Qcur_normed`, `Kcur_normed` (with q/k norms), `Qcur`,
+    /// ([`ops::attention`]); in a ragged pass, each sequence's rows over its own cache. Reports `Qcur_normed`, `Kcur_normed` (with q/k norms), `Qcur`,
     /// `Vcur`, `Kcur` (after RoPE, heads flattened) and `kqv_out` (all heads before the output
     /// projection, `[batch, seq, n_head · value_length]`) to the context's trace.
     ///
@@ -213,7 +213,27 @@ impl Attention {
             scale,
             window: self.window,
         };
-        let kqv = ops::attention(q, k, v, ctx.cache, layer, &mut ctx.masks, params)?; // [batch, seq, n_head · dv]
+        let kqv = match ctx.segments.as_mut_slice() {
+            [one] => ops::attention(q, k, v, one.cache, layer, &mut one.masks, params)?,
+            // A ragged pass: each sequence's rows over its own cache.
+            segments => {
+                let mut parts = Vec::with_capacity(segments.len());
+                for s in segments {
+                    let rows = |t: &Tensor<4>| t.clone().narrow(1, s.start, s.seq);
+                    let (q, k, v) = (rows(&q), rows(&k), rows(&v));
+                    parts.push(ops::attention(
+                        q,
+                        k,
+                        v,
+                        s.cache,
+                        layer,
+                        &mut s.masks,
+                        params,
+                    )?);
+                }
+                Tensor::cat(parts, 1)
+            }
+        }; // [batch, seq, n_head · dv]
         ctx.trace("kqv_out", &kqv);
         self.output.forward(kqv) // [batch, seq, n_embd]
     }

@@ -1,9 +1,17 @@
 //! The state one forward pass carries through the layers ([`ForwardContext`]): the RoPE tables
-//! of its positions, the KV cache it appends to, the causal masks it makes once, the block it is
+//! of its positions, the KV caches it appends to, the causal masks it makes once, the block it is
 //! in, and the trace hook of the divergence finder ([`crate::model::Llama::forward_traced`]).
+//!
+//! A pass computes either `batch` sequences of the same length over one cache (the rows of
+//! `[batch, seq, ..]` tensors, [`ForwardContext::new`]), or several sequences of different
+//! lengths at different positions, each over its own cache ([`ForwardContext::ragged`]): their
+//! positions stacked as the rows of one `[1, Σ seq, ..]` stream, which every layer computes at
+//! once (the projections read each weight once for all of them), except the attention, which
+//! takes each sequence's rows over its own cache ([`Segment`]).
 
 use burn::tensor::{Device, Tensor};
 
+use crate::model::error::ModelError;
 use crate::model::kv_cache::KvCache;
 use crate::model::ops::{MaskCache, RopeTables};
 use crate::model::rope::Rope;
@@ -11,25 +19,34 @@ use crate::model::rope::Rope;
 /// A hook that receives intermediate tensors under llama.cpp's names (`attn_norm-0`, …).
 pub type Trace<'a> = dyn FnMut(&str, Tensor<3>) + 'a;
 
-/// The per-pass state of a forward pass over `seq` new positions (see the
-/// [module documentation](self)).
+/// The rows of one sequence in a pass, and the cache its attention reads and appends to.
+pub struct Segment<'a> {
+    /// The first of its rows along the pass's sequence axis.
+    pub(crate) start: usize,
+    /// Its rows: the positions `cache.len() .. cache.len() + seq`.
+    pub(crate) seq: usize,
+    pub(crate) cache: &'a mut KvCache,
+    /// Its causal masks (Burn's attention).
+    pub(crate) masks: MaskCache,
+}
+
+/// The per-pass state of a forward pass (see the [module documentation](self)).
 pub struct ForwardContext<'a> {
-    /// The rotation tables of the positions `cache.len() .. cache.len() + seq`.
+    /// The rotation tables of every row's position.
     pub(crate) tables: RopeTables,
     /// The same positions' tables of the sliding-window layers' RoPE, if it differs.
     pub(crate) local_tables: Option<RopeTables>,
-    /// The cache the blocks append to and attend over.
-    pub(crate) cache: &'a mut KvCache,
-    /// The causal masks of the pass (Burn's attention).
-    pub(crate) masks: MaskCache,
+    /// The sequences of the pass, in row order.
+    pub(crate) segments: Vec<Segment<'a>>,
     /// The block being run; `None` outside the blocks.
     layer: Option<usize>,
     trace: Option<&'a mut Trace<'a>>,
 }
 
 impl<'a> ForwardContext<'a> {
-    /// The context of `seq` new positions after those of `cache`, on `device`, tracing to
-    /// `trace` if given; `local_rope` is the RoPE of sliding-window layers when it is not `rope`.
+    /// The context of `seq` new positions after those of `cache` (of each of its `batch`
+    /// sequences), on `device`, tracing to `trace` if given; `local_rope` is the RoPE of
+    /// sliding-window layers when it is not `rope`.
     pub fn new(
         rope: &Rope,
         local_rope: Option<&Rope>,
@@ -41,10 +58,47 @@ impl<'a> ForwardContext<'a> {
         ForwardContext {
             tables: rope.tables(cache.len(), seq, device),
             local_tables: local_rope.map(|r| r.tables(cache.len(), seq, device)),
-            cache,
-            masks: MaskCache::default(),
+            segments: vec![Segment {
+                start: 0,
+                seq,
+                cache,
+                masks: MaskCache::default(),
+            }],
             layer: None,
             trace: trace.map(shorten),
+        }
+    }
+
+    /// The context of a ragged pass: sequence `i` has `seqs[i].0` new positions after those of
+    /// its cache `seqs[i].1` (a cache of one sequence), its rows following those of sequence
+    /// `i - 1`. Not traced.
+    pub fn ragged(
+        rope: &Rope,
+        local_rope: Option<&Rope>,
+        seqs: Vec<(usize, &'a mut KvCache)>,
+        device: &Device,
+    ) -> ForwardContext<'a> {
+        let runs: Vec<(usize, usize)> = seqs.iter().map(|(n, c)| (c.len(), *n)).collect();
+        let mut start = 0;
+        let segments = seqs
+            .into_iter()
+            .map(|(seq, cache)| {
+                let segment = Segment {
+                    start,
+                    seq,
+                    cache,
+                    masks: MaskCache::default(),
+                };
+                start += seq;
+                segment
+            })
+            .collect();
+        ForwardContext {
+            tables: rope.tables_of_runs(&runs, device),
+            local_tables: local_rope.map(|r| r.tables_of_runs(&runs, device)),
+            segments,
+            layer: None,
+            trace: None,
         }
     }
 
@@ -58,9 +112,17 @@ impl<'a> ForwardContext<'a> {
         self.layer
     }
 
-    /// The KV cache.
-    pub fn cache(&mut self) -> &mut KvCache {
-        self.cache
+    /// The sequences of the pass, in row order.
+    pub fn segments(&self) -> &[Segment<'a>] {
+        &self.segments
+    }
+
+    /// Marks every sequence's new positions as cached (after every layer appended them).
+    pub fn advance(&mut self) -> Result<(), ModelError> {
+        for s in &mut self.segments {
+            s.cache.advance(s.seq)?;
+        }
+        Ok(())
     }
 
     /// The rotation tables of the pass's positions: of the sliding-window layers' RoPE when
@@ -90,6 +152,23 @@ impl<'a> ForwardContext<'a> {
                 None => trace(name, t()),
             }
         }
+    }
+}
+
+impl Segment<'_> {
+    /// The first of its rows along the pass's sequence axis.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Its number of rows (new positions).
+    pub fn len(&self) -> usize {
+        self.seq
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.seq == 0
     }
 }
 

@@ -33,6 +33,48 @@ pub enum Logits {
     Last,
 }
 
+/// One sequence of a [`Llama::forward_ragged`] pass.
+#[derive(Debug)]
+pub struct SeqStep<'a> {
+    /// Its new tokens (a prompt, or a piece of one, or the last sampled token).
+    pub tokens: &'a [u32],
+    /// Its cache (of one sequence), holding the positions before `tokens`.
+    pub cache: &'a mut KvCache,
+    /// Whether the pass returns the logits of its last position.
+    pub logits: bool,
+}
+
+/// The positions of a pass that get logits.
+enum Rows {
+    All,
+    /// These positions along the sequence axis, ascending.
+    Some(Vec<usize>),
+    None,
+}
+
+/// The positions `rows` (ascending) of `x` along its sequence axis, runs of consecutive ones
+/// narrowed at once.
+fn select_positions(x: Tensor<3>, rows: &[usize]) -> Tensor<3> {
+    let [_, seq, _] = x.dims();
+    if rows.len() == seq {
+        return x; // every position, in order
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let mut j = i + 1;
+        while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+            j += 1;
+        }
+        parts.push(x.clone().narrow(1, rows[i], j - i));
+        i = j;
+    }
+    match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Tensor::cat(parts, 1),
+    }
+}
+
 /// A model of one of the supported families (llama.cpp's `llama`, `qwen2`, `qwen3`, `gemma3`
 /// architectures: [`crate::model::config::Family`]), named after the first.
 ///
@@ -281,7 +323,81 @@ impl Llama {
         logits: Option<Logits>,
         trace: Option<&mut Trace<'_>>,
     ) -> Result<Option<Tensor<3>>, ModelError> {
+        let local_rope = self.local_rope.as_ref();
+        let ctx = ForwardContext::new(&self.rope, local_rope, seq, cache, &self.device(), trace);
+        let rows = match logits {
+            Some(Logits::All) => Rows::All,
+            Some(Logits::Last) => Rows::Some(vec![seq - 1]),
+            None => Rows::None,
+        };
+        self.run_pass(ids, batch, seq, ctx, rows)
+    }
+
+    /// Logits of the next position of several sequences at once, each at its own position
+    /// over its own cache: the step of a server that batches its requests (continuous
+    /// batching). Sequence `i` computes the positions `cache.len() .. cache.len() +
+    /// tokens.len()` of `seqs[i]` (a cache of one sequence, [`Llama::new_cache`] with batch 1)
+    /// and appends them to its cache. Every layer but the attention computes the positions of
+    /// all sequences as the rows of one matrix, so each weight is read once per step; the
+    /// attention takes each sequence's rows over its own cache.
+    ///
+    /// Returns the logits `[n, n_vocab]` of the last position of each sequence whose `logits`
+    /// is set, in their order (`None` if none is). A sequence's rows give the same numbers as
+    /// [`Llama::forward_ids`] of that sequence alone wherever the matmul kernels sum a row in
+    /// the same order whatever the number of rows (on the CPU devices, ggml's orders: Q8_0,
+    /// Q5_0, and the formats llama.cpp repacks, [`gguf_kernels::cpu::follows_ggml_repack`]; F32
+    /// and F16 weights and unrepacked K-quants take another order for several rows, as in
+    /// llama.cpp). All inputs are checked before anything runs; after an error no cache has
+    /// advanced.
+    pub fn forward_ragged(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+    ) -> Result<Option<Tensor<2>>, ModelError> {
+        if seqs.is_empty() {
+            return Err(ModelError::InvalidInput {
+                what: "a ragged pass of no sequences".into(),
+            });
+        }
+        for s in seqs.iter() {
+            self.check_input(s.tokens, 1, s.cache)?;
+        }
+        let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens).copied().collect();
+        let mut rows = Vec::new();
+        let mut end = 0;
+        for s in seqs.iter() {
+            end += s.tokens.len();
+            if s.logits {
+                rows.push(end - 1);
+            }
+        }
+        let rows = match rows.is_empty() {
+            true => Rows::None,
+            false => Rows::Some(rows),
+        };
         let device = self.device();
+        on_cpu_pool(&device.clone(), move || {
+            let parts = seqs
+                .iter_mut()
+                .map(|s| (s.tokens.len(), &mut *s.cache))
+                .collect();
+            let local_rope = self.local_rope.as_ref();
+            let ctx = ForwardContext::ragged(&self.rope, local_rope, parts, &device);
+            let logits = self.run_pass(&ids, 1, ids.len(), ctx, rows)?;
+            Ok(logits.map(|l| l.squeeze_dim(0)))
+        })
+    }
+
+    /// The blocks, final norm and output of one pass of `seq` positions per each of `batch`
+    /// rows (`ids`, row-major) in `ctx`, advancing its caches; the logits of the positions
+    /// `rows` names.
+    fn run_pass(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        mut ctx: ForwardContext<'_>,
+        rows: Rows,
+    ) -> Result<Option<Tensor<3>>, ModelError> {
         let last = self
             .blocks
             .len()
@@ -289,8 +405,6 @@ impl Llama {
             .ok_or(ModelError::InvalidInput {
                 what: "the model has no blocks".to_string(),
             })?;
-        let local_rope = self.local_rope.as_ref();
-        let mut ctx = ForwardContext::new(&self.rope, local_rope, seq, cache, &device, trace);
 
         // Token embeddings: row t of token_embd for token t (scaled, in Gemma).
         let x: Tensor<3> = self
@@ -315,18 +429,18 @@ impl Llama {
             // [batch, seq, n_embd]. After the last attention only the positions whose logits are
             // wanted go on, as in llama.cpp's graph (`inp_out_ids`): the same rows, and the same
             // matmul shapes (one row takes ggml's vec_dot order, several its tiled one).
-            let ffn_inp = match (layer == last, logits) {
-                (false, _) | (true, Some(Logits::All)) => ffn_inp,
-                (true, Some(Logits::Last)) => ffn_inp.narrow(1, seq - 1, 1), // [batch, 1, n_embd]
-                (true, None) => {
-                    ctx.cache().advance(seq)?;
+            let ffn_inp = match (layer == last, &rows) {
+                (false, _) | (true, Rows::All) => ffn_inp,
+                (true, Rows::Some(rows)) => select_positions(ffn_inp, rows), // [batch, rows, n_embd]
+                (true, Rows::None) => {
+                    ctx.advance()?;
                     return Ok(None);
                 }
             };
             x = block.feed_forward_residual(ffn_inp, &mut ctx)?;
         }
         ctx.set_layer(None);
-        ctx.cache().advance(seq)?;
+        ctx.advance()?;
 
         // Final norm and logits of the positions that went on.
         let x = self.output_norm.forward(x);
@@ -334,7 +448,7 @@ impl Llama {
         let logits = match &self.output {
             Some(output) => output.forward(x)?,
             None => self.token_embd.project(x)?,
-        }; // [batch, seq or 1, n_vocab]
+        }; // [batch, seq or rows, n_vocab]
         let logits = match self.config.final_logit_softcapping {
             Some(cap) => ops::softcap(logits, cap),
             None => logits,

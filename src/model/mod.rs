@@ -73,12 +73,12 @@ pub mod weight;
 pub use config::{
     Activation, AttentionScale, Family, LlamaConfig, RopeConfig, RopeStyle, SlidingWindow,
 };
-pub use context::ForwardContext;
+pub use context::{ForwardContext, Segment};
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use export::{ExportError, ExportType};
 pub use kv_cache::{CacheTypes, KvCache, KvType};
-pub use llama::{Llama, Logits, UBATCH};
+pub use llama::{Llama, Logits, SeqStep, UBATCH};
 pub use load::Weights;
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget};
 pub use record::RecordError;

@@ -160,6 +160,18 @@ impl Rope {
         RopeTables::new(&angles, self.mscale(), seq, self.n_rot, self.style, device)
     }
 
+    /// The rotation tables of several runs of positions, one after the other: run `(start,
+    /// len)` gives the rows of positions `start .. start + len` (a ragged pass: each sequence's
+    /// new positions after its own cached ones).
+    pub fn tables_of_runs(&self, runs: &[(usize, usize)], device: &Device) -> RopeTables {
+        let rows = runs.iter().map(|&(_, len)| len).sum();
+        let angles: Vec<f32> = runs
+            .iter()
+            .flat_map(|&(start, len)| self.angles(start, len))
+            .collect(); // [rows, n_rot / 2]
+        RopeTables::new(&angles, self.mscale(), rows, self.n_rot, self.style, device)
+    }
+
     /// Rotates the heads of `x` ([`ops::rope`] with `tables`, made by [`Rope::tables`]).
     ///
     /// # Shapes
