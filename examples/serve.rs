@@ -24,7 +24,7 @@ use common::ModelArgs;
 use gguf_llama::chat::ChatTemplate;
 use gguf_llama::cli;
 use gguf_llama::model::Llama;
-use gguf_llama::serve::{App, Engine, EngineConfig, Metrics};
+use gguf_llama::serve::{App, Engine, EngineConfig, Grammars, Metrics};
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -87,12 +87,14 @@ fn run() -> anyhow::Result<()> {
         queue: args.queue,
         cache: args.run.cache(),
     };
+    let grammars = Grammars::new(tokenizer.clone()).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::start(model, tokenizer.clone(), config, metrics.clone())?;
     let app = Arc::new(App {
         engine,
         tokenizer,
         template,
+        grammars,
         model_name,
         api_key: args.api_key.clone(),
         metrics,

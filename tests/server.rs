@@ -19,7 +19,7 @@ use gguf_llama::generate::{generate, GenerateConfig};
 use gguf_llama::gguf::GgufFile;
 use gguf_llama::model::{CacheTypes, Llama};
 use gguf_llama::sampling::SamplerConfig;
-use gguf_llama::serve::{App, Engine, EngineConfig, Metrics};
+use gguf_llama::serve::{App, Engine, EngineConfig, Grammars, Metrics};
 use gguf_llama::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -37,12 +37,14 @@ impl Server {
         let tokenizer = Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap());
         let template = ChatTemplate::from_gguf_or_chatml(file.metadata()).unwrap();
         let model = Llama::from_gguf(file, &Device::flex()).unwrap();
+        let grammars = Grammars::new(tokenizer.clone()).unwrap();
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::start(model, tokenizer.clone(), config, metrics.clone()).unwrap();
         let app = Arc::new(App {
             engine,
             tokenizer,
             template,
+            grammars,
             model_name: "test-model".into(),
             api_key: api_key.map(str::to_string),
             metrics,
@@ -399,8 +401,24 @@ async fn malformed_requests_are_400_naming_the_field() {
         (
             "/v1/chat/completions",
             json!({"messages": [{"role": "user", "content": "a"}],
-            "response_format": {"type": "json_object"}}),
+            "response_format": {"type": "xml"}}),
             "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "a"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            "response_format",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "grammar": "start: (("}),
+            "grammar",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a", "json_schema": {"type": "no-such-type"}}),
+            "json_schema",
         ),
     ];
     for (path, body, param) in cases {
@@ -594,4 +612,109 @@ async fn shutdown_finishes_the_running_requests() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["usage"]["completion_tokens"], 100);
     assert_eq!(answer["choices"][0]["finish_reason"], "length");
+}
+
+/// The schema of the structured-output test: every value bounded, so an answer completes.
+fn person_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "pet": {"enum": ["cat", "dog", "none"]},
+        },
+        "required": ["name", "age", "pet"],
+        "additionalProperties": false,
+    })
+}
+
+/// `answer` parses as JSON and follows [`person_schema`].
+fn check_person(answer: &str) {
+    let v: Value = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{answer:?} is not an object"));
+    let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["age", "name", "pet"], "{answer}");
+    assert!(
+        o["name"].as_str().is_some_and(|s| s.chars().count() <= 12),
+        "{answer}"
+    );
+    assert!(o["age"].as_u64().is_some_and(|a| a <= 120), "{answer}");
+    assert!(
+        ["cat", "dog", "none"].contains(&o["pet"].as_str().unwrap_or("")),
+        "{answer}"
+    );
+}
+
+/// JSON-schema answers parse and follow the schema, greedy and sampled, streamed and not; a Lark
+/// grammar's answers are in its language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_output_follows_the_schema_and_grammar() {
+    let file = stories();
+    let server = Server::start(&file, config(2, 4), None).await;
+    let format = json!({"type": "json_schema", "json_schema": {"name": "person", "schema": person_schema()}});
+    for (temperature, seed) in [(0.0, 0), (1.0, 1), (1.0, 2), (1.5, 3)] {
+        let body = json!({"messages": [{"role": "user", "content": "Describe a person."}],
+                          "response_format": format, "max_tokens": 120,
+                          "temperature": temperature, "seed": seed});
+        let (status, a) = server.post("/v1/chat/completions", body.clone()).await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["choices"][0]["finish_reason"], "stop", "{a}");
+        check_person(a["choices"][0]["message"]["content"].as_str().unwrap());
+        let mut body = body;
+        body["stream"] = json!(true);
+        let text: String = server
+            .stream("/v1/chat/completions", body)
+            .await
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        check_person(&text);
+    }
+    // llama.cpp's `json_schema` field, on completions.
+    let (status, a) = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": "Once upon a time", "json_schema": person_schema(),
+                                         "max_tokens": 120, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{a}");
+    check_person(a["choices"][0]["text"].as_str().unwrap());
+    // Any JSON object.
+    let (status, a) = server
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Hi"}],
+            "response_format": {"type": "json_object"}, "max_tokens": 60, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{a}");
+    if a["choices"][0]["finish_reason"] == "stop" {
+        let v: Value =
+            serde_json::from_str(a["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+        assert!(v.is_object(), "{a}");
+    }
+    // A Lark grammar.
+    for seed in 0..4 {
+        let (status, a) = server
+            .post("/v1/completions", json!({"prompt": "Is the sky blue?", "temperature": 1.0, "seed": seed,
+                "grammar": "start: (\"yes\" | \"no\") \" \" NUMBER\nNUMBER: /[0-9]{1,3}/", "max_tokens": 10}))
+            .await;
+        assert_eq!(status, 200, "{a}");
+        let text = a["choices"][0]["text"].as_str().unwrap();
+        let (word, number) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+        assert!(["yes", "no"].contains(&word), "{text:?}");
+        assert!(
+            (1..=3).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
+    }
+    server.shutdown().await;
 }

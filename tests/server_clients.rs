@@ -1,6 +1,6 @@
 //! The `serve` example as a user runs it, driven by real clients: OpenAI's Python package
 //! (tests/clients/openai_client.py: chat and completions, streamed and not, log-probabilities,
-//! errors as its exception classes) and curl reading the server-sent events raw. Greedy answers
+//! a JSON-schema `response_format`, errors as its exception classes) and curl reading the server-sent events raw. Greedy answers
 //! must equal `generate`'s for the same prompt (which tests/parity.rs holds to llama.cpp's).
 //!
 //! The example binary is the one `cargo test --release` builds beside this test
@@ -145,6 +145,18 @@ fn openai_python_client() {
     let completion = greedy("Once upon a time", false, 24);
     assert_eq!(got["completion"]["text"], completion.as_str());
     assert_eq!(got["completion_stream"]["text"], completion.as_str());
+
+    // The JSON-schema answer parses and follows the schema.
+    assert_eq!(got["structured"]["finish_reason"], "stop", "{got}");
+    let person: Value =
+        serde_json::from_str(got["structured"]["content"].as_str().unwrap()).unwrap();
+    let o = person.as_object().unwrap();
+    assert_eq!(o.len(), 2, "{person}");
+    assert!(
+        o["name"].as_str().is_some_and(|s| s.chars().count() <= 12),
+        "{person}"
+    );
+    assert!(o["age"].as_u64().is_some_and(|a| a <= 120), "{person}");
 
     let errors = &got["errors"];
     assert_eq!(errors["too_long"]["status"], 400, "{errors}");

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use crate::model::{CacheTypes, KvCache, Llama, SeqStep};
 use crate::sampling::{Sampler, SamplerConfig};
+use crate::serve::grammar::Constraint;
 use crate::serve::metrics::Metrics;
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -144,6 +145,8 @@ pub trait Sink: Send {
 pub struct Request {
     pub prompt: Vec<u32>,
     pub params: Params,
+    /// The grammar the answer follows, if any ([`crate::serve::grammar`]).
+    pub constraint: Option<Constraint>,
     pub sink: Box<dyn Sink>,
 }
 
@@ -351,6 +354,7 @@ impl Drop for Engine {
 /// A request in a slot.
 struct Job {
     sink: Box<dyn Sink>,
+    constraint: Option<Constraint>,
     params: Params,
     prompt: Vec<u32>,
     sampler: Sampler,
@@ -485,6 +489,7 @@ impl Scheduler {
             self.metrics.cached_prompt_tokens.inc_by(reuse as u64);
             slot.job = Some(Job {
                 sink: request.sink,
+                constraint: request.constraint,
                 params: request.params,
                 prompt: request.prompt,
                 sampler,
@@ -568,11 +573,10 @@ impl Scheduler {
             Err(e) => {
                 log::error!("forward pass failed: {e}");
                 for &i in &order {
-                    if let Some(job) = self.slots[i].job.as_mut() {
+                    if let Some(mut job) = self.free(i, "error") {
                         job.sink
                             .send(Event::Error(format!("forward pass failed: {e}")));
                     }
-                    self.free(i, "error");
                 }
                 return;
             }
@@ -613,17 +617,43 @@ impl Scheduler {
                 .time_to_first_token
                 .observe(job.started.elapsed().as_secs_f64());
         }
-        let next = match job.sampler.sample(logits, &slot.tokens) {
+        let sampled = match job.constraint.as_mut() {
+            // The grammar's tokens only (the log-probabilities stay the model's).
+            Some(c) => {
+                let mut masked = logits.to_vec();
+                c.mask(&mut masked)
+                    .map_err(|e| format!("grammar: {e}"))
+                    .and_then(|()| {
+                        job.sampler
+                            .sample(&masked, &slot.tokens)
+                            .map_err(|e| format!("sampling failed: {e}"))
+                    })
+            }
+            None => job
+                .sampler
+                .sample(logits, &slot.tokens)
+                .map_err(|e| format!("sampling failed: {e}")),
+        };
+        let next = match sampled {
             Ok(t) => t,
             Err(e) => {
-                job.sink.send(Event::Error(format!("sampling failed: {e}")));
-                self.free(i, "error");
+                if let Some(mut job) = self.free(i, "error") {
+                    job.sink.send(Event::Error(e));
+                }
                 return;
             }
         };
-        if !job.params.ignore_eos && tokenizer.is_eog(next) {
+        if (!job.params.ignore_eos || job.constraint.is_some()) && tokenizer.is_eog(next) {
             self.finish(i, FinishReason::Stop, false);
             return;
+        }
+        if let Some(c) = job.constraint.as_mut() {
+            if let Err(e) = c.commit(next) {
+                if let Some(mut job) = self.free(i, "error") {
+                    job.sink.send(Event::Error(format!("grammar: {e}")));
+                }
+                return;
+            }
         }
         let logprob = job.params.logprobs.map(|top| logprob_of(logits, next, top));
         job.generated += 1;
@@ -680,28 +710,32 @@ impl Scheduler {
             completion_tokens: job.generated,
             cached_tokens: job.cached,
         };
-        job.sink.send(Event::Done {
-            text,
-            reason,
-            usage,
-        });
         let label = match reason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
         };
-        self.free(i, label);
+        // The slot is free before the client hears of the end, so its next request finds it.
+        if let Some(mut job) = self.free(i, label) {
+            job.sink.send(Event::Done {
+                text,
+                reason,
+                usage,
+            });
+        }
     }
 
     /// Frees slot `i` (its cache and tokens stay, for the prefix cache), counting the request
-    /// as finished with `how`.
-    fn free(&mut self, i: usize, how: &str) {
+    /// as finished with `how`; returns its request, to tell it.
+    fn free(&mut self, i: usize, how: &str) -> Option<Job> {
         self.clock += 1;
         let slot = &mut self.slots[i];
-        let ended = slot.job.take().is_some();
+        let job = slot.job.take();
         slot.last_used = self.clock;
-        if ended {
+        if job.is_some() {
             self.ended(how, 1);
+            self.update_gauges();
         }
+        job
     }
 
     /// Counts `n` requests as ended with `how` (no longer in flight).

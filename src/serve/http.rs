@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::chat::ChatTemplate;
 use crate::serve::engine::{Engine, Event, Request, Sink, SubmitError, TokenLogprob};
+use crate::serve::grammar::Grammars;
 use crate::serve::metrics::Metrics;
 use crate::serve::openai::{self, ApiError, CompletionRequest};
 use crate::tokenizer::Tokenizer;
@@ -44,6 +45,8 @@ pub struct App {
     pub tokenizer: Arc<Tokenizer>,
     /// The file's chat template (ChatML when it has none, as llama.cpp).
     pub template: ChatTemplate,
+    /// Compiles requests' grammars (structured output).
+    pub grammars: Grammars,
     /// The model's id in `/v1/models` and in answers.
     pub model_name: String,
     /// The key clients must send as `Authorization: Bearer <key>` (`None`: no authentication).
@@ -235,10 +238,19 @@ fn start(
         }
         Kind::Completion => request.prompt_tokens(|t| app.tokenizer.encode(t, true, true))?,
     };
+    let constraint = match request.grammar()? {
+        Some((field, grammar)) => Some(
+            app.grammars
+                .constraint(grammar)
+                .map_err(|e| ApiError::invalid(Some(field), format!("{field}: {e}")))?,
+        ),
+        None => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let submitted = app.engine.submit(Request {
         prompt,
         params,
+        constraint,
         sink: Box::new(ChannelSink(tx)),
     });
     submitted.map_err(|e| {

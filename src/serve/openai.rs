@@ -7,9 +7,11 @@
 //! `logprobs`/`top_logprobs`, `stream`, `stream_options.include_usage`, `n` = 1) with llama.cpp's
 //! server's extensions (`top_k`, `min_p`, `repeat_penalty`, `ignore_eos`, `cache_prompt`);
 //! unknown fields are ignored, as OpenAI's clients send some; fields that would change the
-//! answer and are not implemented (`n` > 1, penalties other than 0, `response_format` other than
-//! text, `echo`, `suffix`, `tools`) are refused by name.
+//! answer and are not implemented (`n` > 1, penalties other than 0, `echo`, `suffix`, `tools`)
+//! are refused by name. Structured output: `response_format` (JSON schema or any JSON object),
+//! and llama.cpp's `json_schema` and `grammar` (Lark), through [`crate::serve::grammar`].
 
+use llguidance::api::TopLevelGrammar;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -121,6 +123,10 @@ pub struct CompletionRequest {
     pub ignore_eos: Option<bool>,
     pub cache_prompt: Option<bool>,
     pub response_format: Option<Value>,
+    /// A JSON schema the answer follows (llama.cpp's server's field).
+    pub json_schema: Option<Value>,
+    /// A Lark grammar the answer follows (llguidance's dialect).
+    pub grammar: Option<String>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
     pub tools: Option<Value>,
@@ -166,15 +172,6 @@ impl CompletionRequest {
         }
         if self.tools.as_ref().is_some_and(|t| !t.is_null()) {
             return refuse("tools", "tool calls are not supported");
-        }
-        if let Some(f) = &self.response_format {
-            let kind = f.get("type").and_then(Value::as_str);
-            if kind != Some("text") {
-                return refuse(
-                    "response_format",
-                    "only {\"type\": \"text\"} is supported so far",
-                );
-            }
         }
         let defaults = SamplerConfig::default();
         let sampler = SamplerConfig {
@@ -226,6 +223,46 @@ impl CompletionRequest {
             ignore_eos: self.ignore_eos.unwrap_or(false),
             cache_prompt: self.cache_prompt.unwrap_or(true),
         })
+    }
+
+    /// The grammar the answer must follow: `response_format` `{"type": "json_schema",
+    /// "json_schema": {"schema": S}}` (OpenAI's), `{"type": "json_object"}` (any object),
+    /// `{"type": "text"}` (none); or llama.cpp's `json_schema` (a schema) and `grammar` (here a
+    /// Lark grammar, llguidance's dialect). With the field it came from.
+    pub fn grammar(&self) -> Result<Option<(&'static str, TopLevelGrammar)>, ApiError> {
+        let set = [
+            self.response_format.is_some(),
+            self.json_schema.is_some(),
+            self.grammar.is_some(),
+        ];
+        if set.iter().filter(|&&b| b).count() > 1 {
+            return Err(ApiError::invalid(
+                Some("response_format"),
+                "give one of response_format, json_schema and grammar",
+            ));
+        }
+        if let Some(f) = &self.response_format {
+            let bad = |why: &str| Err(ApiError::invalid(Some("response_format"), why.to_string()));
+            return match f.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(None),
+                Some("json_object") => Ok(Some((
+                    "response_format",
+                    json_grammar(json!({"type": "object"})),
+                ))),
+                Some("json_schema") => match f.pointer("/json_schema/schema") {
+                    Some(schema) => Ok(Some(("response_format", json_grammar(schema.clone())))),
+                    None => bad("response_format.json_schema.schema is missing"),
+                },
+                _ => bad("response_format.type must be text, json_object or json_schema"),
+            };
+        }
+        if let Some(schema) = &self.json_schema {
+            return Ok(Some(("json_schema", json_grammar(schema.clone()))));
+        }
+        Ok(self
+            .grammar
+            .as_ref()
+            .map(|g| ("grammar", TopLevelGrammar::from_lark(g.clone()))))
     }
 
     /// Whether the answer is streamed.
@@ -297,6 +334,19 @@ impl CompletionRequest {
             Some(Prompt::Tokens(ids)) => Ok(ids.clone()),
         }
     }
+}
+
+/// The grammar of JSON following `schema`, laid out as `{"a": 1, "b": [2, 3]}`: no whitespace
+/// but one space after `:` and `,` (llguidance's default allows any whitespace between tokens,
+/// which lets a small model write newlines until `max_tokens`). A schema's own `x-guidance`
+/// options take precedence.
+fn json_grammar(mut schema: Value) -> TopLevelGrammar {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance").or_insert_with(
+            || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        );
+    }
+    TopLevelGrammar::from_json_schema(schema)
 }
 
 /// The text of token `id` as the tokenizer prints it (lossy for a piece of a UTF-8 character),

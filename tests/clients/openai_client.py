@@ -57,6 +57,20 @@ stream = client.completions.create(
 )
 out["completion_stream"] = {"text": "".join(c.choices[0].text for c in stream if c.choices)}
 
+schema = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"], "additionalProperties": False,
+}
+structured = client.chat.completions.create(
+    model=out["models"][0], messages=[{"role": "user", "content": "Describe a person."}],
+    max_tokens=80, temperature=0,
+    response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+)
+out["structured"] = {"content": structured.choices[0].message.content,
+                     "finish_reason": structured.choices[0].finish_reason}
+
 errors = {}
 try:
     client.completions.create(model="m", prompt="once upon a time " * 400, max_tokens=4)
