@@ -718,3 +718,63 @@ async fn structured_output_follows_the_schema_and_grammar() {
     }
     server.shutdown().await;
 }
+
+/// SmolLM2's greedy answers through the API are llama.cpp's (tests/fixtures/llama/smollm2.json,
+/// scripts/make_llama_fixtures.py: llama.cpp's 32 greedy tokens with its default F16 KV cache,
+/// continuing past end-of-generation tokens), asked one at a time and all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_answers_are_llama_cpps() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
+    let reference = read_json("llama/smollm2.json");
+    let mut cases = Vec::new();
+    for p in reference["prompts"].as_array().unwrap() {
+        let tokens = match p["same_tokens_with_f16_kv_cache"].as_bool() {
+            Some(true) => ids(&p["greedy_tokens"]),
+            _ => ids(&p["greedy_tokens_f16_kv_cache"]),
+        };
+        // The text the engine streams for these tokens (control tokens not rendered).
+        let mut detok = gguf_llama::tokenizer::Detokenizer::new(false);
+        let mut want: String = tokens.iter().map(|&t| detok.push(&tokenizer, t)).collect();
+        want.push_str(&detok.finish());
+        let text = p["prompt"].as_str().unwrap();
+        let (path, body) = match p["kind"].as_str().unwrap() {
+            "chat" => (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": text}]}),
+            ),
+            _ => ("/v1/completions", json!({"prompt": text})),
+        };
+        let mut body = body;
+        body["max_tokens"] = json!(tokens.len());
+        body["temperature"] = json!(0);
+        body["ignore_eos"] = json!(true);
+        cases.push((path, body, want, text.to_string()));
+    }
+    let server = Server::start(&file, config(cases.len(), 4), None).await;
+    let text_of = |a: &Value| -> String {
+        let c = &a["choices"][0];
+        c["text"]
+            .as_str()
+            .or(c["message"]["content"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    for (path, body, want, prompt) in &cases {
+        let (status, a) = server.post(path, body.clone()).await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(&text_of(&a), want, "alone: {prompt:?}");
+    }
+    let answers = futures_util::future::join_all(
+        cases
+            .iter()
+            .map(|(path, body, _, _)| server.post(path, body.clone())),
+    )
+    .await;
+    for ((status, a), (_, _, want, prompt)) in answers.iter().zip(&cases) {
+        assert_eq!(*status, 200, "{a}");
+        assert_eq!(&text_of(a), want, "batched: {prompt:?}");
+    }
+    server.shutdown().await;
+}
