@@ -11,7 +11,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use common::example;
 use std::process::Command;
 use std::sync::LazyLock;
 
@@ -53,26 +55,6 @@ const WITH_DEVICE: [&str; 8] = [
     "activations",
     "finetune",
 ];
-
-/// The examples built by `cargo test`: `target/<profile>/examples/`, beside the directory of this
-/// test binary (`target/<profile>/deps/`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = profile
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --release` (which builds the examples) or \
-         `cargo build --release --examples` first",
-        path.display()
-    );
-    path
-}
 
 /// A path in a scratch directory of this test process.
 fn temp(name: &str) -> PathBuf {

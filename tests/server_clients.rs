@@ -10,7 +10,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use burn::tensor::Device;
@@ -21,16 +20,6 @@ use gguf_llama::model::{CacheTypes, Llama};
 use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 use serde_json::Value;
-
-/// The example built beside this test binary (`target/<profile>/deps/..`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    profile.join("examples").join(name)
-}
 
 /// The running example and its address; stopped with SIGTERM when dropped.
 struct Running {

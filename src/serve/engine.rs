@@ -660,29 +660,28 @@ impl Scheduler {
         self.metrics.generated_tokens.inc();
         let piece = job.detok.push(&tokenizer, next);
         job.pending.push_str(&piece);
-        if let Some(at) = find_stop(&job.pending, &job.params.stop) {
-            job.pending.truncate(at);
-            let text = std::mem::take(&mut job.pending);
-            if !job.sink.send(Event::Token {
-                id: next,
-                text,
-                logprob,
-            }) {
-                self.free(i, "cancelled");
-                return;
+        // Up to a stop string (then the end), or all but what may begin one.
+        let stop_at = find_stop(&job.pending, &job.params.stop);
+        let text = match stop_at {
+            Some(at) => {
+                job.pending.truncate(at);
+                std::mem::take(&mut job.pending)
             }
-            self.finish(i, FinishReason::Stop, true);
-            return;
-        }
-        let hold = held_back(&job.pending, &job.params.stop);
-        let text = job.pending[..job.pending.len() - hold].to_string();
-        job.pending.drain(..job.pending.len() - hold);
+            None => {
+                let keep = job.pending.len() - held_back(&job.pending, &job.params.stop);
+                job.pending.drain(..keep).collect()
+            }
+        };
         if !job.sink.send(Event::Token {
             id: next,
             text,
             logprob,
         }) {
             self.free(i, "cancelled");
+            return;
+        }
+        if stop_at.is_some() {
+            self.finish(i, FinishReason::Stop, true);
             return;
         }
         if job.generated >= job.params.max_tokens || slot.tokens.len() >= capacity {

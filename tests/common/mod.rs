@@ -224,3 +224,23 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
         .map(|x| x.as_f64().unwrap())
         .collect()
 }
+
+/// The examples built by `cargo test`: `target/<profile>/examples/`, beside the directory of this
+/// test binary (`target/<profile>/deps/`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = profile
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --release` (which builds the examples) or \
+         `cargo build --release --examples` first",
+        path.display()
+    );
+    path
+}
