@@ -147,9 +147,10 @@ impl Attention {
 
     /// Attends the `seq` new positions `cache.len() ..` of the context's cache to themselves and
     /// to the cached ones, appending their keys and values to the block's layer of the cache
-    /// ([`ops::attention`]); in a ragged pass, each sequence's rows over its own cache. Reports `Qcur_normed`, `Kcur_normed` (with q/k norms), `Qcur`,
-    /// `Vcur`, `Kcur` (after RoPE, heads flattened) and `kqv_out` (all heads before the output
-    /// projection, `[batch, seq, n_head · value_length]`) to the context's trace.
+    /// ([`ops::attention`]); in a ragged pass, each sequence's rows over its own cache. Reports
+    /// `Qcur_normed`, `Kcur_normed` (with q/k norms), `Qcur`, `Vcur`, `Kcur` (after RoPE, heads
+    /// flattened) and `kqv_out` (all heads before the output projection,
+    /// `[batch, seq, n_head · value_length]`) to the context's trace.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, n_embd]` (normalized)

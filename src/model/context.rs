@@ -7,7 +7,7 @@
 //! lengths at different positions, each over its own cache ([`ForwardContext::ragged`]): their
 //! positions stacked as the rows of one `[1, Σ seq, ..]` stream, which every layer computes at
 //! once (the projections read each weight once for all of them), except the attention, which
-//! takes each sequence's rows over its own cache ([`Segment`]).
+//! takes each sequence's rows over its own cache (a `Segment`).
 
 use burn::tensor::{Device, Tensor};
 
@@ -20,7 +20,7 @@ use crate::model::rope::Rope;
 pub type Trace<'a> = dyn FnMut(&str, Tensor<3>) + 'a;
 
 /// The rows of one sequence in a pass, and the cache its attention reads and appends to.
-pub struct Segment<'a> {
+pub(crate) struct Segment<'a> {
     /// The first of its rows along the pass's sequence axis.
     pub(crate) start: usize,
     /// Its rows: the positions `cache.len() .. cache.len() + seq`.
@@ -112,11 +112,6 @@ impl<'a> ForwardContext<'a> {
         self.layer
     }
 
-    /// The sequences of the pass, in row order.
-    pub fn segments(&self) -> &[Segment<'a>] {
-        &self.segments
-    }
-
     /// Marks every sequence's new positions as cached (after every layer appended them).
     pub fn advance(&mut self) -> Result<(), ModelError> {
         for s in &mut self.segments {
@@ -152,23 +147,6 @@ impl<'a> ForwardContext<'a> {
                 None => trace(name, t()),
             }
         }
-    }
-}
-
-impl Segment<'_> {
-    /// The first of its rows along the pass's sequence axis.
-    pub fn start(&self) -> usize {
-        self.start
-    }
-
-    /// Its number of rows (new positions).
-    pub fn len(&self) -> usize {
-        self.seq
-    }
-
-    /// Whether it has no rows.
-    pub fn is_empty(&self) -> bool {
-        self.seq == 0
     }
 }
 

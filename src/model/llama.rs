@@ -344,9 +344,10 @@ impl Llama {
     /// Returns the logits `[n, n_vocab]` of the last position of each sequence whose `logits`
     /// is set, in their order (`None` if none is). A sequence's rows give the same numbers as
     /// [`Llama::forward_ids`] of that sequence alone wherever the matmul kernels sum a row in
-    /// the same order whatever the number of rows (on the CPU devices, ggml's orders: Q8_0,
-    /// Q5_0, and the formats llama.cpp repacks, [`gguf_kernels::cpu::follows_ggml_repack`]; F32
-    /// and F16 weights and unrepacked K-quants take another order for several rows, as in
+    /// the same order whatever the number of rows (on the CPU devices, ggml's orders: the
+    /// 32-element formats, the formats llama.cpp repacks,
+    /// [`gguf_kernels::cpu::follows_ggml_repack`], and TQ1_0/TQ2_0; F32 and F16 weights, the
+    /// K-quants from 8 rows and IQ4_XS take another order for several rows than for one, as in
     /// llama.cpp). All inputs are checked before anything runs; after an error no cache has
     /// advanced.
     pub fn forward_ragged(
@@ -375,7 +376,7 @@ impl Llama {
             false => Rows::Some(rows),
         };
         let device = self.device();
-        on_cpu_pool(&device.clone(), move || {
+        on_cpu_pool(&device, || {
             let parts = seqs
                 .iter_mut()
                 .map(|s| (s.tokens.len(), &mut *s.cache))

@@ -73,7 +73,7 @@ pub mod weight;
 pub use config::{
     Activation, AttentionScale, Family, LlamaConfig, RopeConfig, RopeStyle, SlidingWindow,
 };
-pub use context::{ForwardContext, Segment};
+pub use context::ForwardContext;
 pub use embedding::Embedding;
 pub use error::ModelError;
 pub use export::{ExportError, ExportType};

@@ -156,8 +156,7 @@ impl Rope {
 
     /// The rotation tables of positions `start .. start + seq` on `device`.
     pub fn tables(&self, start: usize, seq: usize, device: &Device) -> RopeTables {
-        let angles = self.angles(start, seq); // [seq, n_rot / 2]
-        RopeTables::new(&angles, self.mscale(), seq, self.n_rot, self.style, device)
+        self.tables_of_runs(&[(start, seq)], device)
     }
 
     /// The rotation tables of several runs of positions, one after the other: run `(start,
