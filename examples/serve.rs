@@ -24,7 +24,7 @@ use common::ModelArgs;
 use gguf_llama::chat::ChatTemplate;
 use gguf_llama::cli;
 use gguf_llama::model::Llama;
-use gguf_llama::serve::{App, Engine, EngineConfig, Grammars, Metrics};
+use gguf_llama::serve::{App, Engine, EngineConfig};
 use gguf_llama::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -87,22 +87,16 @@ fn run() -> anyhow::Result<()> {
         queue: args.queue,
         cache: args.run.cache(),
     };
-    let grammars = Grammars::new(tokenizer.clone()).map_err(anyhow::Error::msg)?;
-    let metrics = Arc::new(Metrics::new());
-    let engine = Engine::start(model, tokenizer.clone(), config, metrics.clone())?;
-    let app = Arc::new(App {
+    let engine = Engine::start(model, tokenizer.clone(), config)?;
+    let app = App::new(
         engine,
         tokenizer,
         template,
-        grammars,
         model_name,
-        api_key: args.api_key.clone(),
-        metrics,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    });
+        args.api_key.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let app = Arc::new(app);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -116,8 +110,8 @@ fn run() -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         eprintln!(
             "listening on http://{addr} ({} slots of {} positions, device {})",
-            app.engine.config().slots,
-            app.engine.slot_context(),
+            app.engine().config().slots,
+            app.engine().slot_context(),
             args.run.device
         );
         gguf_llama::serve::serve(listener, app, shutdown_signal()).await?;

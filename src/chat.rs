@@ -318,6 +318,20 @@ impl ChatTemplate {
         })
     }
 
+    /// The token ids of `messages` rendered with the generation prompt, as llama.cpp tokenizes a
+    /// chat: a BOS text the template writes is dropped when the tokenizer adds BOS itself
+    /// ([`ChatTemplate::strip_added_tokens`]), then the text is encoded with BOS per the file
+    /// and special tokens parsed.
+    pub fn prompt_tokens(
+        &self,
+        tokenizer: &crate::tokenizer::Tokenizer,
+        messages: &[ChatMessage],
+    ) -> Result<Vec<u32>, ChatError> {
+        let rendered = self.render(messages, true)?;
+        let text = self.strip_added_tokens(&rendered, tokenizer.add_bos(), false);
+        Ok(tokenizer.encode(text, true, true))
+    }
+
     /// Removes a leading BOS text when the tokenizer will add BOS itself (`add_bos`), and a
     /// trailing EOS text when it will add EOS (`add_eos`), as llama.cpp's
     /// `common_chat_template_direct_apply_impl` does, so that the prompt does not get them twice.

@@ -63,23 +63,15 @@ pub fn prompt_tokens_with(
     template: Option<&ChatTemplate>,
     system: Option<&str>,
 ) -> Result<Vec<u32>> {
-    let text = match template {
-        Some(template) => {
-            let mut messages = Vec::new();
-            if let Some(s) = system {
-                messages.push(ChatMessage::system(s));
-            }
-            messages.push(ChatMessage::user(prompt));
-            // A template that writes the BOS text itself would get a second BOS from the
-            // tokenizer: drop the leading one, as llama.cpp does.
-            let rendered = template.render(&messages, true)?;
-            template
-                .strip_added_tokens(&rendered, tokenizer.add_bos(), false)
-                .to_string()
-        }
-        None => prompt.to_string(),
+    let Some(template) = template else {
+        return Ok(tokenizer.encode(prompt, true, true));
     };
-    Ok(tokenizer.encode(&text, true, true))
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage::system(s));
+    }
+    messages.push(ChatMessage::user(prompt));
+    Ok(template.prompt_tokens(tokenizer, &messages)?)
 }
 
 /// A command-line value out of range, for clap's `value_parser` (clap prints it as

@@ -15,11 +15,9 @@ use common::*;
 use futures_util::StreamExt;
 use gguf_llama::chat::ChatTemplate;
 use gguf_llama::cli;
-use gguf_llama::generate::{generate, GenerateConfig};
 use gguf_llama::gguf::GgufFile;
 use gguf_llama::model::{CacheTypes, Llama};
-use gguf_llama::sampling::SamplerConfig;
-use gguf_llama::serve::{App, Engine, EngineConfig, Grammars, Metrics};
+use gguf_llama::serve::{App, Engine, EngineConfig};
 use gguf_llama::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -37,19 +35,15 @@ impl Server {
         let tokenizer = Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap());
         let template = ChatTemplate::from_gguf_or_chatml(file.metadata()).unwrap();
         let model = Llama::from_gguf(file, &Device::flex()).unwrap();
-        let grammars = Grammars::new(tokenizer.clone()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let engine = Engine::start(model, tokenizer.clone(), config, metrics.clone()).unwrap();
-        let app = Arc::new(App {
+        let engine = Engine::start(model, tokenizer.clone(), config).unwrap();
+        let app = App::new(
             engine,
             tokenizer,
             template,
-            grammars,
-            model_name: "test-model".into(),
-            api_key: api_key.map(str::to_string),
-            metrics,
-            created: 0,
-        });
+            "test-model".into(),
+            api_key.map(str::to_string),
+        );
+        let app = Arc::new(app.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -143,17 +137,9 @@ fn config(slots: usize, queue: usize) -> EngineConfig {
     }
 }
 
-/// `generate`'s greedy text of `prompt` with up to `max_tokens` tokens.
+/// `generate`'s greedy text of `prompt` with up to `max_tokens` tokens, and its token count.
 fn greedy_text(file: &GgufFile, prompt: &[u32], max_tokens: usize) -> (String, usize) {
-    let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
-    let model = Llama::from_gguf(file, &Device::flex()).unwrap();
-    let config = GenerateConfig {
-        max_tokens,
-        sampler: SamplerConfig::greedy(),
-        stop_at_eog: true,
-        cache: CacheTypes::default(),
-    };
-    let g = generate(&model, &tokenizer, prompt, &config, &mut |_| {}).unwrap();
+    let g = common::greedy::generate_greedy(file, prompt, max_tokens);
     (g.text, g.tokens.len())
 }
 

@@ -12,12 +12,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use burn::tensor::Device;
 use common::*;
 use gguf_llama::cli;
-use gguf_llama::generate::{generate, GenerateConfig};
-use gguf_llama::model::{CacheTypes, Llama};
-use gguf_llama::sampling::SamplerConfig;
 use gguf_llama::tokenizer::Tokenizer;
 use serde_json::Value;
 
@@ -78,16 +74,7 @@ fn greedy(prompt: &str, chat: bool, max_tokens: usize) -> String {
     let file = cli::open_model(None).unwrap();
     let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
     let ids = cli::prompt_tokens(&file, &tokenizer, prompt, chat, None).unwrap();
-    let model = Llama::from_gguf(&file, &Device::flex()).unwrap();
-    let config = GenerateConfig {
-        max_tokens,
-        sampler: SamplerConfig::greedy(),
-        stop_at_eog: true,
-        cache: CacheTypes::default(),
-    };
-    generate(&model, &tokenizer, &ids, &config, &mut |_| {})
-        .unwrap()
-        .text
+    common::greedy::generate_greedy(&file, &ids, max_tokens).text
 }
 
 #[test]

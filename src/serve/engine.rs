@@ -169,7 +169,6 @@ pub enum SubmitError {
 
 /// State shared by the engine's thread and its handle.
 struct Shared {
-    waiting: AtomicUsize,
     /// Requests queued or in a slot.
     in_flight: AtomicUsize,
     closing: AtomicBool,
@@ -193,7 +192,6 @@ impl Engine {
         model: Llama,
         tokenizer: Arc<Tokenizer>,
         config: EngineConfig,
-        metrics: Arc<Metrics>,
     ) -> Result<Engine, SubmitError> {
         let c = model.config();
         config
@@ -223,10 +221,10 @@ impl Engine {
             })
             .collect();
         let shared = Arc::new(Shared {
-            waiting: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
         });
+        let metrics = Arc::new(Metrics::new());
         let (tx, rx) = mpsc::channel();
         let scheduler = Scheduler {
             model,
@@ -267,11 +265,6 @@ impl Engine {
     /// The metrics it updates.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Requests waiting for a slot.
-    pub fn waiting(&self) -> usize {
-        self.shared.waiting.load(Ordering::SeqCst)
     }
 
     /// Queues `request`; its events go to its sink. Refused, with nothing queued, when the
@@ -316,17 +309,14 @@ impl Engine {
                 waiting: in_flight.saturating_sub(self.config.slots),
             });
         }
-        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
         let sent = match self.tx.lock() {
             Ok(tx) => tx.as_ref().map(|tx| tx.send(request).is_ok()),
             Err(_) => None,
         };
         if sent != Some(true) {
-            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::ShuttingDown);
         }
-        self.metrics.queue_length.set(self.waiting() as i64);
         Ok(())
     }
 
@@ -365,8 +355,8 @@ struct Job {
     /// Text decoded but not yet released (a possible start of a stop string).
     pending: String,
     cached: usize,
-    started: Instant,
-    first_token: bool,
+    /// When it got its slot, until its first token (time to first token).
+    started: Option<Instant>,
 }
 
 struct Slot {
@@ -432,7 +422,6 @@ impl Scheduler {
         self.queue.retain(|r| !r.sink.is_closed());
         let dropped = before - self.queue.len();
         if dropped > 0 {
-            self.shared.waiting.fetch_sub(dropped, Ordering::SeqCst);
             self.ended("cancelled", dropped);
         }
         for i in 0..self.slots.len() {
@@ -447,12 +436,14 @@ impl Scheduler {
         self.update_gauges();
     }
 
+    /// Active slots, and requests in flight but not in a slot (queued here or in the channel).
     fn update_gauges(&self) {
         let active = self.slots.iter().filter(|s| s.job.is_some()).count();
+        let in_flight = self.shared.in_flight.load(Ordering::SeqCst);
         self.metrics.active_slots.set(active as i64);
         self.metrics
             .queue_length
-            .set(self.shared.waiting.load(Ordering::SeqCst) as i64);
+            .set(in_flight.saturating_sub(active) as i64);
     }
 
     /// Moves queued requests into free slots, in order.
@@ -464,7 +455,6 @@ impl Scheduler {
             let Some(mut request) = self.queue.pop_front() else {
                 break;
             };
-            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
             let sampler = match Sampler::new(request.params.sampler) {
                 Ok(s) => s,
                 Err(e) => {
@@ -498,8 +488,7 @@ impl Scheduler {
                 next: None,
                 pending: String::new(),
                 cached: reuse,
-                started: Instant::now(),
-                first_token: false,
+                started: Some(Instant::now()),
             });
         }
         self.update_gauges();
@@ -573,10 +562,7 @@ impl Scheduler {
             Err(e) => {
                 log::error!("forward pass failed: {e}");
                 for &i in &order {
-                    if let Some(mut job) = self.free(i, "error") {
-                        job.sink
-                            .send(Event::Error(format!("forward pass failed: {e}")));
-                    }
+                    self.fail(i, format!("forward pass failed: {e}"));
                 }
                 return;
             }
@@ -611,35 +597,28 @@ impl Scheduler {
         let capacity = self.slots[i].cache.capacity();
         let slot = &mut self.slots[i];
         let Some(job) = slot.job.as_mut() else { return };
-        if !job.first_token {
-            job.first_token = true;
+        if let Some(started) = job.started.take() {
             self.metrics
                 .time_to_first_token
-                .observe(job.started.elapsed().as_secs_f64());
+                .observe(started.elapsed().as_secs_f64());
         }
-        let sampled = match job.constraint.as_mut() {
-            // The grammar's tokens only (the log-probabilities stay the model's).
-            Some(c) => {
-                let mut masked = logits.to_vec();
-                c.mask(&mut masked)
-                    .map_err(|e| format!("grammar: {e}"))
-                    .and_then(|()| {
-                        job.sampler
-                            .sample(&masked, &slot.tokens)
-                            .map_err(|e| format!("sampling failed: {e}"))
-                    })
+        // With a grammar, its tokens only (the log-probabilities stay the model's).
+        let mut masked = None;
+        if let Some(c) = job.constraint.as_mut() {
+            let mut m = logits.to_vec();
+            if let Err(e) = c.mask(&mut m) {
+                self.fail(i, format!("grammar: {e}"));
+                return;
             }
-            None => job
-                .sampler
-                .sample(logits, &slot.tokens)
-                .map_err(|e| format!("sampling failed: {e}")),
-        };
-        let next = match sampled {
+            masked = Some(m);
+        }
+        let next = match job
+            .sampler
+            .sample(masked.as_deref().unwrap_or(logits), &slot.tokens)
+        {
             Ok(t) => t,
             Err(e) => {
-                if let Some(mut job) = self.free(i, "error") {
-                    job.sink.send(Event::Error(e));
-                }
+                self.fail(i, format!("sampling failed: {e}"));
                 return;
             }
         };
@@ -649,9 +628,7 @@ impl Scheduler {
         }
         if let Some(c) = job.constraint.as_mut() {
             if let Err(e) = c.commit(next) {
-                if let Some(mut job) = self.free(i, "error") {
-                    job.sink.send(Event::Error(format!("grammar: {e}")));
-                }
+                self.fail(i, format!("grammar: {e}"));
                 return;
             }
         }
@@ -735,6 +712,13 @@ impl Scheduler {
             self.update_gauges();
         }
         job
+    }
+
+    /// Ends slot `i`'s request with an error `message`.
+    fn fail(&mut self, i: usize, message: String) {
+        if let Some(mut job) = self.free(i, "error") {
+            job.sink.send(Event::Error(message));
+        }
     }
 
     /// Counts `n` requests as ended with `how` (no longer in flight).

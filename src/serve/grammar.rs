@@ -4,9 +4,9 @@
 //! the grammar is complete only end-of-generation tokens are allowed.
 //!
 //! llguidance sees the vocabulary as each token's bytes (a control token as `0xFF` then its
-//! text, toktrie's convention for special tokens, so no grammar text can produce one), built once per server
-//! ([`Grammars::new`]); requests' grammars are compiled against it in the HTTP handler, so a
-//! grammar that does not compile is a 400 before anything is queued.
+//! text, toktrie's convention for special tokens, so no grammar text can produce one), built
+//! once per server ([`Grammars::new`]); requests' grammars are compiled against it in the HTTP
+//! handler, so a grammar that does not compile is a 400 before anything is queued.
 
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ pub struct Grammars {
 
 impl Grammars {
     /// The vocabulary of `tokenizer` for llguidance (the end-of-generation tokens as its EOS set).
-    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Grammars, String> {
+    pub fn new(tokenizer: &Tokenizer) -> Result<Grammars, String> {
         let n = tokenizer.vocab_size();
         let words: Vec<Vec<u8>> = (0..n as u32)
             .map(|id| {
@@ -134,8 +134,8 @@ mod tests {
     #[test]
     fn a_json_object_begins_with_a_brace() {
         let file = crate::cli::open_model(None).unwrap();
-        let tokenizer = Arc::new(Tokenizer::from_gguf(file.metadata()).unwrap());
-        let grammars = Grammars::new(tokenizer.clone()).unwrap();
+        let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
+        let grammars = Grammars::new(&tokenizer).unwrap();
         let schema = serde_json::json!({"type": "object"});
         let mut c = grammars
             .constraint(TopLevelGrammar::from_json_schema(schema))

@@ -41,19 +41,51 @@ use crate::tokenizer::Tokenizer;
 
 /// What the routes share.
 pub struct App {
-    pub engine: Engine,
-    pub tokenizer: Arc<Tokenizer>,
+    engine: Engine,
+    tokenizer: Arc<Tokenizer>,
     /// The file's chat template (ChatML when it has none, as llama.cpp).
-    pub template: ChatTemplate,
+    template: ChatTemplate,
     /// Compiles requests' grammars (structured output).
-    pub grammars: Grammars,
+    grammars: Grammars,
     /// The model's id in `/v1/models` and in answers.
-    pub model_name: String,
+    model_name: String,
     /// The key clients must send as `Authorization: Bearer <key>` (`None`: no authentication).
-    pub api_key: Option<String>,
-    pub metrics: Arc<Metrics>,
+    api_key: Option<String>,
     /// When the server started (seconds since the epoch): `created` of the model.
-    pub created: u64,
+    created: u64,
+}
+
+impl App {
+    /// The routes' state: `engine` serving `model_name`, whose vocabulary is `tokenizer`'s and
+    /// whose chat template is `template`; requests must carry `api_key` if given. Builds the
+    /// vocabulary's grammar index (structured output).
+    pub fn new(
+        engine: Engine,
+        tokenizer: Arc<Tokenizer>,
+        template: ChatTemplate,
+        model_name: String,
+        api_key: Option<String>,
+    ) -> Result<App, String> {
+        let grammars = Grammars::new(&tokenizer)?;
+        Ok(App {
+            engine,
+            tokenizer,
+            template,
+            grammars,
+            model_name,
+            api_key,
+            created: now(),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.engine.metrics()
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -107,12 +139,38 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A fresh id for an answer.
-fn answer_id(prefix: &str) -> String {
+/// A fresh id for an answer of `kind` (`chatcmpl-…`, `cmpl-…`).
+fn answer_id(kind: Kind) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Completion => "cmpl",
+    };
     format!("{prefix}-{:x}{n:06x}", now())
+}
+
+/// An answer's fields around its `choices` (OpenAI's shape), with `usage` if given.
+fn answer_body(
+    app: &App,
+    id: &str,
+    object: &str,
+    created: u64,
+    choices: Value,
+    usage: Option<Value>,
+) -> Value {
+    let mut body = json!({
+        "id": id,
+        "object": object,
+        "created": created,
+        "model": app.model_name,
+        "choices": choices,
+    });
+    if let Some(u) = usage {
+        body["usage"] = u;
+    }
+    body
 }
 
 async fn authenticate(State(app): State<Arc<App>>, request: HttpRequest, next: Next) -> Response {
@@ -123,7 +181,7 @@ async fn authenticate(State(app): State<Arc<App>>, request: HttpRequest, next: N
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
-            app.metrics.rejected(401);
+            app.metrics().rejected(401);
             return ApiError {
                 status: 401,
                 message: "invalid or missing API key (Authorization: Bearer <key>)".into(),
@@ -147,7 +205,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        app.metrics().render(),
     )
         .into_response()
 }
@@ -209,7 +267,7 @@ async fn handle(app: Arc<App>, body: Bytes, kind: Kind) -> Response {
             false => whole_answer(app, rx, kind).await,
         },
         Err(e) => {
-            app.metrics.rejected(e.status);
+            app.metrics().rejected(e.status);
             e.into_response()
         }
     }
@@ -227,14 +285,9 @@ fn start(
     let prompt = match kind {
         Kind::Chat => {
             let messages = request.chat_messages()?;
-            let text = app
-                .template
-                .render(&messages, true)
-                .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
-            let text = app
-                .template
-                .strip_added_tokens(&text, app.tokenizer.add_bos(), false);
-            app.tokenizer.encode(text, true, true)
+            app.template
+                .prompt_tokens(&app.tokenizer, &messages)
+                .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?
         }
         Kind::Completion => request.prompt_tokens(|t| app.tokenizer.encode(t, true, true))?,
     };
@@ -308,43 +361,25 @@ async fn whole_answer(
                 text.push_str(&t);
                 let reason = openai::finish_reason(reason);
                 let tk = &app.tokenizer;
-                let body = match kind {
+                let (object, choice) = match kind {
                     Kind::Chat => {
                         let lp = want_logprobs.then(|| {
                             json!({"content": logprobs.iter().map(|(id, lp)| openai::chat_logprob(tk, *id, lp)).collect::<Vec<_>>()})
                         });
-                        json!({
-                            "id": answer_id("chatcmpl"),
-                            "object": "chat.completion",
-                            "created": now(),
-                            "model": app.model_name,
-                            "choices": [{
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "logprobs": lp,
-                                "finish_reason": reason,
-                            }],
-                            "usage": openai::usage(&usage),
-                        })
+                        let message = json!({"role": "assistant", "content": text});
+                        let choice = json!({"index": 0, "message": message, "logprobs": lp, "finish_reason": reason});
+                        ("chat.completion", choice)
                     }
                     Kind::Completion => {
                         let lp =
                             want_logprobs.then(|| openai::completion_logprobs(tk, &logprobs, 0));
-                        json!({
-                            "id": answer_id("cmpl"),
-                            "object": "text_completion",
-                            "created": now(),
-                            "model": app.model_name,
-                            "choices": [{
-                                "index": 0,
-                                "text": text,
-                                "logprobs": lp,
-                                "finish_reason": reason,
-                            }],
-                            "usage": openai::usage(&usage),
-                        })
+                        let choice = json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason});
+                        ("text_completion", choice)
                     }
                 };
+                let usage = Some(openai::usage(&usage));
+                let id = answer_id(kind);
+                let body = answer_body(&app, &id, object, now(), json!([choice]), usage);
                 return Json(body).into_response();
             }
             Event::Error(message) => return server_error(message).into_response(),
@@ -384,16 +419,7 @@ impl StreamState {
             Kind::Chat => "chat.completion.chunk",
             Kind::Completion => "text_completion",
         };
-        let mut c = json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.app.model_name,
-            "choices": choices,
-        });
-        if let Some(u) = usage {
-            c["usage"] = u;
-        }
+        let c = answer_body(&self.app, &self.id, object, self.created, choices, usage);
         SseEvent::default().data(c.to_string())
     }
 
@@ -486,10 +512,7 @@ fn stream_answer(
         app,
         rx,
         kind,
-        id: answer_id(match kind {
-            Kind::Chat => "chatcmpl",
-            Kind::Completion => "cmpl",
-        }),
+        id: answer_id(kind),
         created: now(),
         include_usage: request.include_usage(),
         offset: 0,

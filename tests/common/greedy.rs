@@ -95,3 +95,21 @@ pub fn check_cpu_devices(
         }
     }
 }
+
+/// `generate`'s greedy decoding of `prompt` on flex with its defaults (F16 KV cache, stopping at
+/// end-of-generation), at most `max_tokens` tokens: what the server must answer greedily.
+pub fn generate_greedy(
+    file: &GgufFile,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> gguf_llama::generate::Generation {
+    let tokenizer = Tokenizer::from_gguf(file.metadata()).unwrap();
+    let model = Llama::from_gguf(file, &burn::tensor::Device::flex()).unwrap();
+    let config = GenerateConfig {
+        max_tokens,
+        sampler: SamplerConfig::greedy(),
+        stop_at_eog: true,
+        cache: CacheTypes::default(),
+    };
+    generate(&model, &tokenizer, prompt, &config, &mut |_| {}).unwrap()
+}
